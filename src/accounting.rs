@@ -1,0 +1,99 @@
+//! Token usage and its price.
+
+use serde::Deserialize;
+
+use crate::config::Price;
+
+/// Tokens of one answered request, as the answering upstream reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Part of `prompt_tokens` served from the provider's prompt cache.
+    pub cached_tokens: u64,
+    /// Part of `completion_tokens` spent on reasoning.
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+
+    /// USD cost under `price`; cached prompt tokens use the cached price when one is set.
+    pub fn cost(&self, price: &Price) -> f64 {
+        let cached = self.cached_tokens.min(self.prompt_tokens);
+        let uncached = self.prompt_tokens - cached;
+        let cached_price = price.cached_input_per_mtok.unwrap_or(price.input_per_mtok);
+        (uncached as f64 * price.input_per_mtok
+            + cached as f64 * cached_price
+            + self.completion_tokens as f64 * price.output_per_mtok)
+            / 1_000_000.0
+    }
+}
+
+/// OpenAI's `usage` object as it appears on the wire (fields vary by host, so all are optional).
+#[derive(Debug, Default, Deserialize)]
+pub struct OpenAiUsageWire {
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default)]
+    pub completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetailsWire>,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetailsWire>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PromptDetailsWire {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CompletionDetailsWire {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl From<OpenAiUsageWire> for Usage {
+    fn from(w: OpenAiUsageWire) -> Usage {
+        Usage {
+            prompt_tokens: w.prompt_tokens.unwrap_or(0),
+            completion_tokens: w.completion_tokens.unwrap_or(0),
+            cached_tokens: w
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            reasoning_tokens: w
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_uses_cached_price_for_cached_tokens() {
+        let usage = Usage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 500_000,
+            cached_tokens: 400_000,
+            reasoning_tokens: 0,
+        };
+        let price = Price {
+            input_per_mtok: 2.0,
+            output_per_mtok: 10.0,
+            cached_input_per_mtok: Some(0.5),
+        };
+        let expected = 0.6 * 2.0 + 0.4 * 0.5 + 0.5 * 10.0;
+        assert!((usage.cost(&price) - expected).abs() < 1e-9);
+        let no_cache_price = Price { cached_input_per_mtok: None, ..price };
+        assert!((usage.cost(&no_cache_price) - (2.0 + 5.0)).abs() < 1e-9);
+    }
+}

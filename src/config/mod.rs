@@ -1,0 +1,356 @@
+//! Loading and validating the config file.
+//!
+//! The path is: file text → `${VAR}` expansion ([`env`]) → YAML into the raw serde types ([`raw`]) →
+//! [`validate`] into the typed [`Config`] below. Only a fully valid [`Config`] ever reaches the
+//! routing table, so the proxy never sees half-checked input.
+
+pub mod env;
+pub mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use url::Url;
+
+pub use validate::validate;
+
+/// The default config path when neither `--config` nor `$SWITCHYARD_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "conf/switchyard.yaml";
+
+/// Why a config could not be loaded. Each issue names the key path it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", format_missing(.0))]
+    MissingVariables(Vec<String>),
+    #[error("{0}")]
+    Yaml(String),
+    #[error("{}", format_issues(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn format_missing(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("${{{n}}}: environment variable is not set (use ${{{n}:-default}} for an optional value)"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn format_issues(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One problem with one key: `providers.anthropic.base_url: not a URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// Reads, expands and validates the config at `path` against the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, |name| std::env::var(name).ok())
+}
+
+/// Expands and validates config text; `lookup` resolves `${VAR}` references.
+pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let expanded =
+        env::expand(text, lookup).map_err(|m| ConfigError::MissingVariables(m.0.into_iter().collect()))?;
+    let raw: raw::RawConfig = if expanded.trim().is_empty() {
+        raw::RawConfig::default()
+    } else {
+        serde_yaml::from_str(&expanded).map_err(|e| ConfigError::Yaml(yaml_error_message(&e)))?
+    };
+    validate(raw).map_err(ConfigError::Invalid)
+}
+
+/// serde_yaml already prefixes the key path (`providers.openai: unknown field ...`); this adds
+/// the position when it has one and never echoes the (possibly secret-bearing) document.
+fn yaml_error_message(e: &serde_yaml::Error) -> String {
+    match e.location() {
+        Some(loc) if !e.to_string().contains(" at line ") => {
+            format!("{e} (line {}, column {})", loc.line(), loc.column())
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// A credential: it is only ever shown as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The raw value, for building upstream auth headers and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A fully validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Things that are allowed but probably not what the user wants (disabled providers, ...).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Vec<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub threads: usize,
+    pub max_body_bytes: usize,
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    pub keys: Vec<ClientKey>,
+    pub admin_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    pub name: String,
+    pub key: Secret,
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    OpenAiCompatible,
+    AzureOpenAi,
+    Anthropic,
+    Gemini,
+    Bedrock,
+    Mock,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 7] = [
+        ProviderKind::OpenAi,
+        ProviderKind::OpenAiCompatible,
+        ProviderKind::AzureOpenAi,
+        ProviderKind::Anthropic,
+        ProviderKind::Gemini,
+        ProviderKind::Bedrock,
+        ProviderKind::Mock,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::OpenAiCompatible => "openai-compatible",
+            ProviderKind::AzureOpenAi => "azure-openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Mock => "mock",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The base URL used when the config gives none.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// `None` only for `kind: mock`.
+    pub base_url: Option<Url>,
+    /// `None` when the provider needs no key (a local OpenAI-compatible server).
+    pub api_key: Option<Secret>,
+    pub api_version: Option<String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub timeouts: Timeouts,
+    pub health_check_interval: Duration,
+    pub mock: MockSettings,
+    /// Why the provider is switched off (empty key, unsupported kind); `None` when usable.
+    pub disabled: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_millis(2_000),
+            first_byte: Duration::from_millis(60_000),
+            idle: Duration::from_millis(30_000),
+            total: Duration::from_millis(600_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MockSettings {
+    pub latency: Duration,
+    pub tokens_per_second: Option<f64>,
+    pub reply: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Fallback,
+    Weighted,
+    RoundRobin,
+    LeastLatency,
+    LowestCost,
+}
+
+impl Strategy {
+    pub fn parse(s: &str) -> Option<Strategy> {
+        Some(match s {
+            "fallback" => Strategy::Fallback,
+            "weighted" => Strategy::Weighted,
+            "round_robin" => Strategy::RoundRobin,
+            "least_latency" => Strategy::LeastLatency,
+            "lowest_cost" => Strategy::LowestCost,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Fallback => "fallback",
+            Strategy::Weighted => "weighted",
+            Strategy::RoundRobin => "round_robin",
+            Strategy::LeastLatency => "least_latency",
+            Strategy::LowestCost => "lowest_cost",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub name: String,
+    pub strategy: Strategy,
+    pub targets: Vec<TargetConfig>,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub provider: String,
+    pub model: String,
+    pub weight: u32,
+    pub price: Option<Price>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    /// Defaults to the input price when not given.
+    pub cached_input_per_mtok: Option<f64>,
+}
+
+/// Which failed outcomes an attempt may be retried (or failed over) on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    Status(u16),
+    ServerErrors,
+    Timeout,
+    Connect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub on: Vec<RetryOn>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 2,
+            backoff: Duration::from_millis(200),
+            on: vec![
+                RetryOn::Status(429),
+                RetryOn::ServerErrors,
+                RetryOn::Timeout,
+                RetryOn::Connect,
+            ],
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn retries_status(&self, status: u16) -> bool {
+        self.on.iter().any(|on| match on {
+            RetryOn::Status(s) => *s == status,
+            RetryOn::ServerErrors => (500..600).contains(&status),
+            _ => false,
+        })
+    }
+    pub fn retries_timeout(&self) -> bool {
+        self.on.contains(&RetryOn::Timeout)
+    }
+    pub fn retries_connect(&self) -> bool {
+        self.on.contains(&RetryOn::Connect)
+    }
+}

@@ -1,0 +1,144 @@
+//! The config file as written by users: serde types that mirror the YAML one to one.
+//!
+//! Nothing here is trusted yet; `validate` turns it into [`super::Config`]. Unknown keys are rejected
+//! so that a typo (`base_ulr`) is an error with a key path rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub state: RawState,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Vec<String>>,
+    pub admin_listen: Option<String>,
+    pub threads: Option<i64>,
+    pub max_body_bytes: Option<i64>,
+    pub grace_period_s: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub backend: Option<String>,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub keys: Vec<RawClientKey>,
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientKey {
+    pub name: Option<String>,
+    pub key: Option<String>,
+    pub key_sha256: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub budget_usd: Option<RawBudget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub amount: f64,
+    pub period: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub kind: Option<String>,
+    pub base_url: Option<String>,
+    /// Absent (`None`) means "no key needed"; present but empty or null (`Some(None)` or
+    /// `Some(Some(""))`, as `${KEY:-}` gives) means "key missing".
+    #[serde(default, deserialize_with = "present")]
+    pub api_key: Option<Option<String>>,
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    pub health_check: Option<RawHealthCheck>,
+    /// `kind: mock` only: delay before the first byte of an answer.
+    pub latency_ms: Option<i64>,
+    /// `kind: mock` only: streaming speed; 0 or absent sends all tokens at once.
+    pub tokens_per_second: Option<f64>,
+    /// `kind: mock` only: fixed answer text instead of the default echo.
+    pub reply: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect_ms: Option<i64>,
+    pub first_byte_ms: Option<i64>,
+    pub idle_ms: Option<i64>,
+    pub total_ms: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub interval_s: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub weight: Option<i64>,
+    pub price: Option<RawPrice>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input_per_mtok: Option<f64>,
+    pub output_per_mtok: Option<f64>,
+    pub cached_input_per_mtok: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<i64>,
+    pub backoff_ms: Option<i64>,
+    pub on: Option<Vec<serde_yaml::Value>>,
+}
+
+/// Distinguishes a key given as null from an absent key.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}

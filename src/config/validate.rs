@@ -1,0 +1,615 @@
+//! Turns [`RawConfig`] into a [`Config`], collecting every problem with its key path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use url::Url;
+
+use super::raw::*;
+use super::*;
+
+/// Collects issues so that one run of `switchyard check` reports all of them.
+#[derive(Default)]
+struct Issues(Vec<ConfigIssue>);
+
+impl Issues {
+    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
+    let mut issues = Issues::default();
+    let mut warnings = Vec::new();
+
+    let server = server(raw.server, &mut issues);
+    state(&raw.state, &mut issues);
+    let auth = auth(raw.auth, &mut issues, &mut warnings);
+
+    let mut providers = BTreeMap::new();
+    for (name, raw_provider) in raw.providers {
+        if let Some(p) = provider(&name, raw_provider, &mut issues) {
+            if let Some(why) = &p.disabled {
+                warnings.push(format!("provider '{name}' is disabled: {why}"));
+            }
+            providers.insert(name, p);
+        }
+    }
+
+    let mut models = BTreeMap::new();
+    for (name, raw_model) in raw.models {
+        if let Some(m) = model(&name, raw_model, &providers, &mut issues) {
+            models.insert(name, m);
+        }
+    }
+
+    if issues.0.is_empty() {
+        Ok(Config {
+            server,
+            auth,
+            providers,
+            models,
+            warnings,
+        })
+    } else {
+        Err(issues.0)
+    }
+}
+
+fn server(raw: RawServer, issues: &mut Issues) -> ServerSettings {
+    let listen = match raw.listen {
+        None => vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
+        Some(list) if list.is_empty() => {
+            issues.push("server.listen", "must name at least one address");
+            Vec::new()
+        }
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, addr)| socket_addr(&format!("server.listen[{i}]"), addr, issues))
+            .collect(),
+    };
+    let admin_listen = match raw.admin_listen.as_deref() {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        Some("") => None,
+        Some(addr) => socket_addr("server.admin_listen", addr, issues),
+    };
+    let threads = positive("server.threads", raw.threads, 2, issues) as usize;
+    let max_body_bytes =
+        positive("server.max_body_bytes", raw.max_body_bytes, 10 * 1024 * 1024, issues) as usize;
+    let grace = non_negative("server.grace_period_s", raw.grace_period_s, 30, issues);
+    ServerSettings {
+        listen,
+        admin_listen,
+        threads,
+        max_body_bytes,
+        grace_period: Duration::from_secs(grace),
+    }
+}
+
+fn state(raw: &RawState, issues: &mut Issues) {
+    match raw.backend.as_deref() {
+        None | Some("memory") => {}
+        Some("redis") => issues.push(
+            "state.backend",
+            "redis is not supported by this build yet; use memory",
+        ),
+        Some(other) => issues.push(
+            "state.backend",
+            format!("unknown backend '{other}' (expected memory or redis)"),
+        ),
+    }
+}
+
+fn auth(raw: RawAuth, issues: &mut Issues, warnings: &mut Vec<String>) -> AuthSettings {
+    let admin_token = raw.admin_token.filter(|t| !t.is_empty()).map(Secret::new);
+    if raw.keys.is_empty() {
+        warnings.push("auth.keys is empty: clients are not authenticated".to_string());
+    }
+    let mut keys = Vec::new();
+    for (i, key) in raw.keys.into_iter().enumerate() {
+        let path = format!("auth.keys[{i}]");
+        let name = key.name.unwrap_or_else(|| format!("key-{i}"));
+        // Limits and budgets need the accounting that is not built yet; accepting them silently
+        // would let a user believe a budget protects them.
+        for (field, set) in [
+            ("rpm", key.rpm.is_some()),
+            ("tpm", key.tpm.is_some()),
+            ("budget_usd", key.budget_usd.is_some()),
+        ] {
+            if set {
+                issues.push(
+                    format!("{path}.{field}"),
+                    "limits and budgets are not supported by this build yet",
+                );
+            }
+        }
+        if key.key_sha256.is_some() {
+            issues.push(
+                format!("{path}.key_sha256"),
+                "hashed keys are not supported by this build yet; use key",
+            );
+        }
+        match key.key {
+            Some(k) if !k.is_empty() => keys.push(ClientKey {
+                name,
+                key: Secret::new(k),
+                models: key.models.unwrap_or_default(),
+            }),
+            _ => issues.push(format!("{path}.key"), "must be set and non-empty"),
+        }
+    }
+    AuthSettings { keys, admin_token }
+}
+
+fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<ProviderConfig> {
+    let path = format!("providers.{name}");
+    if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
+        issues.push(&path, "provider names must be non-empty and contain no '/' or spaces");
+        return None;
+    }
+    let kind = match raw.kind.as_deref() {
+        None => {
+            issues.push(format!("{path}.kind"), "is required");
+            return None;
+        }
+        Some(k) => match ProviderKind::parse(k) {
+            Some(kind) => kind,
+            None => {
+                let all: Vec<_> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+                issues.push(
+                    format!("{path}.kind"),
+                    format!("unknown kind '{k}' (expected one of {})", all.join(", ")),
+                );
+                return None;
+            }
+        },
+    };
+
+    let base_url = match (raw.base_url.as_deref(), kind) {
+        (_, ProviderKind::Mock) => None,
+        (Some(u), _) => http_url(&format!("{path}.base_url"), u, issues),
+        (None, kind) => match kind.default_base_url() {
+            Some(default) => Url::parse(default).ok(),
+            None => {
+                issues.push(format!("{path}.base_url"), format!("is required for kind {kind}"));
+                None
+            }
+        },
+    };
+
+    let mut disabled = None;
+    let api_key = match raw.api_key.clone().map(Option::unwrap_or_default) {
+        Some(k) if k.is_empty() => {
+            if kind != ProviderKind::Mock {
+                disabled = Some("api_key is empty".to_string());
+            }
+            None
+        }
+        Some(k) => Some(Secret::new(k)),
+        // A local OpenAI-compatible server (vLLM, Ollama) usually needs no key at all.
+        None if matches!(kind, ProviderKind::Mock | ProviderKind::OpenAiCompatible) => None,
+        None => {
+            disabled = Some("api_key is not set".to_string());
+            None
+        }
+    };
+    if disabled.is_none() && !kind_is_supported(kind) {
+        disabled = Some(format!("kind {kind} is not supported by this build yet"));
+    }
+
+    let mut headers = Vec::new();
+    for (h, v) in &raw.headers {
+        let hpath = format!("{path}.headers.{h}");
+        match (HeaderName::try_from(h.as_str()), HeaderValue::try_from(v.as_str())) {
+            (Ok(hn), Ok(hv)) => headers.push((hn, hv)),
+            (Err(_), _) => issues.push(hpath, "not a valid HTTP header name"),
+            (_, Err(_)) => issues.push(hpath, "not a valid HTTP header value"),
+        }
+    }
+
+    let defaults = Timeouts::default();
+    let t = &raw.timeouts;
+    let tpath = format!("{path}.timeouts");
+    let timeouts = Timeouts {
+        connect: millis(&format!("{tpath}.connect_ms"), t.connect_ms, defaults.connect, issues),
+        first_byte: millis(&format!("{tpath}.first_byte_ms"), t.first_byte_ms, defaults.first_byte, issues),
+        idle: millis(&format!("{tpath}.idle_ms"), t.idle_ms, defaults.idle, issues),
+        total: millis(&format!("{tpath}.total_ms"), t.total_ms, defaults.total, issues),
+    };
+    let interval = raw.health_check.as_ref().and_then(|h| h.interval_s);
+    let health_check_interval =
+        Duration::from_secs(positive(&format!("{path}.health_check.interval_s"), interval, 10, issues));
+
+    let mock = mock_settings(&path, kind, &raw, issues);
+
+    if raw.api_version.is_some() && kind != ProviderKind::AzureOpenAi {
+        issues.push(format!("{path}.api_version"), "only applies to kind azure-openai");
+    }
+
+    Some(ProviderConfig {
+        name: name.to_string(),
+        kind,
+        base_url,
+        api_key,
+        api_version: raw.api_version,
+        headers,
+        timeouts,
+        health_check_interval,
+        mock,
+        disabled,
+    })
+}
+
+/// Provider kinds whose adapter exists in this build.
+fn kind_is_supported(kind: ProviderKind) -> bool {
+    matches!(
+        kind,
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Mock
+    )
+}
+
+fn mock_settings(path: &str, kind: ProviderKind, raw: &RawProvider, issues: &mut Issues) -> MockSettings {
+    if kind != ProviderKind::Mock {
+        for (key, set) in [
+            ("latency_ms", raw.latency_ms.is_some()),
+            ("tokens_per_second", raw.tokens_per_second.is_some()),
+            ("reply", raw.reply.is_some()),
+        ] {
+            if set {
+                issues.push(format!("{path}.{key}"), "only applies to kind mock");
+            }
+        }
+        return MockSettings::default();
+    }
+    let latency = Duration::from_millis(non_negative(&format!("{path}.latency_ms"), raw.latency_ms, 0, issues));
+    let tokens_per_second = match raw.tokens_per_second {
+        Some(r) if !(r.is_finite() && r >= 0.0) => {
+            issues.push(format!("{path}.tokens_per_second"), "must be a non-negative number");
+            None
+        }
+        Some(r) if r == 0.0 => None,
+        other => other,
+    };
+    MockSettings {
+        latency,
+        tokens_per_second,
+        reply: raw.reply.clone(),
+    }
+}
+
+fn model(
+    name: &str,
+    raw: RawModel,
+    providers: &BTreeMap<String, ProviderConfig>,
+    issues: &mut Issues,
+) -> Option<ModelConfig> {
+    let path = format!("models.{name}");
+    if name.is_empty() {
+        issues.push(&path, "model names must be non-empty");
+        return None;
+    }
+    let strategy = match raw.strategy.as_deref() {
+        None => Strategy::Fallback,
+        Some(s) => match Strategy::parse(s) {
+            Some(st) => st,
+            None => {
+                issues.push(
+                    format!("{path}.strategy"),
+                    format!("unknown strategy '{s}' (expected fallback, weighted, round_robin, least_latency or lowest_cost)"),
+                );
+                Strategy::Fallback
+            }
+        },
+    };
+    if raw.targets.is_empty() {
+        issues.push(format!("{path}.targets"), "must list at least one target");
+    }
+    let mut targets = Vec::new();
+    for (i, t) in raw.targets.into_iter().enumerate() {
+        let tpath = format!("{path}.targets[{i}]");
+        let provider = match t.provider {
+            Some(p) if providers.contains_key(&p) => p,
+            Some(p) => {
+                issues.push(format!("{tpath}.provider"), format!("unknown provider '{p}'"));
+                continue;
+            }
+            None => {
+                issues.push(format!("{tpath}.provider"), "is required");
+                continue;
+            }
+        };
+        let model = match t.model {
+            Some(m) if !m.is_empty() => m,
+            _ => {
+                issues.push(format!("{tpath}.model"), "is required");
+                continue;
+            }
+        };
+        let weight = match t.weight {
+            None => 1,
+            Some(w) if (0..=i64::from(u32::MAX)).contains(&w) => w as u32,
+            Some(_) => {
+                issues.push(format!("{tpath}.weight"), "must be a non-negative integer");
+                1
+            }
+        };
+        let price = t.price.map(|p| price(&format!("{tpath}.price"), p, issues));
+        targets.push(TargetConfig {
+            provider,
+            model,
+            weight,
+            price,
+        });
+    }
+    let retry = raw
+        .retry
+        .map(|r| retry(&format!("{path}.retry"), r, issues))
+        .unwrap_or_default();
+    Some(ModelConfig {
+        name: name.to_string(),
+        strategy,
+        targets,
+        retry,
+    })
+}
+
+fn price(path: &str, raw: RawPrice, issues: &mut Issues) -> Price {
+    let mut check = |key: &str, v: Option<f64>| -> Option<f64> {
+        match v {
+            Some(x) if !(x.is_finite() && x >= 0.0) => {
+                issues.push(format!("{path}.{key}"), "must be a non-negative number");
+                None
+            }
+            other => other,
+        }
+    };
+    Price {
+        input_per_mtok: check("input_per_mtok", raw.input_per_mtok).unwrap_or(0.0),
+        output_per_mtok: check("output_per_mtok", raw.output_per_mtok).unwrap_or(0.0),
+        cached_input_per_mtok: check("cached_input_per_mtok", raw.cached_input_per_mtok),
+    }
+}
+
+fn retry(path: &str, raw: RawRetry, issues: &mut Issues) -> RetryPolicy {
+    let defaults = RetryPolicy::default();
+    let attempts = match raw.attempts {
+        None => defaults.attempts,
+        Some(a) if (1..=10).contains(&a) => a as u32,
+        Some(_) => {
+            issues.push(format!("{path}.attempts"), "must be between 1 and 10");
+            defaults.attempts
+        }
+    };
+    let backoff = millis(&format!("{path}.backoff_ms"), raw.backoff_ms, defaults.backoff, issues);
+    let on = match raw.on {
+        None => defaults.on,
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let text = match v {
+                    serde_yaml::Value::Number(n) => n.to_string(),
+                    serde_yaml::Value::String(s) => s.clone(),
+                    _ => String::new(),
+                };
+                let parsed = match text.as_str() {
+                    "5xx" => Some(RetryOn::ServerErrors),
+                    "timeout" => Some(RetryOn::Timeout),
+                    "connect" => Some(RetryOn::Connect),
+                    code => code
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|c| (400..600).contains(c))
+                        .map(RetryOn::Status),
+                };
+                if parsed.is_none() {
+                    issues.push(
+                        format!("{path}.on[{i}]"),
+                        "expected an HTTP status 400-599, 5xx, timeout or connect",
+                    );
+                }
+                parsed
+            })
+            .collect(),
+    };
+    RetryPolicy {
+        attempts,
+        backoff,
+        on,
+    }
+}
+
+fn socket_addr(path: &str, text: &str, issues: &mut Issues) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            issues.push(path, format!("'{text}' is not an IP:port address"));
+            None
+        }
+    }
+}
+
+fn http_url(path: &str, text: &str, issues: &mut Issues) -> Option<Url> {
+    match Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+        _ => {
+            issues.push(path, "not a URL");
+            None
+        }
+    }
+}
+
+fn positive(path: &str, value: Option<i64>, default: u64, issues: &mut Issues) -> u64 {
+    match value {
+        None => default,
+        Some(v) if v > 0 => v as u64,
+        Some(_) => {
+            issues.push(path, "must be a positive integer");
+            default
+        }
+    }
+}
+
+fn non_negative(path: &str, value: Option<i64>, default: u64, issues: &mut Issues) -> u64 {
+    match value {
+        None => default,
+        Some(v) if v >= 0 => v as u64,
+        Some(_) => {
+            issues.push(path, "must not be negative");
+            default
+        }
+    }
+}
+
+fn millis(path: &str, value: Option<i64>, default: Duration, issues: &mut Issues) -> Duration {
+    match value {
+        None => default,
+        Some(v) if v > 0 => Duration::from_millis(v as u64),
+        Some(_) => {
+            issues.push(path, "must be a positive number of milliseconds");
+            default
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, ConfigError, ProviderKind, Strategy};
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "OPENAI_API_KEY" => Some("sk-live".into()),
+            _ => None,
+        }
+    }
+
+    fn issues(text: &str) -> Vec<String> {
+        match parse(text, env) {
+            Err(ConfigError::Invalid(list)) => list.iter().map(ToString::to_string).collect(),
+            Err(other) => vec![other.to_string()],
+            Ok(_) => vec![],
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let cfg = parse("", env).unwrap();
+        assert_eq!(cfg.server.listen[0].to_string(), "0.0.0.0:8080");
+        assert_eq!(cfg.server.admin_listen.unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(cfg.server.max_body_bytes, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn full_example_loads() {
+        let cfg = parse(
+            r#"
+server: { listen: ["127.0.0.1:8081"], threads: 4, max_body_bytes: 2048 }
+providers:
+  openai: { kind: openai, api_key: "${OPENAI_API_KEY}", headers: { x-org: acme } }
+  anthropic: { kind: anthropic, api_key: "${ANTHROPIC_API_KEY:-}" }
+  local: { kind: openai-compatible, base_url: "http://localhost:11434/v1" }
+  mock: { kind: mock, latency_ms: 5, tokens_per_second: 100 }
+models:
+  gpt:
+    strategy: round_robin
+    targets: [{ provider: openai, model: gpt-4o, price: { input_per_mtok: 2.5, output_per_mtok: 10 } }]
+    retry: { attempts: 3, backoff_ms: 100, on: [429, 5xx, timeout, connect] }
+"#,
+            env,
+        )
+        .unwrap();
+        let openai = &cfg.providers["openai"];
+        assert_eq!(openai.kind, ProviderKind::OpenAi);
+        assert_eq!(openai.api_key.as_ref().unwrap().expose(), "sk-live");
+        assert_eq!(openai.base_url.as_ref().unwrap().as_str(), "https://api.openai.com/v1");
+        assert!(openai.disabled.is_none());
+        assert_eq!(cfg.providers["anthropic"].disabled.as_deref(), Some("api_key is empty"));
+        assert!(cfg.providers["local"].disabled.is_none(), "local servers need no key");
+        assert_eq!(cfg.models["gpt"].strategy, Strategy::RoundRobin);
+        assert_eq!(cfg.models["gpt"].retry.attempts, 3);
+        assert!(cfg.warnings.iter().any(|w| w.contains("anthropic")));
+    }
+
+    #[test]
+    fn names_the_key_path_and_reason() {
+        let found = issues(
+            r#"
+providers:
+  anthropic: { kind: anthropic, base_url: "not a url", api_key: k }
+  weird: { kind: nosuch }
+models:
+  m: { targets: [{ provider: ghost, model: x }], strategy: random }
+  empty: { targets: [] }
+"#,
+        );
+        assert!(found.contains(&"providers.anthropic.base_url: not a URL".to_string()), "{found:?}");
+        assert!(found.iter().any(|i| i.starts_with("providers.weird.kind: unknown kind 'nosuch'")));
+        assert!(found.contains(&"models.m.targets[0].provider: unknown provider 'ghost'".to_string()));
+        assert!(found.iter().any(|i| i.starts_with("models.m.strategy: unknown strategy")));
+        assert!(found.contains(&"models.empty.targets: must list at least one target".to_string()));
+    }
+
+    #[test]
+    fn unset_variable_is_an_error_naming_it() {
+        let err = parse("providers: { o: { kind: openai, api_key: ${NOPE_KEY} } }", env).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingVariables(_)));
+        assert!(err.to_string().contains("${NOPE_KEY}"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let found = issues("providers: { o: { kind: openai, base_ulr: x } }");
+        assert!(found[0].contains("providers.o"), "{found:?}");
+        assert!(found[0].contains("base_ulr"), "{found:?}");
+    }
+
+    #[test]
+    fn rejects_bad_numbers_and_addresses() {
+        let found = issues(
+            r#"
+server: { listen: ["nope"], max_body_bytes: 0, admin_listen: "1.2.3.4" }
+providers:
+  m: { kind: mock, tokens_per_second: -1 }
+  o: { kind: openai, api_key: k, timeouts: { connect_ms: -5 }, latency_ms: 3 }
+models:
+  x: { targets: [{ provider: o, model: a }], retry: { attempts: 0, on: [418x] } }
+"#,
+        );
+        for expected in [
+            "server.listen[0]: 'nope' is not an IP:port address",
+            "server.max_body_bytes: must be a positive integer",
+            "server.admin_listen: '1.2.3.4' is not an IP:port address",
+            "providers.m.tokens_per_second: must be a non-negative number",
+            "providers.o.timeouts.connect_ms: must be a positive number of milliseconds",
+            "providers.o.latency_ms: only applies to kind mock",
+            "models.x.retry.attempts: must be between 1 and 10",
+            "models.x.retry.on[0]: expected an HTTP status 400-599, 5xx, timeout or connect",
+        ] {
+            assert!(found.contains(&expected.to_string()), "missing {expected:?} in {found:?}");
+        }
+    }
+
+    #[test]
+    fn unsupported_kinds_are_disabled_not_silently_used() {
+        let cfg = parse("providers: { b: { kind: bedrock, api_key: k } }", env).unwrap();
+        assert!(cfg.providers["b"].disabled.as_deref().unwrap().contains("not supported"));
+    }
+
+    #[test]
+    fn limits_are_refused_until_enforced() {
+        let found = issues("auth: { keys: [{ name: a, key: k, rpm: 10 }] }");
+        assert_eq!(found, vec!["auth.keys[0].rpm: limits and budgets are not supported by this build yet"]);
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let cfg = parse("providers: { o: { kind: openai, api_key: sk-very-secret } }", env).unwrap();
+        assert!(!format!("{cfg:?}").contains("sk-very-secret"));
+    }
+}

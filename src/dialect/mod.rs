@@ -1,0 +1,3 @@
+//! Client dialects: the APIs clients speak to Switchyard.
+
+pub mod openai;

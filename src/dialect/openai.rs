@@ -1,0 +1,250 @@
+//! The OpenAI Chat Completions dialect: parsing client requests and rendering errors.
+//!
+//! The request is kept as its JSON object minus the fields the gateway itself interprets, so that
+//! every field a client sends (including ones newer than this code) reaches an OpenAI-compatible
+//! upstream unchanged.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::GatewayError;
+
+/// A parsed `POST /v1/chat/completions` body.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub model: String,
+    pub stream: bool,
+    /// `stream_options.include_usage` as the client asked.
+    pub include_usage: bool,
+    /// Other `stream_options` keys, forwarded as given.
+    pub stream_options_rest: Map<String, Value>,
+    /// OpenRouter's `models: [...]` fallback list (interpreted by routing, never forwarded).
+    pub fallback_models: Vec<String>,
+    /// OpenRouter's `provider: {...}` preferences (interpreted by routing, never forwarded).
+    pub provider_preferences: Option<Value>,
+    /// Everything else, `messages` included, in the client's order.
+    pub rest: Map<String, Value>,
+}
+
+impl ChatRequest {
+    pub fn parse(body: &[u8]) -> Result<ChatRequest, GatewayError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            GatewayError::invalid(format!("request body is not valid JSON: {e}"), None)
+        })?;
+        let Value::Object(mut rest) = value else {
+            return Err(GatewayError::invalid(
+                "request body must be a JSON object",
+                None,
+            ));
+        };
+        let model = match rest.remove("model") {
+            Some(Value::String(m)) if !m.is_empty() => m,
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                return Err(GatewayError::invalid(
+                    "you must provide a model parameter",
+                    Some("model"),
+                ))
+            }
+            Some(_) => {
+                return Err(GatewayError::invalid(
+                    "model must be a string",
+                    Some("model"),
+                ))
+            }
+        };
+        match rest.get("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => {
+                if m.iter().any(|msg| !msg.is_object()) {
+                    return Err(GatewayError::invalid(
+                        "each message must be an object",
+                        Some("messages"),
+                    ));
+                }
+            }
+            Some(Value::Array(_)) => {
+                return Err(GatewayError::invalid(
+                    "messages must contain at least one message",
+                    Some("messages"),
+                ))
+            }
+            Some(_) => {
+                return Err(GatewayError::invalid(
+                    "messages must be an array",
+                    Some("messages"),
+                ))
+            }
+            None => {
+                return Err(GatewayError::invalid(
+                    "you must provide a messages parameter",
+                    Some("messages"),
+                ))
+            }
+        }
+        let stream = match rest.remove("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => {
+                return Err(GatewayError::invalid(
+                    "stream must be a boolean",
+                    Some("stream"),
+                ))
+            }
+        };
+        let (include_usage, stream_options_rest) = match rest.remove("stream_options") {
+            None | Some(Value::Null) => (false, Map::new()),
+            Some(Value::Object(mut opts)) => {
+                let include = match opts.remove("include_usage") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => b,
+                    Some(_) => {
+                        return Err(GatewayError::invalid(
+                            "stream_options.include_usage must be a boolean",
+                            Some("stream_options"),
+                        ))
+                    }
+                };
+                (include, opts)
+            }
+            Some(_) => {
+                return Err(GatewayError::invalid(
+                    "stream_options must be an object",
+                    Some("stream_options"),
+                ))
+            }
+        };
+        let fallback_models = match rest.remove("models") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .into_iter()
+                .map(|m| match m {
+                    Value::String(s) if !s.is_empty() => Ok(s),
+                    _ => Err(GatewayError::invalid(
+                        "models must be an array of model names",
+                        Some("models"),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(GatewayError::invalid(
+                    "models must be an array of model names",
+                    Some("models"),
+                ))
+            }
+        };
+        let provider_preferences = rest.remove("provider").filter(|v| !v.is_null());
+        Ok(ChatRequest {
+            model,
+            stream,
+            include_usage,
+            stream_options_rest,
+            fallback_models,
+            provider_preferences,
+            rest,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+fn error_object(err: &GatewayError) -> ErrorBody<'_> {
+    ErrorBody {
+        error: ErrorObject {
+            message: err.to_string(),
+            kind: err.openai_type(),
+            param: err.param(),
+            code: err.openai_code(),
+        },
+    }
+}
+
+/// `{"error":{"message","type","param","code"}}`, as OpenAI sends it.
+pub fn error_body(err: &GatewayError) -> Bytes {
+    Bytes::from(serde_json::to_vec(&error_object(err)).unwrap_or_default())
+}
+
+/// The SSE event that ends a failed stream: the OpenAI SDKs raise on a `data:` object with an
+/// `error` key, so the client sees a failure rather than a clean end.
+pub fn stream_error_event(err: &GatewayError) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    out.extend_from_slice(&serde_json::to_vec(&error_object(err)).unwrap_or_default());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<ChatRequest, GatewayError> {
+        ChatRequest::parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn keeps_unknown_fields_and_extracts_gateway_fields() {
+        let req = parse(json!({
+            "model": "gpt", "messages": [{"role": "user", "content": "hi"}],
+            "stream": true, "stream_options": {"include_usage": true, "include_obfuscation": false},
+            "models": ["a", "b"], "provider": {"order": ["x"]},
+            "temperature": 0.2, "some_future_field": {"x": 1}
+        }))
+        .unwrap();
+        assert_eq!(req.model, "gpt");
+        assert!(req.stream && req.include_usage);
+        assert_eq!(req.stream_options_rest, json!({"include_obfuscation": false}).as_object().unwrap().clone());
+        assert_eq!(req.fallback_models, vec!["a", "b"]);
+        assert!(req.provider_preferences.is_some());
+        let keys: Vec<_> = req.rest.keys().cloned().collect();
+        assert_eq!(keys.len(), 3);
+        for k in ["messages", "temperature", "some_future_field"] {
+            assert!(req.rest.contains_key(k));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_requests_naming_the_param() {
+        let cases = [
+            (json!({"messages": [{"role": "user"}]}), Some("model")),
+            (json!({"model": "", "messages": [{"role": "user"}]}), Some("model")),
+            (json!({"model": 5, "messages": [{"role": "user"}]}), Some("model")),
+            (json!({"model": "m"}), Some("messages")),
+            (json!({"model": "m", "messages": []}), Some("messages")),
+            (json!({"model": "m", "messages": "hi"}), Some("messages")),
+            (json!({"model": "m", "messages": ["hi"]}), Some("messages")),
+            (json!({"model": "m", "messages": [{}], "stream": "yes"}), Some("stream")),
+            (json!([1, 2]), None),
+        ];
+        for (body, param) in cases {
+            let err = parse(body.clone()).unwrap_err();
+            assert_eq!(err.status(), 400, "{body}");
+            assert_eq!(err.param(), param, "{body}");
+        }
+        let err = ChatRequest::parse(b"{not json").unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(err.to_string().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn error_body_has_all_four_keys() {
+        let body = error_body(&GatewayError::UnknownModel("model 'x' does not exist".into()));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"error": {"message": "model 'x' does not exist", "type": "invalid_request_error",
+                   "param": null, "code": "model_not_found"}})
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! The errors a client can receive, independent of the dialect they are rendered in.
+//!
+//! Each variant knows its HTTP status and its OpenAI `type`/`code`; the dialect modules turn it into
+//! bytes. Messages are written for the client: they name models and providers, never keys or
+//! upstream URLs.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("the API key '{key}' may not use model '{model}'")]
+    ModelNotAllowed { key: String, model: String },
+    #[error("{0}")]
+    UnknownModel(String),
+    #[error("no route for {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// The upstream answered with an error status; its message is passed on.
+    #[error("{message}")]
+    Upstream {
+        status: u16,
+        message: String,
+        kind: String,
+        code: Option<String>,
+        param: Option<String>,
+        retry_after: Option<String>,
+    },
+    /// Every attempt failed without an upstream answer to pass on (connect errors, resets).
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
+    GatewayTimeout(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        GatewayError::InvalidRequest {
+            message: message.into(),
+            param,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::InvalidRequest { .. } => 400,
+            GatewayError::Unauthorized => 401,
+            GatewayError::ModelNotAllowed { .. } => 403,
+            GatewayError::UnknownModel(_) | GatewayError::NotFound { .. } => 404,
+            GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::Upstream { status, .. } => *status,
+            GatewayError::BadGateway(_) => 502,
+            GatewayError::GatewayTimeout(_) => 504,
+            GatewayError::Internal(_) => 500,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn openai_type(&self) -> &str {
+        match self {
+            GatewayError::InvalidRequest { .. }
+            | GatewayError::UnknownModel(_)
+            | GatewayError::NotFound { .. }
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::BodyTooLarge { .. } => "invalid_request_error",
+            GatewayError::Unauthorized => "authentication_error",
+            GatewayError::ModelNotAllowed { .. } => "permission_error",
+            GatewayError::Upstream { kind, .. } => kind,
+            GatewayError::BadGateway(_) | GatewayError::Internal(_) => "server_error",
+            GatewayError::GatewayTimeout(_) => "timeout",
+        }
+    }
+
+    /// OpenAI's `error.code`.
+    pub fn openai_code(&self) -> Option<&str> {
+        match self {
+            GatewayError::InvalidRequest { .. } => Some("invalid_request"),
+            GatewayError::Unauthorized => Some("invalid_api_key"),
+            GatewayError::ModelNotAllowed { .. } => Some("model_not_allowed"),
+            GatewayError::UnknownModel(_) => Some("model_not_found"),
+            GatewayError::NotFound { .. } => Some("not_found"),
+            GatewayError::MethodNotAllowed { .. } => Some("method_not_allowed"),
+            GatewayError::BodyTooLarge { .. } => Some("request_too_large"),
+            GatewayError::Upstream { code, .. } => code.as_deref(),
+            GatewayError::BadGateway(_) => Some("upstream_error"),
+            GatewayError::GatewayTimeout(_) => Some("upstream_timeout"),
+            GatewayError::Internal(_) => Some("internal_error"),
+        }
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            GatewayError::InvalidRequest { param, .. } => *param,
+            GatewayError::Upstream { param, .. } => param.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The `Retry-After` value to send with the error, if any.
+    pub fn retry_after(&self) -> Option<&str> {
+        match self {
+            GatewayError::Upstream { retry_after, .. } => retry_after.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn timeout(provider: &str, phase: &str, after: Duration) -> Self {
+        GatewayError::GatewayTimeout(format!(
+            "provider '{provider}' timed out ({phase}) after {} ms",
+            after.as_millis()
+        ))
+    }
+}

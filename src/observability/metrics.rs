@@ -1,0 +1,158 @@
+//! Prometheus metrics, named as in the SPEC table.
+//!
+//! All metrics live in one process-wide [`Metrics`] registry created on first use. Label values
+//! are bounded: configured model and provider names, status codes, outcome words. A model name the
+//! client invented never becomes a label (see [`model_label`]).
+
+use once_cell::sync::Lazy;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Buckets from 1 ms to 5 min: LLM calls span four orders of magnitude.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+/// Gateway overhead is measured in microseconds.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration_seconds: HistogramVec,
+    pub time_to_first_token_seconds: HistogramVec,
+    pub gateway_overhead_seconds: HistogramVec,
+    pub upstream_attempts_total: IntCounterVec,
+    pub fallbacks_total: IntCounterVec,
+    pub tokens_total: IntCounterVec,
+    pub cost_usd_total: prometheus::CounterVec,
+    pub target_healthy: IntGaugeVec,
+    pub inflight_requests: IntGauge,
+    pub config_reloads_total: IntCounterVec,
+    pub rate_limited_total: IntCounterVec,
+}
+
+pub static METRICS: Lazy<Metrics> = Lazy::new(Metrics::new);
+
+/// The label used for requests whose model did not resolve to anything configured.
+pub const UNKNOWN_LABEL: &str = "unknown";
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        // Registration only fails on duplicate or malformed names, which are constants here.
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+            r.register(Box::new(c.clone()))
+                .expect("metric names are unique constants");
+            c
+        }
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                    labels,
+                )
+                .expect("valid metric"),
+            )
+        };
+        Metrics {
+            requests_total: counter(
+                "switchyard_requests_total",
+                "Client requests answered, by public model, answering provider and HTTP status.",
+                &["model", "provider", "status"],
+            ),
+            request_duration_seconds: histogram(
+                "switchyard_request_duration_seconds",
+                "Time from request start to the last byte of the answer.",
+                &["model", "provider"],
+                DURATION_BUCKETS,
+            ),
+            time_to_first_token_seconds: histogram(
+                "switchyard_time_to_first_token_seconds",
+                "Time from request start to the first byte of the answer body sent to the client.",
+                &["model", "provider"],
+                DURATION_BUCKETS,
+            ),
+            gateway_overhead_seconds: histogram(
+                "switchyard_gateway_overhead_seconds",
+                "Time spent inside Switchyard itself, excluding waiting on upstreams.",
+                &["dialect"],
+                OVERHEAD_BUCKETS,
+            ),
+            upstream_attempts_total: counter(
+                "switchyard_upstream_attempts_total",
+                "Attempts sent to upstream providers, by outcome.",
+                &["provider", "outcome"],
+            ),
+            fallbacks_total: counter(
+                "switchyard_fallbacks_total",
+                "Requests that moved on to another target after a failed attempt.",
+                &["model"],
+            ),
+            tokens_total: counter(
+                "switchyard_tokens_total",
+                "Tokens reported by upstreams, by kind (prompt, completion, cached).",
+                &["model", "provider", "kind"],
+            ),
+            cost_usd_total: reg(
+                &registry,
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "switchyard_cost_usd_total",
+                        "Cost in USD of answered requests, where a price is configured.",
+                    ),
+                    &["model", "provider"],
+                )
+                .expect("valid metric"),
+            ),
+            target_healthy: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "switchyard_target_healthy",
+                        "1 when a routing target is considered healthy, else 0.",
+                    ),
+                    &["provider", "model"],
+                )
+                .expect("valid metric"),
+            ),
+            inflight_requests: reg(
+                &registry,
+                IntGauge::new(
+                    "switchyard_inflight_requests",
+                    "Client requests currently being served.",
+                )
+                .expect("valid metric"),
+            ),
+            config_reloads_total: counter(
+                "switchyard_config_reloads_total",
+                "Config reload attempts by result (ok, error).",
+                &["result"],
+            ),
+            rate_limited_total: counter(
+                "switchyard_rate_limited_total",
+                "Requests refused by a client key's rate limit or budget.",
+                &["key", "reason"],
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}

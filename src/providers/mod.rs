@@ -1,0 +1,170 @@
+//! Vendor adapters: one file per vendor, each implementing [`ProviderAdapter`].
+//!
+//! An adapter is pure translation — no sockets, no Pingora types — so every vendor is unit-tested
+//! with golden fixtures, and the transport in `proxy::upstream` is shared by all of them. The
+//! pivot format is OpenAI Chat Completions: adapters turn the client's [`ChatRequest`] into the
+//! vendor's request and the vendor's answers back into OpenAI JSON and OpenAI SSE chunks.
+//!
+//! The built-in `mock` provider ([`mock`]) needs no network and is driven separately.
+
+pub mod mock;
+pub mod openai;
+pub mod sse;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+
+use crate::accounting::Usage;
+use crate::config::{ProviderConfig, ProviderKind, Secret};
+use crate::dialect::openai::ChatRequest;
+use crate::error::GatewayError;
+
+/// Where a provider lives, split out of its `base_url` once at config load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value: the host, plus the port when it is not the scheme's default.
+    pub authority: String,
+    /// The base URL's path without a trailing slash (`/v1`, or empty).
+    pub base_path: String,
+}
+
+impl Endpoint {
+    pub fn from_url(url: &url::Url) -> Option<Endpoint> {
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return None,
+        };
+        let host = url.host_str()?.to_string();
+        let port = url.port_or_known_default()?;
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        Some(Endpoint {
+            tls,
+            host,
+            port,
+            authority,
+            base_path: url.path().trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+/// What an adapter needs to know about the attempt it builds a request for.
+pub struct AttemptTarget<'a> {
+    /// The model name the vendor expects.
+    pub upstream_model: &'a str,
+    pub endpoint: &'a Endpoint,
+    pub api_key: Option<&'a Secret>,
+    pub extra_headers: &'a [(HeaderName, HeaderValue)],
+}
+
+/// A vendor request, ready for the transport (which adds `Host` and `Content-Length`).
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub path_and_query: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// A complete (non-streamed) answer, already in the client's format.
+#[derive(Debug, Clone)]
+pub struct DecodedResponse {
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+}
+
+/// Why a stream could not be completed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StreamFailure {
+    /// The upstream reported an error inside the stream.
+    #[error("{0}")]
+    Upstream(GatewayError),
+    /// Bytes that are not a valid stream of this vendor.
+    #[error("malformed stream from provider: {0}")]
+    Malformed(String),
+    /// The stream ended before the vendor's closing event.
+    #[error("stream ended before it was complete")]
+    Truncated,
+}
+
+/// Turns a vendor's SSE bytes into OpenAI SSE bytes, incrementally.
+pub trait StreamDecoder: Send {
+    /// Consumes one piece of the upstream body and appends whatever client bytes it completes.
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure>;
+    /// The upstream body ended: appends the final client bytes, or fails if the stream was cut.
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure>;
+    /// Usage seen so far (the final figure once `finish` succeeded).
+    fn usage(&self) -> Option<Usage>;
+}
+
+/// How the client wants its stream.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    /// The client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+/// One vendor's wire format.
+pub trait ProviderAdapter: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+
+    /// Builds the vendor request for one attempt.
+    fn build_request(
+        &self,
+        request: &ChatRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Result<UpstreamRequest, GatewayError>;
+
+    /// Decodes a successful JSON answer.
+    fn decode_response(&self, body: Bytes) -> Result<DecodedResponse, StreamFailure>;
+
+    /// A decoder for one streamed answer.
+    fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder>;
+
+    /// Maps an error answer (status >= 400) to the client-facing error. `provider` names the
+    /// provider in the message; `retry_after` is the upstream's header, when it sent one.
+    fn decode_error(
+        &self,
+        provider: &str,
+        status: u16,
+        body: &[u8],
+        retry_after: Option<String>,
+    ) -> GatewayError;
+}
+
+/// The adapter for a provider kind, or `None` when this build has none for it.
+pub fn adapter_for(config: &ProviderConfig) -> Option<Box<dyn ProviderAdapter>> {
+    match config.kind {
+        ProviderKind::OpenAi => Some(Box::new(openai::OpenAiAdapter::new(ProviderKind::OpenAi))),
+        ProviderKind::OpenAiCompatible => Some(Box::new(openai::OpenAiAdapter::new(
+            ProviderKind::OpenAiCompatible,
+        ))),
+        _ => None,
+    }
+}
+
+/// OpenAI-style `error.type` for an upstream status, used when the upstream gave none.
+pub fn openai_error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "invalid_request_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        504 => "timeout",
+        _ => "server_error",
+    }
+}
+
+/// Removes a provider's own key from text that came back from that provider.
+pub fn scrub_secret(text: &str, key: Option<&Secret>) -> String {
+    match key {
+        Some(k) if k.expose().len() >= 4 => text.replace(k.expose(), "***"),
+        _ => text.to_string(),
+    }
+}

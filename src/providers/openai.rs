@@ -1,0 +1,328 @@
+//! OpenAI and OpenAI-compatible hosts (vLLM, Ollama, Groq, Mistral, DeepSeek, Together, ...).
+//!
+//! The client already speaks this format, so requests pass through with only `model` and
+//! `stream_options` rewritten, and answers pass through byte for byte, except that the gateway
+//! always asks for stream usage (to count tokens) and drops the usage chunk again when the client
+//! did not ask for it.
+
+use bytes::Bytes;
+use http::HeaderValue;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::sse::{SseDecoder, SseEvent};
+use super::{
+    openai_error_type, AttemptTarget, DecodedResponse, ProviderAdapter, StreamDecoder,
+    StreamFailure, StreamSettings, UpstreamRequest,
+};
+use crate::accounting::{OpenAiUsageWire, Usage};
+use crate::config::ProviderKind;
+use crate::dialect::openai::ChatRequest;
+use crate::error::GatewayError;
+
+pub struct OpenAiAdapter {
+    kind: ProviderKind,
+}
+
+impl OpenAiAdapter {
+    pub fn new(kind: ProviderKind) -> Self {
+        OpenAiAdapter { kind }
+    }
+}
+
+/// The upstream body: the client's fields with the gateway's `model` and `stream_options`.
+#[derive(Serialize)]
+struct OutgoingBody<'a> {
+    model: &'a str,
+    #[serde(flatten)]
+    rest: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<OutgoingStreamOptions<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutgoingStreamOptions<'a> {
+    include_usage: bool,
+    #[serde(flatten)]
+    rest: &'a Map<String, Value>,
+}
+
+impl ProviderAdapter for OpenAiAdapter {
+    fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    fn build_request(
+        &self,
+        request: &ChatRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let body = OutgoingBody {
+            model: target.upstream_model,
+            rest: &request.rest,
+            stream: request.stream,
+            stream_options: request.stream.then_some(OutgoingStreamOptions {
+                include_usage: true,
+                rest: &request.stream_options_rest,
+            }),
+        };
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| GatewayError::Internal(format!("cannot encode upstream request: {e}")))?;
+        let mut headers = Vec::with_capacity(4 + target.extra_headers.len());
+        headers.push((
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ));
+        headers.push((
+            http::header::ACCEPT,
+            HeaderValue::from_static(if request.stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            }),
+        ));
+        if let Some(key) = target.api_key {
+            let value = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                GatewayError::Internal("provider api_key is not a valid header value".into())
+            })?;
+            headers.push((http::header::AUTHORIZATION, value));
+        }
+        headers.extend(target.extra_headers.iter().cloned());
+        Ok(UpstreamRequest {
+            path_and_query: format!("{}/chat/completions", target.endpoint.base_path),
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+
+    fn decode_response(&self, body: Bytes) -> Result<DecodedResponse, StreamFailure> {
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            usage: Option<OpenAiUsageWire>,
+            #[serde(default)]
+            choices: Option<IgnoredAny>,
+        }
+        let probe: Probe = serde_json::from_slice(&body)
+            .map_err(|e| StreamFailure::Malformed(format!("answer is not JSON: {e}")))?;
+        if probe.choices.is_none() {
+            return Err(StreamFailure::Malformed("answer has no choices".into()));
+        }
+        Ok(DecodedResponse {
+            usage: probe.usage.map(Usage::from),
+            body,
+        })
+    }
+
+    fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {
+        Box::new(OpenAiStreamDecoder {
+            sse: SseDecoder::new(),
+            events: Vec::new(),
+            settings,
+            usage: None,
+            done: false,
+        })
+    }
+
+    fn decode_error(
+        &self,
+        provider: &str,
+        status: u16,
+        body: &[u8],
+        retry_after: Option<String>,
+    ) -> GatewayError {
+        decode_openai_error(provider, status, body, retry_after)
+    }
+}
+
+/// `{"error": {...}}` as OpenAI and most compatible hosts send it.
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorWire,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorWire {
+    Object {
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+        #[serde(default)]
+        code: Option<Value>,
+        #[serde(default)]
+        param: Option<Value>,
+    },
+    Text(String),
+}
+
+fn scalar_to_string(v: Option<Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Maps an OpenAI-format error answer to the client's error, keeping the upstream's message.
+pub fn decode_openai_error(
+    provider: &str,
+    status: u16,
+    body: &[u8],
+    retry_after: Option<String>,
+) -> GatewayError {
+    let (message, kind, code, param) = match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(ErrorEnvelope {
+            error:
+                ErrorWire::Object {
+                    message,
+                    kind,
+                    code,
+                    param,
+                },
+        }) => (
+            message,
+            kind,
+            scalar_to_string(code),
+            scalar_to_string(param),
+        ),
+        Ok(ErrorEnvelope {
+            error: ErrorWire::Text(message),
+        }) => (Some(message), None, None, None),
+        Err(_) => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_string();
+            ((!text.is_empty()).then_some(text), None, None, None)
+        }
+    };
+    // A provider's auth failure is about the gateway's key for it; its message may quote part of
+    // that key, so it is replaced rather than passed on.
+    let message = if status == 401 || status == 403 {
+        format!("provider '{provider}' rejected the gateway's credentials (HTTP {status})")
+    } else {
+        format!(
+            "{provider}: {}",
+            message.unwrap_or_else(|| format!("upstream answered HTTP {status}"))
+        )
+    };
+    GatewayError::Upstream {
+        status,
+        message,
+        kind: kind.unwrap_or_else(|| openai_error_type(status).to_string()),
+        code,
+        param,
+        retry_after,
+    }
+}
+
+struct OpenAiStreamDecoder {
+    sse: SseDecoder,
+    events: Vec<SseEvent>,
+    settings: StreamSettings,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+/// The parts of a chunk the gateway looks at; everything else passes through untouched.
+#[derive(Deserialize)]
+struct ChunkProbe {
+    #[serde(default)]
+    choices: Option<Vec<IgnoredAny>>,
+    #[serde(default)]
+    usage: Option<OpenAiUsageWire>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+impl OpenAiStreamDecoder {
+    fn handle(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        if self.done {
+            return Ok(());
+        }
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            return Ok(());
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let probe: ChunkProbe = serde_json::from_str(data)
+            .map_err(|e| StreamFailure::Malformed(format!("chunk is not JSON: {e}")))?;
+        if let Some(error) = probe.error {
+            let body = serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default();
+            return Err(StreamFailure::Upstream(decode_openai_error(
+                "upstream", 500, &body, None,
+            )));
+        }
+        if event.event.as_deref() == Some("error") {
+            return Err(StreamFailure::Upstream(decode_openai_error(
+                "upstream",
+                500,
+                data.as_bytes(),
+                None,
+            )));
+        }
+        let usage_only = probe.choices.as_ref().is_some_and(|c| c.is_empty());
+        if let Some(u) = probe.usage {
+            self.usage = Some(Usage::from(u));
+            // The gateway asked for usage on the client's behalf; the client gets that chunk only
+            // if it asked too.
+            if usage_only && !self.settings.include_usage {
+                return Ok(());
+            }
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(data.as_bytes());
+        out.extend_from_slice(b"\n\n");
+        Ok(())
+    }
+}
+
+impl StreamDecoder for OpenAiStreamDecoder {
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        let mut events = std::mem::take(&mut self.events);
+        let decoded = self
+            .sse
+            .push(chunk, &mut events)
+            .map_err(|e| StreamFailure::Malformed(e.to_string()));
+        let mut result = decoded;
+        for event in events.drain(..) {
+            if result.is_ok() {
+                result = self.handle(event, out);
+            }
+        }
+        self.events = events;
+        result
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        // Accept a final `data: [DONE]` that lacks its blank line; anything else unterminated is cut.
+        if let Some(tail) = self
+            .sse
+            .finish()
+            .map_err(|e| StreamFailure::Malformed(e.to_string()))?
+        {
+            self.handle(tail, out)?;
+        }
+        if self.done {
+            Ok(())
+        } else {
+            Err(StreamFailure::Truncated)
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+impl std::fmt::Debug for OpenAiAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpenAiAdapter({})", self.kind)
+    }
+}

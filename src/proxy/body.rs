@@ -1,0 +1,51 @@
+//! Reading the client's request body, bounded and with `Expect: 100-continue` answered.
+
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+
+use crate::error::GatewayError;
+
+pub enum BodyError {
+    /// Refused: the body is larger than the limit (the rest of it was not read).
+    TooLarge(GatewayError),
+    /// The client went away or sent a broken body.
+    Downstream(Box<pingora::Error>),
+}
+
+/// Reads the whole body, refusing more than `limit` bytes.
+pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(BodyError::TooLarge(GatewayError::BodyTooLarge { limit }));
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if expects_continue {
+        // Without this, curl and others wait a second before sending large bodies.
+        session
+            .write_continue_response()
+            .await
+            .map_err(BodyError::Downstream)?;
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(BodyError::Downstream)?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(GatewayError::BodyTooLarge { limit }));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

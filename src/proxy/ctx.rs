@@ -1,0 +1,104 @@
+//! Per-request state, carried from `request_filter` to `logging`.
+
+use std::time::{Duration, Instant};
+
+use crate::accounting::Usage;
+use crate::observability::metrics::UNKNOWN_LABEL;
+
+/// Which API the client spoke; a label of the overhead metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+        }
+    }
+}
+
+pub struct RequestCtx {
+    pub request_id: String,
+    pub started: Instant,
+    pub dialect: Dialect,
+    /// Which endpoint handled the request (`chat`, `models`, ...), for the access log.
+    pub endpoint: &'static str,
+    /// The model string the client sent, for the access log.
+    pub requested_model: Option<String>,
+    /// A configured public model name or `unknown`: safe as a metric label.
+    pub model_label: String,
+    /// The provider that answered (or the last one tried).
+    pub provider: Option<String>,
+    pub upstream_model: Option<String>,
+    pub attempts: u32,
+    pub status: u16,
+    pub stream: bool,
+    pub usage: Option<Usage>,
+    pub cost_usd: Option<f64>,
+    pub first_byte_at: Option<Instant>,
+    /// Time spent waiting on upstreams or on deliberate delays, excluded from overhead.
+    pub waited: Duration,
+    pub error: Option<String>,
+    pub client_key: Option<String>,
+    pub counted_inflight: bool,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            request_id: String::new(),
+            started: Instant::now(),
+            dialect: Dialect::OpenAi,
+            endpoint: "other",
+            requested_model: None,
+            model_label: UNKNOWN_LABEL.to_string(),
+            provider: None,
+            upstream_model: None,
+            attempts: 0,
+            status: 0,
+            stream: false,
+            usage: None,
+            cost_usd: None,
+            first_byte_at: None,
+            waited: Duration::ZERO,
+            error: None,
+            client_key: None,
+            counted_inflight: false,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A request id: the client's `x-request-id` when it is sane, else 32 random hex digits.
+pub fn request_id(client_supplied: Option<&str>) -> String {
+    match client_supplied {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 128
+                && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            id.to_string()
+        }
+        _ => format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(request_id(Some("abc-123")), "abc-123");
+        assert_eq!(request_id(None).len(), 32);
+        assert_eq!(request_id(Some("bad id with spaces")).len(), 32);
+        assert_eq!(request_id(Some(&"x".repeat(200))).len(), 32);
+    }
+}

@@ -1,0 +1,245 @@
+//! The client-facing service: a Pingora [`ProxyHttp`] that answers every request itself.
+//!
+//! All work happens in `request_filter` (terminate and originate): the body is read and parsed,
+//! a target chosen, the vendor request sent with Pingora's pooled connector and the answer
+//! streamed back, after which Pingora's `logging` hook records metrics and the access log.
+//! `upstream_peer` is never reached.
+
+mod body;
+mod chat;
+pub mod ctx;
+mod models;
+mod respond;
+pub mod upstream;
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use serde_json::{Map, Value};
+
+use crate::error::GatewayError;
+use crate::observability::logging;
+use crate::observability::metrics::METRICS;
+use crate::routing::{ClientKey, RoutingTable, TableHandle};
+use ctx::{request_id, RequestCtx};
+
+/// Idle upstream connections kept for reuse, across all providers.
+const UPSTREAM_POOL_SIZE: usize = 1024;
+
+pub struct Gateway {
+    table: TableHandle,
+    connector: Connector,
+}
+
+impl Gateway {
+    pub fn new(table: TableHandle) -> Self {
+        Gateway {
+            table,
+            connector: Connector::new(Some(ConnectorOptions::new(UPSTREAM_POOL_SIZE))),
+        }
+    }
+}
+
+/// The key a client presented: `Authorization: Bearer KEY`, else `x-api-key: KEY`.
+fn presented_key(session: &Session) -> Option<&str> {
+    let headers = &session.req_header().headers;
+    if let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let auth = auth.trim();
+        if auth.len() > 7 && auth[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(auth[7..].trim());
+        }
+    }
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn authenticate<'t>(
+    session: &Session,
+    table: &'t RoutingTable,
+) -> Result<Option<&'t ClientKey>, GatewayError> {
+    if !table.requires_client_key() {
+        return Ok(None);
+    }
+    presented_key(session)
+        .and_then(|k| table.client_key(k))
+        .map(Some)
+        .ok_or(GatewayError::Unauthorized)
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        ctx.started = Instant::now();
+        ctx.request_id = request_id(
+            session
+                .req_header()
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+        );
+        METRICS.inflight_requests.inc();
+        ctx.counted_inflight = true;
+
+        // One snapshot for the whole request: a reload never changes it midway.
+        let table = self.table.load_full();
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let route = path.strip_prefix("/v1").unwrap_or(&path);
+        match (method.as_str(), route) {
+            ("POST", "/chat/completions") => {
+                ctx.endpoint = "chat";
+                match authenticate(session, &table) {
+                    Ok(key) => {
+                        ctx.client_key = key.map(|k| k.name.clone());
+                        chat::handle(self, session, ctx, &table, key).await?;
+                    }
+                    Err(err) => {
+                        session.set_keepalive(None);
+                        respond::error(session, ctx, &err).await?;
+                    }
+                }
+            }
+            ("GET", "/models") => {
+                ctx.endpoint = "models";
+                match authenticate(session, &table) {
+                    Ok(_) => {
+                        respond::json(session, ctx, 200, models::list_body(&table), None).await?
+                    }
+                    Err(err) => respond::error(session, ctx, &err).await?,
+                }
+            }
+            (_, "/chat/completions") | (_, "/models") => {
+                let err = GatewayError::MethodNotAllowed {
+                    method: method.to_string(),
+                    path,
+                };
+                respond::error(session, ctx, &err).await?;
+            }
+            _ => {
+                let err = GatewayError::NotFound {
+                    method: method.to_string(),
+                    path,
+                };
+                respond::error(session, ctx, &err).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        // request_filter answers every request, so Pingora's proxy path never runs.
+        Err(pingora::Error::explain(
+            pingora::ErrorType::InternalError,
+            "switchyard answers all requests in request_filter",
+        ))
+    }
+
+    async fn logging(
+        &self,
+        session: &mut Session,
+        error: Option<&pingora::Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        if ctx.counted_inflight {
+            METRICS.inflight_requests.dec();
+            ctx.counted_inflight = false;
+        }
+        let duration = ctx.started.elapsed();
+        let status = match (ctx.status, session.response_written()) {
+            (0, Some(resp)) => resp.status.as_u16(),
+            (0, None) if error.is_some() => 499,
+            (s, _) => s,
+        };
+        let provider = ctx.provider.as_deref().unwrap_or("none");
+        let model = ctx.model_label.as_str();
+        METRICS
+            .requests_total
+            .with_label_values(&[model, provider, &status.to_string()])
+            .inc();
+        METRICS
+            .request_duration_seconds
+            .with_label_values(&[model, provider])
+            .observe(duration.as_secs_f64());
+        if let Some(first) = ctx.first_byte_at {
+            METRICS
+                .time_to_first_token_seconds
+                .with_label_values(&[model, provider])
+                .observe(first.duration_since(ctx.started).as_secs_f64());
+        }
+        METRICS
+            .gateway_overhead_seconds
+            .with_label_values(&[ctx.dialect.as_str()])
+            .observe(duration.saturating_sub(ctx.waited).as_secs_f64());
+        if let Some(u) = ctx.usage {
+            for (kind, n) in [
+                ("prompt", u.prompt_tokens),
+                ("completion", u.completion_tokens),
+                ("cached", u.cached_tokens),
+            ] {
+                METRICS
+                    .tokens_total
+                    .with_label_values(&[model, provider, kind])
+                    .inc_by(n);
+            }
+        }
+        if let Some(cost) = ctx.cost_usd {
+            METRICS
+                .cost_usd_total
+                .with_label_values(&[model, provider])
+                .inc_by(cost);
+        }
+
+        let mut line = Map::with_capacity(20);
+        let mut put = |k: &str, v: Value| {
+            line.insert(k.to_string(), v);
+        };
+        put("request_id", ctx.request_id.clone().into());
+        put("method", session.req_header().method.as_str().into());
+        put("path", session.req_header().uri.path().into());
+        put("endpoint", ctx.endpoint.into());
+        put("model", ctx.requested_model.clone().into());
+        put("provider", ctx.provider.clone().into());
+        put("upstream_model", ctx.upstream_model.clone().into());
+        put("status", status.into());
+        put("stream", ctx.stream.into());
+        put("attempts", ctx.attempts.into());
+        put("duration_ms", (duration.as_secs_f64() * 1000.0).into());
+        put(
+            "ttfb_ms",
+            ctx.first_byte_at
+                .map(|t| t.duration_since(ctx.started).as_secs_f64() * 1000.0)
+                .into(),
+        );
+        put("prompt_tokens", ctx.usage.map(|u| u.prompt_tokens).into());
+        put("completion_tokens", ctx.usage.map(|u| u.completion_tokens).into());
+        put("cached_tokens", ctx.usage.map(|u| u.cached_tokens).into());
+        put("total_tokens", ctx.usage.map(|u| u.total()).into());
+        put("cost_usd", ctx.cost_usd.into());
+        put("client_key", ctx.client_key.clone().into());
+        put(
+            "error",
+            ctx.error
+                .clone()
+                .or_else(|| error.map(|e| e.etype().as_str().to_string()))
+                .into(),
+        );
+        logging::access(line);
+    }
+}

@@ -1,0 +1,79 @@
+//! Writing answers to the client: JSON, errors in the client's dialect, and SSE streams.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use super::ctx::RequestCtx;
+use crate::dialect::openai;
+use crate::error::GatewayError;
+
+/// Headers every answer carries: request id, answering provider, attempt count.
+fn base_header(status: u16, ctx: &RequestCtx) -> pingora::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(provider) = &ctx.provider {
+        resp.insert_header("x-switchyard-provider", provider.as_str())?;
+    }
+    if ctx.attempts > 0 {
+        resp.insert_header("x-switchyard-attempts", ctx.attempts)?;
+    }
+    Ok(resp)
+}
+
+/// A complete JSON answer.
+pub async fn json(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    body: Bytes,
+    retry_after: Option<&str>,
+) -> pingora::Result<()> {
+    let mut resp = base_header(status, ctx)?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    if let Some(after) = retry_after {
+        resp.insert_header(http::header::RETRY_AFTER, after)?;
+    }
+    ctx.status = status;
+    session.write_response_header(Box::new(resp), false).await?;
+    ctx.first_byte_at.get_or_insert_with(std::time::Instant::now);
+    session.write_response_body(Some(body), true).await
+}
+
+/// An error in the client's dialect.
+pub async fn error(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    err: &GatewayError,
+) -> pingora::Result<()> {
+    ctx.error = Some(err.to_string());
+    let body = openai::error_body(err);
+    json(session, ctx, err.status(), body, err.retry_after()).await
+}
+
+/// Starts an SSE answer; the body follows with [`Session::write_response_body`].
+pub async fn start_stream(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    let mut resp = base_header(200, ctx)?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+    // Tells nginx-style proxies in front of the gateway not to buffer the stream either.
+    resp.insert_header("x-accel-buffering", "no")?;
+    if !session.is_http2() {
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    ctx.status = 200;
+    session.write_response_header(Box::new(resp), false).await
+}
+
+/// Ends a stream that failed after it started: an error event, then the end of the body.
+pub async fn stream_error(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    err: &GatewayError,
+) -> pingora::Result<()> {
+    ctx.error = Some(err.to_string());
+    session
+        .write_response_body(Some(openai::stream_error_event(err)), true)
+        .await
+}

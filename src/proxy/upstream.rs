@@ -1,0 +1,279 @@
+//! The transport to vendor APIs: address resolution, pooled connections and one HTTP exchange.
+//!
+//! This is Pattern B of the Pingora guide: the gateway originates its own upstream request with
+//! Pingora's pooled [`Connector`] instead of the proxy path, because the body has to be read,
+//! translated and possibly re-sent to another vendor, and stock Pingora cannot forward a pre-read
+//! body over 64 KiB.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorType;
+
+use crate::config::Timeouts;
+use crate::providers::{Endpoint, UpstreamRequest};
+use crate::routing::HttpBackend;
+
+/// How long a resolved address is used before it is looked up again.
+const DNS_TTL: Duration = Duration::from_secs(30);
+/// Pooled connections idle longer than this are closed (vendors close theirs after ~60 s+).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// How many times a request is re-sent after a pooled connection turned out to be dead.
+const STALE_CONNECTION_RETRIES: usize = 2;
+
+/// Why one attempt got no usable answer. None of these carry secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AttemptError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("timed out waiting for {phase} after {} ms", .after.as_millis())]
+    Timeout { phase: &'static str, after: Duration },
+    #[error("connection failed: {0}")]
+    Io(String),
+}
+
+impl AttemptError {
+    fn from_pingora(e: &pingora::Error, connecting: bool) -> AttemptError {
+        let text = e.etype().as_str().to_string();
+        match e.etype() {
+            ErrorType::ConnectTimedout => AttemptError::Timeout {
+                phase: "connect",
+                after: Duration::ZERO,
+            },
+            _ if connecting => AttemptError::Connect(text),
+            _ => AttemptError::Io(text),
+        }
+    }
+}
+
+/// The resolved `HttpPeer` of one provider, refreshed every [`DNS_TTL`].
+///
+/// Building a peer allocates; caching it keeps the request path allocation-free and means DNS is
+/// looked up asynchronously, never with Pingora's blocking resolver.
+pub struct PeerCache {
+    host: String,
+    port: u16,
+    tls: bool,
+    connect_timeout: Duration,
+    literal: Option<SocketAddr>,
+    current: ArcSwapOption<CachedPeer>,
+}
+
+struct CachedPeer {
+    peer: Arc<HttpPeer>,
+    expires: Option<Instant>,
+}
+
+impl PeerCache {
+    pub fn new(endpoint: &Endpoint, timeouts: &Timeouts) -> Self {
+        let literal = endpoint
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, endpoint.port));
+        PeerCache {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            tls: endpoint.tls,
+            connect_timeout: timeouts.connect,
+            literal,
+            current: ArcSwapOption::empty(),
+        }
+    }
+
+    fn make_peer(&self, addr: SocketAddr) -> HttpPeer {
+        // SNI must be the vendor's hostname; an empty SNI fails the TLS handshake.
+        let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.connect_timeout * 2);
+        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+        peer
+    }
+
+    pub async fn peer(&self) -> Result<Arc<HttpPeer>, AttemptError> {
+        if let Some(cached) = self.current.load().as_ref() {
+            if cached.expires.is_none_or(|at| Instant::now() < at) {
+                return Ok(cached.peer.clone());
+            }
+        }
+        let (addr, expires) = match self.literal {
+            Some(addr) => (addr, None),
+            None => {
+                let mut addrs = tokio::time::timeout(
+                    self.connect_timeout,
+                    tokio::net::lookup_host((self.host.as_str(), self.port)),
+                )
+                .await
+                .map_err(|_| AttemptError::Connect(format!("DNS lookup of {} timed out", self.host)))?
+                .map_err(|e| AttemptError::Connect(format!("cannot resolve {}: {e}", self.host)))?;
+                let addr = addrs
+                    .next()
+                    .ok_or_else(|| AttemptError::Connect(format!("{} has no address", self.host)))?;
+                (addr, Some(Instant::now() + DNS_TTL))
+            }
+        };
+        let peer = Arc::new(self.make_peer(addr));
+        self.current.store(Some(Arc::new(CachedPeer {
+            peer: peer.clone(),
+            expires,
+        })));
+        Ok(peer)
+    }
+}
+
+/// An upstream exchange whose response header has arrived.
+pub struct Exchange {
+    session: HttpSession,
+    peer: Arc<HttpPeer>,
+    pub status: u16,
+    pub retry_after: Option<String>,
+    deadline: Instant,
+    idle: Duration,
+    /// Time spent waiting on the upstream, for the gateway-overhead metric.
+    pub waited: Duration,
+}
+
+/// Remaining time until `deadline`, capped at `limit`; which of the two applies names the phase.
+fn budget(deadline: Instant, limit: Duration, phase: &'static str) -> (Duration, &'static str) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left < limit {
+        (left, "the total time limit")
+    } else {
+        (limit, phase)
+    }
+}
+
+fn request_header(backend: &HttpBackend, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
+    let mut header =
+        RequestHeader::build("POST", req.path_and_query.as_bytes(), Some(req.headers.len() + 4))?;
+    header.insert_header(http::header::HOST, backend.endpoint.authority.as_str())?;
+    header.insert_header(http::header::CONTENT_LENGTH, req.body.len())?;
+    header.insert_header(http::header::USER_AGENT, concat!("switchyard/", env!("CARGO_PKG_VERSION")))?;
+    // Answers are parsed, so they must not arrive compressed.
+    header.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+    for (name, value) in &req.headers {
+        header.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(header)
+}
+
+/// Sends `req` and waits for the response header.
+pub async fn send(
+    connector: &Connector,
+    backend: &HttpBackend,
+    req: &UpstreamRequest,
+    started: Instant,
+) -> Result<Exchange, AttemptError> {
+    let timeouts = &backend.config.timeouts;
+    let deadline = started + timeouts.total;
+    let peer = backend.peers.peer().await?;
+    let header = request_header(backend, req).map_err(|e| AttemptError::Io(e.to_string()))?;
+    let wait_start = Instant::now();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (limit, phase) = budget(deadline, timeouts.connect * 2, "connect");
+        let (mut session, reused) =
+            match tokio::time::timeout(limit, connector.get_http_session(&*peer)).await {
+                Err(_) => return Err(AttemptError::Timeout { phase, after: limit }),
+                Ok(Err(e)) => {
+                    let mut err = AttemptError::from_pingora(&e, true);
+                    if let AttemptError::Timeout { after, .. } = &mut err {
+                        *after = timeouts.connect;
+                    }
+                    return Err(err);
+                }
+                Ok(Ok(s)) => s,
+            };
+        let (limit, phase) = budget(deadline, timeouts.first_byte, "the first byte");
+        let result = tokio::time::timeout(limit, async {
+            session.write_request_header(Box::new(header.clone())).await?;
+            session.write_request_body(req.body.clone(), true).await?;
+            session.finish_request_body().await?;
+            session.read_response_header().await
+        })
+        .await;
+        match result {
+            Err(_) => return Err(AttemptError::Timeout { phase, after: limit }),
+            Ok(Err(e)) => {
+                // A pooled connection the server already closed fails here without the server
+                // having seen the request, so re-sending it is safe.
+                if reused && tries <= STALE_CONNECTION_RETRIES {
+                    continue;
+                }
+                return Err(AttemptError::from_pingora(&e, false));
+            }
+            Ok(Ok(())) => {}
+        }
+        let Some(resp) = session.response_header() else {
+            return Err(AttemptError::Io("no response header".into()));
+        };
+        let status = resp.status.as_u16();
+        let retry_after = resp
+            .headers
+            .get("retry-after-ms")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ms| ms.trim().parse::<f64>().ok())
+            .map(|ms| ((ms / 1000.0).ceil() as u64).max(1).to_string())
+            .or_else(|| {
+                resp.headers
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            });
+        return Ok(Exchange {
+            session,
+            peer,
+            status,
+            retry_after,
+            deadline,
+            idle: timeouts.idle,
+            waited: wait_start.elapsed(),
+        });
+    }
+}
+
+impl Exchange {
+    /// The next piece of the response body; `None` at its end.
+    pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
+        let (limit, phase) = budget(self.deadline, self.idle, "the next chunk");
+        let start = Instant::now();
+        let result = tokio::time::timeout(limit, self.session.read_response_body()).await;
+        self.waited += start.elapsed();
+        match result {
+            Err(_) => Err(AttemptError::Timeout { phase, after: limit }),
+            Ok(Err(e)) => Err(AttemptError::from_pingora(&e, false)),
+            Ok(Ok(chunk)) => Ok(chunk),
+        }
+    }
+
+    /// The whole response body, up to `limit` bytes.
+    pub async fn read_all(&mut self, limit: usize) -> Result<Bytes, AttemptError> {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = self.read_chunk().await? {
+            if body.len() + chunk.len() > limit {
+                return Err(AttemptError::Io(format!("response body exceeds {limit} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    /// Returns the connection to the pool; only call after the body was read to its end.
+    pub async fn release(mut self, connector: &Connector) {
+        if self.session.response_done() {
+            connector
+                .release_http_session(self.session, &*self.peer, Some(POOL_IDLE_TIMEOUT))
+                .await;
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The routing table: the compiled, immutable form of a config that the request path reads.
+//!
+//! A [`RoutingTable`] is built once per config load and published through [`TableHandle`] (an
+//! `ArcSwap`). Each request takes one snapshot at its start and uses it for all its attempts, so
+//! a reload never changes a request midway and nothing on the request path takes a lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::config::{Config, Price, ProviderConfig, ProviderKind, RetryPolicy, Secret, Strategy};
+use crate::error::GatewayError;
+use crate::providers::mock::MockProvider;
+use crate::providers::{adapter_for, Endpoint, ProviderAdapter};
+use crate::proxy::upstream::PeerCache;
+
+/// The live table, swapped whole on reload.
+pub type TableHandle = Arc<ArcSwap<RoutingTable>>;
+
+/// A configured upstream account.
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub backend: Backend,
+}
+
+/// How a provider is reached.
+pub enum Backend {
+    /// A vendor API over HTTP(S).
+    Http(HttpBackend),
+    /// The built-in mock: no network.
+    Mock(MockProvider),
+}
+
+pub struct HttpBackend {
+    pub config: ProviderConfig,
+    pub endpoint: Endpoint,
+    pub adapter: Box<dyn ProviderAdapter>,
+    pub peers: PeerCache,
+}
+
+impl HttpBackend {
+    pub fn api_key(&self) -> Option<&Secret> {
+        self.config.api_key.as_ref()
+    }
+}
+
+/// One place a public model can be served from.
+#[derive(Clone)]
+pub struct Target {
+    pub provider: Arc<Provider>,
+    pub upstream_model: String,
+    pub weight: u32,
+    pub price: Option<Price>,
+}
+
+/// A public model name and the targets behind it.
+pub struct Route {
+    /// The name clients use; also the `model` metric label.
+    pub public_name: String,
+    pub strategy: Strategy,
+    pub targets: Vec<Target>,
+    pub retry: RetryPolicy,
+}
+
+impl Route {
+    /// Targets in the order attempts should try them.
+    pub fn plan(&self) -> impl Iterator<Item = &Target> {
+        // Only `fallback` ordering exists so far; the other strategies choose among the same
+        // targets and keep the rest as fallbacks.
+        self.targets.iter()
+    }
+}
+
+/// A client API key and the public models it may use.
+pub struct ClientKey {
+    pub name: String,
+    secret: Secret,
+    models: Option<GlobSet>,
+}
+
+impl ClientKey {
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|set| set.is_match(model))
+    }
+}
+
+pub struct RoutingTable {
+    pub max_body_bytes: usize,
+    /// Unix time of the build; the `created` of listed models.
+    pub built_at: u64,
+    providers: HashMap<String, Arc<Provider>>,
+    /// Providers configured but switched off, with the reason, for helpful 404s.
+    disabled_providers: HashMap<String, String>,
+    models: HashMap<String, Arc<Route>>,
+    /// Models configured but without any usable target, with the reason.
+    unavailable_models: HashMap<String, String>,
+    /// Public names in listing order.
+    model_names: Vec<String>,
+    client_keys: Vec<ClientKey>,
+}
+
+impl RoutingTable {
+    pub fn build(config: &Config) -> Result<RoutingTable, String> {
+        let mut providers = HashMap::new();
+        let mut disabled_providers = HashMap::new();
+        for (name, pc) in &config.providers {
+            if let Some(why) = &pc.disabled {
+                disabled_providers.insert(name.clone(), why.clone());
+                continue;
+            }
+            let backend = match pc.kind {
+                ProviderKind::Mock => Backend::Mock(MockProvider::new(pc.mock.clone())),
+                _ => {
+                    let url = pc
+                        .base_url
+                        .as_ref()
+                        .ok_or_else(|| format!("providers.{name}.base_url: missing"))?;
+                    let endpoint = Endpoint::from_url(url)
+                        .ok_or_else(|| format!("providers.{name}.base_url: not a URL"))?;
+                    let Some(adapter) = adapter_for(pc) else {
+                        disabled_providers.insert(
+                            name.clone(),
+                            format!("kind {} is not supported by this build yet", pc.kind),
+                        );
+                        continue;
+                    };
+                    Backend::Http(HttpBackend {
+                        peers: PeerCache::new(&endpoint, &pc.timeouts),
+                        config: pc.clone(),
+                        endpoint,
+                        adapter,
+                    })
+                }
+            };
+            providers.insert(
+                name.clone(),
+                Arc::new(Provider {
+                    name: name.clone(),
+                    kind: pc.kind,
+                    backend,
+                }),
+            );
+        }
+
+        let mut models = HashMap::new();
+        let mut unavailable_models = HashMap::new();
+        let mut model_names = Vec::new();
+        for (name, mc) in &config.models {
+            let mut targets = Vec::new();
+            let mut reasons = Vec::new();
+            for t in &mc.targets {
+                match providers.get(&t.provider) {
+                    Some(p) => targets.push(Target {
+                        provider: p.clone(),
+                        upstream_model: t.model.clone(),
+                        weight: t.weight,
+                        price: t.price,
+                    }),
+                    None => reasons.push(format!(
+                        "provider '{}' is disabled ({})",
+                        t.provider,
+                        disabled_providers
+                            .get(&t.provider)
+                            .map(String::as_str)
+                            .unwrap_or("unknown")
+                    )),
+                }
+            }
+            if targets.is_empty() {
+                unavailable_models.insert(name.clone(), reasons.join("; "));
+                continue;
+            }
+            model_names.push(name.clone());
+            models.insert(
+                name.clone(),
+                Arc::new(Route {
+                    public_name: name.clone(),
+                    strategy: mc.strategy,
+                    targets,
+                    retry: mc.retry.clone(),
+                }),
+            );
+        }
+
+        let mut client_keys = Vec::new();
+        for (i, k) in config.auth.keys.iter().enumerate() {
+            let models = if k.models.is_empty() {
+                None
+            } else {
+                let mut set = GlobSetBuilder::new();
+                for (j, pattern) in k.models.iter().enumerate() {
+                    let glob = Glob::new(pattern)
+                        .map_err(|e| format!("auth.keys[{i}].models[{j}]: {e}"))?;
+                    set.add(glob);
+                }
+                Some(set.build().map_err(|e| format!("auth.keys[{i}].models: {e}"))?)
+            };
+            client_keys.push(ClientKey {
+                name: k.name.clone(),
+                secret: k.key.clone(),
+                models,
+            });
+        }
+
+        Ok(RoutingTable {
+            max_body_bytes: config.server.max_body_bytes,
+            built_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            providers,
+            disabled_providers,
+            models,
+            unavailable_models,
+            model_names,
+            client_keys,
+        })
+    }
+
+    /// Resolves a client's model string: a configured public model, else `PROVIDER/MODEL`.
+    pub fn resolve(&self, model: &str) -> Result<Arc<Route>, GatewayError> {
+        if let Some(route) = self.models.get(model) {
+            return Ok(route.clone());
+        }
+        if let Some(why) = self.unavailable_models.get(model) {
+            return Err(GatewayError::UnknownModel(format!(
+                "model '{model}' is unavailable: {why}"
+            )));
+        }
+        if let Some((provider, upstream_model)) = model.split_once('/') {
+            if let Some(p) = self.providers.get(provider) {
+                if !upstream_model.is_empty() {
+                    return Ok(Arc::new(Route {
+                        public_name: model.to_string(),
+                        strategy: Strategy::Fallback,
+                        targets: vec![Target {
+                            provider: p.clone(),
+                            upstream_model: upstream_model.to_string(),
+                            weight: 1,
+                            price: None,
+                        }],
+                        retry: RetryPolicy::default(),
+                    }));
+                }
+            }
+            if let Some(why) = self.disabled_providers.get(provider) {
+                return Err(GatewayError::UnknownModel(format!(
+                    "model '{model}' is unavailable: provider '{provider}' is disabled ({why})"
+                )));
+            }
+        }
+        Err(GatewayError::UnknownModel(format!(
+            "the model '{model}' does not exist; GET /v1/models lists the available models"
+        )))
+    }
+
+    /// Whether a public model name is configured (used to bound metric labels).
+    pub fn is_configured_model(&self, model: &str) -> bool {
+        self.models.contains_key(model)
+    }
+
+    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
+        self.providers.keys().map(String::as_str)
+    }
+
+    /// Public models and their routes, in listing order.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.model_names.iter().filter_map(|n| self.models.get(n))
+    }
+
+    /// `None` when client auth is off (no keys configured).
+    pub fn requires_client_key(&self) -> bool {
+        !self.client_keys.is_empty()
+    }
+
+    /// The client key matching `presented`, compared in constant time per key.
+    pub fn client_key(&self, presented: &str) -> Option<&ClientKey> {
+        self.client_keys
+            .iter()
+            .find(|k| constant_time_eq(k.secret.expose().as_bytes(), presented.as_bytes()))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn table(yaml: &str) -> RoutingTable {
+        let cfg = parse(yaml, |_| None).unwrap();
+        RoutingTable::build(&cfg).unwrap()
+    }
+
+    const YAML: &str = r#"
+providers:
+  mock: { kind: mock }
+  local: { kind: openai-compatible, base_url: "http://127.0.0.1:9/v1" }
+  openai: { kind: openai, api_key: "" }
+models:
+  fast: { targets: [{ provider: mock, model: m1 }, { provider: local, model: l1 }] }
+  gpt: { targets: [{ provider: openai, model: gpt-4o }] }
+auth:
+  keys:
+    - { name: a, key: sk-a, models: ["fast", "mock/*"] }
+"#;
+
+    #[test]
+    fn resolves_public_models_in_target_order() {
+        let t = table(YAML);
+        let route = t.resolve("fast").unwrap();
+        let plan: Vec<_> = route.plan().map(|t| (t.provider.name.as_str(), t.upstream_model.as_str())).collect();
+        assert_eq!(plan, vec![("mock", "m1"), ("local", "l1")]);
+    }
+
+    #[test]
+    fn resolves_provider_slash_model() {
+        let t = table(YAML);
+        let route = t.resolve("local/llama3:8b").unwrap();
+        assert_eq!(route.targets[0].provider.name, "local");
+        assert_eq!(route.targets[0].upstream_model, "llama3:8b");
+        assert_eq!(route.public_name, "local/llama3:8b");
+        assert!(!t.is_configured_model("local/llama3:8b"));
+    }
+
+    #[test]
+    fn explains_unknown_and_disabled() {
+        let t = table(YAML);
+        let err = t.resolve("nope").unwrap_err();
+        assert_eq!(err.status(), 404);
+        let err = t.resolve("gpt").unwrap_err().to_string();
+        assert!(err.contains("provider 'openai' is disabled"), "{err}");
+        let err = t.resolve("openai/gpt-4o").unwrap_err().to_string();
+        assert!(err.contains("disabled"), "{err}");
+        assert!(t.resolve("mock/").is_err());
+        assert_eq!(t.routes().map(|r| r.public_name.as_str()).collect::<Vec<_>>(), vec!["fast"]);
+    }
+
+    #[test]
+    fn client_keys_and_model_globs() {
+        let t = table(YAML);
+        assert!(t.requires_client_key());
+        assert!(t.client_key("sk-b").is_none());
+        let key = t.client_key("sk-a").unwrap();
+        assert!(key.allows("fast") && key.allows("mock/anything"));
+        assert!(!key.allows("gpt"));
+    }
+}

@@ -1,0 +1,62 @@
+//! Assembling the Pingora server from a validated config.
+//!
+//! This is the boundary between Switchyard's config and Pingora's: the user's file never reaches
+//! Pingora; the few settings Pingora needs are copied into its `ServerConf` here.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::proxy::Gateway;
+use crate::routing::RoutingTable;
+
+/// How Pingora itself should start: the `--upgrade` and `--daemon` flags of `serve`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartMode {
+    pub upgrade: bool,
+    pub daemon: bool,
+}
+
+/// Builds the server with the client and admin services; `run_forever` is left to the caller.
+pub fn build(config: &Config, mode: StartMode) -> Result<Server, String> {
+    let table = RoutingTable::build(config)?;
+    let table = Arc::new(ArcSwap::from_pointee(table));
+
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        daemon: mode.daemon,
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: mode.upgrade,
+        daemon: mode.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(table.clone()),
+        "switchyard",
+    );
+    for addr in &config.server.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = config.server.admin_listen {
+        let mut admin = Service::new("switchyard admin".to_string(), AdminApp::new(table));
+        admin.threads = Some(1);
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
+    Ok(server)
+}
