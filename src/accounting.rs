@@ -93,7 +93,10 @@ mod tests {
         };
         let expected = 0.6 * 2.0 + 0.4 * 0.5 + 0.5 * 10.0;
         assert!((usage.cost(&price) - expected).abs() < 1e-9);
-        let no_cache_price = Price { cached_input_per_mtok: None, ..price };
+        let no_cache_price = Price {
+            cached_input_per_mtok: None,
+            ..price
+        };
         assert!((usage.cost(&no_cache_price) - (2.0 + 5.0)).abs() < 1e-9);
     }
 }

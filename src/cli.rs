@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, Config, DEFAULT_CONFIG_PATH};
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "An LLM gateway on Cloudflare Pingora")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An LLM gateway on Cloudflare Pingora"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -53,7 +57,12 @@ pub struct ServeArgs {
 /// The one-screen summary `switchyard check` prints for a valid config.
 pub fn summary(config: &Config) -> String {
     let mut out = String::new();
-    let listen: Vec<String> = config.server.listen.iter().map(ToString::to_string).collect();
+    let listen: Vec<String> = config
+        .server
+        .listen
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let _ = writeln!(out, "config OK");
     let _ = writeln!(out, "listen:       {}", listen.join(", "));
     let _ = writeln!(
@@ -80,7 +89,13 @@ pub fn summary(config: &Config) -> String {
             .iter()
             .map(|t| format!("{}/{}", t.provider, t.model))
             .collect();
-        let _ = writeln!(out, "  {:<24} {:<14} {}", m.name, m.strategy.as_str(), targets.join(", "));
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<14} {}",
+            m.name,
+            m.strategy.as_str(),
+            targets.join(", ")
+        );
     }
     let _ = writeln!(out, "client keys:  {}", config.auth.keys.len());
     for w in &config.warnings {

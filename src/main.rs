@@ -28,7 +28,12 @@ fn main() {
                     std::process::exit(1);
                 }
             };
-            let listen: Vec<String> = config.server.listen.iter().map(ToString::to_string).collect();
+            let listen: Vec<String> = config
+                .server
+                .listen
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             log::info!(
                 "switchyard {} serving on {} (admin {})",
                 env!("CARGO_PKG_VERSION"),

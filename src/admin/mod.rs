@@ -28,7 +28,11 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 }
 
 fn text(status: u16, body: &str) -> Response<Vec<u8>> {
-    reply(status, "text/plain; charset=utf-8", format!("{body}\n").into_bytes())
+    reply(
+        status,
+        "text/plain; charset=utf-8",
+        format!("{body}\n").into_bytes(),
+    )
 }
 
 #[async_trait]

@@ -79,8 +79,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Expands and validates config text; `lookup` resolves `${VAR}` references.
 pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let expanded =
-        env::expand(text, lookup).map_err(|m| ConfigError::MissingVariables(m.0.into_iter().collect()))?;
+    let expanded = env::expand(text, lookup)
+        .map_err(|m| ConfigError::MissingVariables(m.0.into_iter().collect()))?;
     let raw: raw::RawConfig = if expanded.trim().is_empty() {
         raw::RawConfig::default()
     } else {

@@ -80,8 +80,12 @@ fn server(raw: RawServer, issues: &mut Issues) -> ServerSettings {
         Some(addr) => socket_addr("server.admin_listen", addr, issues),
     };
     let threads = positive("server.threads", raw.threads, 2, issues) as usize;
-    let max_body_bytes =
-        positive("server.max_body_bytes", raw.max_body_bytes, 10 * 1024 * 1024, issues) as usize;
+    let max_body_bytes = positive(
+        "server.max_body_bytes",
+        raw.max_body_bytes,
+        10 * 1024 * 1024,
+        issues,
+    ) as usize;
     let grace = non_negative("server.grace_period_s", raw.grace_period_s, 30, issues);
     ServerSettings {
         listen,
@@ -150,7 +154,10 @@ fn auth(raw: RawAuth, issues: &mut Issues, warnings: &mut Vec<String>) -> AuthSe
 fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<ProviderConfig> {
     let path = format!("providers.{name}");
     if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
-        issues.push(&path, "provider names must be non-empty and contain no '/' or spaces");
+        issues.push(
+            &path,
+            "provider names must be non-empty and contain no '/' or spaces",
+        );
         return None;
     }
     let kind = match raw.kind.as_deref() {
@@ -177,7 +184,10 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
         (None, kind) => match kind.default_base_url() {
             Some(default) => Url::parse(default).ok(),
             None => {
-                issues.push(format!("{path}.base_url"), format!("is required for kind {kind}"));
+                issues.push(
+                    format!("{path}.base_url"),
+                    format!("is required for kind {kind}"),
+                );
                 None
             }
         },
@@ -206,7 +216,10 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
     let mut headers = Vec::new();
     for (h, v) in &raw.headers {
         let hpath = format!("{path}.headers.{h}");
-        match (HeaderName::try_from(h.as_str()), HeaderValue::try_from(v.as_str())) {
+        match (
+            HeaderName::try_from(h.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
             (Ok(hn), Ok(hv)) => headers.push((hn, hv)),
             (Err(_), _) => issues.push(hpath, "not a valid HTTP header name"),
             (_, Err(_)) => issues.push(hpath, "not a valid HTTP header value"),
@@ -217,19 +230,46 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
     let t = &raw.timeouts;
     let tpath = format!("{path}.timeouts");
     let timeouts = Timeouts {
-        connect: millis(&format!("{tpath}.connect_ms"), t.connect_ms, defaults.connect, issues),
-        first_byte: millis(&format!("{tpath}.first_byte_ms"), t.first_byte_ms, defaults.first_byte, issues),
-        idle: millis(&format!("{tpath}.idle_ms"), t.idle_ms, defaults.idle, issues),
-        total: millis(&format!("{tpath}.total_ms"), t.total_ms, defaults.total, issues),
+        connect: millis(
+            &format!("{tpath}.connect_ms"),
+            t.connect_ms,
+            defaults.connect,
+            issues,
+        ),
+        first_byte: millis(
+            &format!("{tpath}.first_byte_ms"),
+            t.first_byte_ms,
+            defaults.first_byte,
+            issues,
+        ),
+        idle: millis(
+            &format!("{tpath}.idle_ms"),
+            t.idle_ms,
+            defaults.idle,
+            issues,
+        ),
+        total: millis(
+            &format!("{tpath}.total_ms"),
+            t.total_ms,
+            defaults.total,
+            issues,
+        ),
     };
     let interval = raw.health_check.as_ref().and_then(|h| h.interval_s);
-    let health_check_interval =
-        Duration::from_secs(positive(&format!("{path}.health_check.interval_s"), interval, 10, issues));
+    let health_check_interval = Duration::from_secs(positive(
+        &format!("{path}.health_check.interval_s"),
+        interval,
+        10,
+        issues,
+    ));
 
     let mock = mock_settings(&path, kind, &raw, issues);
 
     if raw.api_version.is_some() && kind != ProviderKind::AzureOpenAi {
-        issues.push(format!("{path}.api_version"), "only applies to kind azure-openai");
+        issues.push(
+            format!("{path}.api_version"),
+            "only applies to kind azure-openai",
+        );
     }
 
     Some(ProviderConfig {
@@ -254,7 +294,12 @@ fn kind_is_supported(kind: ProviderKind) -> bool {
     )
 }
 
-fn mock_settings(path: &str, kind: ProviderKind, raw: &RawProvider, issues: &mut Issues) -> MockSettings {
+fn mock_settings(
+    path: &str,
+    kind: ProviderKind,
+    raw: &RawProvider,
+    issues: &mut Issues,
+) -> MockSettings {
     if kind != ProviderKind::Mock {
         for (key, set) in [
             ("latency_ms", raw.latency_ms.is_some()),
@@ -267,10 +312,18 @@ fn mock_settings(path: &str, kind: ProviderKind, raw: &RawProvider, issues: &mut
         }
         return MockSettings::default();
     }
-    let latency = Duration::from_millis(non_negative(&format!("{path}.latency_ms"), raw.latency_ms, 0, issues));
+    let latency = Duration::from_millis(non_negative(
+        &format!("{path}.latency_ms"),
+        raw.latency_ms,
+        0,
+        issues,
+    ));
     let tokens_per_second = match raw.tokens_per_second {
         Some(r) if !(r.is_finite() && r >= 0.0) => {
-            issues.push(format!("{path}.tokens_per_second"), "must be a non-negative number");
+            issues.push(
+                format!("{path}.tokens_per_second"),
+                "must be a non-negative number",
+            );
             None
         }
         Some(r) if r == 0.0 => None,
@@ -316,7 +369,10 @@ fn model(
         let provider = match t.provider {
             Some(p) if providers.contains_key(&p) => p,
             Some(p) => {
-                issues.push(format!("{tpath}.provider"), format!("unknown provider '{p}'"));
+                issues.push(
+                    format!("{tpath}.provider"),
+                    format!("unknown provider '{p}'"),
+                );
                 continue;
             }
             None => {
@@ -386,7 +442,12 @@ fn retry(path: &str, raw: RawRetry, issues: &mut Issues) -> RetryPolicy {
             defaults.attempts
         }
     };
-    let backoff = millis(&format!("{path}.backoff_ms"), raw.backoff_ms, defaults.backoff, issues);
+    let backoff = millis(
+        &format!("{path}.backoff_ms"),
+        raw.backoff_ms,
+        defaults.backoff,
+        issues,
+    );
     let on = match raw.on {
         None => defaults.on,
         Some(list) => list
@@ -501,7 +562,10 @@ mod tests {
     fn empty_file_gives_defaults() {
         let cfg = parse("", env).unwrap();
         assert_eq!(cfg.server.listen[0].to_string(), "0.0.0.0:8080");
-        assert_eq!(cfg.server.admin_listen.unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(
+            cfg.server.admin_listen.unwrap().to_string(),
+            "127.0.0.1:9090"
+        );
         assert_eq!(cfg.server.max_body_bytes, 10 * 1024 * 1024);
     }
 
@@ -527,10 +591,19 @@ models:
         let openai = &cfg.providers["openai"];
         assert_eq!(openai.kind, ProviderKind::OpenAi);
         assert_eq!(openai.api_key.as_ref().unwrap().expose(), "sk-live");
-        assert_eq!(openai.base_url.as_ref().unwrap().as_str(), "https://api.openai.com/v1");
+        assert_eq!(
+            openai.base_url.as_ref().unwrap().as_str(),
+            "https://api.openai.com/v1"
+        );
         assert!(openai.disabled.is_none());
-        assert_eq!(cfg.providers["anthropic"].disabled.as_deref(), Some("api_key is empty"));
-        assert!(cfg.providers["local"].disabled.is_none(), "local servers need no key");
+        assert_eq!(
+            cfg.providers["anthropic"].disabled.as_deref(),
+            Some("api_key is empty")
+        );
+        assert!(
+            cfg.providers["local"].disabled.is_none(),
+            "local servers need no key"
+        );
         assert_eq!(cfg.models["gpt"].strategy, Strategy::RoundRobin);
         assert_eq!(cfg.models["gpt"].retry.attempts, 3);
         assert!(cfg.warnings.iter().any(|w| w.contains("anthropic")));
@@ -548,16 +621,29 @@ models:
   empty: { targets: [] }
 "#,
         );
-        assert!(found.contains(&"providers.anthropic.base_url: not a URL".to_string()), "{found:?}");
-        assert!(found.iter().any(|i| i.starts_with("providers.weird.kind: unknown kind 'nosuch'")));
-        assert!(found.contains(&"models.m.targets[0].provider: unknown provider 'ghost'".to_string()));
-        assert!(found.iter().any(|i| i.starts_with("models.m.strategy: unknown strategy")));
+        assert!(
+            found.contains(&"providers.anthropic.base_url: not a URL".to_string()),
+            "{found:?}"
+        );
+        assert!(found
+            .iter()
+            .any(|i| i.starts_with("providers.weird.kind: unknown kind 'nosuch'")));
+        assert!(
+            found.contains(&"models.m.targets[0].provider: unknown provider 'ghost'".to_string())
+        );
+        assert!(found
+            .iter()
+            .any(|i| i.starts_with("models.m.strategy: unknown strategy")));
         assert!(found.contains(&"models.empty.targets: must list at least one target".to_string()));
     }
 
     #[test]
     fn unset_variable_is_an_error_naming_it() {
-        let err = parse("providers: { o: { kind: openai, api_key: ${NOPE_KEY} } }", env).unwrap_err();
+        let err = parse(
+            "providers: { o: { kind: openai, api_key: ${NOPE_KEY} } }",
+            env,
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::MissingVariables(_)));
         assert!(err.to_string().contains("${NOPE_KEY}"), "{err}");
     }
@@ -591,25 +677,39 @@ models:
             "models.x.retry.attempts: must be between 1 and 10",
             "models.x.retry.on[0]: expected an HTTP status 400-599, 5xx, timeout or connect",
         ] {
-            assert!(found.contains(&expected.to_string()), "missing {expected:?} in {found:?}");
+            assert!(
+                found.contains(&expected.to_string()),
+                "missing {expected:?} in {found:?}"
+            );
         }
     }
 
     #[test]
     fn unsupported_kinds_are_disabled_not_silently_used() {
-        let cfg = parse("providers: { b: { kind: bedrock, api_key: k } }", env).unwrap();
-        assert!(cfg.providers["b"].disabled.as_deref().unwrap().contains("not supported"));
+        let cfg = parse("providers: { b: { kind: bedrock, api_key: k, base_url: \"https://bedrock-runtime.us-east-1.amazonaws.com\" } }", env).unwrap();
+        assert!(cfg.providers["b"]
+            .disabled
+            .as_deref()
+            .unwrap()
+            .contains("not supported"));
     }
 
     #[test]
     fn limits_are_refused_until_enforced() {
         let found = issues("auth: { keys: [{ name: a, key: k, rpm: 10 }] }");
-        assert_eq!(found, vec!["auth.keys[0].rpm: limits and budgets are not supported by this build yet"]);
+        assert_eq!(
+            found,
+            vec!["auth.keys[0].rpm: limits and budgets are not supported by this build yet"]
+        );
     }
 
     #[test]
     fn secrets_do_not_show_in_debug_output() {
-        let cfg = parse("providers: { o: { kind: openai, api_key: sk-very-secret } }", env).unwrap();
+        let cfg = parse(
+            "providers: { o: { kind: openai, api_key: sk-very-secret } }",
+            env,
+        )
+        .unwrap();
         assert!(!format!("{cfg:?}").contains("sk-very-secret"));
     }
 }

@@ -38,7 +38,7 @@ impl ChatRequest {
                 None,
             ));
         };
-        let model = match rest.remove("model") {
+        let model = match rest.shift_remove("model") {
             Some(Value::String(m)) if !m.is_empty() => m,
             Some(Value::String(_)) | None | Some(Value::Null) => {
                 return Err(GatewayError::invalid(
@@ -81,7 +81,7 @@ impl ChatRequest {
                 ))
             }
         }
-        let stream = match rest.remove("stream") {
+        let stream = match rest.shift_remove("stream") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => b,
             Some(_) => {
@@ -91,10 +91,10 @@ impl ChatRequest {
                 ))
             }
         };
-        let (include_usage, stream_options_rest) = match rest.remove("stream_options") {
+        let (include_usage, stream_options_rest) = match rest.shift_remove("stream_options") {
             None | Some(Value::Null) => (false, Map::new()),
             Some(Value::Object(mut opts)) => {
-                let include = match opts.remove("include_usage") {
+                let include = match opts.shift_remove("include_usage") {
                     None | Some(Value::Null) => false,
                     Some(Value::Bool(b)) => b,
                     Some(_) => {
@@ -113,7 +113,7 @@ impl ChatRequest {
                 ))
             }
         };
-        let fallback_models = match rest.remove("models") {
+        let fallback_models = match rest.shift_remove("models") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(list)) => list
                 .into_iter()
@@ -132,7 +132,7 @@ impl ChatRequest {
                 ))
             }
         };
-        let provider_preferences = rest.remove("provider").filter(|v| !v.is_null());
+        let provider_preferences = rest.shift_remove("provider").filter(|v| !v.is_null());
         Ok(ChatRequest {
             model,
             stream,
@@ -204,7 +204,13 @@ mod tests {
         .unwrap();
         assert_eq!(req.model, "gpt");
         assert!(req.stream && req.include_usage);
-        assert_eq!(req.stream_options_rest, json!({"include_obfuscation": false}).as_object().unwrap().clone());
+        assert_eq!(
+            req.stream_options_rest,
+            json!({"include_obfuscation": false})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
         assert_eq!(req.fallback_models, vec!["a", "b"]);
         assert!(req.provider_preferences.is_some());
         let keys: Vec<_> = req.rest.keys().cloned().collect();
@@ -218,13 +224,22 @@ mod tests {
     fn rejects_bad_requests_naming_the_param() {
         let cases = [
             (json!({"messages": [{"role": "user"}]}), Some("model")),
-            (json!({"model": "", "messages": [{"role": "user"}]}), Some("model")),
-            (json!({"model": 5, "messages": [{"role": "user"}]}), Some("model")),
+            (
+                json!({"model": "", "messages": [{"role": "user"}]}),
+                Some("model"),
+            ),
+            (
+                json!({"model": 5, "messages": [{"role": "user"}]}),
+                Some("model"),
+            ),
             (json!({"model": "m"}), Some("messages")),
             (json!({"model": "m", "messages": []}), Some("messages")),
             (json!({"model": "m", "messages": "hi"}), Some("messages")),
             (json!({"model": "m", "messages": ["hi"]}), Some("messages")),
-            (json!({"model": "m", "messages": [{}], "stream": "yes"}), Some("stream")),
+            (
+                json!({"model": "m", "messages": [{}], "stream": "yes"}),
+                Some("stream"),
+            ),
             (json!([1, 2]), None),
         ];
         for (body, param) in cases {
@@ -239,7 +254,9 @@ mod tests {
 
     #[test]
     fn error_body_has_all_four_keys() {
-        let body = error_body(&GatewayError::UnknownModel("model 'x' does not exist".into()));
+        let body = error_body(&GatewayError::UnknownModel(
+            "model 'x' does not exist".into(),
+        ));
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             v,

@@ -131,7 +131,11 @@ impl MockAnswer {
 
     /// The opening chunk: the assistant role with empty content, as OpenAI sends it.
     pub fn role_chunk(&self, include_usage: bool) -> Bytes {
-        Bytes::from(self.chunk(json!({"role": "assistant", "content": ""}), None, include_usage))
+        Bytes::from(self.chunk(
+            json!({"role": "assistant", "content": ""}),
+            None,
+            include_usage,
+        ))
     }
 
     /// The chunk carrying token `index`.
@@ -266,7 +270,10 @@ mod tests {
         assert_eq!(body["choices"][0]["finish_reason"], "stop");
         assert_eq!(body["model"], "mock-1");
         let u = &body["usage"];
-        assert_eq!(u["completion_tokens"].as_u64().unwrap() as usize, answer.tokens.len());
+        assert_eq!(
+            u["completion_tokens"].as_u64().unwrap() as usize,
+            answer.tokens.len()
+        );
         assert_eq!(
             u["total_tokens"].as_u64().unwrap(),
             u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()
@@ -280,7 +287,9 @@ mod tests {
             reply: Some("one two three four".into()),
             ..MockSettings::default()
         });
-        let req = request(json!({"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}));
+        let req = request(
+            json!({"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}),
+        );
         let answer = mock.answer(&req, "m");
         assert_eq!(answer.tokens.concat(), "one two ");
         assert_eq!(answer.finish_reason, "length");
@@ -292,7 +301,10 @@ mod tests {
             reply: Some("a b".into()),
             ..MockSettings::default()
         });
-        let answer = mock.answer(&request(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})), "m");
+        let answer = mock.answer(
+            &request(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})),
+            "m",
+        );
         let mut stream = answer.role_chunk(true).to_vec();
         for i in 0..answer.tokens.len() {
             stream.extend_from_slice(&answer.token_chunk(i, true));
@@ -303,7 +315,9 @@ mod tests {
         assert_eq!(events.len(), 6, "{text}");
         assert!(events[0].contains(r#""role":"assistant""#));
         assert!(events[3].contains(r#""finish_reason":"stop""#));
-        assert!(events[4].contains(r#""choices":[]"#) && events[4].contains(r#""completion_tokens":2"#));
+        assert!(
+            events[4].contains(r#""choices":[]"#) && events[4].contains(r#""completion_tokens":2"#)
+        );
         assert_eq!(events[5], "data: [DONE]");
     }
 }

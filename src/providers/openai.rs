@@ -85,9 +85,10 @@ impl ProviderAdapter for OpenAiAdapter {
             }),
         ));
         if let Some(key) = target.api_key {
-            let value = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                GatewayError::Internal("provider api_key is not a valid header value".into())
-            })?;
+            let value =
+                HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                    GatewayError::Internal("provider api_key is not a valid header value".into())
+                })?;
             headers.push((http::header::AUTHORIZATION, value));
         }
         headers.extend(target.extra_headers.iter().cloned());
@@ -194,7 +195,9 @@ pub fn decode_openai_error(
             error: ErrorWire::Text(message),
         }) => (Some(message), None, None, None),
         Err(_) => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_string();
+            let text = String::from_utf8_lossy(&body[..body.len().min(512)])
+                .trim()
+                .to_string();
             ((!text.is_empty()).then_some(text), None, None, None)
         }
     };
@@ -254,7 +257,8 @@ impl OpenAiStreamDecoder {
         let probe: ChunkProbe = serde_json::from_str(data)
             .map_err(|e| StreamFailure::Malformed(format!("chunk is not JSON: {e}")))?;
         if let Some(error) = probe.error {
-            let body = serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default();
+            let body =
+                serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default();
             return Err(StreamFailure::Upstream(decode_openai_error(
                 "upstream", 500, &body, None,
             )));
@@ -324,5 +328,173 @@ impl StreamDecoder for OpenAiStreamDecoder {
 impl std::fmt::Debug for OpenAiAdapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "OpenAiAdapter({})", self.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::providers::Endpoint;
+    use serde_json::json;
+
+    fn endpoint() -> Endpoint {
+        Endpoint::from_url(&url::Url::parse("https://api.example.com/v1/").unwrap()).unwrap()
+    }
+
+    fn build(body: Value) -> (UpstreamRequest, Value) {
+        let req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let key = Secret::new("sk-provider");
+        let ep = endpoint();
+        let out = OpenAiAdapter::new(ProviderKind::OpenAi)
+            .build_request(
+                &req,
+                &AttemptTarget {
+                    upstream_model: "gpt-4o-mini-2024",
+                    endpoint: &ep,
+                    api_key: Some(&key),
+                    extra_headers: &[],
+                },
+            )
+            .unwrap();
+        let json: Value = serde_json::from_slice(&out.body).unwrap();
+        (out, json)
+    }
+
+    #[test]
+    fn request_keeps_fields_and_order_and_swaps_model_and_key() {
+        let (out, body) = build(json!({
+            "model": "public", "messages": [{"role": "user", "content": "hi"}],
+            "temperature": 0.2, "tools": [{"type": "function", "function": {"name": "f"}}],
+            "models": ["x"], "future_field": 1
+        }));
+        assert_eq!(out.path_and_query, "/v1/chat/completions");
+        assert_eq!(
+            body,
+            json!({"model": "gpt-4o-mini-2024", "messages": [{"role": "user", "content": "hi"}],
+                   "temperature": 0.2, "tools": [{"type": "function", "function": {"name": "f"}}],
+                   "future_field": 1})
+        );
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["model", "messages", "temperature", "tools", "future_field"]
+        );
+        let auth = out
+            .headers
+            .iter()
+            .find(|(n, _)| n == http::header::AUTHORIZATION)
+            .unwrap();
+        assert_eq!(auth.1, "Bearer sk-provider");
+    }
+
+    #[test]
+    fn streaming_requests_always_ask_for_usage() {
+        let (_, body) = build(json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true,
+            "stream_options": {"include_obfuscation": false}
+        }));
+        assert_eq!(body["stream"], true);
+        assert_eq!(
+            body["stream_options"],
+            json!({"include_usage": true, "include_obfuscation": false})
+        );
+    }
+
+    const STREAM: &str = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n\
+        : keep-alive\n\n\
+        data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}],\"usage\":null}\r\n\r\n\
+        data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n\
+        data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n\
+        data: [DONE]\n\n";
+
+    fn run(
+        include_usage: bool,
+        input: &str,
+        piece: usize,
+    ) -> (Result<(), StreamFailure>, String, Option<Usage>) {
+        let mut d = OpenAiAdapter::new(ProviderKind::OpenAi)
+            .stream_decoder(StreamSettings { include_usage });
+        let mut out = Vec::new();
+        for c in input.as_bytes().chunks(piece) {
+            if let Err(e) = d.push(c, &mut out) {
+                return (Err(e), String::from_utf8(out).unwrap(), d.usage());
+            }
+        }
+        let r = d.finish(&mut out);
+        (r, String::from_utf8(out).unwrap(), d.usage())
+    }
+
+    #[test]
+    fn stream_passes_chunks_and_counts_usage() {
+        for piece in [1, 5, 64, 4096] {
+            let (r, out, usage) = run(true, STREAM, piece);
+            r.unwrap();
+            let events: Vec<&str> = out.split("\n\n").filter(|e| !e.is_empty()).collect();
+            assert_eq!(events.len(), 5, "{out}");
+            assert!(events[3].contains("\"choices\":[]"));
+            assert_eq!(events[4], "data: [DONE]");
+            let u = usage.unwrap();
+            assert_eq!(
+                (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
+                (9, 2, 4)
+            );
+        }
+    }
+
+    #[test]
+    fn usage_chunk_is_dropped_when_the_client_did_not_ask() {
+        let (r, out, usage) = run(false, STREAM, 7);
+        r.unwrap();
+        assert!(!out.contains("\"choices\":[]"), "{out}");
+        assert!(out.ends_with("data: [DONE]\n\n"));
+        assert_eq!(usage.unwrap().total(), 11);
+    }
+
+    #[test]
+    fn stream_without_done_is_truncated() {
+        let cut = &STREAM[..STREAM.find("data: [DONE]").unwrap()];
+        assert!(matches!(
+            run(true, cut, 10).0,
+            Err(StreamFailure::Truncated)
+        ));
+        // A final [DONE] without its blank line is still a complete stream.
+        let no_blank = STREAM.trim_end();
+        run(true, no_blank, 10).0.unwrap();
+    }
+
+    #[test]
+    fn error_inside_a_stream_fails_it() {
+        let s = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";
+        let (r, out, _) = run(true, s, 3);
+        match r {
+            Err(StreamFailure::Upstream(e)) => assert!(e.to_string().contains("overloaded")),
+            other => panic!("{other:?}"),
+        }
+        assert!(out.contains("\"content\":\"a\""));
+        assert!(matches!(
+            run(true, "data: {not json\n\n", 3).0,
+            Err(StreamFailure::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn errors_keep_the_upstream_message_but_never_credentials() {
+        let body = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        let e = decode_openai_error("openai", 429, body, Some("3".into()));
+        assert_eq!(e.status(), 429);
+        assert_eq!(e.to_string(), "openai: Rate limit reached");
+        assert_eq!(e.openai_code(), Some("rate_limit_exceeded"));
+        assert_eq!(e.retry_after(), Some("3"));
+        let e = decode_openai_error(
+            "openai",
+            401,
+            br#"{"error":{"message":"Incorrect API key provided: sk-abc***xyz"}}"#,
+            None,
+        );
+        assert!(!e.to_string().contains("sk-abc"), "{e}");
+        let e = decode_openai_error("local", 502, b"<html>bad gateway</html>", None);
+        assert_eq!(e.openai_type(), "server_error");
+        assert!(e.to_string().contains("bad gateway"));
     }
 }

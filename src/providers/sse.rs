@@ -193,21 +193,35 @@ mod tests {
             ev(None, "line1\nline2"),
             ev(None, "[DONE]"),
         ];
-        for text in [lf.to_string(), lf.replace('\n', "\r\n"), lf.replace('\n', "\r")] {
+        for text in [
+            lf.to_string(),
+            lf.replace('\n', "\r\n"),
+            lf.replace('\n', "\r"),
+        ] {
             for piece in [1, 2, 3, 7, 1000] {
-                assert_eq!(decode_in_pieces(text.as_bytes(), piece), expected, "piece {piece} of {text:?}");
+                assert_eq!(
+                    decode_in_pieces(text.as_bytes(), piece),
+                    expected,
+                    "piece {piece} of {text:?}"
+                );
             }
         }
     }
 
     #[test]
     fn event_without_data_is_not_dispatched() {
-        assert_eq!(decode_in_pieces(b"event: ping\n\ndata: x\n\n", 4), vec![ev(None, "x")]);
+        assert_eq!(
+            decode_in_pieces(b"event: ping\n\ndata: x\n\n", 4),
+            vec![ev(None, "x")]
+        );
     }
 
     #[test]
     fn no_space_after_colon_and_field_without_value() {
-        assert_eq!(decode_in_pieces(b"data:abc\n\ndata\n\n", 5), vec![ev(None, "abc"), ev(None, "")]);
+        assert_eq!(
+            decode_in_pieces(b"data:abc\n\ndata\n\n", 5),
+            vec![ev(None, "abc"), ev(None, "")]
+        );
     }
 
     #[test]
@@ -222,8 +236,14 @@ mod tests {
     #[test]
     fn limits_event_size_and_rejects_bad_utf8() {
         let mut d = SseDecoder::with_limit(8);
-        assert_eq!(d.push(b"data: 0123456789", &mut Vec::new()), Err(SseError::TooLarge(8)));
+        assert_eq!(
+            d.push(b"data: 0123456789", &mut Vec::new()),
+            Err(SseError::TooLarge(8))
+        );
         let mut d = SseDecoder::new();
-        assert_eq!(d.push(b"data: \xff\xfe\n\n", &mut Vec::new()), Err(SseError::InvalidUtf8));
+        assert_eq!(
+            d.push(b"data: \xff\xfe\n\n", &mut Vec::new()),
+            Err(SseError::InvalidUtf8)
+        );
     }
 }

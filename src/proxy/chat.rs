@@ -184,7 +184,11 @@ fn all_failed(last: Option<GatewayError>, tried: &[String]) -> GatewayError {
     }
 }
 
-fn finish_accounting(ctx: &mut RequestCtx, target: &Target, usage: Option<crate::accounting::Usage>) {
+fn finish_accounting(
+    ctx: &mut RequestCtx,
+    target: &Target,
+    usage: Option<crate::accounting::Usage>,
+) {
     ctx.usage = usage;
     if let (Some(u), Some(price)) = (usage, target.price.as_ref()) {
         ctx.cost_usd = Some(u.cost(price));
@@ -235,17 +239,15 @@ async fn serve_mock(
                 all.extend_from_slice(&answer.token_chunk(i, usage_chunks));
             }
             all.extend_from_slice(&answer.closing_chunks(usage_chunks));
-            session.write_response_body(Some(Bytes::from(all)), true).await?;
+            session
+                .write_response_body(Some(Bytes::from(all)), true)
+                .await?;
         }
     }
     Ok(Attempt::Answered)
 }
 
-fn attempt_failure(
-    provider: &str,
-    err: AttemptError,
-    policy: &RetryPolicy,
-) -> Attempt {
+fn attempt_failure(provider: &str, err: AttemptError, policy: &RetryPolicy) -> Attempt {
     match err {
         AttemptError::Timeout { phase, after } => Attempt::Failed {
             error: GatewayError::timeout(provider, phase, after),
@@ -318,9 +320,9 @@ async fn attempt_http(
             }
             Err(_) => Bytes::new(),
         };
-        let mut error =
-            http.adapter
-                .decode_error(provider, status, &body, retry_after);
+        let mut error = http
+            .adapter
+            .decode_error(provider, status, &body, retry_after);
         if let GatewayError::Upstream { message, .. } = &mut error {
             *message = scrub_secret(message, http.api_key());
         }

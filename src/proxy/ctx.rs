@@ -80,9 +80,7 @@ impl Default for RequestCtx {
 pub fn request_id(client_supplied: Option<&str>) -> String {
     match client_supplied {
         Some(id)
-            if !id.is_empty()
-                && id.len() <= 128
-                && id.bytes().all(|b| b.is_ascii_graphic()) =>
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
         {
             id.to_string()
         }

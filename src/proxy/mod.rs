@@ -47,13 +47,19 @@ impl Gateway {
 /// The key a client presented: `Authorization: Bearer KEY`, else `x-api-key: KEY`.
 fn presented_key(session: &Session) -> Option<&str> {
     let headers = &session.req_header().headers;
-    if let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(auth) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let auth = auth.trim();
         if auth.len() > 7 && auth[..7].eq_ignore_ascii_case("bearer ") {
             return Some(auth[7..].trim());
         }
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 fn authenticate<'t>(
@@ -228,7 +234,10 @@ impl ProxyHttp for Gateway {
                 .into(),
         );
         put("prompt_tokens", ctx.usage.map(|u| u.prompt_tokens).into());
-        put("completion_tokens", ctx.usage.map(|u| u.completion_tokens).into());
+        put(
+            "completion_tokens",
+            ctx.usage.map(|u| u.completion_tokens).into(),
+        );
         put("cached_tokens", ctx.usage.map(|u| u.cached_tokens).into());
         put("total_tokens", ctx.usage.map(|u| u.total()).into());
         put("cost_usd", ctx.cost_usd.into());

@@ -37,7 +37,8 @@ pub async fn json(
     }
     ctx.status = status;
     session.write_response_header(Box::new(resp), false).await?;
-    ctx.first_byte_at.get_or_insert_with(std::time::Instant::now);
+    ctx.first_byte_at
+        .get_or_insert_with(std::time::Instant::now);
     session.write_response_body(Some(body), true).await
 }
 

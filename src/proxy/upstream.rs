@@ -34,7 +34,10 @@ pub enum AttemptError {
     #[error("cannot connect: {0}")]
     Connect(String),
     #[error("timed out waiting for {phase} after {} ms", .after.as_millis())]
-    Timeout { phase: &'static str, after: Duration },
+    Timeout {
+        phase: &'static str,
+        after: Duration,
+    },
     #[error("connection failed: {0}")]
     Io(String),
 }
@@ -113,11 +116,13 @@ impl PeerCache {
                     tokio::net::lookup_host((self.host.as_str(), self.port)),
                 )
                 .await
-                .map_err(|_| AttemptError::Connect(format!("DNS lookup of {} timed out", self.host)))?
+                .map_err(|_| {
+                    AttemptError::Connect(format!("DNS lookup of {} timed out", self.host))
+                })?
                 .map_err(|e| AttemptError::Connect(format!("cannot resolve {}: {e}", self.host)))?;
-                let addr = addrs
-                    .next()
-                    .ok_or_else(|| AttemptError::Connect(format!("{} has no address", self.host)))?;
+                let addr = addrs.next().ok_or_else(|| {
+                    AttemptError::Connect(format!("{} has no address", self.host))
+                })?;
                 (addr, Some(Instant::now() + DNS_TTL))
             }
         };
@@ -153,11 +158,17 @@ fn budget(deadline: Instant, limit: Duration, phase: &'static str) -> (Duration,
 }
 
 fn request_header(backend: &HttpBackend, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
-    let mut header =
-        RequestHeader::build("POST", req.path_and_query.as_bytes(), Some(req.headers.len() + 4))?;
+    let mut header = RequestHeader::build(
+        "POST",
+        req.path_and_query.as_bytes(),
+        Some(req.headers.len() + 4),
+    )?;
     header.insert_header(http::header::HOST, backend.endpoint.authority.as_str())?;
     header.insert_header(http::header::CONTENT_LENGTH, req.body.len())?;
-    header.insert_header(http::header::USER_AGENT, concat!("switchyard/", env!("CARGO_PKG_VERSION")))?;
+    header.insert_header(
+        http::header::USER_AGENT,
+        concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+    )?;
     // Answers are parsed, so they must not arrive compressed.
     header.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
     for (name, value) in &req.headers {
@@ -184,7 +195,12 @@ pub async fn send(
         let (limit, phase) = budget(deadline, timeouts.connect * 2, "connect");
         let (mut session, reused) =
             match tokio::time::timeout(limit, connector.get_http_session(&*peer)).await {
-                Err(_) => return Err(AttemptError::Timeout { phase, after: limit }),
+                Err(_) => {
+                    return Err(AttemptError::Timeout {
+                        phase,
+                        after: limit,
+                    })
+                }
                 Ok(Err(e)) => {
                     let mut err = AttemptError::from_pingora(&e, true);
                     if let AttemptError::Timeout { after, .. } = &mut err {
@@ -196,14 +212,21 @@ pub async fn send(
             };
         let (limit, phase) = budget(deadline, timeouts.first_byte, "the first byte");
         let result = tokio::time::timeout(limit, async {
-            session.write_request_header(Box::new(header.clone())).await?;
+            session
+                .write_request_header(Box::new(header.clone()))
+                .await?;
             session.write_request_body(req.body.clone(), true).await?;
             session.finish_request_body().await?;
             session.read_response_header().await
         })
         .await;
         match result {
-            Err(_) => return Err(AttemptError::Timeout { phase, after: limit }),
+            Err(_) => {
+                return Err(AttemptError::Timeout {
+                    phase,
+                    after: limit,
+                })
+            }
             Ok(Err(e)) => {
                 // A pooled connection the server already closed fails here without the server
                 // having seen the request, so re-sending it is safe.
@@ -250,7 +273,10 @@ impl Exchange {
         let result = tokio::time::timeout(limit, self.session.read_response_body()).await;
         self.waited += start.elapsed();
         match result {
-            Err(_) => Err(AttemptError::Timeout { phase, after: limit }),
+            Err(_) => Err(AttemptError::Timeout {
+                phase,
+                after: limit,
+            }),
             Ok(Err(e)) => Err(AttemptError::from_pingora(&e, false)),
             Ok(Ok(chunk)) => Ok(chunk),
         }
@@ -261,7 +287,9 @@ impl Exchange {
         let mut body = BytesMut::new();
         while let Some(chunk) = self.read_chunk().await? {
             if body.len() + chunk.len() > limit {
-                return Err(AttemptError::Io(format!("response body exceeds {limit} bytes")));
+                return Err(AttemptError::Io(format!(
+                    "response body exceeds {limit} bytes"
+                )));
             }
             body.extend_from_slice(&chunk);
         }

@@ -65,6 +65,21 @@ pub struct Route {
     pub retry: RetryPolicy,
 }
 
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let targets: Vec<String> = self
+            .targets
+            .iter()
+            .map(|t| format!("{}/{}", t.provider.name, t.upstream_model))
+            .collect();
+        f.debug_struct("Route")
+            .field("public_name", &self.public_name)
+            .field("strategy", &self.strategy)
+            .field("targets", &targets)
+            .finish()
+    }
+}
+
 impl Route {
     /// Targets in the order attempts should try them.
     pub fn plan(&self) -> impl Iterator<Item = &Target> {
@@ -196,7 +211,10 @@ impl RoutingTable {
                         .map_err(|e| format!("auth.keys[{i}].models[{j}]: {e}"))?;
                     set.add(glob);
                 }
-                Some(set.build().map_err(|e| format!("auth.keys[{i}].models: {e}"))?)
+                Some(
+                    set.build()
+                        .map_err(|e| format!("auth.keys[{i}].models: {e}"))?,
+                )
             };
             client_keys.push(ClientKey {
                 name: k.name.clone(),
@@ -318,7 +336,10 @@ auth:
     fn resolves_public_models_in_target_order() {
         let t = table(YAML);
         let route = t.resolve("fast").unwrap();
-        let plan: Vec<_> = route.plan().map(|t| (t.provider.name.as_str(), t.upstream_model.as_str())).collect();
+        let plan: Vec<_> = route
+            .plan()
+            .map(|t| (t.provider.name.as_str(), t.upstream_model.as_str()))
+            .collect();
         assert_eq!(plan, vec![("mock", "m1"), ("local", "l1")]);
     }
 
@@ -342,7 +363,12 @@ auth:
         let err = t.resolve("openai/gpt-4o").unwrap_err().to_string();
         assert!(err.contains("disabled"), "{err}");
         assert!(t.resolve("mock/").is_err());
-        assert_eq!(t.routes().map(|r| r.public_name.as_str()).collect::<Vec<_>>(), vec!["fast"]);
+        assert_eq!(
+            t.routes()
+                .map(|r| r.public_name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["fast"]
+        );
     }
 
     #[test]
