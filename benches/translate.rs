@@ -46,7 +46,8 @@ fn openai_stream(chunks: usize) -> Vec<u8> {
 fn openai(c: &mut Criterion) {
     let body = typical_request();
     let adapter = OpenAiAdapter::new(ProviderKind::OpenAi);
-    let endpoint = Endpoint::from_url(&url::Url::parse("https://api.openai.com/v1").unwrap()).unwrap();
+    let endpoint =
+        Endpoint::from_url(&url::Url::parse("https://api.openai.com/v1").unwrap()).unwrap();
     let key = Secret::new("sk-bench");
     let mut group = c.benchmark_group("openai");
     group.throughput(Throughput::Bytes(body.len() as u64));
@@ -70,7 +71,9 @@ fn openai(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(stream.len() as u64));
     group.bench_function("stream_100_chunks", |b| {
         b.iter(|| {
-            let mut decoder = adapter.stream_decoder(StreamSettings { include_usage: true });
+            let mut decoder = adapter.stream_decoder(StreamSettings {
+                include_usage: true,
+            });
             let mut out = Vec::with_capacity(stream.len());
             // Upstream reads rarely align with events: feed 512-byte pieces.
             for piece in black_box(&stream).chunks(512) {

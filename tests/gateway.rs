@@ -91,7 +91,10 @@ async fn error_of(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.expect("error body is JSON");
     for key in ["message", "type", "param", "code"] {
-        assert!(body["error"].get(key).is_some(), "error.{key} missing in {body}");
+        assert!(
+            body["error"].get(key).is_some(),
+            "error.{key} missing in {body}"
+        );
     }
     (status, body)
 }
@@ -109,7 +112,10 @@ async fn mock_answers_json_and_stream() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "mock-1");
-    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().contains("Say hi"));
+    assert!(body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("Say hi"));
     let u = &body["usage"];
     assert_eq!(
         u["total_tokens"].as_u64().unwrap(),
@@ -127,15 +133,28 @@ async fn mock_answers_json_and_stream() {
     assert!(usage_chunk["usage"]["completion_tokens"].as_u64().unwrap() > 0);
 
     // Without include_usage there is no usage chunk.
-    let data = sse_data(&post(&gw, &chat_body("mock", true)).await.text().await.unwrap());
+    let data = sse_data(
+        &post(&gw, &chat_body("mock", true))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
     assert!(data.iter().all(|d| !d.contains("\"usage\"")), "{data:?}");
-    assert_eq!(upstream.request_count(), 0, "the mock provider needs no network");
+    assert_eq!(
+        upstream.request_count(),
+        0,
+        "the mock provider needs no network"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_compatible_pass_through_swaps_model_and_credentials() {
     let upstream = MockUpstream::start(|req, _| {
-        MockResponse::json(200, completion(req.json()["model"].as_str().unwrap_or("?"), "hello"))
+        MockResponse::json(
+            200,
+            completion(req.json()["model"].as_str().unwrap_or("?"), "hello"),
+        )
     })
     .await;
     let gw = start(&upstream).await;
@@ -161,7 +180,10 @@ async fn openai_compatible_pass_through_swaps_model_and_credentials() {
     let seen = &upstream.requests()[0];
     assert_eq!(seen.method, "POST");
     assert_eq!(seen.path, "/v1/chat/completions");
-    assert_eq!(seen.header("authorization"), Some(format!("Bearer {PROVIDER_KEY}").as_str()));
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {PROVIDER_KEY}").as_str())
+    );
     assert!(
         seen.headers.iter().all(|(_, v)| !v.contains(CLIENT_KEY)),
         "the client's key reached the upstream: {:?}",
@@ -182,7 +204,10 @@ async fn openai_compatible_pass_through_swaps_model_and_credentials() {
     // Access log: one JSON line per request, with tokens, and never a secret.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = gw.logs();
-    assert!(!logs.contains(PROVIDER_KEY) && !logs.contains(CLIENT_KEY), "secret in logs");
+    assert!(
+        !logs.contains(PROVIDER_KEY) && !logs.contains(CLIENT_KEY),
+        "secret in logs"
+    );
     let line: Value = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -198,10 +223,7 @@ async fn openai_compatible_pass_through_swaps_model_and_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_chunks_reach_the_client_before_the_upstream_finishes() {
-    let mut events = vec![
-        chunk("first"),
-        chunk(" second"),
-    ];
+    let mut events = vec![chunk("first"), chunk(" second")];
     events.extend(stream_tail());
     let delays = vec![
         Duration::ZERO,
@@ -210,10 +232,9 @@ async fn stream_chunks_reach_the_client_before_the_upstream_finishes() {
         Duration::ZERO,
         Duration::ZERO,
     ];
-    let upstream = MockUpstream::start(move |_, _| {
-        MockResponse::sse(events.clone()).delays(delays.clone())
-    })
-    .await;
+    let upstream =
+        MockUpstream::start(move |_, _| MockResponse::sse(events.clone()).delays(delays.clone()))
+            .await;
     let gw = start(&upstream).await;
 
     let sent = Instant::now();
@@ -238,8 +259,14 @@ async fn stream_chunks_reach_the_client_before_the_upstream_finishes() {
     assert!(data[0].contains("first") && data[1].contains("second"));
     assert_eq!(data.last().unwrap(), "[DONE]");
     // The gateway asked for usage on its own behalf but the client did not: no usage chunk.
-    assert!(data.iter().all(|d| !d.contains("\"choices\":[]")), "{data:?}");
-    assert_eq!(upstream.requests()[0].json()["stream_options"]["include_usage"], true);
+    assert!(
+        data.iter().all(|d| !d.contains("\"choices\":[]")),
+        "{data:?}"
+    );
+    assert_eq!(
+        upstream.requests()[0].json()["stream_options"]["include_usage"],
+        true
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,12 +275,16 @@ async fn large_bodies_reach_the_upstream_intact() {
     let gw = start(&upstream).await;
     for size in [100 * 1024, 2 * 1024 * 1024] {
         let filler: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-        let body = json!({"model": "local-model", "messages": [{"role": "user", "content": filler}]});
+        let body =
+            json!({"model": "local-model", "messages": [{"role": "user", "content": filler}]});
         let resp = post(&gw, &body).await;
         assert_eq!(resp.status(), 200, "body of {size} bytes");
         let seen = upstream.requests().last().unwrap().json();
         assert_eq!(seen["messages"][0]["content"].as_str().unwrap().len(), size);
-        assert_eq!(seen["messages"][0]["content"], body["messages"][0]["content"]);
+        assert_eq!(
+            seen["messages"][0]["content"],
+            body["messages"][0]["content"]
+        );
     }
 }
 
@@ -263,7 +294,9 @@ async fn expect_100_continue_is_answered() {
     let upstream = MockUpstream::start(|_, _| MockResponse::json(200, completion("m", "ok"))).await;
     let gw = start(&upstream).await;
     let body = chat_body("mock", false).to_string();
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
@@ -274,7 +307,11 @@ async fn expect_100_continue_is_answered() {
         .await
         .expect("100 Continue within 500 ms")
         .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     tcp.write_all(body.as_bytes()).await.unwrap();
     let mut answer = vec![0u8; 4096];
     let n = tcp.read(&mut answer).await.unwrap();
@@ -290,29 +327,62 @@ async fn client_errors_in_openai_format() {
     let resp = client().post(&url).body("{not json").send().await.unwrap();
     let (status, body) = error_of(resp).await;
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
 
-    let (status, body) = error_of(post(&gw, &json!({"messages": [{"role": "user", "content": "x"}]})).await).await;
-    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("model")));
+    let (status, body) = error_of(
+        post(
+            &gw,
+            &json!({"messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (400, Some("model"))
+    );
 
     let (status, body) = error_of(post(&gw, &json!({"model": "mock"})).await).await;
-    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages")));
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (400, Some("messages"))
+    );
 
     let (status, body) = error_of(post(&gw, &chat_body("no-such-model", false)).await).await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "model_not_found");
 
     let huge = "x".repeat(3_100_000);
-    let resp = client().post(&url).header("content-type", "application/json").body(huge).send().await.unwrap();
+    let resp = client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
     let (status, body) = error_of(resp).await;
     assert_eq!(status, 413);
     assert_eq!(body["error"]["code"], "request_too_large");
 
-    let (status, _) = error_of(client().get(format!("{}/v1/nope", gw.url())).send().await.unwrap()).await;
+    let (status, _) = error_of(
+        client()
+            .get(format!("{}/v1/nope", gw.url()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 404);
     let (status, _) = error_of(client().get(&url).send().await.unwrap()).await;
     assert_eq!(status, 405);
-    assert_eq!(upstream.request_count(), 0, "bad requests never reach an upstream");
+    assert_eq!(
+        upstream.request_count(),
+        0,
+        "bad requests never reach an upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,7 +403,10 @@ async fn upstream_errors_pass_back_with_status_and_message() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "context_length_exceeded");
     assert_eq!(body["error"]["param"], "messages");
-    assert!(body["error"]["message"].as_str().unwrap().contains("maximum context length"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("maximum context length"));
 
     let resp = post(&gw, &chat_body("local/limited", false)).await;
     assert_eq!(resp.headers()["retry-after"], "7");
@@ -343,11 +416,17 @@ async fn upstream_errors_pass_back_with_status_and_message() {
 
     let (status, body) = error_of(post(&gw, &chat_body("local/bad-key", false)).await).await;
     assert_eq!(status, 401);
-    assert!(!body.to_string().contains(PROVIDER_KEY), "provider key leaked: {body}");
+    assert!(
+        !body.to_string().contains(PROVIDER_KEY),
+        "provider key leaked: {body}"
+    );
 
     let (status, body) = error_of(post(&gw, &chat_body("local/down", false)).await).await;
     assert_eq!(status, 503);
-    assert!(body["error"]["message"].as_str().unwrap().contains("Service Unavailable"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Service Unavailable"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,7 +436,8 @@ async fn unreachable_and_slow_upstreams_give_502_and_504() {
     let extra = format!(
         "  dead:\n    kind: openai-compatible\n    base_url: http://127.0.0.1:{closed_port}/v1\n"
     );
-    let gw = Gateway::start_with_env(&config(&slow.url(), &extra), &[("LOCAL_KEY", PROVIDER_KEY)]).await;
+    let gw =
+        Gateway::start_with_env(&config(&slow.url(), &extra), &[("LOCAL_KEY", PROVIDER_KEY)]).await;
 
     let (status, body) = error_of(post(&gw, &chat_body("dead/m", false)).await).await;
     assert_eq!(status, 502);
@@ -367,7 +447,10 @@ async fn unreachable_and_slow_upstreams_give_502_and_504() {
     let started = Instant::now();
     let (status, body) = error_of(post(&gw, &chat_body("local-model", false)).await).await;
     assert_eq!(status, 504, "{body}");
-    assert!(started.elapsed() < Duration::from_secs(5), "first_byte_ms was not honoured");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "first_byte_ms was not honoured"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,7 +461,11 @@ async fn failed_stream_ends_with_an_error_event_not_a_clean_end() {
         match req.json()["model"].as_str() {
             Some("cut") => MockResponse::sse(events).cut_after(2),
             Some("no-done") => MockResponse::sse(events[..3].to_vec()),
-            _ => MockResponse::sse(vec![chunk("ok"), "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n".into()]),
+            _ => MockResponse::sse(vec![
+                chunk("ok"),
+                "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"
+                    .into(),
+            ]),
         }
     })
     .await;
@@ -388,7 +475,11 @@ async fn failed_stream_ends_with_an_error_event_not_a_clean_end() {
         assert_eq!(resp.status(), 200, "{model}");
         let data = sse_data(&resp.text().await.unwrap_or_default());
         assert!(data.len() >= 2, "{model}: {data:?}");
-        assert_ne!(data.last().unwrap(), "[DONE]", "{model} looked like a clean end");
+        assert_ne!(
+            data.last().unwrap(),
+            "[DONE]",
+            "{model} looked like a clean end"
+        );
         let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
         assert!(last["error"]["message"].is_string(), "{model}: {last}");
     }
@@ -399,16 +490,26 @@ async fn upstream_connections_are_pooled() {
     let upstream = MockUpstream::start(|_, _| MockResponse::json(200, completion("m", "ok"))).await;
     let gw = start(&upstream).await;
     for _ in 0..5 {
-        assert_eq!(post(&gw, &chat_body("local-model", false)).await.status(), 200);
+        assert_eq!(
+            post(&gw, &chat_body("local-model", false)).await.status(),
+            200
+        );
     }
     assert_eq!(upstream.request_count(), 5);
-    assert_eq!(upstream.connection_count(), 1, "each request opened a new connection");
+    assert_eq!(
+        upstream.connection_count(),
+        1,
+        "each request opened a new connection"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn falls_over_to_the_next_target_when_one_is_unreachable() {
     let upstream = MockUpstream::start(|req, _| {
-        MockResponse::json(200, completion(req.json()["model"].as_str().unwrap_or("?"), "from backup"))
+        MockResponse::json(
+            200,
+            completion(req.json()["model"].as_str().unwrap_or("?"), "from backup"),
+        )
     })
     .await;
     let closed_port = support::free_port();
@@ -432,9 +533,21 @@ async fn falls_over_to_the_next_target_when_one_is_unreachable() {
 async fn models_list_and_admin_endpoints() {
     let upstream = MockUpstream::start(|_, _| MockResponse::json(200, completion("m", "ok"))).await;
     let gw = start(&upstream).await;
-    let list: Value = client().get(format!("{}/v1/models", gw.url())).send().await.unwrap().json().await.unwrap();
+    let list: Value = client()
+        .get(format!("{}/v1/models", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["object"], "list");
-    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["local-model", "mock"]);
     let local = &list["data"][0];
     assert_eq!(local["object"], "model");
@@ -443,9 +556,32 @@ async fn models_list_and_admin_endpoints() {
 
     assert_eq!(post(&gw, &chat_body("mock", false)).await.status(), 200);
     let admin = gw.admin_url();
-    assert_eq!(client().get(format!("{admin}/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(client().get(format!("{admin}/readyz")).send().await.unwrap().status(), 200);
-    let metrics = client().get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        client()
+            .get(format!("{admin}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client()
+            .get(format!("{admin}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "switchyard_requests_total{model=\"mock\",provider=\"mock\",status=\"200\"} 1",
         "switchyard_request_duration_seconds_bucket",
@@ -490,13 +626,23 @@ fn check_validates_configs() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("config OK"));
 
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "providers:\n  anthropic: { kind: anthropic, base_url: \"not a url\", api_key: k }\n").unwrap();
+    std::fs::write(
+        &bad,
+        "providers:\n  anthropic: { kind: anthropic, base_url: \"not a url\", api_key: k }\n",
+    )
+    .unwrap();
     let out = support::run_cli(&["check", "--config", bad.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("providers.anthropic.base_url: not a URL"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("providers.anthropic.base_url: not a URL")
+    );
 
     let unset = dir.path().join("unset.yaml");
-    std::fs::write(&unset, "providers:\n  o: { kind: openai, api_key: \"${SWITCHYARD_TEST_UNSET_VAR}\" }\n").unwrap();
+    std::fs::write(
+        &unset,
+        "providers:\n  o: { kind: openai, api_key: \"${SWITCHYARD_TEST_UNSET_VAR}\" }\n",
+    )
+    .unwrap();
     let out = support::run_cli(&["check", "--config", unset.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SWITCHYARD_TEST_UNSET_VAR"));

@@ -56,7 +56,9 @@ fn upstream_answer(req: &support::RecordedRequest) -> MockResponse {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_python_sdk_gets_completions_and_streams() {
     if !sdk_available() {
-        eprintln!("SKIPPED: python3 with the `openai` package is not installed (pip install openai)");
+        eprintln!(
+            "SKIPPED: python3 with the `openai` package is not installed (pip install openai)"
+        );
         return;
     }
     let upstream = MockUpstream::start(|req, _| upstream_answer(req)).await;
@@ -78,7 +80,11 @@ models:
         let base_url = format!("{}/v1", gw.url());
         let out = tokio::task::spawn_blocking({
             let model = model.to_string();
-            move || Command::new("python3").args([script, &base_url, &model]).output()
+            move || {
+                Command::new("python3")
+                    .args([script, &base_url, &model])
+                    .output()
+            }
         })
         .await
         .expect("join")
@@ -93,5 +99,9 @@ models:
         let summary: Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
         assert_eq!(summary["ok"], true);
     }
-    assert_eq!(upstream.request_count(), 2, "one plain and one streamed call reached the upstream");
+    assert_eq!(
+        upstream.request_count(),
+        2,
+        "one plain and one streamed call reached the upstream"
+    );
 }

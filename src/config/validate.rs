@@ -326,7 +326,7 @@ fn mock_settings(
             );
             None
         }
-        Some(r) if r == 0.0 => None,
+        Some(0.0) => None,
         other => other,
     };
     MockSettings {

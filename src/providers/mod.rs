@@ -83,7 +83,7 @@ pub struct DecodedResponse {
 pub enum StreamFailure {
     /// The upstream reported an error inside the stream.
     #[error("{0}")]
-    Upstream(GatewayError),
+    Upstream(Box<GatewayError>),
     /// Bytes that are not a valid stream of this vendor.
     #[error("malformed stream from provider: {0}")]
     Malformed(String),

@@ -135,7 +135,7 @@ impl ProviderAdapter for OpenAiAdapter {
         body: &[u8],
         retry_after: Option<String>,
     ) -> GatewayError {
-        decode_openai_error(provider, status, body, retry_after)
+        decode_openai_error(Some(provider), status, body, retry_after)
     }
 }
 
@@ -170,8 +170,9 @@ fn scalar_to_string(v: Option<Value>) -> Option<String> {
 }
 
 /// Maps an OpenAI-format error answer to the client's error, keeping the upstream's message.
+/// `provider` prefixes the message; stream decoders pass `None` and the caller adds it.
 pub fn decode_openai_error(
-    provider: &str,
+    provider: Option<&str>,
     status: u16,
     body: &[u8],
     retry_after: Option<String>,
@@ -203,13 +204,15 @@ pub fn decode_openai_error(
     };
     // A provider's auth failure is about the gateway's key for it; its message may quote part of
     // that key, so it is replaced rather than passed on.
+    let name = provider.unwrap_or("the provider");
     let message = if status == 401 || status == 403 {
-        format!("provider '{provider}' rejected the gateway's credentials (HTTP {status})")
+        format!("provider '{name}' rejected the gateway's credentials (HTTP {status})")
     } else {
-        format!(
-            "{provider}: {}",
-            message.unwrap_or_else(|| format!("upstream answered HTTP {status}"))
-        )
+        let text = message.unwrap_or_else(|| format!("upstream answered HTTP {status}"));
+        match provider {
+            Some(p) => format!("{p}: {text}"),
+            None => text,
+        }
     };
     GatewayError::Upstream {
         status,
@@ -259,17 +262,17 @@ impl OpenAiStreamDecoder {
         if let Some(error) = probe.error {
             let body =
                 serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default();
-            return Err(StreamFailure::Upstream(decode_openai_error(
-                "upstream", 500, &body, None,
-            )));
+            return Err(StreamFailure::Upstream(Box::new(decode_openai_error(
+                None, 500, &body, None,
+            ))));
         }
         if event.event.as_deref() == Some("error") {
-            return Err(StreamFailure::Upstream(decode_openai_error(
-                "upstream",
+            return Err(StreamFailure::Upstream(Box::new(decode_openai_error(
+                None,
                 500,
                 data.as_bytes(),
                 None,
-            )));
+            ))));
         }
         let usage_only = probe.choices.as_ref().is_some_and(|c| c.is_empty());
         if let Some(u) = probe.usage {
@@ -481,19 +484,19 @@ mod tests {
     #[test]
     fn errors_keep_the_upstream_message_but_never_credentials() {
         let body = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
-        let e = decode_openai_error("openai", 429, body, Some("3".into()));
+        let e = decode_openai_error(Some("openai"), 429, body, Some("3".into()));
         assert_eq!(e.status(), 429);
         assert_eq!(e.to_string(), "openai: Rate limit reached");
         assert_eq!(e.openai_code(), Some("rate_limit_exceeded"));
         assert_eq!(e.retry_after(), Some("3"));
         let e = decode_openai_error(
-            "openai",
+            Some("openai"),
             401,
             br#"{"error":{"message":"Incorrect API key provided: sk-abc***xyz"}}"#,
             None,
         );
         assert!(!e.to_string().contains("sk-abc"), "{e}");
-        let e = decode_openai_error("local", 502, b"<html>bad gateway</html>", None);
+        let e = decode_openai_error(Some("local"), 502, b"<html>bad gateway</html>", None);
         assert_eq!(e.openai_type(), "server_error");
         assert!(e.to_string().contains("bad gateway"));
     }

@@ -5,6 +5,10 @@ use pingora::proxy::Session;
 
 use crate::error::GatewayError;
 
+/// How much of a refused body is read and discarded so that the client sees the 413.
+const DRAIN_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub enum BodyError {
     /// Refused: the body is larger than the limit (the rest of it was not read).
     TooLarge(GatewayError),
@@ -48,4 +52,24 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Bod
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// After refusing a body, reads and discards what the client is still sending (bounded in bytes
+/// and time). Closing at once would reset the connection under a client that is still writing,
+/// and it would never read the 413. A client that sent `Expect: 100-continue` sends no body.
+pub async fn discard_rest(session: &mut Session) {
+    let expects_continue = session.req_header().headers.contains_key(http::header::EXPECT);
+    if expects_continue {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut drained = 0;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            drained += chunk.len();
+            if drained > DRAIN_LIMIT_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use pingora::proxy::Session;
 
-use super::body::{read_body, BodyError};
+use super::body::{discard_rest, read_body, BodyError};
 use super::ctx::RequestCtx;
 use super::respond;
 use super::upstream::{self, AttemptError};
@@ -46,9 +46,11 @@ pub(super) async fn handle(
     let body = match read_body(session, table.max_body_bytes).await {
         Ok(body) => body,
         Err(BodyError::TooLarge(err)) => {
-            // The unread rest of the body makes the connection unusable for another request.
+            // The connection cannot carry another request after a partly read body.
             session.set_keepalive(None);
-            return respond::error(session, ctx, &err).await;
+            respond::error(session, ctx, &err).await?;
+            discard_rest(session).await;
+            return Ok(());
         }
         Err(BodyError::Downstream(e)) => {
             ctx.status = 499;
@@ -269,7 +271,12 @@ fn attempt_failure(provider: &str, err: AttemptError, policy: &RetryPolicy) -> A
 
 fn stream_failure_error(provider: &str, failure: StreamFailure) -> GatewayError {
     match failure {
-        StreamFailure::Upstream(err) => err,
+        StreamFailure::Upstream(mut err) => {
+            if let GatewayError::Upstream { message, .. } = err.as_mut() {
+                *message = format!("{provider}: {message}");
+            }
+            *err
+        }
         other => GatewayError::BadGateway(format!("provider '{provider}': {other}")),
     }
 }

@@ -29,7 +29,7 @@ pub struct Provider {
 /// How a provider is reached.
 pub enum Backend {
     /// A vendor API over HTTP(S).
-    Http(HttpBackend),
+    Http(Box<HttpBackend>),
     /// The built-in mock: no network.
     Mock(MockProvider),
 }
@@ -142,12 +142,12 @@ impl RoutingTable {
                         );
                         continue;
                     };
-                    Backend::Http(HttpBackend {
+                    Backend::Http(Box::new(HttpBackend {
                         peers: PeerCache::new(&endpoint, &pc.timeouts),
                         config: pc.clone(),
                         endpoint,
                         adapter,
-                    })
+                    }))
                 }
             };
             providers.insert(

@@ -172,7 +172,9 @@ impl MockUpstream {
     where
         F: Fn(&RecordedRequest, usize) -> MockResponse + Send + Sync + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock upstream");
         let addr = listener.local_addr().expect("mock address");
         let shared = Arc::new(Shared {
             script: Box::new(script),
@@ -250,7 +252,12 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recor
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
     let mut body = Vec::new();
     if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         loop {
@@ -281,7 +288,9 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recor
             }
         }
     } else {
-        let len: usize = get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let len: usize = get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         while buf.len() < len {
             let n = stream.read(&mut tmp).await.ok()?;
             if n == 0 {
@@ -315,6 +324,13 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Closes with an RST rather than a FIN, like a crashed or reset upstream.
+#[allow(deprecated)] // SO_LINGER 0 never blocks on drop; it only turns the close into a reset.
+fn abort(stream: TcpStream) {
+    let _ = stream.set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
 async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
@@ -336,14 +352,18 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
         }
         match &response.body {
             Body::Reset => {
-                let _ = stream.set_linger(Some(Duration::ZERO));
+                abort(stream);
                 return;
             }
             Body::Hang => {
                 std::future::pending::<()>().await;
             }
             Body::Full(bytes) => {
-                let mut head = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
+                let mut head = format!(
+                    "HTTP/1.1 {} {}\r\n",
+                    response.status,
+                    reason(response.status)
+                );
                 for (n, v) in &response.headers {
                     head.push_str(&format!("{n}: {v}\r\n"));
                 }
@@ -355,7 +375,11 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                 }
             }
             Body::Sse(events) => {
-                let mut head = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
+                let mut head = format!(
+                    "HTTP/1.1 {} {}\r\n",
+                    response.status,
+                    reason(response.status)
+                );
                 for (n, v) in &response.headers {
                     head.push_str(&format!("{n}: {v}\r\n"));
                 }
@@ -365,7 +389,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                 }
                 for (i, event) in events.iter().enumerate() {
                     if response.cut_after == Some(i) {
-                        let _ = stream.set_linger(Some(Duration::ZERO));
+                        abort(stream);
                         return;
                     }
                     if response.stall_after == Some(i) {
@@ -385,7 +409,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                     let _ = stream.flush().await;
                 }
                 if response.cut_after == Some(events.len()) {
-                    let _ = stream.set_linger(Some(Duration::ZERO));
+                    abort(stream);
                     return;
                 }
                 if response.stall_after == Some(events.len()) {
@@ -477,8 +501,14 @@ impl Gateway {
             .expect("spawn switchyard");
         let output = Arc::new(Mutex::new(String::new()));
         for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -509,7 +539,10 @@ impl Gateway {
         let http = client();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("switchyard exited with {status} before it was ready:\n{}", self.logs());
+                panic!(
+                    "switchyard exited with {status} before it was ready:\n{}",
+                    self.logs()
+                );
             }
             let healthy = matches!(
                 http.get(&health).timeout(Duration::from_millis(500)).send().await,
