@@ -651,3 +651,45 @@ fn check_validates_configs() {
     let out = support::run_cli(&["check", "--config", "conf/switchyard.yaml"], &[]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_get_sni_and_a_verified_certificate() {
+    let ca = support::TestCa::new();
+    let upstream = MockUpstream::start_tls(
+        |_, _| MockResponse::json(200, completion("m", "over tls")),
+        &ca,
+    )
+    .await;
+    let port = upstream.addr().port();
+    let extra = format!(
+        "  secure:\n    kind: openai\n    base_url: https://localhost:{port}/v1\n    api_key: sk-tls\n"
+    );
+    let ca_file = ca.ca_file();
+    let env = [
+        ("LOCAL_KEY", PROVIDER_KEY),
+        ("SSL_CERT_FILE", ca_file.to_str().unwrap()),
+    ];
+    let gw = Gateway::start_with_env(&config(&upstream.url(), &extra), &env).await;
+
+    let resp = post(&gw, &chat_body("secure/gpt-test", false)).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "over tls");
+    let seen = &upstream.requests()[0];
+    assert_eq!(seen.sni.as_deref(), Some("localhost"));
+    assert_eq!(
+        seen.header("host"),
+        Some(format!("localhost:{port}").as_str())
+    );
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-tls"));
+
+    // Without the CA the certificate is not trusted, and the request fails instead of going out.
+    let gw = Gateway::start_with_env(
+        &config(&upstream.url(), &extra),
+        &[("LOCAL_KEY", PROVIDER_KEY)],
+    )
+    .await;
+    let (status, _) = error_of(post(&gw, &chat_body("secure/gpt-test", false)).await).await;
+    assert_eq!(status, 502);
+    assert_eq!(upstream.request_count(), 1);
+}

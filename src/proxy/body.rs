@@ -58,7 +58,10 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Bod
 /// and time). Closing at once would reset the connection under a client that is still writing,
 /// and it would never read the 413. A client that sent `Expect: 100-continue` sends no body.
 pub async fn discard_rest(session: &mut Session) {
-    let expects_continue = session.req_header().headers.contains_key(http::header::EXPECT);
+    let expects_continue = session
+        .req_header()
+        .headers
+        .contains_key(http::header::EXPECT);
     if expects_continue {
         return;
     }

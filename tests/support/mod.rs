@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -28,6 +28,8 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub received_at: Instant,
+    /// The TLS server name the client sent (TLS mocks only).
+    pub sni: Option<String>,
 }
 
 impl RecordedRequest {
@@ -172,6 +174,21 @@ impl MockUpstream {
     where
         F: Fn(&RecordedRequest, usize) -> MockResponse + Send + Sync + 'static,
     {
+        Self::start_inner(script, None).await
+    }
+
+    /// An HTTPS upstream for `localhost` with a certificate from `ca` (see [`TestCa`]).
+    pub async fn start_tls<F>(script: F, ca: &TestCa) -> MockUpstream
+    where
+        F: Fn(&RecordedRequest, usize) -> MockResponse + Send + Sync + 'static,
+    {
+        Self::start_inner(script, Some(ca.acceptor())).await
+    }
+
+    async fn start_inner<F>(script: F, tls: Option<tokio_rustls::TlsAcceptor>) -> MockUpstream
+    where
+        F: Fn(&RecordedRequest, usize) -> MockResponse + Send + Sync + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind mock upstream");
@@ -188,11 +205,25 @@ impl MockUpstream {
             async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     shared.connections.fetch_add(1, Ordering::SeqCst);
+                    let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
                     let mut set = tasks.lock().expect("task set");
                     // Reap finished connection tasks so the set does not grow without bound.
                     while set.try_join_next().is_some() {}
-                    set.spawn(serve_connection(stream, shared));
+                    match tls.clone() {
+                        None => {
+                            set.spawn(serve_connection(stream, None, shared, abort));
+                        }
+                        Some(acceptor) => {
+                            set.spawn(async move {
+                                let Ok(tls) = acceptor.accept(stream).await else {
+                                    return;
+                                };
+                                let sni = tls.get_ref().1.server_name().map(str::to_string);
+                                serve_connection(tls, sni, shared, drop).await
+                            });
+                        }
+                    }
                 }
             }
         });
@@ -230,7 +261,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Reads one request from `stream`; `buf` carries bytes read past the previous request.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<RecordedRequest> {
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    sni: &Option<String>,
+) -> Option<RecordedRequest> {
     let mut tmp = vec![0u8; 64 * 1024];
     let head_end = loop {
         if let Some(pos) = find(buf, b"\r\n\r\n") {
@@ -306,6 +341,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recor
         headers,
         body,
         received_at: Instant::now(),
+        sni: sni.clone(),
     })
 }
 
@@ -331,11 +367,15 @@ fn abort(stream: TcpStream) {
     drop(stream);
 }
 
-async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    sni: Option<String>,
+    shared: Arc<Shared>,
+    abort: fn(S),
+) {
     let mut buf = Vec::new();
     loop {
-        let Some(request) = read_request(&mut stream, &mut buf).await else {
+        let Some(request) = read_request(&mut stream, &mut buf, &sni).await else {
             return;
         };
         let close_requested = request
@@ -423,6 +463,59 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
         if close_requested {
             return;
         }
+    }
+}
+
+/// A throw-away certificate authority and a `localhost` certificate it signed.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+    leaf_der: Vec<u8>,
+    leaf_key_der: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Switchyard test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf = CertificateParams::new(vec!["localhost".to_string()])
+            .expect("leaf params")
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("leaf cert");
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
+        TestCa {
+            dir,
+            leaf_der: leaf.der().to_vec(),
+            leaf_key_der: leaf_key.serialize_der(),
+        }
+    }
+
+    /// A PEM bundle holding only this CA: pass it to the gateway as `SSL_CERT_FILE`.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(self.leaf_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key_der.clone())),
+            )
+            .expect("TLS server config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 }
 
