@@ -20,6 +20,17 @@ impl Usage {
         self.prompt_tokens + self.completion_tokens
     }
 
+    /// OpenAI's `usage` object; `total_tokens` is always `prompt + completion`.
+    pub fn openai_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total(),
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        })
+    }
+
     /// USD cost under `price`; cached prompt tokens use the cached price when one is set.
     pub fn cost(&self, price: &Price) -> f64 {
         let cached = self.cached_tokens.min(self.prompt_tokens);

@@ -88,13 +88,7 @@ impl MockProvider {
 
 impl MockAnswer {
     fn usage_json(&self) -> Value {
-        json!({
-            "prompt_tokens": self.usage.prompt_tokens,
-            "completion_tokens": self.usage.completion_tokens,
-            "total_tokens": self.usage.total(),
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0},
-        })
+        self.usage.openai_json()
     }
 
     /// The whole answer as a `chat.completion` object.

@@ -9,6 +9,7 @@
 
 pub mod mock;
 pub mod openai;
+pub mod output;
 pub mod sse;
 
 use bytes::Bytes;

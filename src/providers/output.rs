@@ -1,0 +1,364 @@
+//! Writing OpenAI-format answers for adapters whose vendor speaks another format: whole
+//! `chat.completion` bodies ([`completion_body`]) and `chat.completion.chunk` SSE events
+//! ([`ChunkWriter`]).
+//!
+//! Every chunk of one answer shares `id`, `created` and `model`, as OpenAI's do. When the client
+//! asked for `stream_options.include_usage`, every chunk carries `"usage": null` and the usage
+//! arrives in one extra chunk with empty `choices` before `[DONE]`; otherwise no usage at all.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::accounting::Usage;
+
+/// One choice of a whole (non-streamed) answer.
+#[derive(Debug, Default)]
+pub struct ChoiceOut {
+    pub content: Option<String>,
+    pub reasoning: Option<String>,
+    /// `(id, name, arguments JSON text)` in order.
+    pub tool_calls: Vec<(String, String, String)>,
+    pub finish_reason: String,
+}
+
+/// A `chat.completion` object.
+pub fn completion_body(
+    id: &str,
+    created: u64,
+    model: &str,
+    choices: &[ChoiceOut],
+    usage: &Usage,
+) -> bytes::Bytes {
+    let choices: Vec<Value> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut message = serde_json::json!({
+                "role": "assistant",
+                // OpenAI sends null content when the answer is only tool calls.
+                "content": match (&c.content, c.tool_calls.is_empty()) {
+                    (Some(text), _) => Value::String(text.clone()),
+                    (None, true) => Value::String(String::new()),
+                    (None, false) => Value::Null,
+                },
+                "refusal": null,
+            });
+            if let Some(r) = &c.reasoning {
+                message["reasoning_content"] = Value::String(r.clone());
+            }
+            if !c.tool_calls.is_empty() {
+                message["tool_calls"] = c
+                    .tool_calls
+                    .iter()
+                    .map(|(id, name, args)| {
+                        serde_json::json!({"id": id, "type": "function",
+                                           "function": {"name": name, "arguments": args}})
+                    })
+                    .collect();
+            }
+            serde_json::json!({"index": i, "message": message, "logprobs": null,
+                               "finish_reason": c.finish_reason})
+        })
+        .collect();
+    let body = serde_json::json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": usage.openai_json(),
+    });
+    bytes::Bytes::from(body.to_string())
+}
+
+/// Seconds since the Unix epoch, for `created`.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub struct ChunkWriter {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [Choice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+/// One delta; absent fields are omitted, as in OpenAI's stream.
+#[derive(Serialize, Default)]
+pub struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<&'a str>,
+    /// Thinking / reasoning text (DeepSeek's and vLLM's field name, which SDKs pass through).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+pub struct ToolCallDelta<'a> {
+    pub index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionDelta<'a>,
+}
+
+#[derive(Serialize)]
+pub struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    pub arguments: &'a str,
+}
+
+impl ChunkWriter {
+    pub fn new(id: String, created: u64, model: String, include_usage: bool) -> Self {
+        ChunkWriter {
+            id,
+            created,
+            model,
+            include_usage,
+        }
+    }
+
+    /// Adopts the vendor's message id and model once they are known (they come in its first event).
+    pub fn set_identity(&mut self, id: Option<&str>, model: Option<&str>) {
+        if let Some(id) = id.filter(|s| !s.is_empty()) {
+            self.id = id.to_string();
+        }
+        if let Some(model) = model.filter(|s| !s.is_empty()) {
+            self.model = model.to_string();
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn write(&self, out: &mut Vec<u8>, choices: &[Choice<'_>], usage: Option<Value>) {
+        let chunk = Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage: match usage {
+                Some(u) => Some(u),
+                None if self.include_usage => Some(Value::Null),
+                None => None,
+            },
+        };
+        out.extend_from_slice(b"data: ");
+        // Serialising plain structs of strings and numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &chunk);
+        out.extend_from_slice(b"\n\n");
+    }
+
+    /// A chunk with one choice carrying `delta`.
+    pub fn delta(&self, out: &mut Vec<u8>, index: u32, delta: Delta<'_>) {
+        self.write(
+            out,
+            &[Choice {
+                index,
+                delta,
+                logprobs: None,
+                finish_reason: None,
+            }],
+            None,
+        );
+    }
+
+    /// The opening chunk: `{"role":"assistant","content":""}`.
+    pub fn role(&self, out: &mut Vec<u8>, index: u32) {
+        self.delta(
+            out,
+            index,
+            Delta {
+                role: Some("assistant"),
+                content: Some(""),
+                ..Delta::default()
+            },
+        );
+    }
+
+    pub fn content(&self, out: &mut Vec<u8>, index: u32, text: &str) {
+        self.delta(
+            out,
+            index,
+            Delta {
+                content: Some(text),
+                ..Delta::default()
+            },
+        );
+    }
+
+    pub fn reasoning(&self, out: &mut Vec<u8>, index: u32, text: &str) {
+        self.delta(
+            out,
+            index,
+            Delta {
+                reasoning_content: Some(text),
+                ..Delta::default()
+            },
+        );
+    }
+
+    /// The first fragment of a tool call: id, name and empty (or whole) arguments.
+    pub fn tool_call_start(
+        &self,
+        out: &mut Vec<u8>,
+        index: u32,
+        tool_index: u32,
+        id: &str,
+        name: &str,
+        arguments: &str,
+    ) {
+        self.delta(
+            out,
+            index,
+            Delta {
+                tool_calls: Some([ToolCallDelta {
+                    index: tool_index,
+                    id: Some(id),
+                    kind: Some("function"),
+                    function: FunctionDelta {
+                        name: Some(name),
+                        arguments,
+                    },
+                }]),
+                ..Delta::default()
+            },
+        );
+    }
+
+    /// A later fragment of a tool call's arguments.
+    pub fn tool_call_arguments(
+        &self,
+        out: &mut Vec<u8>,
+        index: u32,
+        tool_index: u32,
+        fragment: &str,
+    ) {
+        self.delta(
+            out,
+            index,
+            Delta {
+                tool_calls: Some([ToolCallDelta {
+                    index: tool_index,
+                    id: None,
+                    kind: None,
+                    function: FunctionDelta {
+                        name: None,
+                        arguments: fragment,
+                    },
+                }]),
+                ..Delta::default()
+            },
+        );
+    }
+
+    /// The closing chunk of one choice: empty delta and its finish reason.
+    pub fn finish(&self, out: &mut Vec<u8>, index: u32, reason: &str) {
+        self.write(
+            out,
+            &[Choice {
+                index,
+                delta: Delta::default(),
+                logprobs: None,
+                finish_reason: Some(reason),
+            }],
+            None,
+        );
+    }
+
+    /// The usage chunk (only when the client asked for it) and `[DONE]`.
+    pub fn end(&self, out: &mut Vec<u8>, usage: Option<&Usage>) {
+        if self.include_usage {
+            let usage = usage.copied().unwrap_or_default();
+            self.write(out, &[], Some(usage.openai_json()));
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_match_openai_framing() {
+        let w = ChunkWriter::new("msg_1".into(), 7, "claude".into(), true);
+        let mut out = Vec::new();
+        w.role(&mut out, 0);
+        w.tool_call_start(&mut out, 0, 0, "toolu_1", "get_weather", "");
+        w.tool_call_arguments(&mut out, 0, 0, "{\"a\":");
+        w.finish(&mut out, 0, "tool_calls");
+        w.end(
+            &mut out,
+            Some(&Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+                ..Usage::default()
+            }),
+        );
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.split("\n\n").filter(|l| !l.is_empty()).collect();
+        assert_eq!(
+            lines[0],
+            r#"data: {"id":"msg_1","object":"chat.completion.chunk","created":7,"model":"claude","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}"#
+        );
+        assert_eq!(
+            lines[1],
+            r#"data: {"id":"msg_1","object":"chat.completion.chunk","created":7,"model":"claude","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"toolu_1","type":"function","function":{"name":"get_weather","arguments":""}}]},"logprobs":null,"finish_reason":null}],"usage":null}"#
+        );
+        assert_eq!(
+            lines[2],
+            r#"data: {"id":"msg_1","object":"chat.completion.chunk","created":7,"model":"claude","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\":"}}]},"logprobs":null,"finish_reason":null}],"usage":null}"#
+        );
+        assert!(lines[3].contains(r#""delta":{},"logprobs":null,"finish_reason":"tool_calls""#));
+        assert!(
+            lines[4].contains(
+                r#""choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5"#
+            ),
+            "{}",
+            lines[4]
+        );
+        assert_eq!(lines[5], "data: [DONE]");
+    }
+
+    #[test]
+    fn no_usage_fields_unless_asked() {
+        let w = ChunkWriter::new("x".into(), 1, "m".into(), false);
+        let mut out = Vec::new();
+        w.content(&mut out, 0, "hi");
+        w.end(&mut out, None);
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("usage"), "{text}");
+        assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+}
