@@ -290,7 +290,10 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
 fn kind_is_supported(kind: ProviderKind) -> bool {
     matches!(
         kind,
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Mock
+        ProviderKind::OpenAi
+            | ProviderKind::OpenAiCompatible
+            | ProviderKind::Anthropic
+            | ProviderKind::Mock
     )
 }
 

@@ -7,6 +7,7 @@
 //!
 //! The built-in `mock` provider ([`mock`]) needs no network and is driven separately.
 
+pub mod anthropic;
 pub mod mock;
 pub mod openai;
 pub mod output;
@@ -145,6 +146,7 @@ pub fn adapter_for(config: &ProviderConfig) -> Option<Box<dyn ProviderAdapter>> 
         ProviderKind::OpenAiCompatible => Some(Box::new(openai::OpenAiAdapter::new(
             ProviderKind::OpenAiCompatible,
         ))),
+        ProviderKind::Anthropic => Some(Box::new(anthropic::AnthropicAdapter)),
         _ => None,
     }
 }
