@@ -162,8 +162,11 @@ fn media_block(url: &str) -> Result<Value, GatewayError> {
     ))
 }
 
+/// A conversation turn: role and content blocks.
+type Turn = (&'static str, Vec<Value>);
+
 /// Appends blocks to the last turn when it has the same role (Anthropic wants alternation).
-fn push_turn(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, blocks: Vec<Value>) {
+fn push_turn(turns: &mut Vec<Turn>, role: &'static str, blocks: Vec<Value>) {
     if blocks.is_empty() {
         return;
     }
@@ -173,11 +176,10 @@ fn push_turn(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, bl
     }
 }
 
-fn build_messages(
-    params: &ChatParams<'_>,
-) -> Result<(Vec<Value>, Vec<(&'static str, Vec<Value>)>), GatewayError> {
+/// The `system` blocks and the alternating turns of a conversation.
+fn build_messages(params: &ChatParams<'_>) -> Result<(Vec<Value>, Vec<Turn>), GatewayError> {
     let mut system = Vec::new();
-    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut turns: Vec<Turn> = Vec::new();
     // Tool-call ids of the latest assistant turn that still await their results.
     let mut open_calls: HashSet<String> = HashSet::new();
     for message in &params.messages {
