@@ -292,6 +292,7 @@ fn kind_is_supported(kind: ProviderKind) -> bool {
         kind,
         ProviderKind::OpenAi
             | ProviderKind::OpenAiCompatible
+            | ProviderKind::AzureOpenAi
             | ProviderKind::Anthropic
             | ProviderKind::Mock
     )

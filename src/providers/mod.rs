@@ -8,6 +8,7 @@
 //! The built-in `mock` provider ([`mock`]) needs no network and is driven separately.
 
 pub mod anthropic;
+pub mod azure;
 pub mod mock;
 pub mod openai;
 pub mod output;
@@ -142,9 +143,19 @@ pub trait ProviderAdapter: Send + Sync {
 /// The adapter for a provider kind, or `None` when this build has none for it.
 pub fn adapter_for(config: &ProviderConfig) -> Option<Box<dyn ProviderAdapter>> {
     match config.kind {
-        ProviderKind::OpenAi => Some(Box::new(openai::OpenAiAdapter::new(ProviderKind::OpenAi))),
-        ProviderKind::OpenAiCompatible => Some(Box::new(openai::OpenAiAdapter::new(
-            ProviderKind::OpenAiCompatible,
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+            let host = config
+                .base_url
+                .as_ref()
+                .and_then(|u| u.host_str())
+                .unwrap_or("");
+            Some(Box::new(openai::OpenAiAdapter::with_quirks(
+                config.kind,
+                openai::Quirks::for_host(config.kind, host),
+            )))
+        }
+        ProviderKind::AzureOpenAi => Some(Box::new(azure::AzureAdapter::new(
+            config.api_version.as_deref(),
         ))),
         ProviderKind::Anthropic => Some(Box::new(anthropic::AnthropicAdapter)),
         _ => None,

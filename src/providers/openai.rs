@@ -1,9 +1,17 @@
 //! OpenAI and OpenAI-compatible hosts (vLLM, Ollama, Groq, Mistral, DeepSeek, Together, ...).
 //!
 //! The client already speaks this format, so requests pass through with only `model` and
-//! `stream_options` rewritten, and answers pass through byte for byte, except that the gateway
-//! always asks for stream usage (to count tokens) and drops the usage chunk again when the client
-//! did not ask for it.
+//! `stream_options` rewritten, and answers pass through byte for byte, except that:
+//! - the gateway always asks for stream usage (to count tokens) and drops the usage chunk again
+//!   when the client did not ask for it;
+//! - chunks with empty `choices` and no usage (Azure's content-filter preamble) are skipped;
+//! - tool-call deltas get dense indexes by call id (Ollama omits or repeats `index`), and a
+//!   `finish_reason: "stop"` on an answer with tool calls becomes `"tool_calls"` (OpenAI itself
+//!   says `stop` when `tool_choice` names a function; clients key on `tool_calls`).
+//!
+//! [`Quirks`] covers request-side deviations of OpenAI-compatible hosts: `developer` → `system`
+//! (most hosts reject `developer`), and for Mistral 9-character alphanumeric tool-call ids and
+//! `max_tokens` instead of `max_completion_tokens`.
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -23,12 +31,159 @@ use crate::error::GatewayError;
 
 pub struct OpenAiAdapter {
     kind: ProviderKind,
+    quirks: Quirks,
+}
+
+/// Request rewrites some OpenAI-compatible hosts need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quirks {
+    /// Send `developer` messages as `system`.
+    pub developer_as_system: bool,
+    /// Tool-call ids must be exactly 9 characters of `[a-zA-Z0-9]` (Mistral).
+    pub nine_char_tool_ids: bool,
+    /// The host knows `max_tokens` but rejects `max_completion_tokens` (Mistral).
+    pub legacy_max_tokens: bool,
+}
+
+impl Quirks {
+    /// The quirks of a host, known by kind and hostname.
+    pub fn for_host(kind: ProviderKind, host: &str) -> Quirks {
+        if kind != ProviderKind::OpenAiCompatible {
+            return Quirks::default();
+        }
+        let mistral = host == "api.mistral.ai" || host.ends_with(".mistral.ai");
+        Quirks {
+            developer_as_system: true,
+            nine_char_tool_ids: mistral,
+            legacy_max_tokens: mistral,
+        }
+    }
+
+    fn any(self) -> bool {
+        self != Quirks::default()
+    }
+}
+
+/// A deterministic 9-character alphanumeric id for `id` (FNV-1a, base 62), so that a tool call
+/// and its result map to the same id in every request of a conversation.
+pub fn nine_char_id(id: &str) -> String {
+    if id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return id.to_string();
+    }
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for b in id.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    (0..9)
+        .map(|_| {
+            let c = ALPHABET[(hash % 62) as usize] as char;
+            hash /= 62;
+            c
+        })
+        .collect()
 }
 
 impl OpenAiAdapter {
     pub fn new(kind: ProviderKind) -> Self {
-        OpenAiAdapter { kind }
+        Self::with_quirks(kind, Quirks::default())
     }
+
+    pub fn with_quirks(kind: ProviderKind, quirks: Quirks) -> Self {
+        OpenAiAdapter { kind, quirks }
+    }
+
+    /// The upstream JSON body: the client's fields with the target's `model`, usage requested for
+    /// streams, and this host's quirks applied.
+    pub fn request_body(
+        &self,
+        request: &ChatRequest,
+        model: &str,
+    ) -> Result<Vec<u8>, GatewayError> {
+        let rewritten;
+        let rest = if self.quirks.any() {
+            rewritten = apply_quirks(&request.rest, self.quirks);
+            rewritten.as_ref().unwrap_or(&request.rest)
+        } else {
+            &request.rest
+        };
+        let body = OutgoingBody {
+            model,
+            rest,
+            stream: request.stream,
+            stream_options: request.stream.then_some(OutgoingStreamOptions {
+                include_usage: true,
+                rest: &request.stream_options_rest,
+            }),
+        };
+        serde_json::to_vec(&body)
+            .map_err(|e| GatewayError::Internal(format!("cannot encode upstream request: {e}")))
+    }
+
+    /// `Content-Type` and `Accept` for a request.
+    pub fn content_headers(request: &ChatRequest) -> [(http::HeaderName, HeaderValue); 2] {
+        [
+            (
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                http::header::ACCEPT,
+                HeaderValue::from_static(if request.stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                }),
+            ),
+        ]
+    }
+}
+
+/// A copy of the request fields with the quirks applied, or `None` when nothing changes (the
+/// common case costs no copy).
+fn apply_quirks(rest: &Map<String, Value>, quirks: Quirks) -> Option<Map<String, Value>> {
+    let messages = rest.get("messages").and_then(Value::as_array);
+    let needs_messages = messages.is_some_and(|msgs| {
+        msgs.iter().any(|m| {
+            (quirks.developer_as_system
+                && m.get("role").and_then(Value::as_str) == Some("developer"))
+                || (quirks.nine_char_tool_ids
+                    && (m.get("tool_calls").is_some() || m.get("tool_call_id").is_some()))
+        })
+    });
+    let needs_max_tokens = quirks.legacy_max_tokens && rest.contains_key("max_completion_tokens");
+    if !needs_messages && !needs_max_tokens {
+        return None;
+    }
+    let mut out = rest.clone();
+    if needs_max_tokens {
+        if let Some(v) = out.shift_remove("max_completion_tokens") {
+            out.insert("max_tokens".into(), v);
+        }
+    }
+    if let Some(Value::Array(msgs)) = out.get_mut("messages") {
+        for m in msgs.iter_mut() {
+            if quirks.developer_as_system
+                && m.get("role").and_then(Value::as_str) == Some("developer")
+            {
+                m["role"] = Value::String("system".into());
+            }
+            if quirks.nine_char_tool_ids {
+                if let Some(Value::String(id)) = m.get_mut("tool_call_id") {
+                    *id = nine_char_id(id);
+                }
+                if let Some(Value::Array(calls)) = m.get_mut("tool_calls") {
+                    for call in calls {
+                        if let Some(Value::String(id)) = call.get_mut("id") {
+                            *id = nine_char_id(id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Some(out)
 }
 
 /// The upstream body: the client's fields with the gateway's `model` and `stream_options`.
@@ -60,30 +215,9 @@ impl ProviderAdapter for OpenAiAdapter {
         request: &ChatRequest,
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let body = OutgoingBody {
-            model: target.upstream_model,
-            rest: &request.rest,
-            stream: request.stream,
-            stream_options: request.stream.then_some(OutgoingStreamOptions {
-                include_usage: true,
-                rest: &request.stream_options_rest,
-            }),
-        };
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| GatewayError::Internal(format!("cannot encode upstream request: {e}")))?;
+        let body = self.request_body(request, target.upstream_model)?;
         let mut headers = Vec::with_capacity(4 + target.extra_headers.len());
-        headers.push((
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ));
-        headers.push((
-            http::header::ACCEPT,
-            HeaderValue::from_static(if request.stream {
-                "text/event-stream"
-            } else {
-                "application/json"
-            }),
-        ));
+        headers.extend(Self::content_headers(request));
         if let Some(key) = target.api_key {
             let value =
                 HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
@@ -100,32 +234,11 @@ impl ProviderAdapter for OpenAiAdapter {
     }
 
     fn decode_response(&self, body: Bytes) -> Result<DecodedResponse, StreamFailure> {
-        #[derive(Deserialize)]
-        struct Probe {
-            #[serde(default)]
-            usage: Option<OpenAiUsageWire>,
-            #[serde(default)]
-            choices: Option<IgnoredAny>,
-        }
-        let probe: Probe = serde_json::from_slice(&body)
-            .map_err(|e| StreamFailure::Malformed(format!("answer is not JSON: {e}")))?;
-        if probe.choices.is_none() {
-            return Err(StreamFailure::Malformed("answer has no choices".into()));
-        }
-        Ok(DecodedResponse {
-            usage: probe.usage.map(Usage::from),
-            body,
-        })
+        decode_openai_response(body)
     }
 
     fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {
-        Box::new(OpenAiStreamDecoder {
-            sse: SseDecoder::new(),
-            events: Vec::new(),
-            settings,
-            usage: None,
-            done: false,
-        })
+        Box::new(OpenAiStreamDecoder::new(settings))
     }
 
     fn decode_error(
@@ -137,6 +250,62 @@ impl ProviderAdapter for OpenAiAdapter {
     ) -> GatewayError {
         decode_openai_error(Some(provider), status, body, retry_after)
     }
+}
+
+/// Checks a JSON answer, reads its usage and passes it on, rewriting it only when a choice with
+/// tool calls says `finish_reason: "stop"`.
+pub fn decode_openai_response(body: Bytes) -> Result<DecodedResponse, StreamFailure> {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        usage: Option<OpenAiUsageWire>,
+        #[serde(default)]
+        choices: Option<Vec<ChoiceProbe>>,
+    }
+    #[derive(Deserialize)]
+    struct ChoiceProbe {
+        #[serde(default)]
+        finish_reason: Option<String>,
+        #[serde(default)]
+        message: Option<MessageProbe>,
+    }
+    #[derive(Deserialize)]
+    struct MessageProbe {
+        #[serde(default)]
+        tool_calls: Option<Vec<IgnoredAny>>,
+    }
+    let probe: Probe = serde_json::from_slice(&body)
+        .map_err(|e| StreamFailure::Malformed(format!("answer is not JSON: {e}")))?;
+    let Some(choices) = probe.choices else {
+        return Err(StreamFailure::Malformed("answer has no choices".into()));
+    };
+    let usage = probe.usage.map(Usage::from);
+    let stop_with_tools = choices.iter().any(|c| {
+        c.finish_reason.as_deref() == Some("stop")
+            && c.message
+                .as_ref()
+                .and_then(|m| m.tool_calls.as_ref())
+                .is_some_and(|t| !t.is_empty())
+    });
+    if !stop_with_tools {
+        return Ok(DecodedResponse { usage, body });
+    }
+    let mut value: Value = serde_json::from_slice(&body)
+        .map_err(|e| StreamFailure::Malformed(format!("answer is not JSON: {e}")))?;
+    if let Some(Value::Array(choices)) = value.get_mut("choices") {
+        for c in choices {
+            let has_tools = c["message"]["tool_calls"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty());
+            if has_tools && c["finish_reason"] == "stop" {
+                c["finish_reason"] = Value::String("tool_calls".into());
+            }
+        }
+    }
+    Ok(DecodedResponse {
+        usage,
+        body: Bytes::from(value.to_string()),
+    })
 }
 
 /// `{"error": {...}}` as OpenAI and most compatible hosts send it.
@@ -224,12 +393,16 @@ pub fn decode_openai_error(
     }
 }
 
-struct OpenAiStreamDecoder {
+pub struct OpenAiStreamDecoder {
     sse: SseDecoder,
     events: Vec<SseEvent>,
     settings: StreamSettings,
     usage: Option<Usage>,
     done: bool,
+    /// Dense tool index by call id, per choice index.
+    tool_ids: Vec<(u64, String, u64)>,
+    /// The last tool index used per choice, for fragments that carry no id.
+    last_tool: Vec<(u64, u64)>,
 }
 
 /// The parts of a chunk the gateway looks at; everything else passes through untouched.
@@ -244,6 +417,72 @@ struct ChunkProbe {
 }
 
 impl OpenAiStreamDecoder {
+    pub fn new(settings: StreamSettings) -> Self {
+        OpenAiStreamDecoder {
+            sse: SseDecoder::new(),
+            events: Vec::new(),
+            settings,
+            usage: None,
+            done: false,
+            tool_ids: Vec::new(),
+            last_tool: Vec::new(),
+        }
+    }
+
+    /// Gives tool-call deltas dense indexes by id and turns `stop` into `tool_calls` once tool
+    /// calls were seen. Returns the rewritten chunk, or `None` when it is already right.
+    fn normalise_tools(&mut self, data: &str) -> Option<String> {
+        let mut chunk: Value = serde_json::from_str(data).ok()?;
+        let mut changed = false;
+        for choice in chunk.get_mut("choices")?.as_array_mut()? {
+            let choice_index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            if let Some(Value::Array(calls)) = choice.pointer_mut("/delta/tool_calls") {
+                for call in calls {
+                    let id = call.get("id").and_then(Value::as_str).map(str::to_string);
+                    let index = match id {
+                        Some(id) => match self
+                            .tool_ids
+                            .iter()
+                            .find(|(c, known, _)| *c == choice_index && *known == id)
+                        {
+                            Some((_, _, i)) => *i,
+                            None => {
+                                let next = self
+                                    .tool_ids
+                                    .iter()
+                                    .filter(|(c, _, _)| *c == choice_index)
+                                    .count() as u64;
+                                self.tool_ids.push((choice_index, id, next));
+                                next
+                            }
+                        },
+                        None => self
+                            .last_tool
+                            .iter()
+                            .find(|(c, _)| *c == choice_index)
+                            .map(|(_, i)| *i)
+                            .or_else(|| call.get("index").and_then(Value::as_u64))
+                            .unwrap_or(0),
+                    };
+                    match self.last_tool.iter_mut().find(|(c, _)| *c == choice_index) {
+                        Some(entry) => entry.1 = index,
+                        None => self.last_tool.push((choice_index, index)),
+                    }
+                    if call.get("index").and_then(Value::as_u64) != Some(index) {
+                        call["index"] = Value::from(index);
+                        changed = true;
+                    }
+                }
+            }
+            let saw_tools = self.last_tool.iter().any(|(c, _)| *c == choice_index);
+            if saw_tools && choice.get("finish_reason").and_then(Value::as_str) == Some("stop") {
+                choice["finish_reason"] = Value::String("tool_calls".into());
+                changed = true;
+            }
+        }
+        changed.then(|| chunk.to_string())
+    }
+
     fn handle(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
         if self.done {
             return Ok(());
@@ -274,17 +513,30 @@ impl OpenAiStreamDecoder {
                 None,
             ))));
         }
-        let usage_only = probe.choices.as_ref().is_some_and(|c| c.is_empty());
-        if let Some(u) = probe.usage {
-            self.usage = Some(Usage::from(u));
-            // The gateway asked for usage on the client's behalf; the client gets that chunk only
-            // if it asked too.
-            if usage_only && !self.settings.include_usage {
-                return Ok(());
+        let no_choices = probe.choices.as_ref().is_some_and(|c| c.is_empty());
+        match probe.usage {
+            Some(u) => {
+                self.usage = Some(Usage::from(u));
+                // The gateway asked for usage on the client's behalf; the client gets that chunk
+                // only if it asked too.
+                if no_choices && !self.settings.include_usage {
+                    return Ok(());
+                }
             }
+            // Azure opens with a choice-less chunk of content-filter results; clients that index
+            // choices[0] crash on it.
+            None if no_choices => return Ok(()),
+            None => {}
         }
+        let touches_tools = data.contains("\"tool_calls\"")
+            || (!self.last_tool.is_empty() && data.contains("\"stop\""));
+        let rewritten = if touches_tools {
+            self.normalise_tools(data)
+        } else {
+            None
+        };
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(data.as_bytes());
+        out.extend_from_slice(rewritten.as_deref().unwrap_or(data).as_bytes());
         out.extend_from_slice(b"\n\n");
         Ok(())
     }
@@ -499,5 +751,104 @@ mod tests {
         let e = decode_openai_error(Some("local"), 502, b"<html>bad gateway</html>", None);
         assert_eq!(e.openai_type(), "server_error");
         assert!(e.to_string().contains("bad gateway"));
+    }
+
+    fn compat(host: &str) -> OpenAiAdapter {
+        OpenAiAdapter::with_quirks(
+            ProviderKind::OpenAiCompatible,
+            Quirks::for_host(ProviderKind::OpenAiCompatible, host),
+        )
+    }
+
+    #[test]
+    fn compatible_hosts_get_developer_as_system_and_mistral_ids() {
+        let req = ChatRequest::parse(
+            json!({"model": "m", "max_completion_tokens": 50, "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_abcdefghijklmnop", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_abcdefghijklmnop", "content": "ok"}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let body: Value =
+            serde_json::from_slice(&compat("localhost").request_body(&req, "m").unwrap()).unwrap();
+        assert_eq!(body["messages"][0]["role"], "system");
+        assert_eq!(body["max_completion_tokens"], 50);
+        assert_eq!(
+            body["messages"][1]["tool_calls"][0]["id"],
+            "call_abcdefghijklmnop"
+        );
+
+        let body: Value =
+            serde_json::from_slice(&compat("api.mistral.ai").request_body(&req, "m").unwrap())
+                .unwrap();
+        let id = body["messages"][1]["tool_calls"][0]["id"].as_str().unwrap();
+        assert_eq!(id.len(), 9);
+        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_eq!(
+            body["messages"][2]["tool_call_id"], id,
+            "call and result must keep the same id"
+        );
+        assert_eq!(body["max_tokens"], 50);
+        assert!(body.get("max_completion_tokens").is_none());
+
+        // OpenAI itself takes the request unchanged.
+        let body: Value = serde_json::from_slice(
+            &OpenAiAdapter::new(ProviderKind::OpenAi)
+                .request_body(&req, "m")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(body["messages"][0]["role"], "developer");
+    }
+
+    #[test]
+    fn ollama_style_tool_deltas_get_dense_indexes_and_tool_calls_finish() {
+        // Two parallel calls both sent with index 0 (distinct ids), argument fragments without
+        // index, then finish_reason "stop" (ollama#7881).
+        let chunk = |delta: Value, finish: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"id": "c", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
+        };
+        let input = [
+            chunk(json!({"tool_calls": [{"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": ""}}]}), Value::Null),
+            chunk(json!({"tool_calls": [{"function": {"arguments": "{\"x\":1}"}}]}), Value::Null),
+            chunk(json!({"tool_calls": [{"index": 0, "id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}), Value::Null),
+            chunk(json!({}), json!("stop")),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        let (r, out, _) = run(false, &input, 9);
+        r.unwrap();
+        let events: Vec<Value> = out
+            .split("\n\n")
+            .filter(|e| e.starts_with("data: {"))
+            .map(|e| serde_json::from_str(&e[6..]).unwrap())
+            .collect();
+        let index = |i: usize| events[i]["choices"][0]["delta"]["tool_calls"][0]["index"].clone();
+        assert_eq!(
+            (index(0), index(1), index(2)),
+            (json!(0), json!(0), json!(1))
+        );
+        assert_eq!(events[3]["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
+    fn named_tool_choice_stop_becomes_tool_calls_in_json_answers() {
+        let body = json!({"id": "x", "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]});
+        let decoded = decode_openai_response(Bytes::from(body.to_string())).unwrap();
+        let v: Value = serde_json::from_slice(&decoded.body).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        // Plain answers pass through byte for byte.
+        let plain = Bytes::from(completion_text());
+        assert_eq!(decode_openai_response(plain.clone()).unwrap().body, plain);
+    }
+
+    fn completion_text() -> String {
+        r#"{"id":"x","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#.to_string()
     }
 }

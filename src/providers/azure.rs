@@ -1,0 +1,186 @@
+//! Azure OpenAI (`kind: azure-openai`).
+//!
+//! The wire format is OpenAI's, so bodies and answers go through the OpenAI adapter; what differs
+//! is the address and the auth header. `base_url` is the resource endpoint
+//! (`https://NAME.openai.azure.com`), a target's `model` is the deployment name, and `api_version`
+//! selects the API: a dated version (default [`DEFAULT_API_VERSION`]) uses
+//! `/openai/deployments/{deployment}/chat/completions?api-version=…`; `v1` uses the newer
+//! `/openai/v1/chat/completions` with the deployment as `model`.
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use super::openai::{
+    decode_openai_error, decode_openai_response, OpenAiAdapter, OpenAiStreamDecoder,
+};
+use super::{
+    AttemptTarget, DecodedResponse, ProviderAdapter, StreamDecoder, StreamFailure, StreamSettings,
+    UpstreamRequest,
+};
+use crate::config::ProviderKind;
+use crate::dialect::openai::ChatRequest;
+use crate::error::GatewayError;
+
+/// The current GA version of the dated API.
+pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+
+pub struct AzureAdapter {
+    body: OpenAiAdapter,
+    api_version: String,
+}
+
+impl AzureAdapter {
+    pub fn new(api_version: Option<&str>) -> Self {
+        AzureAdapter {
+            body: OpenAiAdapter::new(ProviderKind::AzureOpenAi),
+            api_version: api_version.unwrap_or(DEFAULT_API_VERSION).to_string(),
+        }
+    }
+
+    fn path(&self, base_path: &str, deployment: &str) -> Result<String, GatewayError> {
+        if self.api_version == "v1" {
+            return Ok(format!("{base_path}/openai/v1/chat/completions"));
+        }
+        // Deployment names are letters, digits, '-', '_' and '.'; anything else would change the
+        // meaning of the URL.
+        if deployment.is_empty()
+            || !deployment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(GatewayError::invalid(
+                format!("'{deployment}' is not a valid Azure deployment name"),
+                Some("model"),
+            ));
+        }
+        Ok(format!(
+            "{base_path}/openai/deployments/{deployment}/chat/completions?api-version={}",
+            self.api_version
+        ))
+    }
+}
+
+impl ProviderAdapter for AzureAdapter {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::AzureOpenAi
+    }
+
+    fn build_request(
+        &self,
+        request: &ChatRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let path_and_query = self.path(&target.endpoint.base_path, target.upstream_model)?;
+        let body = self.body.request_body(request, target.upstream_model)?;
+        let mut headers = Vec::with_capacity(3 + target.extra_headers.len());
+        headers.extend(OpenAiAdapter::content_headers(request));
+        if let Some(key) = target.api_key {
+            let value = HeaderValue::try_from(key.expose()).map_err(|_| {
+                GatewayError::Internal("provider api_key is not a valid header value".into())
+            })?;
+            headers.push((http::HeaderName::from_static("api-key"), value));
+        }
+        headers.extend(target.extra_headers.iter().cloned());
+        Ok(UpstreamRequest {
+            path_and_query,
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+
+    fn decode_response(&self, body: Bytes) -> Result<DecodedResponse, StreamFailure> {
+        decode_openai_response(body)
+    }
+
+    fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {
+        Box::new(OpenAiStreamDecoder::new(settings))
+    }
+
+    fn decode_error(
+        &self,
+        provider: &str,
+        status: u16,
+        body: &[u8],
+        retry_after: Option<String>,
+    ) -> GatewayError {
+        decode_openai_error(Some(provider), status, body, retry_after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::providers::Endpoint;
+    use serde_json::{json, Value};
+
+    fn build(api_version: Option<&str>, deployment: &str) -> Result<UpstreamRequest, GatewayError> {
+        let req = ChatRequest::parse(
+            json!({"model": "gpt", "messages": [{"role": "developer", "content": "x"}], "stream": true})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        let ep =
+            Endpoint::from_url(&url::Url::parse("https://acme.openai.azure.com").unwrap()).unwrap();
+        let key = Secret::new("az-key");
+        AzureAdapter::new(api_version).build_request(
+            &req,
+            &AttemptTarget {
+                upstream_model: deployment,
+                endpoint: &ep,
+                api_key: Some(&key),
+                extra_headers: &[],
+            },
+        )
+    }
+
+    #[test]
+    fn dated_api_uses_deployment_urls_and_api_key() {
+        let out = build(None, "gpt-4o-prod").unwrap();
+        assert_eq!(
+            out.path_and_query,
+            "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
+        );
+        let key = out.headers.iter().find(|(n, _)| n == "api-key").unwrap();
+        assert_eq!(key.1, "az-key");
+        assert!(out.headers.iter().all(|(n, _)| n != "authorization"));
+        let body: Value = serde_json::from_slice(&out.body).unwrap();
+        // Azure accepts the developer role; it is passed on as sent.
+        assert_eq!(body["messages"][0]["role"], "developer");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn v1_api_and_bad_deployment_names() {
+        assert_eq!(
+            build(Some("v1"), "dep").unwrap().path_and_query,
+            "/openai/v1/chat/completions"
+        );
+        assert_eq!(
+            build(Some("2025-04-01-preview"), "d")
+                .unwrap()
+                .path_and_query,
+            "/openai/deployments/d/chat/completions?api-version=2025-04-01-preview"
+        );
+        assert_eq!(build(None, "a/../b").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn content_filter_preamble_chunk_is_skipped() {
+        let stream = "data: {\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\",\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{}}]}\n\n\
+                      data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n\
+                      data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"content_filter\"}]}\n\n\
+                      data: [DONE]\n\n";
+        let mut d = AzureAdapter::new(None).stream_decoder(StreamSettings {
+            include_usage: false,
+        });
+        let mut out = Vec::new();
+        d.push(stream.as_bytes(), &mut out).unwrap();
+        d.finish(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("prompt_filter_results"), "{text}");
+        assert!(text.starts_with("data: {\"id\":\"c\""));
+        assert!(text.contains("\"finish_reason\":\"content_filter\""));
+    }
+}
