@@ -117,48 +117,79 @@ fn vendor_tool_answer(req: &support::RecordedRequest) -> MockResponse {
         || body["messages"].to_string().contains("\"role\":\"tool\"");
     if req.path.starts_with("/v1/messages") {
         if has_tool_result {
-            return MockResponse::json(200, json!({"id": "msg_2", "type": "message", "role": "assistant",
+            return MockResponse::json(
+                200,
+                json!({"id": "msg_2", "type": "message", "role": "assistant",
                 "model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "It is 18 degrees."}],
-                "stop_reason": "end_turn", "usage": {"input_tokens": 20, "output_tokens": 6}}));
+                "stop_reason": "end_turn", "usage": {"input_tokens": 20, "output_tokens": 6}}),
+            );
         }
         return if stream {
-            MockResponse::sse(ANTHROPIC_STREAM.split_inclusive("\n\n").map(str::to_string).collect())
+            MockResponse::sse(
+                ANTHROPIC_STREAM
+                    .split_inclusive("\n\n")
+                    .map(str::to_string)
+                    .collect(),
+            )
         } else {
             MockResponse::text(200, "application/json", ANTHROPIC_ANSWER)
         };
     }
     // Azure: OpenAI format.
     if has_tool_result {
-        return MockResponse::json(200, json!({"id": "c2", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+        return MockResponse::json(
+            200,
+            json!({"id": "c2", "object": "chat.completion", "created": 1, "model": "gpt-4o",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "It is 18 degrees."}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26}}));
+            "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26}}),
+        );
     }
     let call = json!({"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"location\":\"SF\"}"}});
     if stream {
         let chunk = |delta: Value, finish: Value| {
-            format!("data: {}\n\n", json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+            format!(
+                "data: {}\n\n",
+                json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
         };
         MockResponse::sse(vec![
-            chunk(json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}), Value::Null),
-            chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"location\":"}}]}), Value::Null),
-            chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"SF\"}"}}]}), Value::Null),
+            chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+                Value::Null,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"location\":"}}]}),
+                Value::Null,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"SF\"}"}}]}),
+                Value::Null,
+            ),
             chunk(json!({}), json!("tool_calls")),
-            format!("data: {}\n\n", json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-                "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}})),
+            format!(
+                "data: {}\n\n",
+                json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}})
+            ),
             "data: [DONE]\n\n".to_string(),
         ])
     } else {
-        MockResponse::json(200, json!({"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+        MockResponse::json(
+            200,
+            json!({"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [call]}, "finish_reason": "tool_calls"}],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}))
+            "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}),
+        )
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_python_sdk_gets_tool_calls_from_every_vendor() {
     if !sdk_available() {
-        eprintln!("SKIPPED: python3 with the `openai` package is not installed (pip install openai)");
+        eprintln!(
+            "SKIPPED: python3 with the `openai` package is not installed (pip install openai)"
+        );
         return;
     }
     let upstream = MockUpstream::start(|req, _| vendor_tool_answer(req)).await;
@@ -175,11 +206,19 @@ models:
     );
     let gw = Gateway::start(&yaml).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk_tools.py");
-    for model in ["claude", "anthropic/claude-sonnet-4-5", "azure/gpt-4o-deployment"] {
+    for model in [
+        "claude",
+        "anthropic/claude-sonnet-4-5",
+        "azure/gpt-4o-deployment",
+    ] {
         let base_url = format!("{}/v1", gw.url());
         let out = tokio::task::spawn_blocking({
             let model = model.to_string();
-            move || Command::new("python3").args([script, &base_url, &model]).output()
+            move || {
+                Command::new("python3")
+                    .args([script, &base_url, &model])
+                    .output()
+            }
         })
         .await
         .expect("join")

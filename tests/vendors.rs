@@ -86,7 +86,10 @@ async fn anthropic_json_answer_with_tool_calls_and_usage() {
     let message = &answer["choices"][0]["message"];
     assert_eq!(message["content"], "Checking.");
     assert_eq!(message["tool_calls"][0]["function"]["name"], "get_weather");
-    assert_eq!(message["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+    assert_eq!(
+        message["tool_calls"][0]["function"]["arguments"],
+        "{\"city\":\"Paris\"}"
+    );
     assert_eq!(answer["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(answer["usage"]["prompt_tokens"], 582);
     assert_eq!(answer["usage"]["total_tokens"], 671);
@@ -95,12 +98,22 @@ async fn anthropic_json_answer_with_tool_calls_and_usage() {
     assert_eq!(seen.path, "/v1/messages");
     assert_eq!(seen.header("x-api-key"), Some("sk-ant-secret"));
     assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
-    assert_eq!(seen.header("authorization"), None, "the client's key must not reach the upstream");
+    assert_eq!(
+        seen.header("authorization"),
+        None,
+        "the client's key must not reach the upstream"
+    );
     let sent = seen.json();
     assert_eq!(sent["model"], "claude-sonnet-4-5");
-    assert_eq!(sent["system"], json!([{"type": "text", "text": "Be brief."}]));
+    assert_eq!(
+        sent["system"],
+        json!([{"type": "text", "text": "Be brief."}])
+    );
     assert_eq!(sent["max_tokens"], 4096);
-    assert_eq!(sent["tools"][0]["input_schema"]["properties"]["location"]["type"], "string");
+    assert_eq!(
+        sent["tools"][0]["input_schema"]["properties"]["location"]["type"],
+        "string"
+    );
     assert_eq!(sent["tool_choice"], json!({"type": "auto"}));
 }
 
@@ -118,12 +131,18 @@ async fn anthropic_stream_becomes_openai_chunks_with_tool_calls() {
         .iter()
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let mut args = [String::new(), String::new()];
     let mut names = Vec::new();
     for c in &chunks {
-        for call in c["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        for call in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let i = call["index"].as_u64().unwrap() as usize;
             if let Some(name) = call["function"]["name"].as_str() {
                 names.push((i, name.to_string()));
@@ -131,14 +150,25 @@ async fn anthropic_stream_becomes_openai_chunks_with_tool_calls() {
             args[i].push_str(call["function"]["arguments"].as_str().unwrap_or(""));
         }
     }
-    assert_eq!(names, vec![(0, "get_weather".to_string()), (1, "get_time".to_string())]);
+    assert_eq!(
+        names,
+        vec![(0, "get_weather".to_string()), (1, "get_time".to_string())]
+    );
     assert_eq!(args[0], "{\"location\": \"San Francisco, CA\"}");
     assert_eq!(args[1], "{}");
-    let finish = chunks.iter().find_map(|c| c["choices"][0]["finish_reason"].as_str());
+    let finish = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str());
     assert_eq!(finish, Some("tool_calls"));
     let usage = &chunks.last().unwrap()["usage"];
     assert_eq!(chunks.last().unwrap()["choices"], json!([]));
-    assert_eq!((usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64()), (Some(472), Some(89)));
+    assert_eq!(
+        (
+            usage["prompt_tokens"].as_u64(),
+            usage["completion_tokens"].as_u64()
+        ),
+        (Some(472), Some(89))
+    );
     assert_eq!(upstream.requests()[0].json()["stream"], true);
 
     // Usage and cost are counted even for the stream.
@@ -158,22 +188,29 @@ async fn anthropic_stream_becomes_openai_chunks_with_tool_calls() {
 async fn anthropic_errors_before_and_during_the_stream() {
     let upstream = MockUpstream::start(|req, _| anthropic_upstream(req)).await;
     let gw = Gateway::start(&config(&upstream.url())).await;
-    let ask = |text: &str, stream: bool| {
-        json!({"model": "claude", "stream": stream, "messages": [{"role": "user", "content": text}]})
-    };
+    let ask = |text: &str, stream: bool| json!({"model": "claude", "stream": stream, "messages": [{"role": "user", "content": text}]});
 
     let resp = post(&gw, &ask("overload me", false)).await;
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "overloaded");
-    assert!(body["error"]["message"].as_str().unwrap().contains("Overloaded"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Overloaded"));
 
     let resp = post(&gw, &ask("fail midway", true)).await;
     assert_eq!(resp.status(), 200);
     let data = sse_data(&resp.text().await.unwrap());
     assert!(data.iter().any(|d| d.contains("Partial")));
     let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
-    assert!(last["error"]["message"].as_str().unwrap().contains("Overloaded"), "{last}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Overloaded"),
+        "{last}"
+    );
     assert!(!data.iter().any(|d| d == "[DONE]"));
 
     // What Anthropic cannot honour is refused before any upstream call.
@@ -211,12 +248,18 @@ async fn azure_deployment_urls_api_key_and_filter_preamble() {
     let answer: Value = post(&gw, &ask(false)).await.json().await.unwrap();
     assert_eq!(answer["choices"][0]["message"]["content"], "Hello");
     let seen = &upstream.requests()[0];
-    assert_eq!(seen.path, "/openai/deployments/gpt-4o-deployment/chat/completions?api-version=2024-10-21");
+    assert_eq!(
+        seen.path,
+        "/openai/deployments/gpt-4o-deployment/chat/completions?api-version=2024-10-21"
+    );
     assert_eq!(seen.header("api-key"), Some("az-secret"));
     assert_eq!(seen.header("authorization"), None);
 
     let data = sse_data(&post(&gw, &ask(true)).await.text().await.unwrap());
-    assert!(data.iter().all(|d| !d.contains("prompt_filter_results")), "{data:?}");
+    assert!(
+        data.iter().all(|d| !d.contains("prompt_filter_results")),
+        "{data:?}"
+    );
     let first: Value = serde_json::from_str(&data[0]).unwrap();
     assert_eq!(first["choices"][0]["delta"]["content"], "Hi");
     assert_eq!(data.last().unwrap(), "[DONE]");
