@@ -8,6 +8,9 @@ use serde_json::json;
 
 use switchyard::config::{ProviderKind, Secret};
 use switchyard::dialect::openai::ChatRequest;
+use switchyard::providers::anthropic::AnthropicAdapter;
+use switchyard::providers::azure::AzureAdapter;
+use switchyard::providers::gemini::GeminiAdapter;
 use switchyard::providers::openai::OpenAiAdapter;
 use switchyard::providers::{AttemptTarget, Endpoint, ProviderAdapter, StreamSettings};
 
@@ -43,13 +46,43 @@ fn openai_stream(chunks: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn openai(c: &mut Criterion) {
+fn anthropic_stream(chunks: usize) -> Vec<u8> {
+    let mut out = String::from("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":900,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+    for i in 0..chunks {
+        out.push_str(&format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"token{i} \"}}}}\n\n"
+        ));
+    }
+    out.push_str("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":100}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    out.into_bytes()
+}
+
+fn gemini_stream(chunks: usize) -> Vec<u8> {
+    let mut out = String::new();
+    for i in 0..chunks {
+        let last = i + 1 == chunks;
+        out.push_str(&format!(
+            "data: {{\"candidates\": [{{\"content\": {{\"parts\": [{{\"text\": \"token{i} \"}}],\"role\": \"model\"}}{}, \"index\": 0}}]{}, \"modelVersion\": \"gemini-2.5-flash\", \"responseId\": \"r1\"}}\r\n\r\n",
+            if last { ", \"finishReason\": \"STOP\"" } else { "" },
+            if last { ", \"usageMetadata\": {\"promptTokenCount\": 900, \"candidatesTokenCount\": 100, \"totalTokenCount\": 1000}" } else { "" },
+        ));
+    }
+    out.into_bytes()
+}
+
+/// Benches one vendor: parsing the client's 4 KB request and building the vendor request, and
+/// decoding a 100-chunk vendor stream into OpenAI chunks (fed in 512-byte reads).
+fn vendor(
+    c: &mut Criterion,
+    name: &str,
+    adapter: &dyn ProviderAdapter,
+    base_url: &str,
+    stream: &[u8],
+) {
     let body = typical_request();
-    let adapter = OpenAiAdapter::new(ProviderKind::OpenAi);
-    let endpoint =
-        Endpoint::from_url(&url::Url::parse("https://api.openai.com/v1").unwrap()).unwrap();
+    let endpoint = Endpoint::from_url(&url::Url::parse(base_url).unwrap()).unwrap();
     let key = Secret::new("sk-bench");
-    let mut group = c.benchmark_group("openai");
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("request_4kb_parse_and_build", |b| {
         b.iter(|| {
@@ -58,7 +91,7 @@ fn openai(c: &mut Criterion) {
                 .build_request(
                     &req,
                     &AttemptTarget {
-                        upstream_model: "gpt-4o-mini-2024-07-18",
+                        upstream_model: "model-2025",
                         endpoint: &endpoint,
                         api_key: Some(&key),
                         extra_headers: &[],
@@ -67,16 +100,14 @@ fn openai(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    let stream = openai_stream(100);
     group.throughput(Throughput::Bytes(stream.len() as u64));
     group.bench_function("stream_100_chunks", |b| {
         b.iter(|| {
             let mut decoder = adapter.stream_decoder(StreamSettings {
                 include_usage: true,
             });
-            let mut out = Vec::with_capacity(stream.len());
-            // Upstream reads rarely align with events: feed 512-byte pieces.
-            for piece in black_box(&stream).chunks(512) {
+            let mut out = Vec::with_capacity(stream.len() * 2);
+            for piece in black_box(stream).chunks(512) {
                 decoder.push(piece, &mut out).unwrap();
             }
             decoder.finish(&mut out).unwrap();
@@ -86,5 +117,37 @@ fn openai(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, openai);
+fn vendors(c: &mut Criterion) {
+    let openai = openai_stream(100);
+    vendor(
+        c,
+        "openai",
+        &OpenAiAdapter::new(ProviderKind::OpenAi),
+        "https://api.openai.com/v1",
+        &openai,
+    );
+    vendor(
+        c,
+        "azure",
+        &AzureAdapter::new(None),
+        "https://acme.openai.azure.com",
+        &openai,
+    );
+    vendor(
+        c,
+        "anthropic",
+        &AnthropicAdapter,
+        "https://api.anthropic.com",
+        &anthropic_stream(100),
+    );
+    vendor(
+        c,
+        "gemini",
+        &GeminiAdapter,
+        "https://generativelanguage.googleapis.com",
+        &gemini_stream(100),
+    );
+}
+
+criterion_group!(benches, vendors);
 criterion_main!(benches);

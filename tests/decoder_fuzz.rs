@@ -6,10 +6,12 @@ use proptest::prelude::*;
 use switchyard::config::ProviderKind;
 use switchyard::providers::anthropic::AnthropicAdapter;
 use switchyard::providers::azure::AzureAdapter;
+use switchyard::providers::gemini::GeminiAdapter;
 use switchyard::providers::openai::OpenAiAdapter;
 use switchyard::providers::{ProviderAdapter, StreamFailure, StreamSettings};
 
 const ANTHROPIC: &str = include_str!("fixtures/anthropic/stream_tools.anthropic.sse");
+const GEMINI: &str = include_str!("fixtures/gemini/stream_function_call.gemini.sse");
 const OPENAI: &str = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n\
 data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n\
 data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]},\"finish_reason\":null}]}\n\n\
@@ -26,6 +28,7 @@ fn adapters() -> Vec<(Box<dyn ProviderAdapter>, &'static str)> {
         ),
         (Box::new(AzureAdapter::new(None)), OPENAI),
         (Box::new(AnthropicAdapter), ANTHROPIC),
+        (Box::new(GeminiAdapter), GEMINI),
     ]
 }
 
@@ -73,7 +76,12 @@ proptest! {
             let cut = cut % full.len();
             let outcome = run(adapter.as_ref(), &full[..cut], &sizes);
             // A cut anywhere before the closing event is never a clean end.
-            let closing = if fixture == OPENAI { full.len() - "[DONE]\n\n".len() } else { full.len() - "\n\n".len() - 1 };
+            // Gemini has no closing event: the chunk with finishReason is the last one.
+            let closing = match fixture {
+                OPENAI => full.len() - "[DONE]\n\n".len(),
+                GEMINI => fixture.rfind("data:").unwrap_or(0) + "data: {\"candidates\"".len(),
+                _ => full.len() - "\n\n".len() - 1,
+            };
             if cut < closing {
                 prop_assert!(outcome.is_err(), "{:?} cut at {cut} looked complete", adapter.kind());
             }

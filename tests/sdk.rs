@@ -108,6 +108,7 @@ models:
 
 const ANTHROPIC_STREAM: &str = include_str!("fixtures/anthropic/stream_tools.anthropic.sse");
 const ANTHROPIC_ANSWER: &str = include_str!("fixtures/anthropic/response_tool_use.anthropic.json");
+const GEMINI_STREAM: &str = include_str!("fixtures/gemini/stream_function_call.gemini.sse");
 
 /// Answers tool-calling requests in each vendor's own format, chosen by the request path.
 fn vendor_tool_answer(req: &support::RecordedRequest) -> MockResponse {
@@ -133,6 +134,31 @@ fn vendor_tool_answer(req: &support::RecordedRequest) -> MockResponse {
             )
         } else {
             MockResponse::text(200, "application/json", ANTHROPIC_ANSWER)
+        };
+    }
+    if req.path.starts_with("/v1beta/models/") {
+        if body["contents"].to_string().contains("functionResponse") {
+            return MockResponse::json(
+                200,
+                json!({"candidates": [{"content": {"parts": [{"text": "It is 18 degrees."}], "role": "model"},
+                "finishReason": "STOP", "index": 0}], "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 6, "totalTokenCount": 36}}),
+            );
+        }
+        return if req.path.contains(":streamGenerateContent") {
+            MockResponse::sse(
+                GEMINI_STREAM
+                    .split_inclusive("\n\n")
+                    .map(str::to_string)
+                    .collect(),
+            )
+        } else {
+            MockResponse::json(
+                200,
+                json!({"candidates": [{"content": {"parts": [
+                {"functionCall": {"name": "get_weather", "args": {"location": "SF"}}, "thoughtSignature": "c2ln"}], "role": "model"},
+                "finishReason": "STOP", "index": 0}],
+                "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 5, "totalTokenCount": 16}}),
+            )
         };
     }
     // Azure: OpenAI format.
@@ -199,6 +225,7 @@ server: {{ listen: ["{{{{listen}}}}"], admin_listen: "{{{{admin}}}}" }}
 providers:
   anthropic: {{ kind: anthropic, base_url: "{url}", api_key: sk-ant }}
   azure: {{ kind: azure-openai, base_url: "{url}", api_key: az-key }}
+  gemini: {{ kind: gemini, base_url: "{url}", api_key: g-key }}
 models:
   claude: {{ targets: [{{ provider: anthropic, model: claude-sonnet-4-5 }}] }}
 "#,

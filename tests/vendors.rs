@@ -8,6 +8,8 @@ use support::{client, sse_data, Gateway, MockResponse, MockUpstream, RecordedReq
 
 const ANTHROPIC_STREAM: &str = include_str!("fixtures/anthropic/stream_tools.anthropic.sse");
 const ANTHROPIC_ANSWER: &str = include_str!("fixtures/anthropic/response_tool_use.anthropic.json");
+const GEMINI_STREAM: &str = include_str!("fixtures/gemini/stream_function_call.gemini.sse");
+const GEMINI_TEXT_STREAM: &str = include_str!("fixtures/gemini/stream_text.gemini.sse");
 
 fn config(upstream: &str) -> String {
     format!(
@@ -16,9 +18,11 @@ server: {{ listen: ["{{{{listen}}}}"], admin_listen: "{{{{admin}}}}" }}
 providers:
   anthropic: {{ kind: anthropic, base_url: "{upstream}", api_key: sk-ant-secret }}
   azure: {{ kind: azure-openai, base_url: "{upstream}", api_key: az-secret }}
+  gemini: {{ kind: gemini, base_url: "{upstream}", api_key: g-secret }}
 models:
   claude: {{ targets: [{{ provider: anthropic, model: claude-sonnet-4-5, price: {{ input_per_mtok: 3, output_per_mtok: 15 }} }}] }}
   azure-gpt: {{ targets: [{{ provider: azure, model: gpt-4o-deployment }}] }}
+  gemini-flash: {{ targets: [{{ provider: gemini, model: gemini-2.5-flash }}] }}
 "#
     )
 }
@@ -263,4 +267,101 @@ async fn azure_deployment_urls_api_key_and_filter_preamble() {
     let first: Value = serde_json::from_str(&data[0]).unwrap();
     assert_eq!(first["choices"][0]["delta"]["content"], "Hi");
     assert_eq!(data.last().unwrap(), "[DONE]");
+}
+
+fn gemini_upstream(req: &RecordedRequest) -> MockResponse {
+    let text = req.json()["contents"][0]["parts"][0]["text"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if req.path.contains(":streamGenerateContent") {
+        return match text.as_str() {
+            "tell a story" => MockResponse::sse(pieces(GEMINI_TEXT_STREAM, 29)),
+            "cut me off" => MockResponse::sse(vec![
+                "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Once\"}],\"role\": \"model\"},\"index\": 0}]}\r\n\r\n".into(),
+            ]),
+            _ => MockResponse::sse(pieces(GEMINI_STREAM, 41)),
+        };
+    }
+    match text.as_str() {
+        "quota" => MockResponse::json(429, json!({"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED"}}))
+            .with_header("retry-after", "30"),
+        _ => MockResponse::json(200, json!({"candidates": [{"content": {"parts": [
+                {"text": "Checking."},
+                {"functionCall": {"name": "get_weather", "args": {"location": "SF"}}}], "role": "model"},
+                "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 5, "thoughtsTokenCount": 2, "totalTokenCount": 18},
+            "modelVersion": "gemini-2.5-flash", "responseId": "resp1"})),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_json_and_streams_with_function_calls() {
+    let upstream = MockUpstream::start(|req, _| gemini_upstream(req)).await;
+    let gw = Gateway::start(&config(&upstream.url())).await;
+
+    let mut request = weather_request("gemini-flash", false);
+    request["messages"] = json!([{"role": "user", "content": "weather?"}]);
+    let answer: Value = post(&gw, &request).await.json().await.unwrap();
+    let message = &answer["choices"][0]["message"];
+    assert_eq!(message["content"], "Checking.");
+    assert_eq!(
+        message["tool_calls"][0]["function"]["arguments"],
+        "{\"location\":\"SF\"}"
+    );
+    assert_eq!(answer["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(answer["usage"]["completion_tokens"], 7);
+    let seen = &upstream.requests()[0];
+    assert_eq!(seen.path, "/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(seen.header("x-goog-api-key"), Some("g-secret"));
+    assert_eq!(
+        seen.json()["tools"][0]["functionDeclarations"][0]["parameters"]["properties"]["location"]
+            ["type"],
+        "STRING"
+    );
+
+    request["stream"] = json!(true);
+    let data = sse_data(&post(&gw, &request).await.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let calls: Vec<Value> = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0).cloned())
+        .collect();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1]["index"], 1);
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["prompt_tokens"], 20);
+    assert_eq!(
+        upstream.requests()[1].path,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
+
+    let story = json!({"model": "gemini-flash", "stream": true, "messages": [{"role": "user", "content": "tell a story"}]});
+    let data = sse_data(&post(&gw, &story).await.text().await.unwrap());
+    let text: String = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, "In the quaint cottage... The end.");
+
+    // A Gemini stream that ends without a finishReason is not a complete answer.
+    let cut = json!({"model": "gemini-flash", "stream": true, "messages": [{"role": "user", "content": "cut me off"}]});
+    let resp = post(&gw, &cut).await;
+    let data = sse_data(&resp.text().await.unwrap());
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert!(last["error"]["message"].is_string(), "{data:?}");
+
+    let quota =
+        json!({"model": "gemini-flash", "messages": [{"role": "user", "content": "quota"}]});
+    let resp = post(&gw, &quota).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "30");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
 }

@@ -294,6 +294,7 @@ fn kind_is_supported(kind: ProviderKind) -> bool {
             | ProviderKind::OpenAiCompatible
             | ProviderKind::AzureOpenAi
             | ProviderKind::Anthropic
+            | ProviderKind::Gemini
             | ProviderKind::Mock
     )
 }

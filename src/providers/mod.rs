@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
 pub mod output;
@@ -158,6 +159,7 @@ pub fn adapter_for(config: &ProviderConfig) -> Option<Box<dyn ProviderAdapter>> 
             config.api_version.as_deref(),
         ))),
         ProviderKind::Anthropic => Some(Box::new(anthropic::AnthropicAdapter)),
+        ProviderKind::Gemini => Some(Box::new(gemini::GeminiAdapter)),
         _ => None,
     }
 }
