@@ -471,6 +471,12 @@ impl AnthropicAdapter {
             Some(c) if !tools.is_empty() => Some(tool_choice(c)?),
             _ => None,
         };
+        if budget.is_some() && choice.as_ref().is_some_and(|c| c["type"] == "any" || c["type"] == "tool") {
+            return Err(invalid(
+                "provider kind anthropic cannot force a tool call while reasoning_effort is set; use tool_choice auto or none",
+                "tool_choice",
+            ));
+        }
         if let Some(schema) = match &params.response_format {
             Some(f) => response_schema(f)?,
             None => None,
@@ -788,8 +794,8 @@ impl UsageWire {
 enum OpenBlock {
     Text,
     Thinking,
-    /// A tool call with its dense OpenAI tool index.
-    Tool(u32),
+    /// A tool call with its dense OpenAI tool index, and whether any argument text was sent.
+    Tool(u32, bool),
     /// The `response_format` tool: its input is streamed as content.
     JsonAnswer,
     Other,
@@ -917,7 +923,7 @@ impl AnthropicStreamDecoder {
                             b.name.as_deref().unwrap_or(""),
                             "",
                         );
-                        OpenBlock::Tool(tool_index)
+                        OpenBlock::Tool(tool_index, false)
                     }
                     Some(b) if b.kind == "text" => {
                         if let Some(t) = b.text.filter(|t| !t.is_empty()) {
@@ -951,9 +957,12 @@ impl AnthropicStreamDecoder {
                             self.writer.reasoning(out, 0, &t);
                         }
                     }
-                    (Some("input_json_delta"), OpenBlock::Tool(tool_index)) => {
+                    (Some("input_json_delta"), OpenBlock::Tool(tool_index, _)) => {
                         if let Some(j) = delta.partial_json.filter(|j| !j.is_empty()) {
                             self.writer.tool_call_arguments(out, 0, tool_index, &j);
+                            if let Some(i) = ev.index {
+                                self.blocks[i] = OpenBlock::Tool(tool_index, true);
+                            }
                         }
                     }
                     (Some("input_json_delta"), OpenBlock::JsonAnswer) => {
@@ -963,6 +972,13 @@ impl AnthropicStreamDecoder {
                     }
                     // signature_delta, citations_delta and future kinds carry nothing for OpenAI.
                     _ => {}
+                }
+            }
+            "content_block_stop" => {
+                // A tool called without arguments streams none; clients parse the arguments
+                // they accumulated, and "" is not JSON.
+                if let Some(OpenBlock::Tool(tool_index, false)) = ev.index.and_then(|i| self.blocks.get(i)) {
+                    self.writer.tool_call_arguments(out, 0, *tool_index, "{}");
                 }
             }
             "message_delta" => {
@@ -988,7 +1004,7 @@ impl AnthropicStreamDecoder {
                 );
                 self.writer.end(out, Some(&self.usage));
             }
-            // content_block_stop, ping and event types added later carry nothing to translate.
+            // ping and event types added later carry nothing to translate.
             _ => {}
         }
         if self.saw_usage {
@@ -1373,4 +1389,41 @@ mod tests {
         assert_eq!(finish_reason(Some("pause_turn"), false), "stop");
         assert_eq!(finish_reason(Some("something_new"), false), "stop");
     }
+
+    #[test]
+    fn tool_without_arguments_streams_an_empty_object() {
+        let s = "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":3}}}\n\n\
+                 data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"now\",\"input\":{}}}\n\n\
+                 data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n\
+                 data: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+                 data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":5}}\n\n\
+                 data: {\"type\":\"message_stop\"}\n\n";
+        let (r, out, _) = stream(s, false, 10);
+        r.unwrap();
+        let args: String = out
+            .split("\n\n")
+            .filter(|e| e.starts_with("data: {"))
+            .filter_map(|e| serde_json::from_str::<Value>(&e[6..]).ok())
+            .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(args, "{}");
+    }
+
+    #[test]
+    fn thinking_cannot_force_tools_and_emails_stay_private() {
+        let err = body_for(serde_json::json!({"model": "c", "messages": [{"role": "user", "content": "x"}],
+            "reasoning_effort": "high", "tool_choice": "required",
+            "tools": [{"type": "function", "function": {"name": "f"}}]}))
+        .unwrap_err();
+        assert_eq!(err.param(), Some("tool_choice"));
+        let body = body_for(serde_json::json!({"model": "c", "user": "jane@example.com",
+            "messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "late rule"},
+                         {"role": "assistant", "content": "ok"}]}))
+        .unwrap();
+        assert!(body.get("metadata").is_none());
+        // A system message in the middle of the conversation joins the system blocks.
+        assert_eq!(body["system"], serde_json::json!([{"type": "text", "text": "late rule"}]));
+        assert_eq!(body["messages"].as_array().unwrap().len(), 2);
+    }
+
 }
