@@ -27,6 +27,8 @@ providers:
     base_url: {upstream}/v1
     api_key: ${{LOCAL_KEY}}
     timeouts: {{ connect_ms: 500, first_byte_ms: 1500, idle_ms: 1000, total_ms: 10000 }}
+    # These tests are about single requests; resilience.rs covers the breaker.
+    circuit_breaker: {{ failure_threshold: 100 }}
 {extra}
 models:
   mock: {{ targets: [{{ provider: mock, model: mock-1 }}] }}
@@ -408,12 +410,6 @@ async fn upstream_errors_pass_back_with_status_and_message() {
         .unwrap()
         .contains("maximum context length"));
 
-    let resp = post(&gw, &chat_body("local/limited", false)).await;
-    assert_eq!(resp.headers()["retry-after"], "7");
-    let (status, body) = error_of(resp).await;
-    assert_eq!(status, 429);
-    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
-
     let (status, body) = error_of(post(&gw, &chat_body("local/bad-key", false)).await).await;
     assert_eq!(status, 401);
     assert!(
@@ -427,6 +423,13 @@ async fn upstream_errors_pass_back_with_status_and_message() {
         .as_str()
         .unwrap()
         .contains("Service Unavailable"));
+
+    // Last: a 429 pauses the provider (direct routes share one breaker per provider).
+    let resp = post(&gw, &chat_body("local/limited", false)).await;
+    assert_eq!(resp.headers()["retry-after"], "7");
+    let (status, body) = error_of(resp).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ fn config(upstream: &str) -> String {
         r#"
 server: {{ listen: ["{{{{listen}}}}"], admin_listen: "{{{{admin}}}}" }}
 providers:
-  anthropic: {{ kind: anthropic, base_url: "{upstream}", api_key: sk-ant-secret }}
+  anthropic: {{ kind: anthropic, base_url: "{upstream}", api_key: sk-ant-secret, circuit_breaker: {{ failure_threshold: 100 }} }}
   azure: {{ kind: azure-openai, base_url: "{upstream}", api_key: az-secret }}
   gemini: {{ kind: gemini, base_url: "{upstream}", api_key: g-secret }}
 models:

@@ -219,7 +219,9 @@ pub struct ProviderConfig {
     pub api_version: Option<String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeouts: Timeouts,
-    pub health_check_interval: Duration,
+    /// Active probes; `None` when switched off (`health_check.enabled: false`).
+    pub health_check_interval: Option<Duration>,
+    pub circuit_breaker: CircuitBreaker,
     pub mock: MockSettings,
     /// Why the provider is switched off (empty key, unsupported kind); `None` when usable.
     pub disabled: Option<String>,
@@ -240,6 +242,22 @@ impl Default for Timeouts {
             first_byte: Duration::from_millis(60_000),
             idle: Duration::from_millis(30_000),
             total: Duration::from_millis(600_000),
+        }
+    }
+}
+
+/// When a target's breaker opens and for how long (doubling on each failed trial).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    pub failure_threshold: u32,
+    pub cooldown: Duration,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            failure_threshold: 3,
+            cooldown: Duration::from_secs(5),
         }
     }
 }

@@ -81,6 +81,7 @@ pub struct RawProvider {
     #[serde(default)]
     pub timeouts: RawTimeouts,
     pub health_check: Option<RawHealthCheck>,
+    pub circuit_breaker: Option<RawCircuitBreaker>,
     /// `kind: mock` only: delay before the first byte of an answer.
     pub latency_ms: Option<i64>,
     /// `kind: mock` only: streaming speed; 0 or absent sends all tokens at once.
@@ -102,6 +103,14 @@ pub struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     pub interval_s: Option<i64>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuitBreaker {
+    pub failure_threshold: Option<i64>,
+    pub cooldown_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

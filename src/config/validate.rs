@@ -256,12 +256,35 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
         ),
     };
     let interval = raw.health_check.as_ref().and_then(|h| h.interval_s);
-    let health_check_interval = Duration::from_secs(positive(
+    let interval = Duration::from_secs(positive(
         &format!("{path}.health_check.interval_s"),
         interval,
         10,
         issues,
     ));
+    let probes_on = raw
+        .health_check
+        .as_ref()
+        .and_then(|h| h.enabled)
+        .unwrap_or(true);
+    let health_check_interval = probes_on.then_some(interval);
+    let cb = raw.circuit_breaker.as_ref();
+    let breaker_defaults = CircuitBreaker::default();
+    let circuit_breaker = CircuitBreaker {
+        failure_threshold: positive(
+            &format!("{path}.circuit_breaker.failure_threshold"),
+            cb.and_then(|c| c.failure_threshold),
+            u64::from(breaker_defaults.failure_threshold),
+            issues,
+        )
+        .min(1000) as u32,
+        cooldown: millis(
+            &format!("{path}.circuit_breaker.cooldown_ms"),
+            cb.and_then(|c| c.cooldown_ms),
+            breaker_defaults.cooldown,
+            issues,
+        ),
+    };
 
     let mock = mock_settings(&path, kind, &raw, issues);
 
@@ -281,6 +304,7 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
         headers,
         timeouts,
         health_check_interval,
+        circuit_breaker,
         mock,
         disabled,
     })

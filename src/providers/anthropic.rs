@@ -471,7 +471,11 @@ impl AnthropicAdapter {
             Some(c) if !tools.is_empty() => Some(tool_choice(c)?),
             _ => None,
         };
-        if budget.is_some() && choice.as_ref().is_some_and(|c| c["type"] == "any" || c["type"] == "tool") {
+        if budget.is_some()
+            && choice
+                .as_ref()
+                .is_some_and(|c| c["type"] == "any" || c["type"] == "tool")
+        {
             return Err(invalid(
                 "provider kind anthropic cannot force a tool call while reasoning_effort is set; use tool_choice auto or none",
                 "tool_choice",
@@ -977,7 +981,9 @@ impl AnthropicStreamDecoder {
             "content_block_stop" => {
                 // A tool called without arguments streams none; clients parse the arguments
                 // they accumulated, and "" is not JSON.
-                if let Some(OpenBlock::Tool(tool_index, false)) = ev.index.and_then(|i| self.blocks.get(i)) {
+                if let Some(OpenBlock::Tool(tool_index, false)) =
+                    ev.index.and_then(|i| self.blocks.get(i))
+                {
                     self.writer.tool_call_arguments(out, 0, *tool_index, "{}");
                 }
             }
@@ -1404,16 +1410,22 @@ mod tests {
             .split("\n\n")
             .filter(|e| e.starts_with("data: {"))
             .filter_map(|e| serde_json::from_str::<Value>(&e[6..]).ok())
-            .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_string))
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .map(str::to_string)
+            })
             .collect();
         assert_eq!(args, "{}");
     }
 
     #[test]
     fn thinking_cannot_force_tools_and_emails_stay_private() {
-        let err = body_for(serde_json::json!({"model": "c", "messages": [{"role": "user", "content": "x"}],
+        let err = body_for(
+            serde_json::json!({"model": "c", "messages": [{"role": "user", "content": "x"}],
             "reasoning_effort": "high", "tool_choice": "required",
-            "tools": [{"type": "function", "function": {"name": "f"}}]}))
+            "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        )
         .unwrap_err();
         assert_eq!(err.param(), Some("tool_choice"));
         let body = body_for(serde_json::json!({"model": "c", "user": "jane@example.com",
@@ -1422,8 +1434,10 @@ mod tests {
         .unwrap();
         assert!(body.get("metadata").is_none());
         // A system message in the middle of the conversation joins the system blocks.
-        assert_eq!(body["system"], serde_json::json!([{"type": "text", "text": "late rule"}]));
+        assert_eq!(
+            body["system"],
+            serde_json::json!([{"type": "text", "text": "late rule"}])
+        );
         assert_eq!(body["messages"].as_array().unwrap().len(), 2);
     }
-
 }

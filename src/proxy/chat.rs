@@ -1,40 +1,32 @@
-//! `POST /v1/chat/completions`: route, attempt targets in order, answer or stream back.
+//! `POST /v1/chat/completions`: parse, plan the targets, attempt them under the retry policy.
+//!
+//! Failure semantics: targets are tried in the order of the model's strategy (healthy first);
+//! a retryable failure (per `retry.on`) moves on to the next target at once. When every target
+//! failed, the round repeats after `retry.backoff_ms` (doubling each round, with jitter), up to
+//! `retry.attempts` rounds. A 429 opens its target's breaker for the Retry-After time and takes it
+//! out of this request, so a rate-limited provider is never hammered. A 400-class error is the
+//! request's own fault and goes straight back to the client. Once the first byte of an answer has
+//! reached the client nothing is retried: a failure ends the stream with an error event.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use bytes::Bytes;
 use pingora::proxy::Session;
 
+use super::attempt::{self, Attempt, Fault};
 use super::body::{discard_rest, read_body, BodyError};
 use super::ctx::RequestCtx;
 use super::respond;
-use super::upstream::{self, AttemptError};
 use super::Gateway;
 use crate::config::RetryPolicy;
 use crate::dialect::openai::ChatRequest;
 use crate::error::GatewayError;
 use crate::observability::metrics::METRICS;
-use crate::providers::mock::MockProvider;
-use crate::providers::{scrub_secret, AttemptTarget, StreamFailure, StreamSettings};
-use crate::routing::{Backend, ClientKey, HttpBackend, Route, RoutingTable, Target};
+use crate::routing::strategy::{self, ProviderPreferences};
+use crate::routing::{Backend, ClientKey, Route, RoutingTable, Target};
 
-/// Largest non-streamed answer accepted from an upstream.
-const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
-/// Largest error body read from an upstream (only its message is used).
-const MAX_ERROR_BYTES: usize = 256 * 1024;
-
-/// What became of one attempt.
-enum Attempt {
-    /// The client has its answer (or its stream ended, cleanly or with an error event).
-    Answered,
-    /// Nothing reached the client; another target may be tried if `retryable`.
-    Failed {
-        error: GatewayError,
-        retryable: bool,
-        outcome: &'static str,
-    },
-}
+/// The longest pause between retry rounds.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 pub(super) async fn handle(
     gateway: &Gateway,
@@ -64,16 +56,54 @@ pub(super) async fn handle(
     ctx.requested_model = Some(request.model.clone());
     ctx.stream = request.stream;
 
-    let routes = match plan_routes(table, &request, client_key) {
-        Ok(routes) => routes,
+    let (routes, prefs) = match plan_routes(table, &request, client_key) {
+        Ok(planned) => planned,
         Err(err) => return respond::error(session, ctx, &err).await,
     };
     ctx.model_label = model_label(table, &routes[0]);
+    let plan: Vec<&Target> = routes
+        .iter()
+        .flat_map(|route| strategy::order(route, prefs.as_ref()))
+        .collect();
+    if plan.is_empty() {
+        let err = GatewayError::invalid(
+            "no target of the model matches the provider preferences",
+            Some("provider"),
+        );
+        return respond::error(session, ctx, &err).await;
+    }
+    let policy = &routes[0].retry;
+    match run_attempts(gateway, session, ctx, &request, &plan, policy).await? {
+        Some(err) => respond::error(session, ctx, &err).await,
+        None => Ok(()),
+    }
+}
 
+/// Tries the plan under the retry policy. Returns the error to send when no attempt answered.
+async fn run_attempts(
+    gateway: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    request: &ChatRequest,
+    plan: &[&Target],
+    policy: &RetryPolicy,
+) -> pingora::Result<Option<GatewayError>> {
+    let mut excluded = vec![false; plan.len()];
     let mut tried: Vec<String> = Vec::new();
     let mut last_error = None;
-    for route in &routes {
-        for target in route.plan() {
+    for round in 0..policy.attempts.max(1) {
+        if round > 0 {
+            if excluded.iter().all(|e| *e) {
+                break;
+            }
+            let pause = backoff(policy.backoff, round);
+            tokio::time::sleep(pause).await;
+            ctx.waited += pause;
+        }
+        for (i, target) in plan.iter().enumerate() {
+            if excluded[i] || !target.health.try_acquire() {
+                continue;
+            }
             ctx.attempts += 1;
             if ctx.attempts > 1 {
                 METRICS
@@ -83,35 +113,115 @@ pub(super) async fn handle(
             }
             ctx.provider = Some(target.provider.name.clone());
             ctx.upstream_model = Some(target.upstream_model.clone());
-            let attempt = match &target.provider.backend {
-                Backend::Mock(mock) => serve_mock(session, ctx, &request, target, mock).await?,
+            let outcome = match &target.provider.backend {
+                Backend::Mock(mock) => attempt::mock(session, ctx, request, target, mock).await,
                 Backend::Http(http) => {
-                    attempt_http(gateway, session, ctx, &request, target, http, &route.retry)
-                        .await?
+                    attempt::http(gateway, session, ctx, request, target, http, policy).await
                 }
             };
-            match attempt {
-                Attempt::Answered => {
-                    record_attempt(&target.provider.name, "ok");
-                    return Ok(());
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    // The client went away: that says nothing about the provider.
+                    target.health.record_neutral();
+                    record_attempt(&target.provider.name, "client_gone");
+                    return Err(e);
+                }
+            };
+            match outcome {
+                Attempt::Answered { healthy, latency } => {
+                    if healthy {
+                        target.health.record_success(latency);
+                        record_attempt(&target.provider.name, "ok");
+                    } else {
+                        target.health.record_failure();
+                        record_attempt(&target.provider.name, "stream_error");
+                    }
+                    return Ok(None);
                 }
                 Attempt::Failed {
                     error,
-                    retryable,
+                    fault,
                     outcome,
                 } => {
                     record_attempt(&target.provider.name, outcome);
                     tried.push(format!("{} ({})", target.provider.name, error));
+                    let retryable = match fault {
+                        Fault::Request => {
+                            target.health.record_neutral();
+                            return Ok(Some(error));
+                        }
+                        Fault::RateLimited {
+                            retry_after,
+                            retryable,
+                        } => {
+                            target.health.record_rate_limited(retry_after);
+                            excluded[i] = true;
+                            retryable
+                        }
+                        Fault::Provider { retryable } => {
+                            target.health.record_failure();
+                            retryable
+                        }
+                    };
                     if !retryable {
-                        return respond::error(session, ctx, &error).await;
+                        return Ok(Some(error));
                     }
                     last_error = Some(error);
                 }
             }
         }
     }
-    let err = all_failed(last_error, &tried);
-    respond::error(session, ctx, &err).await
+    if ctx.attempts == 0 {
+        return Ok(Some(unavailable(plan)));
+    }
+    Ok(Some(all_failed(last_error, &tried)))
+}
+
+/// The pause before retry round `round` (1-based): doubling, capped, with ±25% jitter so that
+/// many clients failing together do not retry together.
+fn backoff(base: Duration, round: u32) -> Duration {
+    let exp = base
+        .saturating_mul(1u32 << (round - 1).min(16))
+        .min(MAX_BACKOFF);
+    exp.mul_f64(0.75 + fastrand::f64() * 0.5)
+}
+
+/// Every target's breaker is open: nothing was sent. A rate limit says 429, else 503; both with
+/// the time until the first target may be tried again.
+fn unavailable(plan: &[&Target]) -> GatewayError {
+    let wait_ms = plan
+        .iter()
+        .map(|t| t.health.open_for_ms())
+        .min()
+        .unwrap_or(1000);
+    let retry_after = Some(wait_ms.div_ceil(1000).max(1).to_string());
+    let names: Vec<&str> = plan.iter().map(|t| t.provider.name.as_str()).collect();
+    if plan.iter().any(|t| t.health.is_rate_limited()) {
+        GatewayError::Upstream {
+            status: 429,
+            message: format!(
+                "every target is rate-limited or unavailable ({}); retry later",
+                names.join(", ")
+            ),
+            kind: "rate_limit_error".into(),
+            code: Some("rate_limit_exceeded".into()),
+            param: None,
+            retry_after,
+        }
+    } else {
+        GatewayError::Upstream {
+            status: 503,
+            message: format!(
+                "every target is unavailable after repeated failures ({}); retry later",
+                names.join(", ")
+            ),
+            kind: "server_error".into(),
+            code: Some("targets_unavailable".into()),
+            param: None,
+            retry_after,
+        }
+    }
 }
 
 /// The routes to try: the requested model, then OpenRouter-style `models: [...]` fallbacks.
@@ -119,13 +229,12 @@ fn plan_routes(
     table: &RoutingTable,
     request: &ChatRequest,
     client_key: Option<&ClientKey>,
-) -> Result<Vec<Arc<Route>>, GatewayError> {
-    if request.provider_preferences.is_some() {
-        return Err(GatewayError::invalid(
-            "provider preferences are not supported by this gateway yet",
-            Some("provider"),
-        ));
-    }
+) -> Result<(Vec<Arc<Route>>, Option<ProviderPreferences>), GatewayError> {
+    let prefs = request
+        .provider_preferences
+        .as_ref()
+        .map(ProviderPreferences::parse)
+        .transpose()?;
     let mut routes = Vec::with_capacity(1 + request.fallback_models.len());
     for model in std::iter::once(&request.model).chain(&request.fallback_models) {
         if let Some(key) = client_key {
@@ -138,7 +247,7 @@ fn plan_routes(
         }
         routes.push(table.resolve(model)?);
     }
-    Ok(routes)
+    Ok((routes, prefs))
 }
 
 /// A bounded metric label: configured model names as they are, direct `PROVIDER/MODEL`
@@ -183,250 +292,5 @@ fn all_failed(last: Option<GatewayError>, tried: &[String]) -> GatewayError {
             GatewayError::GatewayTimeout(format!("every attempt failed: {summary}"))
         }
         _ => GatewayError::BadGateway(format!("every attempt failed: {summary}")),
-    }
-}
-
-fn finish_accounting(
-    ctx: &mut RequestCtx,
-    target: &Target,
-    usage: Option<crate::accounting::Usage>,
-) {
-    ctx.usage = usage;
-    if let (Some(u), Some(price)) = (usage, target.price.as_ref()) {
-        ctx.cost_usd = Some(u.cost(price));
-    }
-}
-
-async fn serve_mock(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    request: &ChatRequest,
-    target: &Target,
-    mock: &MockProvider,
-) -> pingora::Result<Attempt> {
-    let answer = mock.answer(request, &target.upstream_model);
-    let latency = mock.latency();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-        ctx.waited += latency;
-    }
-    finish_accounting(ctx, target, Some(answer.usage));
-    if !request.stream {
-        respond::json(session, ctx, 200, answer.json(), None).await?;
-        return Ok(Attempt::Answered);
-    }
-    let usage_chunks = request.include_usage;
-    respond::start_stream(session, ctx).await?;
-    ctx.first_byte_at = Some(Instant::now());
-    match mock.token_interval() {
-        Some(interval) => {
-            session
-                .write_response_body(Some(answer.role_chunk(usage_chunks)), false)
-                .await?;
-            for i in 0..answer.tokens.len() {
-                tokio::time::sleep(interval).await;
-                ctx.waited += interval;
-                session
-                    .write_response_body(Some(answer.token_chunk(i, usage_chunks)), false)
-                    .await?;
-            }
-            session
-                .write_response_body(Some(answer.closing_chunks(usage_chunks)), true)
-                .await?;
-        }
-        None => {
-            // Without a token rate the whole stream is ready at once: one write.
-            let mut all = answer.role_chunk(usage_chunks).to_vec();
-            for i in 0..answer.tokens.len() {
-                all.extend_from_slice(&answer.token_chunk(i, usage_chunks));
-            }
-            all.extend_from_slice(&answer.closing_chunks(usage_chunks));
-            session
-                .write_response_body(Some(Bytes::from(all)), true)
-                .await?;
-        }
-    }
-    Ok(Attempt::Answered)
-}
-
-fn attempt_failure(provider: &str, err: AttemptError, policy: &RetryPolicy) -> Attempt {
-    match err {
-        AttemptError::Timeout { phase, after } => Attempt::Failed {
-            error: GatewayError::timeout(provider, phase, after),
-            retryable: policy.retries_timeout(),
-            outcome: "timeout",
-        },
-        AttemptError::Connect(why) => Attempt::Failed {
-            error: GatewayError::BadGateway(format!("provider '{provider}' is unreachable: {why}")),
-            retryable: policy.retries_connect(),
-            outcome: "connect_error",
-        },
-        AttemptError::Io(why) => Attempt::Failed {
-            error: GatewayError::BadGateway(format!("provider '{provider}' failed: {why}")),
-            retryable: policy.retries_connect(),
-            outcome: "io_error",
-        },
-    }
-}
-
-fn stream_failure_error(provider: &str, failure: StreamFailure) -> GatewayError {
-    match failure {
-        StreamFailure::Upstream(mut err) => {
-            if let GatewayError::Upstream { message, .. } = err.as_mut() {
-                *message = format!("{provider}: {message}");
-            }
-            *err
-        }
-        other => GatewayError::BadGateway(format!("provider '{provider}': {other}")),
-    }
-}
-
-async fn attempt_http(
-    gateway: &Gateway,
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    request: &ChatRequest,
-    target: &Target,
-    http: &HttpBackend,
-    policy: &RetryPolicy,
-) -> pingora::Result<Attempt> {
-    let provider = target.provider.name.as_str();
-    let upstream_request = match http.adapter.build_request(
-        request,
-        &AttemptTarget {
-            upstream_model: &target.upstream_model,
-            endpoint: &http.endpoint,
-            api_key: http.api_key(),
-            extra_headers: &http.config.headers,
-        },
-    ) {
-        Ok(r) => r,
-        Err(error) => {
-            return Ok(Attempt::Failed {
-                error,
-                retryable: false,
-                outcome: "invalid_request",
-            })
-        }
-    };
-
-    let mut exchange =
-        match upstream::send(&gateway.connector, http, &upstream_request, Instant::now()).await {
-            Ok(x) => x,
-            Err(e) => return Ok(attempt_failure(provider, e, policy)),
-        };
-    ctx.waited += exchange.waited;
-
-    if !(200..300).contains(&exchange.status) {
-        let status = exchange.status;
-        let retry_after = exchange.retry_after.take();
-        let body = match exchange.read_all(MAX_ERROR_BYTES).await {
-            Ok(body) => {
-                exchange.release(&gateway.connector).await;
-                body
-            }
-            Err(_) => Bytes::new(),
-        };
-        let mut error = http
-            .adapter
-            .decode_error(provider, status, &body, retry_after);
-        if let GatewayError::Upstream { message, .. } = &mut error {
-            *message = scrub_secret(message, http.api_key());
-        }
-        let outcome = match status {
-            429 => "429",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        return Ok(Attempt::Failed {
-            error,
-            retryable: policy.retries_status(status),
-            outcome,
-        });
-    }
-
-    if !request.stream {
-        let body = match exchange.read_all(MAX_ANSWER_BYTES).await {
-            Ok(body) => body,
-            Err(e) => return Ok(attempt_failure(provider, e, policy)),
-        };
-        ctx.waited += exchange.waited;
-        exchange.release(&gateway.connector).await;
-        return match http.adapter.decode_response(body) {
-            Ok(decoded) => {
-                finish_accounting(ctx, target, decoded.usage);
-                respond::json(session, ctx, 200, decoded.body, None).await?;
-                Ok(Attempt::Answered)
-            }
-            Err(failure) => Ok(Attempt::Failed {
-                error: stream_failure_error(provider, failure),
-                retryable: policy.retries_status(502),
-                outcome: "invalid_response",
-            }),
-        };
-    }
-
-    let mut decoder = http.adapter.stream_decoder(StreamSettings {
-        include_usage: request.include_usage,
-    });
-    let mut out: Vec<u8> = Vec::with_capacity(4096);
-    let mut started = false;
-    loop {
-        let waited_before = exchange.waited;
-        let read = exchange.read_chunk().await;
-        ctx.waited += exchange.waited - waited_before;
-        let (step, end) = match read {
-            Ok(Some(chunk)) => (decoder.push(&chunk, &mut out), false),
-            Ok(None) => (decoder.finish(&mut out), true),
-            Err(e) => {
-                if !started {
-                    return Ok(attempt_failure(provider, e, policy));
-                }
-                let err = match attempt_failure(provider, e, policy) {
-                    Attempt::Failed { error, .. } => error,
-                    Attempt::Answered => GatewayError::Internal("unreachable".into()),
-                };
-                record_attempt(provider, "stream_error");
-                respond::stream_error(session, ctx, &err).await?;
-                return Ok(Attempt::Answered);
-            }
-        };
-        if let Err(failure) = step {
-            let err = stream_failure_error(provider, failure);
-            if !started {
-                // Nothing reached the client yet, so another target can still answer.
-                return Ok(Attempt::Failed {
-                    error: err,
-                    retryable: policy.retries_status(502),
-                    outcome: "stream_error",
-                });
-            }
-            record_attempt(provider, "stream_error");
-            if !out.is_empty() {
-                session
-                    .write_response_body(Some(Bytes::from(std::mem::take(&mut out))), false)
-                    .await?;
-            }
-            respond::stream_error(session, ctx, &err).await?;
-            return Ok(Attempt::Answered);
-        }
-        if !out.is_empty() || end {
-            if !started {
-                // Headers go out with the first translated bytes, not before: until then a
-                // failed stream can still fall over to another target.
-                respond::start_stream(session, ctx).await?;
-                ctx.first_byte_at = Some(Instant::now());
-                started = true;
-            }
-            let data = Bytes::from(std::mem::replace(&mut out, Vec::with_capacity(4096)));
-            session
-                .write_response_body((!data.is_empty()).then_some(data), end)
-                .await?;
-        }
-        if end {
-            finish_accounting(ctx, target, decoder.usage());
-            exchange.release(&gateway.connector).await;
-            return Ok(Attempt::Answered);
-        }
     }
 }

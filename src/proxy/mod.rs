@@ -5,6 +5,7 @@
 //! streamed back, after which Pingora's `logging` hook records metrics and the access log.
 //! `upstream_peer` is never reached.
 
+mod attempt;
 mod body;
 mod chat;
 pub mod ctx;

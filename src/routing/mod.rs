@@ -4,7 +4,11 @@
 //! `ArcSwap`). Each request takes one snapshot at its start and uses it for all its attempts, so
 //! a reload never changes a request midway and nothing on the request path takes a lock.
 
+pub mod health;
+pub mod strategy;
+
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,6 +19,11 @@ use crate::error::GatewayError;
 use crate::providers::mock::MockProvider;
 use crate::providers::{adapter_for, Endpoint, ProviderAdapter};
 use crate::proxy::upstream::PeerCache;
+use health::{HealthRegistry, TargetHealth};
+
+/// The health records of the running process; they outlive routing tables.
+pub static HEALTH: once_cell::sync::Lazy<HealthRegistry> =
+    once_cell::sync::Lazy::new(HealthRegistry::default);
 
 /// The live table, swapped whole on reload.
 pub type TableHandle = Arc<ArcSwap<RoutingTable>>;
@@ -54,6 +63,7 @@ pub struct Target {
     pub upstream_model: String,
     pub weight: u32,
     pub price: Option<Price>,
+    pub health: Arc<TargetHealth>,
 }
 
 /// A public model name and the targets behind it.
@@ -63,6 +73,8 @@ pub struct Route {
     pub strategy: Strategy,
     pub targets: Vec<Target>,
     pub retry: RetryPolicy,
+    /// Where the next round-robin request starts.
+    pub cursor: AtomicUsize,
 }
 
 impl std::fmt::Debug for Route {
@@ -77,15 +89,6 @@ impl std::fmt::Debug for Route {
             .field("strategy", &self.strategy)
             .field("targets", &targets)
             .finish()
-    }
-}
-
-impl Route {
-    /// Targets in the order attempts should try them.
-    pub fn plan(&self) -> impl Iterator<Item = &Target> {
-        // Only `fallback` ordering exists so far; the other strategies choose among the same
-        // targets and keep the rest as fallbacks.
-        self.targets.iter()
     }
 }
 
@@ -115,10 +118,17 @@ pub struct RoutingTable {
     /// Public names in listing order.
     model_names: Vec<String>,
     client_keys: Vec<ClientKey>,
+    /// Health records for direct `PROVIDER/MODEL` requests, by provider.
+    direct_health: HashMap<String, Arc<TargetHealth>>,
 }
 
 impl RoutingTable {
+    /// Builds the table with the process-wide health records.
     pub fn build(config: &Config) -> Result<RoutingTable, String> {
+        Self::build_with(config, &HEALTH)
+    }
+
+    pub fn build_with(config: &Config, registry: &HealthRegistry) -> Result<RoutingTable, String> {
         let mut providers = HashMap::new();
         let mut disabled_providers = HashMap::new();
         for (name, pc) in &config.providers {
@@ -173,6 +183,12 @@ impl RoutingTable {
                         upstream_model: t.model.clone(),
                         weight: t.weight,
                         price: t.price,
+                        health: {
+                            let h = registry.target(&t.provider, &t.model);
+                            let cb = config.providers[&t.provider].circuit_breaker;
+                            h.set_policy(cb.failure_threshold, cb.cooldown);
+                            h
+                        },
                     }),
                     None => reasons.push(format!(
                         "provider '{}' is disabled ({})",
@@ -196,6 +212,7 @@ impl RoutingTable {
                     strategy: mc.strategy,
                     targets,
                     retry: mc.retry.clone(),
+                    cursor: AtomicUsize::new(0),
                 }),
             );
         }
@@ -223,6 +240,23 @@ impl RoutingTable {
             });
         }
 
+        registry.retain(&|provider, model| {
+            model == "*"
+                || config.models.values().any(|m| {
+                    m.targets
+                        .iter()
+                        .any(|t| t.provider == provider && t.model == model)
+                })
+        });
+        let direct_health = providers
+            .keys()
+            .map(|name| {
+                let h = registry.target(name, "*");
+                let cb = config.providers[name].circuit_breaker;
+                h.set_policy(cb.failure_threshold, cb.cooldown);
+                (name.clone(), h)
+            })
+            .collect();
         Ok(RoutingTable {
             max_body_bytes: config.server.max_body_bytes,
             built_at: std::time::SystemTime::now()
@@ -233,6 +267,7 @@ impl RoutingTable {
             disabled_providers,
             models,
             unavailable_models,
+            direct_health,
             model_names,
             client_keys,
         })
@@ -259,8 +294,10 @@ impl RoutingTable {
                             upstream_model: upstream_model.to_string(),
                             weight: 1,
                             price: None,
+                            health: self.direct_health(p),
                         }],
                         retry: RetryPolicy::default(),
+                        cursor: AtomicUsize::new(0),
                     }));
                 }
             }
@@ -273,6 +310,15 @@ impl RoutingTable {
         Err(GatewayError::UnknownModel(format!(
             "the model '{model}' does not exist; GET /v1/models lists the available models"
         )))
+    }
+
+    /// Direct `PROVIDER/MODEL` routes share one health record per provider: the model part is
+    /// client-chosen, and per-model records would let clients grow the registry without bound.
+    fn direct_health(&self, provider: &Provider) -> Arc<TargetHealth> {
+        self.direct_health
+            .get(&provider.name)
+            .cloned()
+            .unwrap_or_else(TargetHealth::detached)
     }
 
     /// Whether a public model name is configured (used to bound metric labels).
@@ -337,7 +383,8 @@ auth:
         let t = table(YAML);
         let route = t.resolve("fast").unwrap();
         let plan: Vec<_> = route
-            .plan()
+            .targets
+            .iter()
             .map(|t| (t.provider.name.as_str(), t.upstream_model.as_str()))
             .collect();
         assert_eq!(plan, vec![("mock", "m1"), ("local", "l1")]);
