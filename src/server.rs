@@ -8,11 +8,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::proxy::Gateway;
+use crate::routing::checks::HealthChecker;
 use crate::routing::RoutingTable;
 
 /// How Pingora itself should start: the `--upgrade` and `--daemon` flags of `serve`.
@@ -51,6 +53,11 @@ pub fn build(config: &Config, mode: StartMode) -> Result<Server, String> {
         proxy.add_tcp(&addr.to_string());
     }
     server.add_service(proxy);
+
+    server.add_service(background_service(
+        "health checks",
+        HealthChecker::new(table.clone()),
+    ));
 
     if let Some(addr) = config.server.admin_listen {
         let mut admin = Service::new("switchyard admin".to_string(), AdminApp::new(table));

@@ -27,8 +27,9 @@ providers:
     base_url: {upstream}/v1
     api_key: ${{LOCAL_KEY}}
     timeouts: {{ connect_ms: 500, first_byte_ms: 1500, idle_ms: 1000, total_ms: 10000 }}
-    # These tests are about single requests; resilience.rs covers the breaker.
+    # These tests are about single requests; resilience.rs covers breakers and probes.
     circuit_breaker: {{ failure_threshold: 100 }}
+    health_check: {{ enabled: false }}
 {extra}
 models:
   mock: {{ targets: [{{ provider: mock, model: mock-1 }}] }}
@@ -437,7 +438,7 @@ async fn unreachable_and_slow_upstreams_give_502_and_504() {
     let slow = MockUpstream::start(|_, _| MockResponse::hang()).await;
     let closed_port = support::free_port();
     let extra = format!(
-        "  dead:\n    kind: openai-compatible\n    base_url: http://127.0.0.1:{closed_port}/v1\n"
+        "  dead:\n    kind: openai-compatible\n    base_url: http://127.0.0.1:{closed_port}/v1\n    health_check: {{ enabled: false }}\n"
     );
     let gw =
         Gateway::start_with_env(&config(&slow.url(), &extra), &[("LOCAL_KEY", PROVIDER_KEY)]).await;
@@ -517,7 +518,7 @@ async fn falls_over_to_the_next_target_when_one_is_unreachable() {
     .await;
     let closed_port = support::free_port();
     let yaml = config(&upstream.url(), &format!(
-        "  dead:\n    kind: openai-compatible\n    base_url: http://127.0.0.1:{closed_port}/v1\n"
+        "  dead:\n    kind: openai-compatible\n    base_url: http://127.0.0.1:{closed_port}/v1\n    health_check: {{ enabled: false }}\n"
     ))
     .replace(
         "models:\n",

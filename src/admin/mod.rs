@@ -43,11 +43,11 @@ impl ServeHttp for AdminApp {
         match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => text(200, "ok"),
             ("GET", "/readyz") => {
-                // Ready once a config is loaded that can serve at least one request.
-                if self.table.load().provider_names().next().is_some() {
+                // Ready once a config is loaded and at least one target is healthy.
+                if self.table.load().has_healthy_target() {
                     text(200, "ready")
                 } else {
-                    text(503, "no usable provider")
+                    text(503, "no healthy target")
                 }
             }
             ("GET", "/metrics") => reply(

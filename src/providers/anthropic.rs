@@ -30,8 +30,8 @@ use serde_json::{json, Map, Value};
 use super::output::{completion_body, now_unix, ChoiceOut, ChunkWriter};
 use super::sse::{SseDecoder, SseEvent};
 use super::{
-    AttemptTarget, DecodedResponse, ProviderAdapter, StreamDecoder, StreamFailure, StreamSettings,
-    UpstreamRequest,
+    key_header, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter, StreamDecoder,
+    StreamFailure, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::Usage;
 use crate::config::ProviderKind;
@@ -599,6 +599,27 @@ impl ProviderAdapter for AnthropicAdapter {
         Ok(DecodedResponse {
             body,
             usage: Some(usage),
+        })
+    }
+
+    fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
+        let mut headers = vec![(
+            http::HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(API_VERSION),
+        )];
+        if let Some(key) = target.api_key {
+            headers.push(
+                key_header(
+                    http::HeaderName::from_static("x-api-key"),
+                    key.expose().to_string(),
+                )
+                .ok()?,
+            );
+        }
+        headers.extend(target.extra_headers.iter().cloned());
+        Some(ProbeRequest {
+            path_and_query: format!("{}/v1/models", target.endpoint.base_path),
+            headers,
         })
     }
 

@@ -14,8 +14,8 @@ use super::openai::{
     decode_openai_error, decode_openai_response, OpenAiAdapter, OpenAiStreamDecoder,
 };
 use super::{
-    AttemptTarget, DecodedResponse, ProviderAdapter, StreamDecoder, StreamFailure, StreamSettings,
-    UpstreamRequest,
+    key_header, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter, StreamDecoder,
+    StreamFailure, StreamSettings, UpstreamRequest,
 };
 use crate::config::ProviderKind;
 use crate::dialect::openai::ChatRequest;
@@ -90,6 +90,30 @@ impl ProviderAdapter for AzureAdapter {
 
     fn decode_response(&self, body: Bytes) -> Result<DecodedResponse, StreamFailure> {
         decode_openai_response(body)
+    }
+
+    fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
+        let base = &target.endpoint.base_path;
+        let path_and_query = if self.api_version == "v1" {
+            format!("{base}/openai/v1/models")
+        } else {
+            format!("{base}/openai/models?api-version={}", self.api_version)
+        };
+        let mut headers = Vec::with_capacity(1 + target.extra_headers.len());
+        if let Some(key) = target.api_key {
+            headers.push(
+                key_header(
+                    http::HeaderName::from_static("api-key"),
+                    key.expose().to_string(),
+                )
+                .ok()?,
+            );
+        }
+        headers.extend(target.extra_headers.iter().cloned());
+        Some(ProbeRequest {
+            path_and_query,
+            headers,
+        })
     }
 
     fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {

@@ -29,8 +29,8 @@ use serde_json::{json, Map, Value};
 use super::output::{completion_body, now_unix, ChoiceOut, ChunkWriter};
 use super::sse::{SseDecoder, SseEvent};
 use super::{
-    AttemptTarget, DecodedResponse, ProviderAdapter, StreamDecoder, StreamFailure, StreamSettings,
-    UpstreamRequest,
+    key_header, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter, StreamDecoder,
+    StreamFailure, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::Usage;
 use crate::config::ProviderKind;
@@ -699,6 +699,24 @@ impl ProviderAdapter for GeminiAdapter {
         Ok(DecodedResponse {
             body,
             usage: Some(usage),
+        })
+    }
+
+    fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
+        let mut headers = Vec::with_capacity(1 + target.extra_headers.len());
+        if let Some(key) = target.api_key {
+            headers.push(
+                key_header(
+                    http::HeaderName::from_static("x-goog-api-key"),
+                    key.expose().to_string(),
+                )
+                .ok()?,
+            );
+        }
+        headers.extend(target.extra_headers.iter().cloned());
+        Some(ProbeRequest {
+            path_and_query: format!("{}/v1beta/models?pageSize=1", target.endpoint.base_path),
+            headers,
         })
     }
 

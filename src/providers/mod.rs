@@ -75,6 +75,23 @@ pub struct UpstreamRequest {
     pub body: Bytes,
 }
 
+/// A cheap `GET` that tells whether a provider is up and accepts the gateway's key.
+#[derive(Debug, Clone)]
+pub struct ProbeRequest {
+    pub path_and_query: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The auth header `name: value` for a provider key.
+pub fn key_header(
+    name: HeaderName,
+    value: String,
+) -> Result<(HeaderName, HeaderValue), GatewayError> {
+    HeaderValue::try_from(value)
+        .map(|v| (name, v))
+        .map_err(|_| GatewayError::Internal("provider api_key is not a valid header value".into()))
+}
+
 /// A complete (non-streamed) answer, already in the client's format.
 #[derive(Debug, Clone)]
 pub struct DecodedResponse {
@@ -129,6 +146,12 @@ pub trait ProviderAdapter: Send + Sync {
 
     /// A decoder for one streamed answer.
     fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder>;
+
+    /// The active health probe for this provider, if it has one (its models list, usually).
+    fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
+        let _ = target;
+        None
+    }
 
     /// Maps an error answer (status >= 400) to the client-facing error. `provider` names the
     /// provider in the message; `retry_after` is the upstream's header, when it sent one.

@@ -21,8 +21,8 @@ use serde_json::{Map, Value};
 
 use super::sse::{SseDecoder, SseEvent};
 use super::{
-    openai_error_type, AttemptTarget, DecodedResponse, ProviderAdapter, StreamDecoder,
-    StreamFailure, StreamSettings, UpstreamRequest,
+    key_header, openai_error_type, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter,
+    StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::{OpenAiUsageWire, Usage};
 use crate::config::ProviderKind;
@@ -235,6 +235,24 @@ impl ProviderAdapter for OpenAiAdapter {
 
     fn decode_response(&self, body: Bytes) -> Result<DecodedResponse, StreamFailure> {
         decode_openai_response(body)
+    }
+
+    fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
+        let mut headers = Vec::with_capacity(1 + target.extra_headers.len());
+        if let Some(key) = target.api_key {
+            headers.push(
+                key_header(
+                    http::header::AUTHORIZATION,
+                    format!("Bearer {}", key.expose()),
+                )
+                .ok()?,
+            );
+        }
+        headers.extend(target.extra_headers.iter().cloned());
+        Some(ProbeRequest {
+            path_and_query: format!("{}/models", target.endpoint.base_path),
+            headers,
+        })
     }
 
     fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {

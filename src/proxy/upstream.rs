@@ -18,7 +18,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 
 use crate::config::Timeouts;
-use crate::providers::{Endpoint, UpstreamRequest};
+use crate::providers::{Endpoint, ProbeRequest, UpstreamRequest};
 use crate::routing::HttpBackend;
 
 /// How long a resolved address is used before it is looked up again.
@@ -304,4 +304,79 @@ impl Exchange {
                 .await;
         }
     }
+}
+
+/// Sends a health probe (`GET`, no body) and returns the answer's status.
+pub async fn probe(
+    connector: &Connector,
+    backend: &HttpBackend,
+    probe: &ProbeRequest,
+    timeout: Duration,
+) -> Result<u16, AttemptError> {
+    let peer = backend.peers.peer().await?;
+    let mut header = RequestHeader::build(
+        "GET",
+        probe.path_and_query.as_bytes(),
+        Some(probe.headers.len() + 3),
+    )
+    .map_err(|e| AttemptError::Io(e.to_string()))?;
+    let fill = |header: &mut RequestHeader| -> pingora::Result<()> {
+        header.insert_header(http::header::HOST, backend.endpoint.authority.as_str())?;
+        header.insert_header(
+            http::header::USER_AGENT,
+            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+        )?;
+        header.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        for (name, value) in &probe.headers {
+            header.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    };
+    fill(&mut header).map_err(|e| AttemptError::Io(e.to_string()))?;
+    let exchange = async {
+        let (mut session, _) = connector
+            .get_http_session(&*peer)
+            .await
+            .map_err(|e| AttemptError::from_pingora(&e, true))?;
+        session
+            .write_request_header(Box::new(header))
+            .await
+            .map_err(|e| AttemptError::from_pingora(&e, false))?;
+        session
+            .finish_request_body()
+            .await
+            .map_err(|e| AttemptError::from_pingora(&e, false))?;
+        session
+            .read_response_header()
+            .await
+            .map_err(|e| AttemptError::from_pingora(&e, false))?;
+        let status = session
+            .response_header()
+            .map(|r| r.status.as_u16())
+            .ok_or_else(|| AttemptError::Io("no response header".into()))?;
+        // Read the (small) answer to its end so the connection can be reused.
+        let mut read = 0;
+        while let Some(chunk) = session
+            .read_response_body()
+            .await
+            .map_err(|e| AttemptError::from_pingora(&e, false))?
+        {
+            read += chunk.len();
+            if read > 4 * 1024 * 1024 {
+                return Ok(status);
+            }
+        }
+        if session.response_done() {
+            connector
+                .release_http_session(session, &*peer, Some(POOL_IDLE_TIMEOUT))
+                .await;
+        }
+        Ok(status)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| AttemptError::Timeout {
+            phase: "the health probe",
+            after: timeout,
+        })?
 }

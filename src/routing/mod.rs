@@ -4,6 +4,7 @@
 //! `ArcSwap`). Each request takes one snapshot at its start and uses it for all its attempts, so
 //! a reload never changes a request midway and nothing on the request path takes a lock.
 
+pub mod checks;
 pub mod health;
 pub mod strategy;
 
@@ -328,6 +329,22 @@ impl RoutingTable {
 
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
         self.providers.keys().map(String::as_str)
+    }
+
+    /// The usable providers.
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<Provider>> {
+        self.providers.values()
+    }
+
+    /// Ready to serve: some configured target is healthy, or (with no models configured) some
+    /// provider's probes say it is up.
+    pub fn has_healthy_target(&self) -> bool {
+        if self.models.is_empty() {
+            return self.direct_health.values().any(|h| h.is_healthy());
+        }
+        self.models
+            .values()
+            .any(|route| route.targets.iter().any(|t| t.health.is_healthy()))
     }
 
     /// Public models and their routes, in listing order.

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,6 +151,10 @@ struct Shared {
     script: Box<Script>,
     requests: Mutex<Vec<RecordedRequest>>,
     connections: AtomicUsize,
+    /// The gateway's health probes (`GET .../models`) are answered here with this status and
+    /// counted apart, so that scripts and request counts only see real traffic.
+    probe_status: AtomicU16,
+    probes: AtomicUsize,
 }
 
 pub struct MockUpstream {
@@ -197,6 +201,8 @@ impl MockUpstream {
             script: Box::new(script),
             requests: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
+            probe_status: AtomicU16::new(200),
+            probes: AtomicUsize::new(0),
         });
         let tasks = Arc::new(Mutex::new(JoinSet::new()));
         let accept = tokio::spawn({
@@ -253,6 +259,15 @@ impl MockUpstream {
 
     pub fn connection_count(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// The status health probes get from now on.
+    pub fn set_probe_status(&self, status: u16) {
+        self.shared.probe_status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn probe_count(&self) -> usize {
+        self.shared.probes.load(Ordering::SeqCst)
     }
 }
 
@@ -381,6 +396,20 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         let close_requested = request
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if request.method == "GET" && request.path.contains("/models") {
+            shared.probes.fetch_add(1, Ordering::SeqCst);
+            let status = shared.probe_status.load(Ordering::SeqCst);
+            let body = r#"{"object":"list","data":[]}"#;
+            let answer = format!(
+                "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                reason(status),
+                body.len()
+            );
+            if stream.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let index = {
             let mut requests = shared.requests.lock().expect("requests");
             requests.push(request.clone());

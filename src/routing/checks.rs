@@ -1,0 +1,127 @@
+//! Active health checks: a Pingora background service that probes each provider on its
+//! `health_check.interval_s` and keeps `switchyard_target_healthy` current.
+//!
+//! A probe is the provider's cheapest authenticated `GET` (its models list). Any answer below 500
+//! means "up", except 401/403, which mean the gateway's key is refused and every request would
+//! fail too. 429 counts as up: the breaker, not the probe, handles rate limits. The verdict is
+//! shared by all targets of the provider through the [`HealthRegistry`](super::health::HealthRegistry),
+//! so it survives reloads. Probes run concurrently and never on the request path.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::{Backend, TableHandle, HEALTH};
+use crate::observability::metrics::METRICS;
+use crate::providers::AttemptTarget;
+use crate::proxy::upstream;
+
+/// How often the service wakes to see which providers are due.
+const TICK: Duration = Duration::from_millis(500);
+/// Longest a probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct HealthChecker {
+    table: TableHandle,
+    connector: Connector,
+}
+
+impl HealthChecker {
+    pub fn new(table: TableHandle) -> Self {
+        HealthChecker {
+            table,
+            connector: Connector::new(Some(ConnectorOptions::new(64))),
+        }
+    }
+
+    /// Probes every provider that is due; returns when all probes finished.
+    async fn probe_due(&self, next_due: &mut HashMap<String, Instant>) {
+        let table = self.table.load_full();
+        let now = Instant::now();
+        let mut probes = Vec::new();
+        for provider in table.providers() {
+            let Backend::Http(http) = &provider.backend else {
+                continue;
+            };
+            let Some(interval) = http.config.health_check_interval else {
+                continue;
+            };
+            if next_due.get(&provider.name).is_some_and(|due| now < *due) {
+                continue;
+            }
+            next_due.insert(provider.name.clone(), now + interval);
+            let target = AttemptTarget {
+                upstream_model: "",
+                endpoint: &http.endpoint,
+                api_key: http.api_key(),
+                extra_headers: &http.config.headers,
+            };
+            let Some(request) = http.adapter.probe_request(&target) else {
+                continue;
+            };
+            let connector = &self.connector;
+            probes.push(async move {
+                let verdict = upstream::probe(connector, http, &request, PROBE_TIMEOUT).await;
+                let healthy =
+                    matches!(verdict, Ok(status) if status < 500 && status != 401 && status != 403);
+                let flag = HEALTH.provider(&provider.name);
+                let was = flag.swap(healthy, Ordering::AcqRel);
+                if was != healthy {
+                    match &verdict {
+                        Ok(status) => log::warn!(
+                            "provider '{}' is now {} (probe answered HTTP {status})",
+                            provider.name,
+                            if healthy { "healthy" } else { "unhealthy" }
+                        ),
+                        Err(e) => {
+                            log::warn!("provider '{}' is now unhealthy (probe: {e})", provider.name)
+                        }
+                    }
+                }
+            });
+        }
+        futures_util::future::join_all(probes).await;
+        // Forget providers that are gone, so a re-added one is probed at once.
+        next_due.retain(|name, _| table.providers().any(|p| p.name == *name));
+    }
+
+    /// Publishes the health of every configured target.
+    fn publish(&self) {
+        let table = self.table.load();
+        for route in table.routes() {
+            for target in &route.targets {
+                METRICS
+                    .target_healthy
+                    .with_label_values(&[
+                        target.provider.name.as_str(),
+                        target.upstream_model.as_str(),
+                    ])
+                    .set(i64::from(target.health.is_healthy()));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut next_due = HashMap::new();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {
+                    self.probe_due(&mut next_due).await;
+                    self.publish();
+                }
+            }
+        }
+    }
+}
