@@ -22,6 +22,7 @@ use crate::config::RetryPolicy;
 use crate::dialect::openai::ChatRequest;
 use crate::error::GatewayError;
 use crate::observability::metrics::METRICS;
+use crate::routing::health::BreakerState;
 use crate::routing::strategy::{self, ProviderPreferences};
 use crate::routing::{Backend, ClientKey, Route, RoutingTable, Target};
 
@@ -93,7 +94,12 @@ async fn run_attempts(
     let mut last_error = None;
     for round in 0..policy.attempts.max(1) {
         if round > 0 {
-            if excluded.iter().all(|e| *e) {
+            // Waiting only makes sense if some target may be tried after the pause.
+            let any_left = plan
+                .iter()
+                .enumerate()
+                .any(|(i, t)| !excluded[i] && t.health.state() != BreakerState::Open);
+            if !any_left {
                 break;
             }
             let pause = backoff(policy.backoff, round);
