@@ -14,5 +14,6 @@ pub mod error;
 pub mod observability;
 pub mod providers;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;

@@ -21,7 +21,7 @@ fn main() {
                 upgrade: args.upgrade,
                 daemon: args.daemon,
             };
-            let server = match server::build(&config, mode) {
+            let server = match server::build(&config, &args.config.path(), mode) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("cannot start: {e}");

@@ -3,6 +3,7 @@
 //! This is the boundary between Switchyard's config and Pingora's: the user's file never reaches
 //! Pingora; the few settings Pingora needs are copied into its `ServerConf` here.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -14,6 +15,7 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::proxy::Gateway;
+use crate::reload::{ReloadTriggers, Reloader};
 use crate::routing::checks::HealthChecker;
 use crate::routing::RoutingTable;
 
@@ -25,12 +27,14 @@ pub struct StartMode {
 }
 
 /// Builds the server with the client and admin services; `run_forever` is left to the caller.
-pub fn build(config: &Config, mode: StartMode) -> Result<Server, String> {
+pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, String> {
     let table = RoutingTable::build(config)?;
     let table = Arc::new(ArcSwap::from_pointee(table));
 
     let conf = ServerConf {
         threads: config.server.threads,
+        pid_file: config.server.pid_file.to_string_lossy().into_owned(),
+        upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
         daemon: mode.daemon,
@@ -58,9 +62,19 @@ pub fn build(config: &Config, mode: StartMode) -> Result<Server, String> {
         "health checks",
         HealthChecker::new(table.clone()),
     ));
+    // An absolute path, so that reloads find the file after a daemon changed its directory.
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let reloader = Arc::new(Reloader::new(path, table.clone(), config.server.clone()));
+    server.add_service(background_service(
+        "config reload",
+        ReloadTriggers::new(reloader.clone()),
+    ));
 
     if let Some(addr) = config.server.admin_listen {
-        let mut admin = Service::new("switchyard admin".to_string(), AdminApp::new(table));
+        let mut admin = Service::new(
+            "switchyard admin".to_string(),
+            AdminApp::new(table, reloader),
+        );
         admin.threads = Some(1);
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);

@@ -138,6 +138,10 @@ pub struct ServerSettings {
     pub threads: usize,
     pub max_body_bytes: usize,
     pub grace_period: Duration,
+    /// Written in `--daemon` mode; absolute because a daemon changes its directory.
+    pub pid_file: PathBuf,
+    /// Where a new process started with `--upgrade` receives the listening sockets.
+    pub upgrade_sock: PathBuf,
 }
 
 #[derive(Debug, Clone, Default)]

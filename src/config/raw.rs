@@ -30,6 +30,8 @@ pub struct RawServer {
     pub threads: Option<i64>,
     pub max_body_bytes: Option<i64>,
     pub grace_period_s: Option<i64>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -87,13 +87,40 @@ fn server(raw: RawServer, issues: &mut Issues) -> ServerSettings {
         issues,
     ) as usize;
     let grace = non_negative("server.grace_period_s", raw.grace_period_s, 30, issues);
+    let pid_file = absolute_path(
+        "server.pid_file",
+        raw.pid_file,
+        "/tmp/switchyard.pid",
+        issues,
+    );
+    let upgrade_sock = absolute_path(
+        "server.upgrade_sock",
+        raw.upgrade_sock,
+        "/tmp/switchyard_upgrade.sock",
+        issues,
+    );
     ServerSettings {
         listen,
         admin_listen,
         threads,
         max_body_bytes,
         grace_period: Duration::from_secs(grace),
+        pid_file,
+        upgrade_sock,
     }
+}
+
+fn absolute_path(
+    path: &str,
+    value: Option<String>,
+    default: &str,
+    issues: &mut Issues,
+) -> std::path::PathBuf {
+    let p = std::path::PathBuf::from(value.as_deref().unwrap_or(default));
+    if !p.is_absolute() {
+        issues.push(path, "must be an absolute path");
+    }
+    p
 }
 
 fn state(raw: &RawState, issues: &mut Issues) {

@@ -21,6 +21,8 @@ const OVERHEAD_BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     pub registry: Registry,
+    /// Name, help and type of every metric, so that families without samples yet still appear.
+    families: Vec<(String, String, &'static str)>,
     pub requests_total: IntCounterVec,
     pub request_duration_seconds: HistogramVec,
     pub time_to_first_token_seconds: HistogramVec,
@@ -65,7 +67,8 @@ impl Metrics {
                 .expect("valid metric"),
             )
         };
-        Metrics {
+        let metrics = Metrics {
+            families: Vec::new(),
             requests_total: counter(
                 "switchyard_requests_total",
                 "Client requests answered, by public model, answering provider and HTTP status.",
@@ -145,14 +148,82 @@ impl Metrics {
                 &["key", "reason"],
             ),
             registry,
+        };
+        // Both outcomes exist from the start, so a dashboard can rate() them.
+        for result in ["ok", "error"] {
+            metrics.config_reloads_total.with_label_values(&[result]);
         }
+        metrics.with_families()
+    }
+
+    fn with_families(mut self) -> Self {
+        use prometheus::core::Collector;
+        let kinds: [(&dyn Collector, &'static str); 12] = [
+            (&self.requests_total, "counter"),
+            (&self.request_duration_seconds, "histogram"),
+            (&self.time_to_first_token_seconds, "histogram"),
+            (&self.gateway_overhead_seconds, "histogram"),
+            (&self.upstream_attempts_total, "counter"),
+            (&self.fallbacks_total, "counter"),
+            (&self.tokens_total, "counter"),
+            (&self.cost_usd_total, "counter"),
+            (&self.target_healthy, "gauge"),
+            (&self.inflight_requests, "gauge"),
+            (&self.config_reloads_total, "counter"),
+            (&self.rate_limited_total, "counter"),
+        ];
+        self.families = kinds
+            .iter()
+            .flat_map(|(c, kind)| {
+                c.desc()
+                    .into_iter()
+                    .map(|d| (d.fq_name.clone(), d.help.clone(), *kind))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let gathered = self.registry.gather();
+        let _ = TextEncoder::new().encode(&gathered, &mut out);
+        for (name, help, kind) in &self.families {
+            if !gathered.iter().any(|f| f.name() == name) {
+                out.extend_from_slice(
+                    format!("# HELP {name} {help}\n# TYPE {name} {kind}\n").as_bytes(),
+                );
+            }
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_metric_is_exposed_even_without_samples() {
+        let text = String::from_utf8(METRICS.render()).unwrap();
+        for name in [
+            "switchyard_requests_total",
+            "switchyard_request_duration_seconds",
+            "switchyard_time_to_first_token_seconds",
+            "switchyard_gateway_overhead_seconds",
+            "switchyard_upstream_attempts_total",
+            "switchyard_fallbacks_total",
+            "switchyard_tokens_total",
+            "switchyard_cost_usd_total",
+            "switchyard_target_healthy",
+            "switchyard_inflight_requests",
+            "switchyard_config_reloads_total",
+            "switchyard_rate_limited_total",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+        assert!(text.contains("switchyard_config_reloads_total{result=\"error\"} 0"));
     }
 }

@@ -107,7 +107,11 @@ impl ClientKey {
 }
 
 pub struct RoutingTable {
+    /// Counts loads: 1 for the config the process started with, +1 per successful reload.
+    pub generation: u64,
     pub max_body_bytes: usize,
+    /// Required on `/admin/*` when set.
+    pub admin_token: Option<Secret>,
     /// Unix time of the build; the `created` of listed models.
     pub built_at: u64,
     providers: HashMap<String, Arc<Provider>>,
@@ -259,7 +263,9 @@ impl RoutingTable {
             })
             .collect();
         Ok(RoutingTable {
+            generation: 1,
             max_body_bytes: config.server.max_body_bytes,
+            admin_token: config.auth.admin_token.clone(),
             built_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -272,6 +278,11 @@ impl RoutingTable {
             model_names,
             client_keys,
         })
+    }
+
+    pub fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
     }
 
     /// Resolves a client's model string: a configured public model, else `PROVIDER/MODEL`.
@@ -329,6 +340,13 @@ impl RoutingTable {
 
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
         self.providers.keys().map(String::as_str)
+    }
+
+    /// Configured providers that are switched off, with the reason.
+    pub fn disabled_providers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.disabled_providers
+            .iter()
+            .map(|(n, w)| (n.as_str(), w.as_str()))
     }
 
     /// The usable providers.
