@@ -9,6 +9,7 @@ pub mod accounting;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dialect;
 pub mod error;
 pub mod observability;

@@ -15,20 +15,12 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use serde::Serialize;
 
 use crate::config::{self, ServerSettings};
 use crate::observability::metrics::METRICS;
 use crate::routing::{RoutingTable, TableHandle};
-
-/// How often the config file is checked for changes; a change must also be stable for one more
-/// check before it is loaded, so an editor's half-written file is never picked up.
-const FILE_POLL: Duration = Duration::from_millis(500);
 
 /// What a successful reload did.
 #[derive(Debug, Clone, Serialize)]
@@ -138,8 +130,8 @@ impl Reloader {
         }
     }
 
-    /// Whether the file's content differs from what was last loaded or rejected.
-    fn file_changed(&self) -> Option<u64> {
+    /// The hash of the file's content when it differs from what was last loaded or rejected.
+    pub fn file_changed(&self) -> Option<u64> {
         let hash = file_hash(&self.path)?;
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         (hash != state.last_hash).then_some(hash)
@@ -168,58 +160,6 @@ fn restart_needed(old: &ServerSettings, new: &ServerSettings) -> Vec<String> {
         changed.push("server.upgrade_sock".to_string());
     }
     changed
-}
-
-/// Watches for SIGHUP and config file changes.
-pub struct ReloadTriggers {
-    reloader: Arc<Reloader>,
-}
-
-impl ReloadTriggers {
-    pub fn new(reloader: Arc<Reloader>) -> Self {
-        ReloadTriggers { reloader }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for ReloadTriggers {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::error!("cannot listen for SIGHUP, reload on signal is off: {e}");
-                None
-            }
-        };
-        let mut poll = tokio::time::interval(FILE_POLL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pending: Option<u64> = None;
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                Some(()) = async {
-                    match hangup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    pending = None;
-                    let _ = self.reloader.reload("SIGHUP");
-                }
-                _ = poll.tick() => {
-                    match (self.reloader.file_changed(), pending) {
-                        // Unchanged since the last check: the write is complete.
-                        (Some(hash), Some(seen)) if hash == seen => {
-                            pending = None;
-                            let _ = self.reloader.reload("file change");
-                        }
-                        (changed, _) => pending = changed,
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Pingora; the few settings Pingora needs are copied into its `ServerConf` here.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -14,8 +15,9 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::control::Control;
 use crate::proxy::Gateway;
-use crate::reload::{ReloadTriggers, Reloader};
+use crate::reload::Reloader;
 use crate::routing::checks::HealthChecker;
 use crate::routing::RoutingTable;
 
@@ -46,11 +48,14 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // Subscribed before bootstrap so that no phase is missed.
+    let phases = server.watch_execution_phase();
     server.bootstrap();
+    let draining = Arc::new(AtomicBool::new(false));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(table.clone()),
+        Gateway::new(table.clone(), draining.clone()),
         "switchyard",
     );
     for addr in &config.server.listen {
@@ -66,8 +71,14 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let reloader = Arc::new(Reloader::new(path, table.clone(), config.server.clone()));
     server.add_service(background_service(
-        "config reload",
-        ReloadTriggers::new(reloader.clone()),
+        "control",
+        Control::new(
+            reloader.clone(),
+            config.server.upgrade_sock.clone(),
+            mode.daemon,
+            phases,
+            draining,
+        ),
     ));
 
     if let Some(addr) = config.server.admin_listen {

@@ -131,7 +131,12 @@ pub fn routes_json(table: &RoutingTable) -> Value {
             .disabled_providers()
             .map(|(name, why)| json!({"name": name, "enabled": false, "reason": why})),
     );
-    json!({"generation": table.generation, "models": models, "providers": providers})
+    json!({
+        "pid": std::process::id(),
+        "generation": table.generation,
+        "models": models,
+        "providers": providers,
+    })
 }
 
 #[async_trait]

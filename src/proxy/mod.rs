@@ -13,6 +13,8 @@ mod models;
 mod respond;
 pub mod upstream;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -34,13 +36,17 @@ const UPSTREAM_POOL_SIZE: usize = 1024;
 pub struct Gateway {
     table: TableHandle,
     connector: Connector,
+    /// Set once this process hands its sockets over or stops: answers then ask clients to close
+    /// the connection, so none is left idle to be cut under a client's next request.
+    draining: Arc<AtomicBool>,
 }
 
 impl Gateway {
-    pub fn new(table: TableHandle) -> Self {
+    pub fn new(table: TableHandle, draining: Arc<AtomicBool>) -> Self {
         Gateway {
             table,
             connector: Connector::new(Some(ConnectorOptions::new(UPSTREAM_POOL_SIZE))),
+            draining,
         }
     }
 }
@@ -99,6 +105,9 @@ impl ProxyHttp for Gateway {
         );
         METRICS.inflight_requests.inc();
         ctx.counted_inflight = true;
+        if self.draining.load(Ordering::Acquire) {
+            session.set_keepalive(None);
+        }
 
         // One snapshot for the whole request: a reload never changes it midway.
         let table = self.table.load_full();

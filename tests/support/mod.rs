@@ -586,7 +586,8 @@ pub struct Gateway {
     pub port: u16,
     pub admin_port: u16,
     child: Child,
-    dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
+    env: Vec<(String, String)>,
     output: Arc<Mutex<String>>,
 }
 
@@ -597,65 +598,104 @@ impl Drop for Gateway {
     }
 }
 
+/// Starts `switchyard serve --config <path> [extra]`, collecting stdout and stderr.
+fn spawn(
+    path: &std::path::Path,
+    dir: &std::path::Path,
+    env: &[(String, String)],
+    extra: &[&str],
+) -> (Child, Arc<Mutex<String>>) {
+    let mut child = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(path)
+        .args(extra)
+        .env("SWITCHYARD_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn switchyard");
+    let output = Arc::new(Mutex::new(String::new()));
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut out = output.lock().expect("output");
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+    }
+    (child, output)
+}
+
 impl Gateway {
     pub async fn start(yaml: &str) -> Gateway {
         Self::start_with_env(yaml, &[]).await
     }
 
+    /// `yaml` may use `{{listen}}`, `{{admin}}` (free ports) and `{{dir}}` (the gateway's own
+    /// temporary directory, for pid files and upgrade sockets).
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let port = free_port();
         let admin_port = free_port();
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let config = yaml
             .replace("{{listen}}", &format!("127.0.0.1:{port}"))
-            .replace("{{admin}}", &format!("127.0.0.1:{admin_port}"));
+            .replace("{{admin}}", &format!("127.0.0.1:{admin_port}"))
+            .replace("{{dir}}", &dir.path().to_string_lossy());
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(binary())
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("SWITCHYARD_LOG", "info")
-            .envs(env.iter().copied())
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn switchyard");
-        let output = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut out = output.lock().expect("output");
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            });
-        }
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, output) = spawn(&path, dir.path(), &env, &[]);
         let mut gateway = Gateway {
             port,
             admin_port,
             child,
             dir,
+            env,
             output,
         };
         gateway.wait_ready().await;
         gateway
     }
 
-    async fn wait_ready(&mut self) {
+    /// Starts a second process with `--upgrade` on the same config and ports. It waits for the
+    /// listening sockets of this one (sent on SIGQUIT), so it is not ready yet when this returns.
+    pub fn start_upgrade(&self) -> Gateway {
+        let (child, output) = spawn(
+            &self.config_path(),
+            self.dir.path(),
+            &self.env,
+            &["--upgrade"],
+        );
+        Gateway {
+            port: self.port,
+            admin_port: self.admin_port,
+            child,
+            dir: self.dir.clone(),
+            env: self.env.clone(),
+            output,
+        }
+    }
+
+    pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let health = format!("{}/healthz", self.admin_url());
         let http = client();
@@ -680,6 +720,27 @@ impl Gateway {
         }
     }
 
+    /// Sends a signal (`"HUP"`, `"TERM"`, `"QUIT"`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        None
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -688,8 +749,24 @@ impl Gateway {
         format!("http://127.0.0.1:{}", self.admin_port)
     }
 
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.yaml")
+    }
+
+    /// Replaces the config file (placeholders filled in as at start).
+    pub fn write_config(&self, yaml: &str) {
+        let config = yaml
+            .replace("{{listen}}", &format!("127.0.0.1:{}", self.port))
+            .replace("{{admin}}", &format!("127.0.0.1:{}", self.admin_port))
+            .replace("{{dir}}", &self.dir.path().to_string_lossy());
+        // Write then rename, as editors and config managers do, so no reader sees half a file.
+        let tmp = self.dir.path().join("config.yaml.tmp");
+        std::fs::write(&tmp, config).expect("write config");
+        std::fs::rename(&tmp, self.config_path()).expect("replace config");
     }
 
     pub fn logs(&self) -> String {
