@@ -651,9 +651,34 @@ fn check_validates_configs() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SWITCHYARD_TEST_UNSET_VAR"));
 
-    // The shipped example config is valid as it is.
+    // The shipped example configs are valid as they are.
     let out = support::run_cli(&["check", "--config", "conf/switchyard.yaml"], &[]);
     assert!(out.status.success(), "{out:?}");
+    let env = [
+        ("SWITCHYARD_ADMIN_TOKEN", "t"),
+        ("SWITCHYARD_CLIENT_KEY", "k"),
+    ];
+    let out = support::run_cli(
+        &["check", "--config", "conf/switchyard.production.yaml"],
+        &env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/conf/grafana-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let exprs = dashboard["panels"].to_string();
+    for name in [
+        "switchyard_requests_total",
+        "switchyard_time_to_first_token_seconds_bucket",
+        "switchyard_target_healthy",
+    ] {
+        assert!(exprs.contains(name), "dashboard lacks {name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

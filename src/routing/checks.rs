@@ -7,7 +7,7 @@
 //! shared by all targets of the provider through the [`HealthRegistry`](super::health::HealthRegistry),
 //! so it survives reloads. Probes run concurrently and never on the request path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -91,9 +91,11 @@ impl HealthChecker {
         next_due.retain(|name, _| table.providers().any(|p| p.name == *name));
     }
 
-    /// Publishes the health of every configured target.
-    fn publish(&self) {
+    /// Publishes the health of every configured target, and drops the series of targets a
+    /// reload removed (`published` is what the last call published).
+    fn publish(&self, published: &mut HashSet<(String, String)>) {
         let table = self.table.load();
+        let mut now = HashSet::new();
         for route in table.routes() {
             for target in &route.targets {
                 METRICS
@@ -103,8 +105,15 @@ impl HealthChecker {
                         target.upstream_model.as_str(),
                     ])
                     .set(i64::from(target.health.is_healthy()));
+                now.insert((target.provider.name.clone(), target.upstream_model.clone()));
             }
         }
+        for (provider, model) in published.difference(&now) {
+            let _ = METRICS
+                .target_healthy
+                .remove_label_values(&[provider.as_str(), model.as_str()]);
+        }
+        *published = now;
     }
 }
 
@@ -112,6 +121,7 @@ impl HealthChecker {
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut next_due = HashMap::new();
+        let mut published = HashSet::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -119,7 +129,7 @@ impl BackgroundService for HealthChecker {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {
                     self.probe_due(&mut next_due).await;
-                    self.publish();
+                    self.publish(&mut published);
                 }
             }
         }
