@@ -424,21 +424,25 @@ async fn sigterm_lets_open_streams_finish() {
     let mut gw = Gateway::start(&slow).await;
     let stream = tokio::spawn({
         let url = gw.url();
-        async move { complete_request(&client(), &url, true).await }
+        async move {
+            let result = complete_request(&client(), &url, true).await;
+            (result, Instant::now())
+        }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let stopped_at = Instant::now();
     gw.signal("TERM");
-    stream
-        .await
-        .unwrap()
-        .expect("the stream finished during the grace period");
+    let (result, finished_at) = stream.await.unwrap();
+    result.expect("the stream finished, with [DONE], during the grace period");
+    assert!(
+        finished_at > stopped_at + Duration::from_millis(300),
+        "the stream was not in flight at SIGTERM"
+    );
+    // New connections are refused once the process stops accepting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(complete_request(&client(), &gw.url(), false).await.is_err());
     let status = gw.wait_exit(Duration::from_secs(15)).await;
     assert!(status.is_some(), "no exit after the grace period");
-    assert!(
-        stopped_at.elapsed() >= Duration::from_millis(900),
-        "the stream was not waited for"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -607,29 +607,50 @@ async fn request_level_fallbacks_and_provider_preferences() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_is_not_a_provider_failure() {
-    let served = Arc::new(AtomicUsize::new(0));
-    let primary = MockUpstream::start({
-        let served = served.clone();
-        move |req, _| {
-            served.fetch_add(1, Ordering::SeqCst);
-            completion(req, "slow", 1, 1).header_delay(Duration::from_millis(400))
+    let primary = MockUpstream::start(|req, _| {
+        if req.json()["stream"] == json!(true) {
+            let mut events: Vec<String> = (0..20).map(|i| chunk(&format!("word{i} "))).collect();
+            events.extend(stream_end());
+            MockResponse::sse(events).chunk_delay(Duration::from_millis(50))
+        } else {
+            completion(req, "still here", 1, 1)
         }
     })
     .await;
     let backup = backup_ok().await;
+    // One counted failure would open the breaker for a minute.
     let breaker = "    circuit_breaker: { failure_threshold: 1, cooldown_ms: 60000 }";
     let gw = Gateway::start(&config(&primary, &backup, breaker)).await;
-    // Clients that give up after 100 ms.
-    for _ in 0..3 {
-        let _ = client()
-            .post(format!("{}/v1/chat/completions", gw.url()))
-            .timeout(Duration::from_millis(100))
-            .json(&json!({"model": "duo", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await;
+    for _ in 0..2 {
+        let resp = ask(&gw, "duo", true).await;
+        assert_eq!(provider_of(&resp), "primary");
+        let mut body = resp.bytes_stream();
+        use futures_util::StreamExt;
+        let first = body.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("word0"));
+        // Hang up mid-stream.
+        drop(body);
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    // With a threshold of 1, a single counted failure would have opened the breaker.
+    // The gateway notices at its next write to the closed connection.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = client()
+        .get(format!("{}/metrics", gw.admin_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "switchyard_upstream_attempts_total{outcome=\"client_gone\",provider=\"primary\"} 2"
+        ),
+        "the hang-ups were not seen: {metrics}"
+    );
     let resp = ask(&gw, "duo", false).await;
-    assert_eq!(provider_of(&resp), "primary");
+    assert_eq!(
+        provider_of(&resp),
+        "primary",
+        "a client hang-up opened the provider's breaker"
+    );
 }
