@@ -27,8 +27,10 @@ use http::HeaderValue;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::convert::{push_turn, tool_arguments, upstream_message, Turn};
 use super::output::{completion_body, now_unix, ChoiceOut, ChunkWriter};
-use super::sse::{SseDecoder, SseEvent};
+use super::sse::SseEvent;
+use super::stream::{EventTranslator, SseTranslator};
 use super::{
     key_header, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter, StreamDecoder,
     StreamFailure, StreamSettings, UpstreamRequest,
@@ -162,20 +164,6 @@ fn media_block(url: &str) -> Result<Value, GatewayError> {
     ))
 }
 
-/// A conversation turn: role and content blocks.
-type Turn = (&'static str, Vec<Value>);
-
-/// Appends blocks to the last turn when it has the same role (Anthropic wants alternation).
-fn push_turn(turns: &mut Vec<Turn>, role: &'static str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    match turns.last_mut() {
-        Some((last, existing)) if *last == role => existing.extend(blocks),
-        _ => turns.push((role, blocks)),
-    }
-}
-
 /// The `system` blocks and the alternating turns of a conversation.
 fn build_messages(params: &ChatParams<'_>) -> Result<(Vec<Value>, Vec<Turn>), GatewayError> {
     let mut system = Vec::new();
@@ -212,7 +200,7 @@ fn build_messages(params: &ChatParams<'_>) -> Result<(Vec<Value>, Vec<Turn>), Ga
                 }
                 open_calls.clear();
                 for call in message.tool_calls.iter().flatten() {
-                    let input = parse_arguments(&call.function.arguments)?;
+                    let input = tool_arguments(&call.function.arguments)?;
                     let id = sanitize_tool_id(&call.id);
                     open_calls.insert(id.clone());
                     blocks.push(json!({"type": "tool_use", "id": id,
@@ -264,24 +252,6 @@ fn build_messages(params: &ChatParams<'_>) -> Result<(Vec<Value>, Vec<Turn>), Ga
         ));
     }
     Ok((system, turns))
-}
-
-/// Tool-call `arguments` (a JSON text) as Anthropic's `input` object.
-fn parse_arguments(arguments: &str) -> Result<Value, GatewayError> {
-    if arguments.trim().is_empty() {
-        return Ok(json!({}));
-    }
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(invalid(
-            "tool call arguments must be a JSON object",
-            "messages",
-        )),
-        Err(_) => Err(invalid(
-            "tool call arguments are not valid JSON",
-            "messages",
-        )),
-    }
 }
 
 fn tool_choice(choice: &Value) -> Result<Value, GatewayError> {
@@ -624,9 +594,7 @@ impl ProviderAdapter for AnthropicAdapter {
     }
 
     fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {
-        Box::new(AnthropicStreamDecoder {
-            sse: SseDecoder::new(),
-            events: Vec::new(),
+        Box::new(SseTranslator::new(AnthropicStreamDecoder {
             writer: ChunkWriter::new(
                 format!("msg_{:016x}", fastrand::u64(..)),
                 now_unix(),
@@ -641,7 +609,7 @@ impl ProviderAdapter for AnthropicAdapter {
             wire: UsageWire::default(),
             saw_usage: false,
             stopped: false,
-        })
+        }))
     }
 
     fn decode_error(
@@ -716,16 +684,7 @@ pub fn decode_anthropic_error(
         Some("timeout_error") => ("timeout", None),
         _ => (super::openai_error_type(status), None),
     };
-    let name = provider.unwrap_or("the provider");
-    let message = if status == 401 || status == 403 {
-        format!("provider '{name}' rejected the gateway's credentials (HTTP {status})")
-    } else {
-        let text = message.unwrap_or_else(|| format!("upstream answered HTTP {status}"));
-        match provider {
-            Some(p) => format!("{p}: {text}"),
-            None => text,
-        }
-    };
+    let message = upstream_message(provider, status, message);
     GatewayError::Upstream {
         status,
         message,
@@ -827,8 +786,6 @@ enum OpenBlock {
 }
 
 struct AnthropicStreamDecoder {
-    sse: SseDecoder,
-    events: Vec<SseEvent>,
     writer: ChunkWriter,
     blocks: Vec<OpenBlock>,
     next_tool: u32,
@@ -892,6 +849,25 @@ struct DeltaWire {
     thinking: Option<String>,
     #[serde(default)]
     stop_reason: Option<String>,
+}
+
+impl EventTranslator for AnthropicStreamDecoder {
+    fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        self.handle(event, out)
+    }
+
+    /// Anthropic closes every stream with `message_stop`; without it the answer was cut.
+    fn end(&mut self, _out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        if self.stopped {
+            Ok(())
+        } else {
+            Err(StreamFailure::Truncated)
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.saw_usage.then_some(self.usage)
+    }
 }
 
 impl AnthropicStreamDecoder {
@@ -1038,42 +1014,6 @@ impl AnthropicStreamDecoder {
             self.usage = self.wire.to_usage();
         }
         Ok(())
-    }
-}
-
-impl StreamDecoder for AnthropicStreamDecoder {
-    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure> {
-        let mut events = std::mem::take(&mut self.events);
-        let mut result = self
-            .sse
-            .push(chunk, &mut events)
-            .map_err(|e| StreamFailure::Malformed(e.to_string()));
-        for event in events.drain(..) {
-            if result.is_ok() {
-                result = self.handle(event, out);
-            }
-        }
-        self.events = events;
-        result
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
-        if let Some(tail) = self
-            .sse
-            .finish()
-            .map_err(|e| StreamFailure::Malformed(e.to_string()))?
-        {
-            self.handle(tail, out)?;
-        }
-        if self.stopped {
-            Ok(())
-        } else {
-            Err(StreamFailure::Truncated)
-        }
-    }
-
-    fn usage(&self) -> Option<Usage> {
-        self.saw_usage.then_some(self.usage)
     }
 }
 

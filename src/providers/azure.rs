@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 
 use super::openai::{
-    decode_openai_error, decode_openai_response, OpenAiAdapter, OpenAiStreamDecoder,
+    decode_openai_error, decode_openai_response, openai_stream_decoder, OpenAiAdapter,
 };
 use super::{
     key_header, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter, StreamDecoder,
@@ -117,7 +117,7 @@ impl ProviderAdapter for AzureAdapter {
     }
 
     fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {
-        Box::new(OpenAiStreamDecoder::new(settings))
+        openai_stream_decoder(settings)
     }
 
     fn decode_error(

@@ -26,8 +26,10 @@ use http::HeaderValue;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::convert::{push_turn, tool_arguments, Turn};
 use super::output::{completion_body, now_unix, ChoiceOut, ChunkWriter};
-use super::sse::{SseDecoder, SseEvent};
+use super::sse::SseEvent;
+use super::stream::{EventTranslator, SseTranslator};
 use super::{
     key_header, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter, StreamDecoder,
     StreamFailure, StreamSettings, UpstreamRequest,
@@ -162,18 +164,6 @@ fn function_response(content: Option<&Content<'_>>) -> Value {
     }
 }
 
-type Turn = (&'static str, Vec<Value>);
-
-fn push_turn(turns: &mut Vec<Turn>, role: &'static str, parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    match turns.last_mut() {
-        Some((last, existing)) if *last == role => existing.extend(parts),
-        _ => turns.push((role, parts)),
-    }
-}
-
 /// `systemInstruction` parts and the alternating `contents`.
 fn build_contents(params: &ChatParams<'_>) -> Result<(Vec<Value>, Vec<Turn>), GatewayError> {
     let mut system = Vec::new();
@@ -208,7 +198,7 @@ fn build_contents(params: &ChatParams<'_>) -> Result<(Vec<Value>, Vec<Turn>), Ga
                     }
                 }
                 for call in message.tool_calls.iter().flatten() {
-                    let args = parse_arguments(&call.function.arguments)?;
+                    let args = tool_arguments(&call.function.arguments)?;
                     call_names.insert(call.id.as_ref(), call.function.name.as_ref());
                     let mut part =
                         json!({"functionCall": {"name": call.function.name, "args": args}});
@@ -250,23 +240,6 @@ fn build_contents(params: &ChatParams<'_>) -> Result<(Vec<Value>, Vec<Turn>), Ga
         ));
     }
     Ok((system, turns))
-}
-
-fn parse_arguments(arguments: &str) -> Result<Value, GatewayError> {
-    if arguments.trim().is_empty() {
-        return Ok(json!({}));
-    }
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(invalid(
-            "tool call arguments must be a JSON object",
-            "messages",
-        )),
-        Err(_) => Err(invalid(
-            "tool call arguments are not valid JSON",
-            "messages",
-        )),
-    }
 }
 
 /// Keywords of Gemini's OpenAPI-subset `Schema` that pass through unchanged.
@@ -721,9 +694,7 @@ impl ProviderAdapter for GeminiAdapter {
     }
 
     fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {
-        Box::new(GeminiStreamDecoder {
-            sse: SseDecoder::new(),
-            events: Vec::new(),
+        Box::new(SseTranslator::new(GeminiStreamDecoder {
             writer: ChunkWriter::new(
                 format!("chatcmpl-{:016x}", fastrand::u64(..)),
                 now_unix(),
@@ -734,7 +705,7 @@ impl ProviderAdapter for GeminiAdapter {
             usage: None,
             blocked: false,
             identified: false,
-        })
+        }))
     }
 
     fn decode_error(
@@ -942,13 +913,43 @@ struct CandidateState {
 }
 
 struct GeminiStreamDecoder {
-    sse: SseDecoder,
-    events: Vec<SseEvent>,
     writer: ChunkWriter,
     candidates: Vec<CandidateState>,
     usage: Option<UsageWire>,
     blocked: bool,
     identified: bool,
+}
+
+impl EventTranslator for GeminiStreamDecoder {
+    fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        self.handle(event, out)
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        if self.blocked && self.candidates.is_empty() {
+            self.writer.role(out, 0);
+            self.writer.finish(out, 0, "content_filter");
+        } else {
+            // Gemini has no closing event: a finishReason is the only sign the answer is whole.
+            if self.candidates.is_empty() || self.candidates.iter().any(|c| c.finish.is_none()) {
+                return Err(StreamFailure::Truncated);
+            }
+            for (i, c) in self.candidates.iter().enumerate() {
+                self.writer.finish(
+                    out,
+                    i as u32,
+                    finish_reason(c.finish.as_deref(), c.tools > 0),
+                );
+            }
+        }
+        let usage = self.usage();
+        self.writer.end(out, usage.as_ref());
+        Ok(())
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage.map(UsageWire::to_usage)
+    }
 }
 
 impl GeminiStreamDecoder {
@@ -1017,56 +1018,6 @@ impl GeminiStreamDecoder {
             }
         }
         Ok(())
-    }
-}
-
-impl StreamDecoder for GeminiStreamDecoder {
-    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure> {
-        let mut events = std::mem::take(&mut self.events);
-        let mut result = self
-            .sse
-            .push(chunk, &mut events)
-            .map_err(|e| StreamFailure::Malformed(e.to_string()));
-        for event in events.drain(..) {
-            if result.is_ok() {
-                result = self.handle(event, out);
-            }
-        }
-        self.events = events;
-        result
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
-        if let Some(tail) = self
-            .sse
-            .finish()
-            .map_err(|e| StreamFailure::Malformed(e.to_string()))?
-        {
-            self.handle(tail, out)?;
-        }
-        if self.blocked && self.candidates.is_empty() {
-            self.writer.role(out, 0);
-            self.writer.finish(out, 0, "content_filter");
-        } else {
-            // Gemini has no closing event: a finishReason is the only sign the answer is whole.
-            if self.candidates.is_empty() || self.candidates.iter().any(|c| c.finish.is_none()) {
-                return Err(StreamFailure::Truncated);
-            }
-            for (i, c) in self.candidates.iter().enumerate() {
-                self.writer.finish(
-                    out,
-                    i as u32,
-                    finish_reason(c.finish.as_deref(), c.tools > 0),
-                );
-            }
-        }
-        let usage = self.usage();
-        self.writer.end(out, usage.as_ref());
-        Ok(())
-    }
-
-    fn usage(&self) -> Option<Usage> {
-        self.usage.map(UsageWire::to_usage)
     }
 }
 

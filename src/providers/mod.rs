@@ -9,11 +9,13 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod convert;
 pub mod gemini;
 pub mod mock;
 pub mod openai;
 pub mod output;
 pub mod sse;
+pub mod stream;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};

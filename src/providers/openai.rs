@@ -19,7 +19,9 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::sse::{SseDecoder, SseEvent};
+use super::convert::upstream_message;
+use super::sse::SseEvent;
+use super::stream::{EventTranslator, SseTranslator};
 use super::{
     key_header, openai_error_type, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter,
     StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
@@ -256,7 +258,7 @@ impl ProviderAdapter for OpenAiAdapter {
     }
 
     fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {
-        Box::new(OpenAiStreamDecoder::new(settings))
+        openai_stream_decoder(settings)
     }
 
     fn decode_error(
@@ -391,16 +393,7 @@ pub fn decode_openai_error(
     };
     // A provider's auth failure is about the gateway's key for it; its message may quote part of
     // that key, so it is replaced rather than passed on.
-    let name = provider.unwrap_or("the provider");
-    let message = if status == 401 || status == 403 {
-        format!("provider '{name}' rejected the gateway's credentials (HTTP {status})")
-    } else {
-        let text = message.unwrap_or_else(|| format!("upstream answered HTTP {status}"));
-        match provider {
-            Some(p) => format!("{p}: {text}"),
-            None => text,
-        }
-    };
+    let message = upstream_message(provider, status, message);
     GatewayError::Upstream {
         status,
         message,
@@ -412,8 +405,6 @@ pub fn decode_openai_error(
 }
 
 pub struct OpenAiStreamDecoder {
-    sse: SseDecoder,
-    events: Vec<SseEvent>,
     settings: StreamSettings,
     usage: Option<Usage>,
     done: bool,
@@ -434,11 +425,32 @@ struct ChunkProbe {
     error: Option<Value>,
 }
 
+impl EventTranslator for OpenAiStreamDecoder {
+    fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        self.handle(event, out)
+    }
+
+    fn end(&mut self, _out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        if self.done {
+            Ok(())
+        } else {
+            Err(StreamFailure::Truncated)
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// The decoder of an OpenAI-format stream (OpenAI, Azure, compatible hosts).
+pub fn openai_stream_decoder(settings: StreamSettings) -> Box<dyn StreamDecoder> {
+    Box::new(SseTranslator::new(OpenAiStreamDecoder::new(settings)))
+}
+
 impl OpenAiStreamDecoder {
     pub fn new(settings: StreamSettings) -> Self {
         OpenAiStreamDecoder {
-            sse: SseDecoder::new(),
-            events: Vec::new(),
             settings,
             usage: None,
             done: false,
@@ -557,44 +569,6 @@ impl OpenAiStreamDecoder {
         out.extend_from_slice(rewritten.as_deref().unwrap_or(data).as_bytes());
         out.extend_from_slice(b"\n\n");
         Ok(())
-    }
-}
-
-impl StreamDecoder for OpenAiStreamDecoder {
-    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure> {
-        let mut events = std::mem::take(&mut self.events);
-        let decoded = self
-            .sse
-            .push(chunk, &mut events)
-            .map_err(|e| StreamFailure::Malformed(e.to_string()));
-        let mut result = decoded;
-        for event in events.drain(..) {
-            if result.is_ok() {
-                result = self.handle(event, out);
-            }
-        }
-        self.events = events;
-        result
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
-        // Accept a final `data: [DONE]` that lacks its blank line; anything else unterminated is cut.
-        if let Some(tail) = self
-            .sse
-            .finish()
-            .map_err(|e| StreamFailure::Malformed(e.to_string()))?
-        {
-            self.handle(tail, out)?;
-        }
-        if self.done {
-            Ok(())
-        } else {
-            Err(StreamFailure::Truncated)
-        }
-    }
-
-    fn usage(&self) -> Option<Usage> {
-        self.usage
     }
 }
 

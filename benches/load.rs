@@ -1,0 +1,681 @@
+//! The load bench: what Switchyard adds, measured side by side with direct access.
+//!
+//! `cargo bench --bench load` (or `benches/load.sh`, which also raises the open-file limit) runs
+//! everything on this machine:
+//! 1. a fast local upstream (this binary with `upstream`), answering OpenAI Chat Completions and
+//!    Anthropic Messages, JSON and SSE, from prepared bytes;
+//! 2. the release `switchyard` binary in front of it, pinned to CPU 0 with one worker thread;
+//! 3. a load generator in this process (raw HTTP/1.1 over keep-alive connections), pinned with the
+//!    upstream to the other CPU(s).
+//!
+//! It reports, for direct access, passthrough (OpenAI → OpenAI-compatible) and translation
+//! (OpenAI → Anthropic): requests/s at saturation, latency percentiles at fixed open-loop rates
+//! (measured from the scheduled send time, so a stalled gateway cannot hide behind the client), the
+//! added time to first token and inter-chunk delay of streams, and the gateway's memory idle,
+//! under load and with many open streams. Environment: `BENCH_SECONDS` (default 5),
+//! `BENCH_RATES` (default `1000,5000`), `BENCH_OPEN_STREAMS` (default 10000).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---------------------------------------------------------------------------------------------
+// The upstream
+
+const OPENAI_JSON: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is a benchmark answer of about twenty tokens, long enough to be realistic."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":25,"completion_tokens":20,"total_tokens":45}}"#;
+const ANTHROPIC_JSON: &str = r#"{"id":"msg_bench","type":"message","role":"assistant","model":"bench","content":[{"type":"text","text":"Hello! This is a benchmark answer of about twenty tokens, long enough to be realistic."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":20}}"#;
+
+/// `stream-<chunks>x<interval ms>` in the model name asks for a stream of that shape.
+fn stream_shape(body: &str) -> (usize, u64) {
+    body.split("stream-")
+        .nth(1)
+        .and_then(|rest| {
+            let end = rest.find('"')?;
+            let (n, ms) = rest[..end].split_once('x')?;
+            Some((n.parse().ok()?, ms.parse().ok()?))
+        })
+        .unwrap_or((20, 0))
+}
+
+fn openai_chunk(text: &str) -> String {
+    format!("data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n")
+}
+
+fn sse_events(anthropic: bool, n: usize) -> (Vec<String>, String) {
+    if anthropic {
+        let head = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_bench\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"bench\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+        let mut events: Vec<String> = (0..n)
+            .map(|i| format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"tok{i} \"}}}}\n\n"))
+            .collect();
+        events[0] = format!("{head}{}", events[0]);
+        let tail = format!("event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{n}}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n");
+        (events, tail)
+    } else {
+        let events = (0..n).map(|i| openai_chunk(&format!("tok{i} "))).collect();
+        let tail = "data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\ndata: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":25,\"completion_tokens\":20,\"total_tokens\":45}}\n\ndata: [DONE]\n\n".to_string();
+        (events, tail)
+    }
+}
+
+async fn upstream_connection(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut tmp = vec![0u8; 16 * 1024];
+    loop {
+        // Head.
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p;
+            }
+            match stream.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + 4 + len {
+            match stream.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[head_end + 4..head_end + 4 + len]).to_string();
+        buf.drain(..head_end + 4 + len);
+        let anthropic = head.starts_with("post /v1/messages");
+        if head.starts_with("get ") {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 26\r\n\r\n{\"object\":\"list\",\"data\":[]}")
+                .await;
+            continue;
+        }
+        if body.contains("\"stream\":true") {
+            let (n, interval) = stream_shape(&body);
+            let (events, tail) = sse_events(anthropic, n);
+            if stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            for e in events.iter().chain(std::iter::once(&tail)) {
+                if interval > 0 {
+                    tokio::time::sleep(Duration::from_millis(interval)).await;
+                }
+                if stream
+                    .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if stream.write_all(b"0\r\n\r\n").await.is_err() {
+                return;
+            }
+        } else {
+            let json = if anthropic {
+                ANTHROPIC_JSON
+            } else {
+                OPENAI_JSON
+            };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}",
+                json.len()
+            );
+            if stream.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn run_upstream(port: u16) {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind upstream");
+    println!("ready");
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(upstream_connection(stream));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+fn request_bytes(path: &str, model: &str, stream: bool, anthropic_direct: bool) -> Vec<u8> {
+    let filler = "Please summarise the quarterly numbers for the northern region and flag anything unusual. ".repeat(8);
+    let body = if anthropic_direct {
+        format!(
+            r#"{{"model":"{model}","max_tokens":256,"stream":{stream},"messages":[{{"role":"user","content":"{filler}"}}]}}"#
+        )
+    } else {
+        format!(
+            r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"system","content":"Be brief."}},{{"role":"user","content":"{filler}"}}]}}"#
+        )
+    };
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// One keep-alive connection that sends a request and reads the whole answer.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// What one exchange measured.
+struct Exchange {
+    total: Duration,
+    first_body_byte: Option<Duration>,
+    /// Arrival time of each body read, relative to the send.
+    reads: Vec<Duration>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(16 * 1024),
+        })
+    }
+
+    async fn fill(&mut self, tmp: &mut [u8]) -> std::io::Result<()> {
+        let n = self.stream.read(tmp).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&tmp[..n]);
+        Ok(())
+    }
+
+    async fn exchange(&mut self, request: &[u8], track_reads: bool) -> std::io::Result<Exchange> {
+        let start = Instant::now();
+        self.stream.write_all(request).await?;
+        let mut tmp = vec![0u8; 32 * 1024];
+        let head_end = loop {
+            if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p;
+            }
+            self.fill(&mut tmp).await?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 200") {
+            return Err(std::io::Error::other(
+                head.lines().next().unwrap_or("").to_string(),
+            ));
+        }
+        let chunked = head.contains("transfer-encoding: chunked");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        self.buf.drain(..head_end + 4);
+        let mut first = None;
+        let mut reads = Vec::new();
+        if chunked {
+            // Read until the terminating chunk; chunk framing is not decoded, only watched for.
+            loop {
+                if !self.buf.is_empty() && first.is_none() {
+                    first = Some(start.elapsed());
+                }
+                if let Some(p) = self.buf.windows(5).position(|w| w == b"0\r\n\r\n") {
+                    let at_start = p == 0 || self.buf[..p].ends_with(b"\r\n");
+                    if at_start {
+                        self.buf.drain(..p + 5);
+                        break;
+                    }
+                }
+                self.fill(&mut tmp).await?;
+                if track_reads {
+                    reads.push(start.elapsed());
+                }
+            }
+        } else {
+            while self.buf.len() < len {
+                self.fill(&mut tmp).await?;
+            }
+            first = Some(start.elapsed());
+            self.buf.drain(..len);
+        }
+        Ok(Exchange {
+            total: start.elapsed(),
+            first_body_byte: first,
+            reads,
+        })
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Closed loop: `connections` clients as fast as they go, for `secs`. Returns requests/s.
+async fn saturate(
+    addr: SocketAddr,
+    request: Arc<Vec<u8>>,
+    connections: usize,
+    secs: u64,
+) -> (f64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (stop, done, errors, request) =
+            (stop.clone(), done.clone(), errors.clone(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut conn) = Conn::open(addr).await else {
+                return;
+            };
+            while !stop.load(Ordering::Relaxed) {
+                match conn.exchange(&request, false).await {
+                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        match Conn::open(addr).await {
+                            Ok(c) => conn = c,
+                            Err(_) => return,
+                        }
+                        0
+                    }
+                };
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    for t in tasks {
+        let _ = t.await;
+    }
+    (
+        done.load(Ordering::Relaxed) as f64 / elapsed,
+        errors.load(Ordering::Relaxed),
+    )
+}
+
+/// Open loop at `rate` requests/s for `secs`: latency from each request's scheduled time.
+async fn open_loop(
+    addr: SocketAddr,
+    request: Arc<Vec<u8>>,
+    rate: u64,
+    secs: u64,
+) -> (Vec<u64>, u64) {
+    let pool: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(Vec::new()));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity((rate * secs) as usize)));
+    let errors = Arc::new(AtomicU64::new(0));
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let total = rate * secs;
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + interval * i as u32;
+        // Tokio's timer has millisecond granularity: sleep to just before the due time, then
+        // yield until it, so that the schedule is exact to a few microseconds.
+        if let Some(early) = due.checked_sub(Duration::from_millis(2)) {
+            if early > Instant::now() {
+                tokio::time::sleep_until(early.into()).await;
+            }
+        }
+        while Instant::now() < due {
+            tokio::task::yield_now().await;
+        }
+        let (pool, latencies, errors, request) = (
+            pool.clone(),
+            latencies.clone(),
+            errors.clone(),
+            request.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let conn = pool.lock().unwrap().pop();
+            let mut conn = match conn {
+                Some(c) => c,
+                None => match Conn::open(addr).await {
+                    Ok(c) => c,
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                },
+            };
+            match conn.exchange(&request, false).await {
+                Ok(_) => {
+                    latencies
+                        .lock()
+                        .unwrap()
+                        .push(due.elapsed().as_micros() as u64);
+                    pool.lock().unwrap().push(conn);
+                }
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort_unstable();
+    (l, errors.load(Ordering::Relaxed))
+}
+
+/// Sequential streams: time to first body byte and the gaps between reads.
+async fn streams(addr: SocketAddr, request: Arc<Vec<u8>>, count: usize) -> (Vec<u64>, Vec<u64>) {
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let mut ttfb = Vec::new();
+    let mut gaps = Vec::new();
+    for _ in 0..count {
+        let x = conn.exchange(&request, true).await.expect("stream");
+        ttfb.push(x.first_body_byte.unwrap_or(x.total).as_micros() as u64);
+        for w in x.reads.windows(2) {
+            gaps.push((w[1] - w[0]).as_micros() as u64);
+        }
+    }
+    ttfb.sort_unstable();
+    gaps.sort_unstable();
+    (ttfb, gaps)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Holds `count` streams open at once through `addr` and returns the gateway RSS meanwhile.
+async fn open_streams(
+    addr: SocketAddr,
+    request: Arc<Vec<u8>>,
+    count: usize,
+    gateway_pid: u32,
+) -> (u64, usize) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (request, ok) = (request.clone(), ok.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Ok(mut conn) = Conn::open(addr).await {
+                if conn.exchange(&request, false).await.is_ok() {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+        if tasks.len() % 500 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // All are open and waiting for their slow streams now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = rss_kib(gateway_pid);
+    for t in tasks {
+        let _ = t.await;
+    }
+    (rss, ok.load(Ordering::Relaxed) as usize)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestration
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pinned(cpus: &str, program: &std::path::Path) -> Command {
+    let taskset = Command::new("taskset").arg("--version").output().is_ok();
+    if taskset {
+        let mut c = Command::new("taskset");
+        c.args(["-c", cpus]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("port {port} never opened");
+}
+
+/// Thousands of open streams need thousands of descriptors (three per stream across the gateway,
+/// the upstream and the client); children inherit the raised limit.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("upstream") {
+        let port: u16 = args.get(2).and_then(|p| p.parse().ok()).expect("port");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run_upstream(port));
+        return;
+    }
+    if args.iter().any(|a| a == "--list" || a == "--test") {
+        // `cargo test --benches` runs bench binaries in test mode: nothing to do here.
+        return;
+    }
+
+    raise_open_file_limit();
+    // Cargo builds the gateway binary with the bench profile (optimised) before running this.
+    let gateway_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_switchyard"));
+    let me = std::env::current_exe().unwrap();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let client_cpus = if cpus > 1 {
+        format!("1-{}", cpus - 1)
+    } else {
+        "0".into()
+    };
+    let secs: u64 = env_or("BENCH_SECONDS", 5);
+    let rates: Vec<u64> = std::env::var("BENCH_RATES")
+        .unwrap_or_else(|_| "1000,5000".into())
+        .split(',')
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    let open_count: usize = env_or("BENCH_OPEN_STREAMS", 10_000);
+
+    let up_port = free_port();
+    let upstream = Kill(
+        pinned(&client_cpus, &me)
+            .args(["upstream", &up_port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(up_port);
+
+    let gw_port = free_port();
+    let admin_port = free_port();
+    let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        r#"
+server: {{ listen: ["127.0.0.1:{gw_port}"], admin_listen: "127.0.0.1:{admin_port}", threads: 1,
+          upgrade_sock: "{dir}/up.sock", pid_file: "{dir}/pid" }}
+providers:
+  pass: {{ kind: openai-compatible, base_url: "http://127.0.0.1:{up_port}/v1", health_check: {{ enabled: false }} }}
+  anth: {{ kind: anthropic, base_url: "http://127.0.0.1:{up_port}", api_key: bench, health_check: {{ enabled: false }} }}
+"#,
+        dir = dir.display()
+    );
+    let config_path = dir.join("bench.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut gateway = pinned("0", &gateway_bin)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("SWITCHYARD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let gateway_pid = gateway.id();
+    if let Some(err) = gateway.stderr.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("gateway: {line}")
+            }
+        });
+    }
+    let _gateway = Kill(gateway);
+    wait_port(gw_port);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus.saturating_sub(1).max(1))
+        .enable_all()
+        .build()
+        .unwrap();
+    let direct: SocketAddr = ([127, 0, 0, 1], up_port).into();
+    let via: SocketAddr = ([127, 0, 0, 1], gw_port).into();
+    let paths = [
+        (
+            "direct",
+            direct,
+            Arc::new(request_bytes("/v1/chat/completions", "bench", false, false)),
+        ),
+        (
+            "passthrough",
+            via,
+            Arc::new(request_bytes(
+                "/v1/chat/completions",
+                "pass/bench",
+                false,
+                false,
+            )),
+        ),
+        (
+            "translation (OpenAI→Anthropic)",
+            via,
+            Arc::new(request_bytes(
+                "/v1/chat/completions",
+                "anth/bench",
+                false,
+                false,
+            )),
+        ),
+    ];
+
+    rt.block_on(async {
+        println!("\nmachine: {cpus} CPUs; gateway pinned to CPU 0 (1 worker thread), upstream and load generator on CPU {client_cpus}");
+        println!("gateway RSS idle: {:.1} MiB\n", rss_kib(gateway_pid) as f64 / 1024.0);
+        // Warm up pools and caches.
+        for (_, addr, req) in &paths {
+            let _ = saturate(*addr, req.clone(), 8, 1).await;
+        }
+
+        println!("| path | saturation req/s (64 conns, {secs} s) | errors |");
+        println!("|---|---|---|");
+        let mut peak_rss = 0;
+        for (name, addr, req) in &paths {
+            let (rps, errors) = saturate(*addr, req.clone(), 64, secs).await;
+            peak_rss = peak_rss.max(rss_kib(gateway_pid));
+            println!("| {name} | {rps:.0} | {errors} |");
+        }
+        println!("\ngateway RSS after saturation: {:.1} MiB\n", peak_rss as f64 / 1024.0);
+
+        println!("| path | rate | p50 ms | p99 ms | p99.9 ms | errors |");
+        println!("|---|---|---|---|---|---|");
+        for rate in &rates {
+            let mut base = None;
+            for (name, addr, req) in &paths {
+                let (lat, errors) = open_loop(*addr, req.clone(), *rate, secs).await;
+                let (p50, p99, p999) = (percentile(&lat, 0.5), percentile(&lat, 0.99), percentile(&lat, 0.999));
+                let added = match base {
+                    None => {
+                        base = Some((p50, p99, p999));
+                        String::new()
+                    }
+                    Some((b50, b99, b999)) => format!(" (added: p50 {:+.3}, p99 {:+.3}, p99.9 {:+.3})", p50 - b50, p99 - b99, p999 - b999),
+                };
+                println!("| {name} | {rate}/s | {p50:.3} | {p99:.3} | {p999:.3} | {errors} |{added}");
+            }
+        }
+
+        println!("\nstreams: 20 chunks, 10 ms apart; 100 streams one after another");
+        println!("| path | TTFB p50 ms | TTFB p99 ms | read gap p50 ms | read gap p99 ms |");
+        println!("|---|---|---|---|---|");
+        let stream_paths = [
+            ("direct", direct, Arc::new(request_bytes("/v1/chat/completions", "stream-20x10", true, false))),
+            ("passthrough", via, Arc::new(request_bytes("/v1/chat/completions", "pass/stream-20x10", true, false))),
+            ("translation (OpenAI→Anthropic)", via, Arc::new(request_bytes("/v1/chat/completions", "anth/stream-20x10", true, false))),
+        ];
+        for (name, addr, req) in &stream_paths {
+            let (ttfb, gaps) = streams(*addr, req.clone(), 100).await;
+            println!("| {name} | {:.3} | {:.3} | {:.3} | {:.3} |", percentile(&ttfb, 0.5), percentile(&ttfb, 0.99), percentile(&gaps, 0.5), percentile(&gaps, 0.99));
+        }
+
+        println!("\nopen streams: {open_count} concurrent passthrough streams of 10 s (10 chunks, 1 s apart)");
+        let slow = Arc::new(request_bytes("/v1/chat/completions", "pass/stream-10x1000", true, false));
+        let (rss, ok) = open_streams(via, slow, open_count, gateway_pid).await;
+        println!("gateway RSS with {open_count} open streams: {:.1} MiB; completed {ok}/{open_count}", rss as f64 / 1024.0);
+    });
+    drop(upstream);
+    let _ = std::fs::remove_dir_all(&dir);
+}

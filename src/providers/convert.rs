@@ -1,0 +1,96 @@
+//! Pieces shared by the adapters that rebuild a conversation in another vendor's shape.
+
+use serde_json::{json, Value};
+
+use crate::error::GatewayError;
+
+/// A conversation turn: role and content blocks (or parts).
+pub type Turn = (&'static str, Vec<Value>);
+
+/// Appends to the last turn when it has the same role: the vendors that need alternating roles
+/// would otherwise reject (or silently merge) consecutive turns.
+pub fn push_turn(turns: &mut Vec<Turn>, role: &'static str, blocks: Vec<Value>) {
+    if blocks.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some((last, existing)) if *last == role => existing.extend(blocks),
+        _ => turns.push((role, blocks)),
+    }
+}
+
+/// Tool-call `arguments` (a JSON text) as an object: empty means no arguments; anything that is
+/// not a JSON object is the client's error.
+pub fn tool_arguments(arguments: &str) -> Result<Value, GatewayError> {
+    if arguments.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(GatewayError::invalid(
+            "tool call arguments must be a JSON object",
+            Some("messages"),
+        )),
+        Err(_) => Err(GatewayError::invalid(
+            "tool call arguments are not valid JSON",
+            Some("messages"),
+        )),
+    }
+}
+
+/// The client-facing message of an upstream error. A provider's auth failure is about the
+/// gateway's key for it, and its message may quote part of that key, so it is replaced.
+/// `provider` prefixes the message; stream decoders pass `None` and the caller adds it.
+pub fn upstream_message(provider: Option<&str>, status: u16, message: Option<String>) -> String {
+    if status == 401 || status == 403 {
+        let name = provider.unwrap_or("the provider");
+        return format!("provider '{name}' rejected the gateway's credentials (HTTP {status})");
+    }
+    let text = message.unwrap_or_else(|| format!("upstream answered HTTP {status}"));
+    match provider {
+        Some(p) => format!("{p}: {text}"),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_merge_by_role_and_skip_empty() {
+        let mut turns = Vec::new();
+        push_turn(&mut turns, "user", vec![json!(1)]);
+        push_turn(&mut turns, "user", vec![json!(2)]);
+        push_turn(&mut turns, "assistant", vec![]);
+        push_turn(&mut turns, "assistant", vec![json!(3)]);
+        assert_eq!(
+            turns,
+            vec![
+                ("user", vec![json!(1), json!(2)]),
+                ("assistant", vec![json!(3)])
+            ]
+        );
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(tool_arguments(" ").unwrap(), json!({}));
+        assert_eq!(tool_arguments("{\"a\":1}").unwrap(), json!({"a": 1}));
+        assert!(tool_arguments("[1]").is_err());
+        assert!(tool_arguments("{").is_err());
+    }
+
+    #[test]
+    fn messages() {
+        assert_eq!(
+            upstream_message(Some("p"), 500, Some("boom".into())),
+            "p: boom"
+        );
+        assert_eq!(
+            upstream_message(None, 502, None),
+            "upstream answered HTTP 502"
+        );
+        assert!(upstream_message(Some("p"), 401, Some("key sk-1".into())).contains("rejected"));
+    }
+}
