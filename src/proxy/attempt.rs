@@ -230,11 +230,13 @@ pub async fn http(
         }
     };
 
-    let mut exchange =
-        match upstream::send(&gateway.connector, http, &upstream_request, Instant::now()).await {
-            Ok(x) => x,
-            Err(e) => return Ok(transport_failure(provider, e, policy)),
-        };
+    let sent = upstream::send(&gateway.connector, http, &upstream_request, Instant::now()).await;
+    // The vendor body has been sent; it need not live as long as the answer.
+    drop(upstream_request);
+    let mut exchange = match sent {
+        Ok(x) => x,
+        Err(e) => return Ok(transport_failure(provider, e, policy)),
+    };
     let latency = exchange.waited;
     ctx.waited += exchange.waited;
 

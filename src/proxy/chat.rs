@@ -54,6 +54,9 @@ pub(super) async fn handle(
         Ok(r) => r,
         Err(err) => return respond::error(session, ctx, &err).await,
     };
+    // The parsed request is all that is needed from here on; a long stream should not keep a
+    // large prompt twice.
+    drop(body);
     ctx.requested_model = Some(request.model.clone());
     ctx.stream = request.stream;
 
