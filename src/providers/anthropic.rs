@@ -32,8 +32,8 @@ use super::output::{completion_body, now_unix, ChoiceOut, ChunkWriter};
 use super::sse::SseEvent;
 use super::stream::{EventTranslator, SseTranslator};
 use super::{
-    key_header, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter, StreamDecoder,
-    StreamFailure, StreamSettings, UpstreamRequest,
+    credential_headers, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter,
+    StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::Usage;
 use crate::config::ProviderKind;
@@ -515,13 +515,11 @@ impl ProviderAdapter for AnthropicAdapter {
             http::HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(API_VERSION),
         ));
-        if let Some(key) = target.api_key {
-            let value = HeaderValue::try_from(key.expose()).map_err(|_| {
-                GatewayError::Internal("provider api_key is not a valid header value".into())
-            })?;
-            headers.push((http::HeaderName::from_static("x-api-key"), value));
-        }
-        headers.extend(target.extra_headers.iter().cloned());
+        headers.extend(credential_headers(
+            target,
+            http::HeaderName::from_static("x-api-key"),
+            |k| k.to_string(),
+        )?);
         Ok(UpstreamRequest {
             path_and_query: format!("{}/v1/messages", target.endpoint.base_path),
             headers,
@@ -577,16 +575,12 @@ impl ProviderAdapter for AnthropicAdapter {
             http::HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(API_VERSION),
         )];
-        if let Some(key) = target.api_key {
-            headers.push(
-                key_header(
-                    http::HeaderName::from_static("x-api-key"),
-                    key.expose().to_string(),
-                )
-                .ok()?,
-            );
-        }
-        headers.extend(target.extra_headers.iter().cloned());
+        headers.extend(
+            credential_headers(target, http::HeaderName::from_static("x-api-key"), |k| {
+                k.to_string()
+            })
+            .ok()?,
+        );
         Some(ProbeRequest {
             path_and_query: format!("{}/v1/models", target.endpoint.base_path),
             headers,

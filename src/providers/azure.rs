@@ -8,14 +8,13 @@
 //! `/openai/v1/chat/completions` with the deployment as `model`.
 
 use bytes::Bytes;
-use http::HeaderValue;
 
 use super::openai::{
     decode_openai_error, decode_openai_response, openai_stream_decoder, OpenAiAdapter,
 };
 use super::{
-    key_header, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter, StreamDecoder,
-    StreamFailure, StreamSettings, UpstreamRequest,
+    credential_headers, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter,
+    StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
 };
 use crate::config::ProviderKind;
 use crate::dialect::openai::ChatRequest;
@@ -74,13 +73,11 @@ impl ProviderAdapter for AzureAdapter {
         let body = self.body.request_body(request, target.upstream_model)?;
         let mut headers = Vec::with_capacity(3 + target.extra_headers.len());
         headers.extend(OpenAiAdapter::content_headers(request));
-        if let Some(key) = target.api_key {
-            let value = HeaderValue::try_from(key.expose()).map_err(|_| {
-                GatewayError::Internal("provider api_key is not a valid header value".into())
-            })?;
-            headers.push((http::HeaderName::from_static("api-key"), value));
-        }
-        headers.extend(target.extra_headers.iter().cloned());
+        headers.extend(credential_headers(
+            target,
+            http::HeaderName::from_static("api-key"),
+            |k| k.to_string(),
+        )?);
         Ok(UpstreamRequest {
             path_and_query,
             headers,
@@ -100,16 +97,12 @@ impl ProviderAdapter for AzureAdapter {
             format!("{base}/openai/models?api-version={}", self.api_version)
         };
         let mut headers = Vec::with_capacity(1 + target.extra_headers.len());
-        if let Some(key) = target.api_key {
-            headers.push(
-                key_header(
-                    http::HeaderName::from_static("api-key"),
-                    key.expose().to_string(),
-                )
-                .ok()?,
-            );
-        }
-        headers.extend(target.extra_headers.iter().cloned());
+        headers.extend(
+            credential_headers(target, http::HeaderName::from_static("api-key"), |k| {
+                k.to_string()
+            })
+            .ok()?,
+        );
         Some(ProbeRequest {
             path_and_query,
             headers,

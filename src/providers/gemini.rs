@@ -31,8 +31,8 @@ use super::output::{completion_body, now_unix, ChoiceOut, ChunkWriter};
 use super::sse::SseEvent;
 use super::stream::{EventTranslator, SseTranslator};
 use super::{
-    key_header, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter, StreamDecoder,
-    StreamFailure, StreamSettings, UpstreamRequest,
+    credential_headers, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter,
+    StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::Usage;
 use crate::config::ProviderKind;
@@ -593,14 +593,12 @@ impl ProviderAdapter for GeminiAdapter {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         ));
-        if let Some(key) = target.api_key {
-            // A header, never `?key=`: URLs end up in logs.
-            let value = HeaderValue::try_from(key.expose()).map_err(|_| {
-                GatewayError::Internal("provider api_key is not a valid header value".into())
-            })?;
-            headers.push((http::HeaderName::from_static("x-goog-api-key"), value));
-        }
-        headers.extend(target.extra_headers.iter().cloned());
+        // A header, never `?key=`: URLs end up in logs.
+        headers.extend(credential_headers(
+            target,
+            http::HeaderName::from_static("x-goog-api-key"),
+            |k| k.to_string(),
+        )?);
         Ok(UpstreamRequest {
             path_and_query,
             headers,
@@ -677,16 +675,14 @@ impl ProviderAdapter for GeminiAdapter {
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
         let mut headers = Vec::with_capacity(1 + target.extra_headers.len());
-        if let Some(key) = target.api_key {
-            headers.push(
-                key_header(
-                    http::HeaderName::from_static("x-goog-api-key"),
-                    key.expose().to_string(),
-                )
-                .ok()?,
-            );
-        }
-        headers.extend(target.extra_headers.iter().cloned());
+        headers.extend(
+            credential_headers(
+                target,
+                http::HeaderName::from_static("x-goog-api-key"),
+                |k| k.to_string(),
+            )
+            .ok()?,
+        );
         Some(ProbeRequest {
             path_and_query: format!("{}/v1beta/models?pageSize=1", target.endpoint.base_path),
             headers,

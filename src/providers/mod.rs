@@ -94,6 +94,20 @@ pub fn key_header(
         .map_err(|_| GatewayError::Internal("provider api_key is not a valid header value".into()))
 }
 
+/// The provider key as the vendor wants it (`name: value(key)`), then the provider's extra headers.
+pub fn credential_headers(
+    target: &AttemptTarget<'_>,
+    name: HeaderName,
+    value: impl Fn(&str) -> String,
+) -> Result<Vec<(HeaderName, HeaderValue)>, GatewayError> {
+    let mut headers = Vec::with_capacity(1 + target.extra_headers.len());
+    if let Some(key) = target.api_key {
+        headers.push(key_header(name, value(key.expose()))?);
+    }
+    headers.extend(target.extra_headers.iter().cloned());
+    Ok(headers)
+}
+
 /// A complete (non-streamed) answer, already in the client's format.
 #[derive(Debug, Clone)]
 pub struct DecodedResponse {

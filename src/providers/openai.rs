@@ -23,8 +23,8 @@ use super::convert::upstream_message;
 use super::sse::SseEvent;
 use super::stream::{EventTranslator, SseTranslator};
 use super::{
-    key_header, openai_error_type, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter,
-    StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
+    credential_headers, openai_error_type, AttemptTarget, DecodedResponse, ProbeRequest,
+    ProviderAdapter, StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::{OpenAiUsageWire, Usage};
 use crate::config::ProviderKind;
@@ -220,14 +220,11 @@ impl ProviderAdapter for OpenAiAdapter {
         let body = self.request_body(request, target.upstream_model)?;
         let mut headers = Vec::with_capacity(4 + target.extra_headers.len());
         headers.extend(Self::content_headers(request));
-        if let Some(key) = target.api_key {
-            let value =
-                HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                    GatewayError::Internal("provider api_key is not a valid header value".into())
-                })?;
-            headers.push((http::header::AUTHORIZATION, value));
-        }
-        headers.extend(target.extra_headers.iter().cloned());
+        headers.extend(credential_headers(
+            target,
+            http::header::AUTHORIZATION,
+            |k| format!("Bearer {k}"),
+        )?);
         Ok(UpstreamRequest {
             path_and_query: format!("{}/chat/completions", target.endpoint.base_path),
             headers,
@@ -241,16 +238,12 @@ impl ProviderAdapter for OpenAiAdapter {
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
         let mut headers = Vec::with_capacity(1 + target.extra_headers.len());
-        if let Some(key) = target.api_key {
-            headers.push(
-                key_header(
-                    http::header::AUTHORIZATION,
-                    format!("Bearer {}", key.expose()),
-                )
-                .ok()?,
-            );
-        }
-        headers.extend(target.extra_headers.iter().cloned());
+        headers.extend(
+            credential_headers(target, http::header::AUTHORIZATION, |k| {
+                format!("Bearer {k}")
+            })
+            .ok()?,
+        );
         Some(ProbeRequest {
             path_and_query: format!("{}/models", target.endpoint.base_path),
             headers,
