@@ -96,13 +96,10 @@ impl ProviderAdapter for AzureAdapter {
         } else {
             format!("{base}/openai/models?api-version={}", self.api_version)
         };
-        let mut headers = Vec::with_capacity(1 + target.extra_headers.len());
-        headers.extend(
-            credential_headers(target, http::HeaderName::from_static("api-key"), |k| {
-                k.to_string()
-            })
-            .ok()?,
-        );
+        let headers = credential_headers(target, http::HeaderName::from_static("api-key"), |k| {
+            k.to_string()
+        })
+        .ok()?;
         Some(ProbeRequest {
             path_and_query,
             headers,

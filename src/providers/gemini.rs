@@ -674,15 +674,12 @@ impl ProviderAdapter for GeminiAdapter {
     }
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
-        let mut headers = Vec::with_capacity(1 + target.extra_headers.len());
-        headers.extend(
-            credential_headers(
-                target,
-                http::HeaderName::from_static("x-goog-api-key"),
-                |k| k.to_string(),
-            )
-            .ok()?,
-        );
+        let headers = credential_headers(
+            target,
+            http::HeaderName::from_static("x-goog-api-key"),
+            |k| k.to_string(),
+        )
+        .ok()?;
         Some(ProbeRequest {
             path_and_query: format!("{}/v1beta/models?pageSize=1", target.endpoint.base_path),
             headers,

@@ -237,13 +237,10 @@ impl ProviderAdapter for OpenAiAdapter {
     }
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
-        let mut headers = Vec::with_capacity(1 + target.extra_headers.len());
-        headers.extend(
-            credential_headers(target, http::header::AUTHORIZATION, |k| {
-                format!("Bearer {k}")
-            })
-            .ok()?,
-        );
+        let headers = credential_headers(target, http::header::AUTHORIZATION, |k| {
+            format!("Bearer {k}")
+        })
+        .ok()?;
         Some(ProbeRequest {
             path_and_query: format!("{}/models", target.endpoint.base_path),
             headers,
