@@ -6,16 +6,22 @@
 //! - Tool results need the function *name*, which OpenAI tool messages lack: it is looked up from
 //!   the assistant tool call with the same id; an unknown id is a 400.
 //! - Gemini 3 requires the `thoughtSignature` of a function call when the call is replayed. The
-//!   signature is carried inside the OpenAI tool-call id (`call_<hex>_ts_<signature>`) and put back
-//!   when the client replays the call, so no state is kept in the gateway.
+//!   signature is carried inside the OpenAI tool-call id (`call_<8 hex>_ts_<signature>`) and put
+//!   back when the client replays the call, so no state is kept in the gateway. A replayed model
+//!   turn whose calls carry no signature at all (history from another provider) gets Google's
+//!   documented `skip_thought_signature_validator` stand-in when the model is Gemini 3 or later.
 //! - JSON schemas (tool parameters, `response_format`) are reduced to Gemini's OpenAPI subset:
 //!   `$ref`/`$defs` inlined, `anyOf` with `null` and type lists become `nullable`, `const` becomes
-//!   `enum`, unsupported keywords are removed.
-//! - Refused with a 400 naming the parameter: `logit_bias`, `n` > 1 with `stream`, audio output,
-//!   `file_id`, non-function tools, more than 5 `stop` sequences, unknown fields.
+//!   `enum`, unsupported keywords, string formats and non-string enums are removed. Recursive
+//!   `$ref`s cannot be expressed and are refused, as are schemas that inlining would blow up.
+//! - Refused with a 400 naming the parameter: `logit_bias`, `n` > 1 with `stream`, `audio` and
+//!   `modalities` with audio, `file_id`, non-function tools, more than 5 `stop` sequences,
+//!   `input_audio` other than wav/mp3, unknown fields (named in the message).
 //! - Dropped (no Gemini equivalent, no effect on the answer's meaning): `parallel_tool_calls`,
 //!   `user`, `safety_identifier`, `store`, `metadata`, `service_tier`, `prompt_cache_key`,
-//!   `verbosity`, image `detail`.
+//!   `stream_options` (the gateway writes the usage chunk itself), `verbosity`, image `detail`.
+//! - Not translated back: `logprobs` are requested from Gemini but answers carry
+//!   `"logprobs": null`.
 //! - Streams have no closing event; a stream that ends before any `finishReason` is a failure.
 //!   Old models repeat `finishReason` on every chunk, so the finish chunk is written at the end.
 
@@ -23,10 +29,11 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use http::HeaderValue;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::convert::{push_turn, tool_arguments, Turn};
+use super::convert::{push_turn, tool_arguments, upstream_message, Turn};
 use super::output::{completion_body, now_unix, ChoiceOut, ChunkWriter};
 use super::sse::SseEvent;
 use super::stream::{EventTranslator, SseTranslator};
@@ -40,8 +47,16 @@ use crate::dialect::openai::{parse_data_url, ChatParams, ChatRequest, Content, C
 use crate::error::GatewayError;
 
 const MAX_STOP_SEQUENCES: usize = 5;
+/// Gemini's `candidateCount` limit; a stream naming a higher index is not Gemini's.
+const MAX_CANDIDATES: usize = 8;
 /// Separates a synthesized call id from the thought signature it carries.
 const SIGNATURE_MARK: &str = "_ts_";
+/// Google's documented stand-in for a signature that was never issued (calls replayed from
+/// another model's history); Gemini 3 otherwise rejects the request.
+const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
+/// Schema nodes one request may produce once `$ref`s are inlined: a few hundred bytes of
+/// nested references would otherwise expand into gigabytes.
+const MAX_SCHEMA_NODES: usize = 10_000;
 const DROPPED_FIELDS: [&str; 5] = [
     "store",
     "metadata",
@@ -67,11 +82,21 @@ fn synthesize_call_id(signature: Option<&str>) -> String {
     }
 }
 
-/// The thought signature a tool-call id carries, if it is one of ours.
+/// The thought signature a tool-call id carries, if it is one of ours: ids from other vendors
+/// may contain `_ts_` too, and a garbled signature is itself a 400 from Gemini.
 fn signature_of(id: &str) -> Option<&str> {
-    id.split_once(SIGNATURE_MARK)
-        .map(|(_, sig)| sig)
-        .filter(|s| !s.is_empty())
+    let (random, sig) = id.strip_prefix("call_")?.split_once(SIGNATURE_MARK)?;
+    (random.len() == 8 && random.bytes().all(|b| b.is_ascii_hexdigit()) && !sig.is_empty())
+        .then_some(sig)
+}
+
+/// Whether the model validates thought signatures on replayed calls (Gemini 3 and later).
+fn validates_signatures(model: &str) -> bool {
+    let Some(version) = model.strip_prefix("gemini-") else {
+        return false;
+    };
+    let major: String = version.chars().take_while(char::is_ascii_digit).collect();
+    major.parse::<u32>().is_ok_and(|m| m >= 3)
 }
 
 /// Guesses a media type from a URL's extension (Gemini needs one for `fileData`).
@@ -86,6 +111,7 @@ fn mime_from_url(url: &str) -> &'static str {
         Some("gif") => "image/gif",
         Some("webp") => "image/webp",
         Some("heic") => "image/heic",
+        Some("heif") => "image/heif",
         Some("pdf") => "application/pdf",
         Some("mp3") => "audio/mp3",
         Some("wav") => "audio/wav",
@@ -94,65 +120,65 @@ fn mime_from_url(url: &str) -> &'static str {
 }
 
 fn user_parts(content: &Content<'_>) -> Result<Vec<Value>, GatewayError> {
-    match content {
-        Content::Text(t) if t.is_empty() => Ok(Vec::new()),
-        Content::Text(t) => Ok(vec![json!({"text": t})]),
-        Content::Parts(parts) => {
-            let mut out = Vec::with_capacity(parts.len());
-            for part in parts {
-                match part {
-                    ContentPart::Text { text } | ContentPart::Refusal { refusal: text } => {
-                        if !text.is_empty() {
-                            out.push(json!({"text": text}));
-                        }
-                    }
-                    ContentPart::ImageUrl { image_url } => {
-                        let url = image_url.url.as_ref();
-                        match parse_data_url(url) {
-                            Some((mime, data)) => {
-                                out.push(json!({"inlineData": {"mimeType": mime, "data": data}}))
-                            }
-                            None if url.starts_with("https://") || url.starts_with("http://") || url.starts_with("gs://") => {
-                                out.push(json!({"fileData": {"mimeType": mime_from_url(url), "fileUri": url}}))
-                            }
-                            None => {
-                                return Err(invalid(
-                                    "image_url must be a data URL or an http(s) URL",
-                                    "messages",
-                                ))
-                            }
-                        }
-                    }
-                    ContentPart::File { file } => {
-                        if file.file_id.is_some() {
-                            return Err(invalid(
-                                "file_id references cannot be sent to provider kind gemini; send file_data",
-                                "messages",
-                            ));
-                        }
-                        let data = file
-                            .file_data
-                            .as_deref()
-                            .ok_or_else(|| invalid("file parts need file_data", "messages"))?;
-                        let (mime, b64) = parse_data_url(data).unwrap_or(("application/pdf", data));
-                        out.push(json!({"inlineData": {"mimeType": mime, "data": b64}}));
-                    }
-                    ContentPart::InputAudio { input_audio } => {
-                        let data = input_audio
-                            .get("data")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| invalid("input_audio needs data", "messages"))?;
-                        let format = input_audio
-                            .get("format")
-                            .and_then(Value::as_str)
-                            .unwrap_or("wav");
-                        out.push(json!({"inlineData": {"mimeType": format!("audio/{format}"), "data": data}}));
-                    }
+    let parts = match content {
+        Content::Text(t) if t.is_empty() => return Ok(Vec::new()),
+        Content::Text(t) => return Ok(vec![json!({"text": t})]),
+        Content::Parts(parts) => parts,
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts {
+        match part {
+            ContentPart::Text { text } | ContentPart::Refusal { refusal: text } => {
+                if !text.is_empty() {
+                    out.push(json!({"text": text}));
                 }
             }
-            Ok(out)
+            ContentPart::ImageUrl { image_url } => {
+                let url = image_url.url.as_ref();
+                if let Some((mime, data)) = parse_data_url(url) {
+                    out.push(json!({"inlineData": {"mimeType": mime, "data": data}}));
+                } else if ["https://", "http://", "gs://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme))
+                {
+                    out.push(json!({"fileData": {"mimeType": mime_from_url(url), "fileUri": url}}));
+                } else {
+                    return Err(invalid(
+                        "image_url must be a base64 data URL or an http(s) URL",
+                        "messages",
+                    ));
+                }
+            }
+            ContentPart::File { file } => {
+                if file.file_id.is_some() {
+                    return Err(invalid(
+                        "file_id references cannot be sent to provider kind gemini; send file_data",
+                        "messages",
+                    ));
+                }
+                let data = file
+                    .file_data
+                    .as_deref()
+                    .ok_or_else(|| invalid("file parts need file_data", "messages"))?;
+                // OpenAI's file parts are PDFs; bare base64 is accepted as one.
+                let (mime, b64) = parse_data_url(data).unwrap_or(("application/pdf", data));
+                out.push(json!({"inlineData": {"mimeType": mime, "data": b64}}));
+            }
+            ContentPart::InputAudio { input_audio } => {
+                let data = input_audio
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid("input_audio needs data", "messages"))?;
+                let mime = match input_audio.get("format").and_then(Value::as_str) {
+                    Some("wav") => "audio/wav",
+                    Some("mp3") => "audio/mp3",
+                    _ => return Err(invalid("input_audio format must be wav or mp3", "messages")),
+                };
+                out.push(json!({"inlineData": {"mimeType": mime, "data": data}}));
+            }
         }
     }
+    Ok(out)
 }
 
 /// A tool result's content as a `functionResponse.response` object.
@@ -242,11 +268,22 @@ fn build_contents(params: &ChatParams<'_>) -> Result<(Vec<Value>, Vec<Turn>), Ga
     Ok((system, turns))
 }
 
+/// Gives the first call of each model turn that carries no signature at all the stand-in.
+/// Turns with a signature are left alone: of parallel calls only the first one carries it.
+fn fill_missing_signatures(turns: &mut [Turn]) {
+    for (role, parts) in turns.iter_mut() {
+        if *role != "model" || parts.iter().any(|p| p.get("thoughtSignature").is_some()) {
+            continue;
+        }
+        if let Some(first_call) = parts.iter_mut().find(|p| p.get("functionCall").is_some()) {
+            first_call["thoughtSignature"] = json!(SKIP_SIGNATURE);
+        }
+    }
+}
+
 /// Keywords of Gemini's OpenAPI-subset `Schema` that pass through unchanged.
-const SCHEMA_KEEP: [&str; 14] = [
-    "format",
+const SCHEMA_KEEP: [&str; 12] = [
     "description",
-    "nullable",
     "minItems",
     "maxItems",
     "minProperties",
@@ -257,113 +294,261 @@ const SCHEMA_KEEP: [&str; 14] = [
     "minimum",
     "maximum",
     "propertyOrdering",
-    "enum",
+    "nullable",
 ];
 
-/// Reduces a JSON Schema to what Gemini accepts (§3.6), inlining local `$ref`s from `defs`.
-pub fn sanitize_schema(schema: &Value) -> Value {
-    let defs = schema
-        .get("$defs")
-        .or_else(|| schema.get("definitions"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    sanitize_node(schema, &defs, 0)
+/// Reduces a JSON Schema to what Gemini accepts (§3.6), inlining local `$ref`s. `param` names
+/// the request field the schema came from, for the 400 when it cannot be expressed.
+pub fn sanitize_schema(schema: &Value, param: &'static str) -> Result<Value, GatewayError> {
+    let mut sanitizer = Sanitizer {
+        defs: ["$defs", "definitions"]
+            .iter()
+            .find_map(|k| schema.get(k).and_then(Value::as_object)),
+        expanding: Vec::new(),
+        nodes: 0,
+        param,
+    };
+    sanitizer.node(schema)
 }
 
-fn sanitize_node(node: &Value, defs: &Value, depth: usize) -> Value {
-    // Recursive $refs cannot be inlined; cut them off rather than loop forever.
-    if depth > 16 {
-        return json!({"type": "OBJECT"});
+struct Sanitizer<'a> {
+    defs: Option<&'a Map<String, Value>>,
+    /// The `$ref`s being inlined, outermost first: meeting one again means recursion.
+    expanding: Vec<&'a str>,
+    nodes: usize,
+    param: &'static str,
+}
+
+impl<'a> Sanitizer<'a> {
+    fn node(&mut self, node: &'a Value) -> Result<Value, GatewayError> {
+        self.nodes += 1;
+        if self.nodes > MAX_SCHEMA_NODES {
+            return Err(invalid(
+                format!("schema is too large for provider kind gemini once its $refs are inlined (over {MAX_SCHEMA_NODES} nodes)"),
+                self.param,
+            ));
+        }
+        let Value::Object(obj) = node else {
+            return Ok(node.clone());
+        };
+        // Schemas this node takes keywords from: its `$ref`, its `allOf` members and a lone
+        // non-null `anyOf` branch. Its own keywords (a description at the point of use, say)
+        // win over theirs.
+        let mut inherited = Vec::new();
+        if let Some(reference) = obj.get("$ref").and_then(Value::as_str) {
+            inherited.push(self.reference(reference)?);
+        }
+        for member in obj
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            inherited.push(self.node(member)?);
+        }
+        let mut own = Map::new();
+        let mut nullable = obj.get("nullable").and_then(Value::as_bool) == Some(true);
+        let branches = obj
+            .get("anyOf")
+            .or_else(|| obj.get("oneOf"))
+            .and_then(Value::as_array);
+        if let Some(branches) = branches {
+            let is_null = |b: &Value| b.get("type").and_then(Value::as_str) == Some("null");
+            let real: Vec<&Value> = branches.iter().filter(|b| !is_null(b)).collect();
+            nullable |= real.len() < branches.len();
+            match real.as_slice() {
+                [] => {}
+                [only] => inherited.push(self.node(only)?),
+                many => {
+                    let mut sanitized = Vec::with_capacity(many.len());
+                    for branch in many {
+                        sanitized.push(self.node(branch)?);
+                    }
+                    own.insert("anyOf".into(), Value::Array(sanitized));
+                }
+            }
+        }
+
+        match obj.get("type") {
+            Some(Value::String(t)) if t == "null" => nullable = true,
+            Some(Value::String(t)) => {
+                own.insert("type".into(), json!(t.to_ascii_uppercase()));
+            }
+            Some(Value::Array(types)) => {
+                let real: Vec<String> = types
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter(|t| *t != "null")
+                    .map(str::to_ascii_uppercase)
+                    .collect();
+                nullable |= real.len() < types.len();
+                match real.as_slice() {
+                    [] => {}
+                    [only] => {
+                        own.insert("type".into(), json!(only));
+                    }
+                    // With properties or items, those say which of the types is meant.
+                    _ if obj.contains_key("properties") => {
+                        own.insert("type".into(), json!("OBJECT"));
+                    }
+                    _ if obj.contains_key("items") => {
+                        own.insert("type".into(), json!("ARRAY"));
+                    }
+                    // Scalars of several types: a union keeps them all.
+                    many => {
+                        let any: Vec<Value> = many.iter().map(|t| json!({"type": t})).collect();
+                        own.insert("anyOf".into(), Value::Array(any));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for key in SCHEMA_KEEP {
+            if let Some(v) = obj.get(key) {
+                own.insert(key.into(), v.clone());
+            }
+        }
+        if let Some(Value::Object(props)) = obj.get("properties") {
+            let mut sanitized = Map::with_capacity(props.len());
+            for (name, schema) in props {
+                sanitized.insert(name.clone(), self.node(schema)?);
+            }
+            own.insert("properties".into(), Value::Object(sanitized));
+        }
+        if let Some(required) = obj.get("required") {
+            own.insert("required".into(), required.clone());
+        }
+        if let Some(items) = obj.get("items").filter(|i| i.is_object()) {
+            let items = self.node(items)?;
+            own.insert("items".into(), items);
+        }
+        if let Some(values) = obj.get("enum") {
+            own.insert("enum".into(), values.clone());
+        }
+        if let Some(value) = obj.get("const") {
+            own.insert("enum".into(), json!([value]));
+        }
+        if let Some(format) = obj.get("format") {
+            own.insert("format".into(), format.clone());
+        }
+        if nullable {
+            own.insert("nullable".into(), json!(true));
+        }
+        for schema in inherited {
+            merge_into(&mut own, schema);
+        }
+        Ok(Value::Object(fit_gemini_rules(own)))
     }
-    let Value::Object(obj) = node else {
-        return node.clone();
+
+    fn reference(&mut self, reference: &'a str) -> Result<Value, GatewayError> {
+        let name = reference
+            .strip_prefix("#/$defs/")
+            .or_else(|| reference.strip_prefix("#/definitions/"));
+        let Some((name, target)) = name.and_then(|n| Some((n, self.defs?.get(n)?))) else {
+            return Err(invalid(
+                format!("schema $ref '{reference}' does not name an entry of the schema's $defs"),
+                self.param,
+            ));
+        };
+        if self.expanding.contains(&name) {
+            return Err(invalid(
+                format!("recursive schema $ref '{reference}' cannot be expressed in Gemini's schema subset"),
+                self.param,
+            ));
+        }
+        self.expanding.push(name);
+        let result = self.node(target);
+        self.expanding.pop();
+        result
+    }
+}
+
+/// Adds `from`'s keywords to `into` (which keeps its own); properties and required lists of
+/// both are combined, as `allOf` means all of them hold.
+fn merge_into(into: &mut Map<String, Value>, from: Value) {
+    let Value::Object(from) = from else { return };
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Object(mine)), Value::Object(theirs)) if key == "properties" => {
+                for (k, v) in theirs {
+                    mine.entry(k).or_insert(v);
+                }
+            }
+            (Some(Value::Array(mine)), Value::Array(theirs)) if key == "required" => {
+                for v in theirs {
+                    if !mine.contains(&v) {
+                        mine.push(v);
+                    }
+                }
+            }
+            (Some(_), _) => {}
+            (None, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Gemini's checks beyond keyword names, each one a 400 seen in the wild: `properties` and
+/// `required` only on OBJECT, required names must exist, `enum` only of strings on STRING,
+/// `format` only the few it knows per type.
+fn fit_gemini_rules(mut node: Map<String, Value>) -> Map<String, Value> {
+    if !node.contains_key("type") && !node.contains_key("anyOf") {
+        let inferred = if node.contains_key("properties") {
+            Some("OBJECT")
+        } else if node.contains_key("items") {
+            Some("ARRAY")
+        } else if node.contains_key("enum") {
+            Some("STRING")
+        } else {
+            None
+        };
+        if let Some(t) = inferred {
+            node.insert("type".into(), json!(t));
+        }
+    }
+    let kind = node.get("type").and_then(Value::as_str).map(str::to_string);
+    let kind = kind.as_deref();
+    if kind != Some("OBJECT") {
+        node.remove("properties");
+        node.remove("required");
+        node.remove("propertyOrdering");
+    }
+    if kind != Some("ARRAY") {
+        node.remove("items");
+    }
+    let known: Vec<String> = match node.get("properties") {
+        Some(Value::Object(props)) => props.keys().cloned().collect(),
+        _ => Vec::new(),
     };
-    if let Some(reference) = obj.get("$ref").and_then(Value::as_str) {
-        let name = reference.rsplit('/').next().unwrap_or(reference);
-        let target = defs
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object"}));
-        return sanitize_node(&target, defs, depth + 1);
+    if let Some(Value::Array(required)) = node.get_mut("required") {
+        required.retain(|r| r.as_str().is_some_and(|r| known.iter().any(|k| k == r)));
     }
-    let mut out = Map::new();
-    let mut nullable = obj
-        .get("nullable")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-
-    // anyOf / oneOf: a null branch means nullable; a single remaining branch is inlined.
-    let branches = obj
-        .get("anyOf")
-        .or_else(|| obj.get("oneOf"))
-        .and_then(Value::as_array);
-    if let Some(branches) = branches {
-        let non_null: Vec<&Value> = branches
-            .iter()
-            .filter(|b| b.get("type").and_then(Value::as_str) != Some("null"))
-            .collect();
-        nullable |= non_null.len() < branches.len();
-        if non_null.len() == 1 {
-            let mut inner = sanitize_node(non_null[0], defs, depth + 1);
-            if nullable {
-                inner["nullable"] = json!(true);
-            }
-            if let Some(d) = obj.get("description") {
-                inner["description"] = d.clone();
-            }
-            return inner;
-        }
-        out.insert(
-            "anyOf".into(),
-            non_null
-                .iter()
-                .map(|b| sanitize_node(b, defs, depth + 1))
-                .collect(),
-        );
+    if node
+        .get("required")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+    {
+        node.remove("required");
     }
-
-    match obj.get("type") {
-        Some(Value::String(t)) if t != "null" => {
-            out.insert("type".into(), json!(t.to_ascii_uppercase()));
-        }
-        Some(Value::Array(types)) => {
-            let real: Vec<&str> = types
-                .iter()
-                .filter_map(Value::as_str)
-                .filter(|t| *t != "null")
-                .collect();
-            nullable |= real.len() < types.len();
-            if let Some(first) = real.first() {
-                out.insert("type".into(), json!(first.to_ascii_uppercase()));
-            }
-        }
-        _ => {}
+    let strings_only = node
+        .get("enum")
+        .and_then(Value::as_array)
+        .is_some_and(|values| !values.is_empty() && values.iter().all(Value::is_string));
+    if kind != Some("STRING") || !strings_only {
+        // A number enum cannot become strings without changing the arguments' types.
+        node.remove("enum");
     }
-    for key in SCHEMA_KEEP {
-        if let Some(v) = obj.get(key) {
-            out.insert(key.into(), v.clone());
-        }
+    let format_ok = matches!(
+        (kind, node.get("format").and_then(Value::as_str)),
+        (Some("STRING"), Some("enum" | "date-time"))
+            | (Some("INTEGER"), Some("int32" | "int64"))
+            | (Some("NUMBER"), Some("float" | "double"))
+    );
+    if !format_ok {
+        node.remove("format");
     }
-    if let Some(c) = obj.get("const") {
-        out.insert("enum".into(), json!([c]));
-    }
-    if let Some(Value::Object(props)) = obj.get("properties") {
-        let props: Map<String, Value> = props
-            .iter()
-            .map(|(k, v)| (k.clone(), sanitize_node(v, defs, depth + 1)))
-            .collect();
-        out.insert("properties".into(), Value::Object(props));
-    }
-    if let Some(required) = obj.get("required") {
-        out.insert("required".into(), required.clone());
-    }
-    if let Some(items) = obj.get("items") {
-        out.insert("items".into(), sanitize_node(items, defs, depth + 1));
-    }
-    if nullable {
-        out.insert("nullable".into(), json!(true));
-    }
-    Value::Object(out)
+    node
 }
 
 fn tool_config(choice: &Value) -> Result<Value, GatewayError> {
@@ -413,32 +598,55 @@ fn thinking_config(effort: &str) -> Result<Value, GatewayError> {
     Ok(json!({"thinkingBudget": budget, "includeThoughts": true}))
 }
 
-impl GeminiAdapter {
-    /// The Gemini request body for `request`.
-    pub fn request_body(request: &ChatRequest) -> Result<Value, GatewayError> {
-        let params = ChatParams::from_request(request)?;
-        if params.logit_bias.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(invalid(
-                "logit_bias is not supported by provider kind gemini",
-                "logit_bias",
-            ));
-        }
-        for (key, value) in params.rest.iter() {
-            let key = key.as_str();
-            if key == "modalities" && value.to_string().contains("audio") || key == "audio" {
-                return Err(GatewayError::invalid(
+/// Refuses the fields Gemini cannot honour and any field this adapter does not know.
+fn check_fields(params: &ChatParams<'_>) -> Result<(), GatewayError> {
+    if params.logit_bias.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(invalid(
+            "logit_bias is not supported by provider kind gemini",
+            "logit_bias",
+        ));
+    }
+    for (key, value) in params.rest.iter() {
+        match key.as_str() {
+            "audio" if !value.is_null() => {
+                return Err(invalid(
                     "audio output is not supported by provider kind gemini",
-                    None,
-                ));
+                    "audio",
+                ))
             }
-            if !DROPPED_FIELDS.contains(&key) && key != "modalities" {
+            "modalities" => {
+                if value
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|v| v != "text"))
+                {
+                    return Err(invalid(
+                        "provider kind gemini only answers with text modalities",
+                        "modalities",
+                    ));
+                }
+            }
+            "audio" => {}
+            k if DROPPED_FIELDS.contains(&k) => {}
+            k => {
                 return Err(GatewayError::invalid(
-                    format!("parameter '{key}' is not supported by provider kind gemini"),
+                    format!("parameter '{k}' is not supported by provider kind gemini"),
                     None,
-                ));
+                ))
             }
         }
-        let (system, turns) = build_contents(&params)?;
+    }
+    Ok(())
+}
+
+impl GeminiAdapter {
+    /// The Gemini request body for `request`, sent to `model`.
+    pub fn request_body(request: &ChatRequest, model: &str) -> Result<Value, GatewayError> {
+        let params = ChatParams::from_request(request)?;
+        check_fields(&params)?;
+        let (system, mut turns) = build_contents(&params)?;
+        if validates_signatures(model) {
+            fill_missing_signatures(&mut turns);
+        }
         let mut body = Map::new();
         if !system.is_empty() {
             body.insert("systemInstruction".into(), json!({"parts": system}));
@@ -466,16 +674,17 @@ impl GeminiAdapter {
             if let Some(d) = &function.description {
                 decl["description"] = json!(d);
             }
-            // A function without parameters must not send an empty object schema.
-            let has_params = function.parameters.as_ref().is_some_and(|p| {
-                p.get("properties")
+            if let Some(p) = &function.parameters {
+                let parameters = sanitize_schema(p, "tools")?;
+                // A function without parameters sends none: an empty object schema is noise.
+                let has_params = parameters
+                    .get("properties")
                     .and_then(Value::as_object)
                     .is_some_and(|o| !o.is_empty())
-                    || p.get("$ref").is_some()
-                    || p.get("anyOf").is_some()
-            });
-            if let (true, Some(p)) = (has_params, &function.parameters) {
-                decl["parameters"] = sanitize_schema(p);
+                    || parameters.get("anyOf").is_some();
+                if has_params {
+                    decl["parameters"] = parameters;
+                }
             }
             declarations.push(decl);
         }
@@ -484,7 +693,7 @@ impl GeminiAdapter {
                 "tools".into(),
                 json!([{"functionDeclarations": declarations}]),
             );
-            if let Some(choice) = &params.tool_choice {
+            if let Some(choice) = params.tool_choice.as_ref().filter(|c| !c.is_null()) {
                 body.insert("toolConfig".into(), tool_config(choice)?);
             }
         }
@@ -531,19 +740,25 @@ impl GeminiAdapter {
             }
             set("candidateCount", Some(json!(n)));
         }
-        if let Some(format) = &params.response_format {
+        if let Some(format) = params.response_format.as_ref().filter(|f| !f.is_null()) {
             match format.get("type").and_then(Value::as_str) {
-                None | Some("text") => {}
+                Some("text") => {}
                 Some("json_object") => set("responseMimeType", Some(json!("application/json"))),
                 Some("json_schema") => {
                     set("responseMimeType", Some(json!("application/json")));
                     if let Some(schema) = format.get("json_schema").and_then(|s| s.get("schema")) {
-                        set("responseSchema", Some(sanitize_schema(schema)));
+                        set(
+                            "responseSchema",
+                            Some(sanitize_schema(schema, "response_format")?),
+                        );
                     }
                 }
-                Some(other) => {
+                other => {
                     return Err(invalid(
-                        format!("response_format type '{other}' is not supported"),
+                        format!(
+                            "response_format type '{}' is not supported",
+                            other.unwrap_or("(none)")
+                        ),
                         "response_format",
                     ))
                 }
@@ -570,25 +785,23 @@ impl ProviderAdapter for GeminiAdapter {
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
         let model = target.upstream_model.trim_start_matches("models/");
-        if model.is_empty() || model.contains(['/', '?', '#', ' ']) {
+        if model.is_empty() || model.contains(['/', '?', '#', ' ', ':']) {
             return Err(invalid(
                 format!("'{model}' is not a valid Gemini model name"),
                 "model",
             ));
         }
-        let body = Self::request_body(request)?;
-        let path_and_query = if request.stream {
-            format!(
-                "{}/v1beta/models/{model}:streamGenerateContent?alt=sse",
-                target.endpoint.base_path
-            )
+        let body = Self::request_body(request, model)?;
+        let method = if request.stream {
+            "streamGenerateContent?alt=sse"
         } else {
-            format!(
-                "{}/v1beta/models/{model}:generateContent",
-                target.endpoint.base_path
-            )
+            "generateContent"
         };
-        let mut headers = Vec::with_capacity(3 + target.extra_headers.len());
+        let path_and_query = format!(
+            "{}/v1beta/models/{model}:{method}",
+            target.endpoint.base_path
+        );
+        let mut headers = Vec::with_capacity(2 + target.extra_headers.len());
         headers.push((
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -614,25 +827,27 @@ impl ProviderAdapter for GeminiAdapter {
             .usage_metadata
             .map(UsageWire::to_usage)
             .unwrap_or_default();
-        let mut choices = Vec::new();
-        for candidate in &response.candidates {
+        let mut candidates = response.candidates;
+        // Choices are numbered by position; Gemini numbers candidates itself.
+        candidates.sort_by_key(|c| c.index.unwrap_or(0));
+        let mut choices = Vec::with_capacity(candidates.len().max(1));
+        for candidate in candidates {
             let mut choice = ChoiceOut::default();
             let mut text = String::new();
             let mut reasoning = String::new();
-            for part in candidate.content.iter().flat_map(|c| &c.parts) {
-                if let Some(call) = &part.function_call {
+            for part in candidate.content.into_iter().flat_map(|c| c.parts) {
+                if let Some(call) = part.function_call {
                     choice.tool_calls.push((
                         synthesize_call_id(part.thought_signature.as_deref()),
-                        call.name.clone(),
+                        call.name,
                         call.args
-                            .as_ref()
-                            .map_or_else(|| "{}".to_string(), Value::to_string),
+                            .map_or_else(|| "{}".to_string(), |a| a.to_string()),
                     ));
-                } else if let Some(t) = &part.text {
+                } else if let Some(t) = part.text {
                     if part.thought {
-                        reasoning.push_str(t);
+                        reasoning.push_str(&t);
                     } else {
-                        text.push_str(t);
+                        text.push_str(&t);
                     }
                 }
             }
@@ -646,7 +861,7 @@ impl ProviderAdapter for GeminiAdapter {
             choices.push(choice);
         }
         if choices.is_empty() {
-            if response.prompt_feedback.is_none() {
+            if !response.prompt_feedback.is_some_and(|f| f.blocked()) {
                 return Err(StreamFailure::Malformed("answer has no candidates".into()));
             }
             // A blocked prompt: one empty choice that says so.
@@ -658,7 +873,7 @@ impl ProviderAdapter for GeminiAdapter {
         }
         let id = response
             .response_id
-            .map(|id| format!("chatcmpl-{id}"))
+            .filter(|id| !id.is_empty())
             .unwrap_or_else(|| format!("chatcmpl-{:016x}", fastrand::u64(..)));
         let body = completion_body(
             &id,
@@ -750,13 +965,51 @@ struct ErrorEnvelope {
 
 #[derive(Deserialize)]
 struct ErrorWire {
+    /// The HTTP status, also inside a stream that began with 200.
+    #[serde(default)]
+    code: Option<Value>,
     #[serde(default)]
     message: Option<String>,
+    /// The gRPC status name (`RESOURCE_EXHAUSTED`, ...).
     #[serde(default)]
     status: Option<String>,
+    #[serde(default)]
+    details: Vec<ErrorDetail>,
 }
 
-/// Maps a Gemini error (HTTP body or in-stream object) to the client's error (§5.10).
+/// One `google.rpc` detail; only `ErrorInfo.reason` and `RetryInfo.retryDelay` are read.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorDetail {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    retry_delay: Option<String>,
+}
+
+/// HTTP status for a gRPC status name, for errors reported inside a stream.
+fn grpc_http_status(status: &str) -> u16 {
+    match status {
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => 400,
+        "UNAUTHENTICATED" => 401,
+        "PERMISSION_DENIED" => 403,
+        "NOT_FOUND" => 404,
+        "RESOURCE_EXHAUSTED" => 429,
+        "UNAVAILABLE" => 503,
+        "DEADLINE_EXCEEDED" => 504,
+        _ => 500,
+    }
+}
+
+/// `RetryInfo.retryDelay` (`"39s"`, `"1.5s"`) as whole `Retry-After` seconds, rounded up.
+fn retry_delay_seconds(delay: &str) -> Option<String> {
+    let secs: f64 = delay.trim().strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| (secs.ceil() as u64).to_string())
+}
+
+/// Maps a Gemini error (HTTP body or in-stream object) to the client's error (§5.10). `status`
+/// is the HTTP status, 200 for an error inside a stream. `provider` prefixes the message;
+/// stream decoders pass `None` and the caller adds it.
 pub fn decode_gemini_error(
     provider: Option<&str>,
     status: u16,
@@ -768,45 +1021,50 @@ pub fn decode_gemini_error(
         Ok(ErrorBody::Many(mut list)) if !list.is_empty() => Some(list.swap_remove(0).error),
         _ => None,
     };
-    let (message, grpc) = match parsed {
-        Some(e) => (e.message, e.status),
+    let (message, grpc, code, details) = match parsed {
+        Some(e) => (e.message, e.status, e.code, e.details),
         None => {
             let text = String::from_utf8_lossy(&body[..body.len().min(512)])
                 .trim()
                 .to_string();
-            ((!text.is_empty()).then_some(text), None)
+            ((!text.is_empty()).then_some(text), None, None, Vec::new())
         }
     };
-    // In a stream the HTTP status was 200; the gRPC status says what happened.
-    let status = match (status, grpc.as_deref()) {
-        (200, Some("RESOURCE_EXHAUSTED")) => 429,
-        (200, Some("INVALID_ARGUMENT" | "FAILED_PRECONDITION")) => 400,
-        (200, Some("UNAVAILABLE")) => 503,
-        (200, Some("DEADLINE_EXCEEDED")) => 504,
-        (200, _) => 500,
-        (s, _) => s,
+    let status = if (200..300).contains(&status) {
+        // Inside a stream the HTTP status said nothing; the error's own code does.
+        code.as_ref()
+            .and_then(Value::as_u64)
+            .and_then(|c| u16::try_from(c).ok())
+            .filter(|c| (400..600).contains(c))
+            .unwrap_or_else(|| grpc.as_deref().map_or(500, grpc_http_status))
+    } else {
+        status
     };
     let kind = match grpc.as_deref() {
         Some("RESOURCE_EXHAUSTED") => "rate_limit_error",
         _ => super::openai_error_type(status),
     };
+    // OpenAI's own codes where it has one, so clients that branch on them keep working.
     let code = match grpc.as_deref() {
         Some("RESOURCE_EXHAUSTED") => Some("rate_limit_exceeded".to_string()),
         Some("NOT_FOUND") => Some("model_not_found".to_string()),
         other => other.map(str::to_string),
     };
-    let name = provider.unwrap_or("the provider");
-    let message = if status == 401
-        || status == 403
-        || message.as_deref().is_some_and(|m| m.contains("API key"))
-    {
+    let retry_after = retry_after.or_else(|| {
+        details
+            .iter()
+            .find_map(|d| d.retry_delay.as_deref().and_then(retry_delay_seconds))
+    });
+    // Gemini answers a bad key with 400 INVALID_ARGUMENT, not 401; the message may quote it.
+    let bad_key = details
+        .iter()
+        .any(|d| d.reason.as_deref() == Some("API_KEY_INVALID"))
+        || message.as_deref().is_some_and(|m| m.contains("API key"));
+    let message = if bad_key && status != 401 && status != 403 {
+        let name = provider.unwrap_or("the provider");
         format!("provider '{name}' rejected the gateway's credentials (HTTP {status})")
     } else {
-        let text = message.unwrap_or_else(|| format!("upstream answered HTTP {status}"));
-        match provider {
-            Some(p) => format!("{p}: {text}"),
-            None => text,
-        }
+        upstream_message(provider, status, message)
     };
     GatewayError::Upstream {
         status,
@@ -824,7 +1082,7 @@ struct ResponseWire {
     #[serde(default)]
     candidates: Vec<CandidateWire>,
     #[serde(default)]
-    prompt_feedback: Option<Value>,
+    prompt_feedback: Option<PromptFeedbackWire>,
     #[serde(default)]
     usage_metadata: Option<UsageWire>,
     #[serde(default)]
@@ -832,7 +1090,23 @@ struct ResponseWire {
     #[serde(default)]
     response_id: Option<String>,
     #[serde(default)]
-    error: Option<Value>,
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedbackWire {
+    #[serde(default)]
+    block_reason: Option<String>,
+}
+
+impl PromptFeedbackWire {
+    /// Feedback also comes with answered prompts (safety ratings); only a reason means blocked.
+    fn blocked(&self) -> bool {
+        self.block_reason
+            .as_deref()
+            .is_some_and(|r| r != "BLOCK_REASON_UNSPECIFIED")
+    }
 }
 
 #[derive(Deserialize)]
@@ -901,7 +1175,9 @@ impl UsageWire {
 #[derive(Default, Clone)]
 struct CandidateState {
     started: bool,
+    /// Tool calls written so far: the next call's dense index.
     tools: u32,
+    /// The last `finishReason` seen; old models send one on every chunk.
     finish: Option<String>,
 }
 
@@ -964,23 +1240,26 @@ impl GeminiStreamDecoder {
         }
         if !self.identified {
             self.identified = true;
-            let id = response
-                .response_id
-                .as_deref()
-                .map(|id| format!("chatcmpl-{id}"));
-            self.writer
-                .set_identity(id.as_deref(), response.model_version.as_deref());
+            self.writer.set_identity(
+                response.response_id.as_deref(),
+                response.model_version.as_deref(),
+            );
         }
         if let Some(u) = response.usage_metadata {
             // Usage may repeat on several chunks: the last one is the total.
             self.usage = Some(u);
         }
-        if response.candidates.is_empty() && response.prompt_feedback.is_some() {
+        if response.candidates.is_empty() && response.prompt_feedback.is_some_and(|f| f.blocked()) {
             self.blocked = true;
         }
         for candidate in response.candidates {
             let index = candidate.index.unwrap_or(0);
             let slot = index as usize;
+            if slot >= MAX_CANDIDATES {
+                return Err(StreamFailure::Malformed(format!(
+                    "candidate index {index} is out of range"
+                )));
+            }
             if self.candidates.len() <= slot {
                 self.candidates.resize(slot + 1, CandidateState::default());
             }
@@ -1034,13 +1313,52 @@ mod tests {
         ChatRequest::parse(v.to_string().as_bytes()).unwrap()
     }
 
-    fn normalise_created(text: &str) -> String {
+    /// The Gemini body for `messages` plus `extra` top-level fields, sent to Gemini 2.5.
+    fn body_with(messages: Value, extra: Value) -> Result<Value, GatewayError> {
+        body_for_model(messages, extra, "gemini-2.5-flash")
+    }
+
+    fn body_for_model(messages: Value, extra: Value, model: &str) -> Result<Value, GatewayError> {
+        let mut v = json!({"model": "g", "messages": messages});
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        GeminiAdapter::request_body(&request(v), model)
+    }
+
+    fn hello() -> Value {
+        json!([{"role": "user", "content": "x"}])
+    }
+
+    /// Replaces the random parts of generated ids and `created`, so output can be compared with
+    /// a fixture.
+    fn normalise(text: &str) -> String {
+        let mut out = blank_after(text, "\"created\":", |c| c.is_ascii_digit(), '0', true);
+        out = blank_after(&out, "\"call_", |c| c.is_ascii_hexdigit(), 'X', false);
+        blank_after(&out, "\"chatcmpl-", |c| c.is_ascii_hexdigit(), 'X', false)
+    }
+
+    /// After each `marker`, replaces the run of characters matching `keep` by `fill` (once,
+    /// when `collapse`, else once per character).
+    fn blank_after(
+        text: &str,
+        marker: &str,
+        keep: impl Fn(char) -> bool,
+        fill: char,
+        collapse: bool,
+    ) -> String {
         let mut out = String::new();
         let mut rest = text;
-        while let Some(pos) = rest.find("\"created\":") {
-            out.push_str(&rest[..pos]);
-            out.push_str("\"created\":0");
-            rest = rest[pos + 10..].trim_start_matches(|c: char| c.is_ascii_digit());
+        while let Some(pos) = rest.find(marker) {
+            out.push_str(&rest[..pos + marker.len()]);
+            rest = &rest[pos + marker.len()..];
+            let run = rest.chars().take_while(|c| keep(*c)).count();
+            if collapse {
+                out.push(fill);
+            } else {
+                out.extend(std::iter::repeat_n(fill, run));
+            }
+            rest = &rest[run..];
         }
         out.push_str(rest);
         out
@@ -1059,26 +1377,80 @@ mod tests {
             }
         }
         let r = d.finish(&mut out);
-        (
-            r,
-            normalise_created(&String::from_utf8(out).unwrap()),
-            d.usage(),
-        )
+        (r, normalise(&String::from_utf8(out).unwrap()), d.usage())
     }
+
+    /// The JSON objects of an OpenAI SSE body.
+    fn chunks(sse: &str) -> Vec<Value> {
+        sse.split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|e| e.starts_with('{'))
+            .map(json)
+            .collect()
+    }
+
+    fn decode(answer: &str) -> Value {
+        let decoded = GeminiAdapter
+            .decode_response(Bytes::from(answer.to_string()))
+            .unwrap();
+        serde_json::from_slice(&decoded.body).unwrap()
+    }
+
+    fn endpoint() -> Endpoint {
+        Endpoint::from_url(&url::Url::parse("https://generativelanguage.googleapis.com").unwrap())
+            .unwrap()
+    }
+
+    // ---- golden fixtures ----
 
     #[test]
     fn golden_request_with_tools_history_and_signatures() {
         let req = ChatRequest::parse(fixture!("request_tools.openai.json").as_bytes()).unwrap();
-        let ep = Endpoint::from_url(
-            &url::Url::parse("https://generativelanguage.googleapis.com").unwrap(),
-        )
-        .unwrap();
         let key = Secret::new("g-key");
+        let extra = [(
+            http::HeaderName::from_static("x-extra"),
+            HeaderValue::from_static("1"),
+        )];
         let out = GeminiAdapter
             .build_request(
                 &req,
                 &AttemptTarget {
                     upstream_model: "gemini-2.5-flash",
+                    endpoint: &endpoint(),
+                    api_key: Some(&key),
+                    extra_headers: &extra,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            out.path_and_query,
+            "/v1beta/models/gemini-2.5-flash:generateContent"
+        );
+        let header = |name: &str| {
+            out.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(header("x-goog-api-key").as_deref(), Some("g-key"));
+        assert_eq!(header("content-type").as_deref(), Some("application/json"));
+        assert_eq!(header("x-extra").as_deref(), Some("1"));
+        let body: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(body, json(fixture!("request_tools.gemini.json")));
+    }
+
+    #[test]
+    fn streaming_uses_sse_endpoint_under_the_base_path_and_never_a_key_in_the_url() {
+        let mut v = json(fixture!("request_tools.openai.json"));
+        v["stream"] = json!(true);
+        let key = Secret::new("g-key");
+        let ep = Endpoint::from_url(&url::Url::parse("http://proxy.local:8080/gemini/").unwrap())
+            .unwrap();
+        let out = GeminiAdapter
+            .build_request(
+                &request(v),
+                &AttemptTarget {
+                    upstream_model: "models/gemini-2.5-pro",
                     endpoint: &ep,
                     api_key: Some(&key),
                     extra_headers: &[],
@@ -1087,84 +1459,44 @@ mod tests {
             .unwrap();
         assert_eq!(
             out.path_and_query,
-            "/v1beta/models/gemini-2.5-flash:generateContent"
-        );
-        let key_header = out
-            .headers
-            .iter()
-            .find(|(n, _)| n == "x-goog-api-key")
-            .unwrap();
-        assert_eq!(key_header.1, "g-key");
-        let body: Value = serde_json::from_slice(&out.body).unwrap();
-        assert_eq!(body, json(fixture!("request_tools.gemini.json")));
-    }
-
-    #[test]
-    fn streaming_uses_sse_endpoint() {
-        let mut v = json(fixture!("request_tools.openai.json"));
-        v["stream"] = json!(true);
-        let ep = Endpoint::from_url(
-            &url::Url::parse("https://generativelanguage.googleapis.com").unwrap(),
-        )
-        .unwrap();
-        let out = GeminiAdapter
-            .build_request(
-                &request(v),
-                &AttemptTarget {
-                    upstream_model: "models/gemini-2.5-pro",
-                    endpoint: &ep,
-                    api_key: None,
-                    extra_headers: &[],
-                },
-            )
-            .unwrap();
-        assert_eq!(
-            out.path_and_query,
-            "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+            "/gemini/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
         );
         assert!(!out.path_and_query.contains("key="));
+        let bad = GeminiAdapter.build_request(
+            &request(json!({"model": "g", "messages": hello()})),
+            &AttemptTarget {
+                upstream_model: "gemini?key=x",
+                endpoint: &ep,
+                api_key: None,
+                extra_headers: &[],
+            },
+        );
+        assert_eq!(bad.unwrap_err().param(), Some("model"));
     }
 
     #[test]
     fn golden_text_response_with_thoughts_and_usage() {
-        let decoded = GeminiAdapter
-            .decode_response(Bytes::from_static(
-                fixture!("response_text.gemini.json").as_bytes(),
-            ))
-            .unwrap();
-        let got = json(&normalise_created(
-            std::str::from_utf8(&decoded.body).unwrap(),
-        ));
+        let got = decode(fixture!("response_text.gemini.json"));
+        let got = json(&normalise(&got.to_string()));
         assert_eq!(got, json(fixture!("response_text.openai.json")));
     }
 
     #[test]
-    fn function_call_response_gets_ids_tool_calls_and_signature_round_trip() {
-        let answer = r#"{"candidates": [{"content": {"parts": [{"functionCall": {"name": "find_theaters", "args": {"movie": "Barbie"}}, "thoughtSignature": "c2lnLTE="}, {"functionCall": {"name": "noargs"}}], "role": "model"}, "finishReason": "STOP", "index": 0}]}"#;
-        let decoded = GeminiAdapter.decode_response(Bytes::from(answer)).unwrap();
-        let v: Value = serde_json::from_slice(&decoded.body).unwrap();
-        let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
-        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
-        assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
-        assert_eq!(calls[0]["function"]["arguments"], "{\"movie\":\"Barbie\"}");
-        assert_eq!(calls[1]["function"]["arguments"], "{}");
-        let id = calls[0]["id"].as_str().unwrap();
-        assert_ne!(id, calls[1]["id"].as_str().unwrap());
-        assert_eq!(signature_of(id), Some("c2lnLTE="));
-        // Replaying the call sends the signature back.
-        let replay = GeminiAdapter::request_body(&request(json!({"model": "g", "messages": [
-            {"role": "user", "content": "x"},
-            {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function", "function": {"name": "find_theaters", "arguments": "{\"movie\":\"Barbie\"}"}}]},
-            {"role": "tool", "tool_call_id": id, "content": "none"}]})))
-        .unwrap();
-        assert_eq!(
-            replay["contents"][1]["parts"][0]["thoughtSignature"],
-            "c2lnLTE="
-        );
+    fn golden_function_call_response() {
+        let got = decode(fixture!("response_function_call.gemini.json"));
+        let ids: Vec<&str> = got["choices"][0]["message"]["tool_calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        assert_ne!(ids[0], ids[1]);
+        let got = json(&normalise(&got.to_string()));
+        assert_eq!(got, json(fixture!("response_function_call.openai.json")));
     }
 
     #[test]
-    fn golden_stream_with_crlf_and_repeated_finish_reason() {
+    fn golden_text_stream_in_any_pieces() {
         for piece in [1, 7, 4096] {
             let (r, out, usage) = stream(fixture!("stream_text.gemini.sse"), true, piece);
             r.unwrap();
@@ -1174,39 +1506,747 @@ mod tests {
     }
 
     #[test]
-    fn streamed_function_calls_get_dense_indexes_and_tool_calls_finish() {
-        let (r, out, usage) = stream(fixture!("stream_function_call.gemini.sse"), false, 13);
+    fn golden_function_call_stream_in_any_pieces() {
+        for piece in [1, 7, 4096] {
+            let (r, out, _) = stream(fixture!("stream_function_call.gemini.sse"), true, piece);
+            r.unwrap();
+            assert_eq!(
+                out,
+                fixture!("stream_function_call.openai.sse"),
+                "piece {piece}"
+            );
+        }
+    }
+
+    // ---- request-side tricky cases (reference §6) ----
+
+    #[test]
+    fn case01_system_and_developer_messages_keep_their_order() {
+        let body = body_with(
+            json!([{"role": "system", "content": "a"}, {"role": "user", "content": "x"},
+                   {"role": "developer", "content": [{"type": "text", "text": "b"}]},
+                   {"role": "system", "content": ""}]),
+            json!({}),
+        )
+        .unwrap();
+        assert_eq!(
+            body["systemInstruction"],
+            json!({"parts": [{"text": "a"}, {"text": "b"}]})
+        );
+        assert_eq!(
+            body["contents"],
+            json!([{"role": "user", "parts": [{"text": "x"}]}])
+        );
+    }
+
+    #[test]
+    fn case04_empty_user_content_is_never_sent() {
+        let body = body_with(
+            json!([{"role": "user", "content": ""},
+                   {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "hi"}]},
+                   {"role": "assistant", "content": ""},
+                   {"role": "assistant", "content": null},
+                   {"role": "user", "content": "again"}]),
+            json!({}),
+        )
+        .unwrap();
+        // The empty assistant turns vanish, so the two user turns merge into one.
+        assert_eq!(
+            body["contents"],
+            json!([{"role": "user", "parts": [{"text": "hi"}, {"text": "again"}]}])
+        );
+        let all_empty = body_with(
+            json!([{"role": "user", "content": ""}, {"role": "user", "content": []}]),
+            json!({}),
+        );
+        assert_eq!(all_empty.unwrap_err().param(), Some("messages"));
+    }
+
+    #[test]
+    fn case05_consecutive_tool_results_form_one_user_turn() {
+        let body = body_with(
+            json!([{"role": "user", "content": "x"},
+                   {"role": "assistant", "tool_calls": [
+                       {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                       {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+                   {"role": "tool", "tool_call_id": "a", "content": "1"},
+                   {"role": "tool", "tool_call_id": "b", "content": [{"type": "text", "text": "two"}]}]),
+            json!({}),
+        )
+        .unwrap();
+        assert_eq!(
+            body["contents"][2],
+            json!({"role": "user", "parts": [
+                {"functionResponse": {"name": "f", "response": {"output": 1}}},
+                {"functionResponse": {"name": "g", "response": {"output": "two"}}}]})
+        );
+        assert_eq!(body["contents"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn case10_tool_call_arguments_empty_object_invalid() {
+        let with_args = |args: &str| {
+            body_with(
+                json!([{"role": "user", "content": "x"},
+                       {"role": "assistant", "tool_calls": [
+                           {"id": "a", "type": "function", "function": {"name": "f", "arguments": args}}]}]),
+                json!({}),
+            )
+        };
+        for empty in ["", "{}", "  "] {
+            assert_eq!(
+                with_args(empty).unwrap()["contents"][1]["parts"][0]["functionCall"]["args"],
+                json!({})
+            );
+        }
+        for bad in ["{", "[1]", "\"s\""] {
+            let err = with_args(bad).unwrap_err();
+            assert_eq!(
+                (err.status(), err.param()),
+                (400, Some("messages")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn case11_tool_result_name_is_looked_up_by_call_id() {
+        let body = body_with(
+            json!([{"role": "user", "content": "x"},
+                   {"role": "assistant", "tool_calls": [
+                       {"id": "call_9", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+                   {"role": "tool", "tool_call_id": "call_9", "content": "{\"ok\":true}"}]),
+            json!({}),
+        )
+        .unwrap();
+        assert_eq!(
+            body["contents"][2]["parts"][0]["functionResponse"],
+            json!({"name": "lookup", "response": {"output": {"ok": true}}})
+        );
+        for orphan in [
+            json!([{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "r"}]),
+            json!([{"role": "user", "content": "x"}, {"role": "tool", "content": "r"}]),
+        ] {
+            let err = body_with(orphan, json!({})).unwrap_err();
+            assert_eq!((err.status(), err.param()), (400, Some("messages")));
+        }
+    }
+
+    #[test]
+    fn case12_assistant_text_and_tool_calls_stay_in_one_model_turn() {
+        let body = body_with(
+            json!([{"role": "user", "content": "x"},
+                   {"role": "assistant", "content": "Let me look.", "tool_calls": [
+                       {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{\"q\":1}"}}]}]),
+            json!({}),
+        )
+        .unwrap();
+        assert_eq!(
+            body["contents"][1],
+            json!({"role": "model", "parts": [{"text": "Let me look."},
+                                              {"functionCall": {"name": "f", "args": {"q": 1}}}]})
+        );
+    }
+
+    #[test]
+    fn case14_stop_as_string_whitespace_and_at_most_five() {
+        let stops = |stop: Value| body_with(hello(), json!({ "stop": stop }));
+        assert_eq!(
+            stops(json!("\n")).unwrap()["generationConfig"]["stopSequences"],
+            json!(["\n"])
+        );
+        assert_eq!(
+            stops(json!(["a", "b", "c", "d", "e"])).unwrap()["generationConfig"]["stopSequences"],
+            json!(["a", "b", "c", "d", "e"])
+        );
+        let err = stops(json!(["a", "b", "c", "d", "e", "f"])).unwrap_err();
+        assert_eq!((err.status(), err.param()), (400, Some("stop")));
+        assert_eq!(stops(json!([1])).unwrap_err().param(), Some("stop"));
+        assert!(stops(json!(null))
+            .unwrap()
+            .get("generationConfig")
+            .is_none());
+    }
+
+    #[test]
+    fn case16_images_pdfs_and_audio() {
+        let parts = |content: Value| {
+            body_with(json!([{ "role": "user", "content": content }]), json!({}))
+                .map(|b| b["contents"][0]["parts"].clone())
+        };
+        let got = parts(json!([
+            {"type": "image_url", "image_url": {"url": "data:image/webp;base64,UklG"}},
+            {"type": "image_url", "image_url": {"url": "data:image/png;charset=utf-8;base64,iVBO"}},
+            {"type": "image_url", "image_url": {"url": "data:image/bmp;base64,Qk0="}},
+            {"type": "image_url", "image_url": {"url": "data:application/pdf;base64,JVBERi0="}},
+            {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.PNG?size=2"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/photo"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/doc.pdf"}},
+            {"type": "input_audio", "input_audio": {"data": "UklGR", "format": "wav"}},
+            {"type": "input_audio", "input_audio": {"data": "SUQz", "format": "mp3"}}
+        ]))
+        .unwrap();
+        assert_eq!(
+            got,
+            json!([
+                {"inlineData": {"mimeType": "image/webp", "data": "UklG"}},
+                {"inlineData": {"mimeType": "image/png", "data": "iVBO"}},
+                // Gemini decides about formats it may learn; the gateway does not guess.
+                {"inlineData": {"mimeType": "image/bmp", "data": "Qk0="}},
+                {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0="}},
+                {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0x"}},
+                {"fileData": {"mimeType": "image/png", "fileUri": "https://example.com/cat.PNG?size=2"}},
+                {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://example.com/photo"}},
+                {"fileData": {"mimeType": "application/pdf", "fileUri": "https://example.com/doc.pdf"}},
+                {"inlineData": {"mimeType": "audio/wav", "data": "UklGR"}},
+                {"inlineData": {"mimeType": "audio/mp3", "data": "SUQz"}}
+            ])
+        );
+        for refused in [
+            json!([{"type": "file", "file": {"file_id": "file-123"}}]),
+            json!([{"type": "input_audio", "input_audio": {"data": "x", "format": "flac"}}]),
+            json!([{"type": "image_url", "image_url": {"url": "ftp://example.com/a.png"}}]),
+        ] {
+            let err = parts(refused.clone()).unwrap_err();
+            assert_eq!(
+                (err.status(), err.param()),
+                (400, Some("messages")),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn case20_schemas_are_reduced_to_the_gemini_subset() {
+        let schema = json!({"$schema": "x", "type": "object", "additionalProperties": false, "title": "T",
+            "properties": {
+                "a": {"type": ["string", "null"], "examples": ["x"], "default": "d"},
+                "b": {"const": "fixed"},
+                "c": {"type": "array", "items": {"$ref": "#/$defs/item"}},
+                "d": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+                "e": {"anyOf": [{"$ref": "#/$defs/item"}, {"type": "null"}], "description": "maybe"},
+                "f": {"type": "object", "propertyNames": {"pattern": "^x"}, "patternProperties": {"^x": {}},
+                      "properties": {"g": {"type": "string", "format": "email"}}},
+                "h": {"type": "string", "format": "date-time", "enum": ["2020-01-01T00:00:00Z"]},
+                "i": {"type": "integer", "enum": [1, 2], "format": "int64"},
+                "j": {"type": ["integer", "string"]}
+            },
+            "required": ["a", "missing"],
+            "$defs": {"item": {"type": "object", "title": "Item", "properties": {"n": {"type": "number", "default": 1}}}}});
+        assert_eq!(
+            sanitize_schema(&schema, "tools").unwrap(),
+            json!({"type": "OBJECT", "required": ["a"], "properties": {
+                "a": {"type": "STRING", "nullable": true},
+                "b": {"type": "STRING", "enum": ["fixed"]},
+                "c": {"type": "ARRAY", "items": {"type": "OBJECT", "properties": {"n": {"type": "NUMBER"}}}},
+                "d": {"anyOf": [{"type": "INTEGER"}, {"type": "STRING"}]},
+                "e": {"type": "OBJECT", "description": "maybe", "nullable": true,
+                      "properties": {"n": {"type": "NUMBER"}}},
+                "f": {"type": "OBJECT", "properties": {"g": {"type": "STRING"}}},
+                "h": {"type": "STRING", "format": "date-time", "enum": ["2020-01-01T00:00:00Z"]},
+                "i": {"type": "INTEGER", "format": "int64"},
+                "j": {"anyOf": [{"type": "INTEGER"}, {"type": "STRING"}]}
+            }})
+        );
+    }
+
+    #[test]
+    fn case20_ref_siblings_all_of_and_missing_types() {
+        let schema = json!({
+            "definitions": {"Base": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}},
+            "properties": {
+                "x": {"$ref": "#/definitions/Base", "description": "the x"},
+                "y": {"allOf": [{"$ref": "#/definitions/Base"},
+                                {"properties": {"n": {"type": "integer"}}, "required": ["n"]}]},
+                "z": {"enum": ["p", "q"]},
+                "w": {"items": {"type": "string"}},
+                "s": {"type": "string", "properties": {"bogus": {}}, "required": ["bogus"], "items": {}},
+                "k": {"type": "boolean", "const": true}
+            }
+        });
+        assert_eq!(
+            sanitize_schema(&schema, "tools").unwrap(),
+            json!({"type": "OBJECT", "properties": {
+                "x": {"type": "OBJECT", "description": "the x", "required": ["id"],
+                      "properties": {"id": {"type": "STRING"}}},
+                "y": {"type": "OBJECT", "required": ["id", "n"],
+                      "properties": {"id": {"type": "STRING"}, "n": {"type": "INTEGER"}}},
+                "z": {"type": "STRING", "enum": ["p", "q"]},
+                "w": {"type": "ARRAY", "items": {"type": "STRING"}},
+                "s": {"type": "STRING"},
+                "k": {"type": "BOOLEAN"}
+            }})
+        );
+    }
+
+    #[test]
+    fn case20_recursive_dangling_and_exploding_refs_are_refused() {
+        let recursive = json!({"$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"});
+        let err = sanitize_schema(&recursive, "response_format").unwrap_err();
+        assert_eq!((err.status(), err.param()), (400, Some("response_format")));
+        assert!(err.to_string().contains("recursive"), "{err}");
+
+        let dangling = json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/nope"}}});
+        assert_eq!(
+            sanitize_schema(&dangling, "tools").unwrap_err().param(),
+            Some("tools")
+        );
+
+        // Eight defs each using the next one eight times: 8^8 nodes if inlined.
+        let mut defs = Map::new();
+        for level in 0..8 {
+            let mut props = Map::new();
+            for p in 0..8 {
+                let target = if level == 7 {
+                    json!({"type": "string"})
+                } else {
+                    json!({ "$ref": format!("#/$defs/d{}", level + 1) })
+                };
+                props.insert(format!("p{p}"), target);
+            }
+            defs.insert(
+                format!("d{level}"),
+                json!({"type": "object", "properties": props}),
+            );
+        }
+        let bomb = json!({"$defs": defs, "$ref": "#/$defs/d0"});
+        let started = std::time::Instant::now();
+        let err = sanitize_schema(&bomb, "tools").unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn case20_tools_and_response_format_use_the_sanitised_schema() {
+        let body = body_with(
+            hello(),
+            json!({"tools": [
+                    {"type": "function", "function": {"name": "noargs"}},
+                    {"type": "function", "function": {"name": "empty", "parameters": {"type": "object", "properties": {}, "additionalProperties": false}}},
+                    {"type": "function", "function": {"name": "q", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}],
+                   "tool_choice": {"type": "function", "function": {"name": "q"}},
+                   "response_format": {"type": "json_schema", "json_schema": {"name": "o", "strict": true,
+                       "schema": {"type": "object", "additionalProperties": false, "properties": {"v": {"type": "integer"}}, "required": ["v"]}}}}),
+        )
+        .unwrap();
+        assert_eq!(
+            body["tools"],
+            json!([{"functionDeclarations": [{"name": "noargs"}, {"name": "empty"},
+                {"name": "q", "parameters": {"type": "OBJECT", "properties": {"q": {"type": "STRING"}}}}]}])
+        );
+        assert_eq!(
+            body["toolConfig"],
+            json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["q"]}})
+        );
+        assert_eq!(
+            body["generationConfig"],
+            json!({"responseMimeType": "application/json", "responseSchema":
+                {"type": "OBJECT", "properties": {"v": {"type": "INTEGER"}}, "required": ["v"]}})
+        );
+        let err =
+            body_with(hello(), json!({"tools": [{"type": "web_search_preview"}]})).unwrap_err();
+        assert_eq!(err.param(), Some("tools"));
+    }
+
+    #[test]
+    fn case21_n_becomes_candidate_count_but_not_for_streams() {
+        assert_eq!(
+            body_with(hello(), json!({"n": 2})).unwrap()["generationConfig"]["candidateCount"],
+            2
+        );
+        let err = body_with(hello(), json!({"n": 2, "stream": true})).unwrap_err();
+        assert_eq!((err.status(), err.param()), (400, Some("n")));
+        let two = decode(
+            r#"{"candidates": [
+                {"content": {"parts": [{"text": "B"}], "role": "model"}, "finishReason": "MAX_TOKENS", "index": 1},
+                {"content": {"parts": [{"text": "A"}], "role": "model"}, "finishReason": "STOP"}]}"#,
+        );
+        let choices = two["choices"].as_array().unwrap();
+        assert_eq!(
+            (
+                &choices[0]["message"]["content"],
+                &choices[0]["finish_reason"]
+            ),
+            (&json!("A"), &json!("stop"))
+        );
+        assert_eq!(
+            (
+                &choices[1]["index"],
+                &choices[1]["message"]["content"],
+                &choices[1]["finish_reason"]
+            ),
+            (&json!(1), &json!("B"), &json!("length"))
+        );
+    }
+
+    #[test]
+    fn case23_thought_signature_round_trip_through_the_tool_call_id() {
+        let answer = r#"{"candidates": [{"content": {"parts": [{"functionCall": {"name": "find_theaters", "args": {"movie": "Barbie"}}, "thoughtSignature": "c2lnLTE+/w=="}, {"functionCall": {"name": "noargs"}}], "role": "model"}, "finishReason": "STOP", "index": 0}]}"#;
+        let v = decode(answer);
+        let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
+        let signed = calls[0]["id"].as_str().unwrap();
+        let unsigned = calls[1]["id"].as_str().unwrap();
+        assert_eq!(signature_of(signed), Some("c2lnLTE+/w=="));
+        assert_eq!(signature_of(unsigned), None);
+
+        // The client replays the answer as OpenAI history; the signature goes back in place.
+        let history = json!([
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": null, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": signed, "content": "none"},
+            {"role": "tool", "tool_call_id": unsigned, "content": "{}"}]);
+        for model in ["gemini-2.5-flash", "gemini-3-pro-preview"] {
+            let replay = body_for_model(history.clone(), json!({}), model).unwrap();
+            assert_eq!(
+                replay["contents"][1]["parts"],
+                json!([{"functionCall": {"name": "find_theaters", "args": {"movie": "Barbie"}}, "thoughtSignature": "c2lnLTE+/w=="},
+                       {"functionCall": {"name": "noargs", "args": {}}}]),
+                "{model}"
+            );
+        }
+
+        // Streamed calls carry it the same way.
+        let (r, out, _) = stream(&format!("data: {answer}\n\n"), false, 9);
         r.unwrap();
-        let events: Vec<Value> = out
-            .split("\n\n")
-            .filter(|e| e.starts_with("data: {"))
-            .map(|e| serde_json::from_str(&e[6..]).unwrap())
+        assert!(
+            out.contains("\"id\":\"call_XXXXXXXX_ts_c2lnLTE+/w==\""),
+            "{out}"
+        );
+
+        // Only our own ids carry signatures.
+        for foreign in [
+            "toolu_ts_abc",
+            "call_xyz_ts_abc",
+            "call_1234567_ts_abc",
+            "call_12345678_ts_",
+        ] {
+            assert_eq!(signature_of(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn case23_unsigned_history_gets_the_documented_stand_in_on_gemini_3_only() {
+        let history = json!([
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": "Sure.", "tool_calls": [
+                {"id": "toolu_01", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "toolu_02", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "toolu_01", "content": "1"},
+            {"role": "tool", "tool_call_id": "toolu_02", "content": "2"}]);
+        let g3 = body_for_model(history.clone(), json!({}), "gemini-3.1-pro-preview").unwrap();
+        let parts = &g3["contents"][1]["parts"];
+        assert!(parts[0].get("thoughtSignature").is_none());
+        assert_eq!(parts[1]["thoughtSignature"], SKIP_SIGNATURE);
+        assert!(parts[2].get("thoughtSignature").is_none());
+        for older in ["gemini-2.5-pro", "gemini-flash-latest"] {
+            let body = body_for_model(history.clone(), json!({}), older).unwrap();
+            assert!(
+                !body.to_string().contains(SKIP_SIGNATURE),
+                "{older}: {body}"
+            );
+        }
+        assert!(validates_signatures("gemini-10-ultra"));
+        assert!(!validates_signatures("gemma-3-27b-it"));
+    }
+
+    #[test]
+    fn refusals_name_the_parameter_and_drops_are_silent() {
+        let err = |extra: Value| body_with(hello(), extra).unwrap_err();
+        for (extra, param) in [
+            (json!({"logit_bias": {"1": 2}}), Some("logit_bias")),
+            (
+                json!({"audio": {"voice": "alloy", "format": "wav"}}),
+                Some("audio"),
+            ),
+            (json!({"modalities": ["text", "audio"]}), Some("modalities")),
+            (
+                json!({"tool_choice": "sometimes", "tools": [{"type": "function", "function": {"name": "f"}}]}),
+                Some("tool_choice"),
+            ),
+            (
+                json!({"reasoning_effort": "extreme"}),
+                Some("reasoning_effort"),
+            ),
+            (
+                json!({"response_format": {"type": "grammar"}}),
+                Some("response_format"),
+            ),
+            (json!({"whatever": 1}), None),
+            (json!({"functions": []}), None),
+        ] {
+            let e = err(extra.clone());
+            assert_eq!((e.status(), e.param()), (400, param), "{extra}");
+        }
+        assert!(err(json!({"whatever": 1}))
+            .to_string()
+            .contains("'whatever'"));
+
+        let ok = body_with(
+            hello(),
+            json!({"parallel_tool_calls": false, "user": "u", "safety_identifier": "s", "store": true,
+                   "metadata": {"a": "b"}, "service_tier": "auto", "prompt_cache_key": "k",
+                   "stream_options": {"include_usage": true}, "modalities": ["text"], "audio": null,
+                   "logit_bias": null, "max_tokens": 10, "max_completion_tokens": 20, "top_k": 40,
+                   "seed": 7, "presence_penalty": 0.5, "frequency_penalty": 0.25,
+                   "logprobs": true, "top_logprobs": 3, "response_format": {"type": "json_object"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            ok["generationConfig"],
+            json!({"topK": 40, "maxOutputTokens": 20, "seed": 7, "presencePenalty": 0.5,
+                   "frequencyPenalty": 0.25, "responseLogprobs": true, "logprobs": 3,
+                   "responseMimeType": "application/json"})
+        );
+        assert_eq!(ok.as_object().unwrap().len(), 2, "{ok}");
+    }
+
+    #[test]
+    fn reasoning_effort_maps_to_thinking_budgets() {
+        for (effort, config) in [
+            ("none", json!({"thinkingBudget": 0})),
+            (
+                "low",
+                json!({"thinkingBudget": 1024, "includeThoughts": true}),
+            ),
+            (
+                "medium",
+                json!({"thinkingBudget": 8192, "includeThoughts": true}),
+            ),
+            (
+                "high",
+                json!({"thinkingBudget": 24576, "includeThoughts": true}),
+            ),
+        ] {
+            let body = body_with(hello(), json!({ "reasoning_effort": effort })).unwrap();
+            assert_eq!(
+                body["generationConfig"]["thinkingConfig"], config,
+                "{effort}"
+            );
+        }
+    }
+
+    // ---- response and stream tricky cases ----
+
+    #[test]
+    fn case35_crlf_split_reads_and_blank_events() {
+        let input = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hé\"}]}}]}\r\n\r\n\r\n: keep-alive\r\n\r\ndata: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"llo\"}]}, \"finishReason\": \"STOP\"}]}\r\n\r\n";
+        let outputs: Vec<String> = [1, 2, 7, 4096]
+            .into_iter()
+            .map(|piece| {
+                let (r, out, _) = stream(input, false, piece);
+                r.unwrap();
+                out
+            })
             .collect();
+        assert!(outputs.windows(2).all(|w| w[0] == w[1]));
+        let text: String = chunks(&outputs[0])
+            .iter()
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(text, "Héllo");
+    }
+
+    #[test]
+    fn case37_function_call_then_a_separate_stop_chunk_is_tool_calls() {
+        let input = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": \"f\", \"args\": {\"a\": 1}}}]}}]}\n\n\
+                     data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": \"f\", \"args\": {\"a\": 2}}}]}}]}\n\n\
+                     data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\"}]}, \"finishReason\": \"STOP\"}]}\n\n";
+        let (r, out, _) = stream(input, false, 4096);
+        r.unwrap();
+        let events = chunks(&out);
         let calls: Vec<&Value> = events
             .iter()
             .filter_map(|e| e["choices"][0]["delta"]["tool_calls"].get(0))
             .collect();
-        assert_eq!(calls.len(), 2);
         assert_eq!(
-            (calls[0]["index"].clone(), calls[1]["index"].clone()),
-            (json!(0), json!(1))
+            calls.iter().map(|c| c["index"].clone()).collect::<Vec<_>>(),
+            vec![json!(0), json!(1)]
         );
-        assert_eq!(calls[0]["function"]["arguments"], "{\"city\":\"Paris\"}");
-        assert_eq!(signature_of(calls[0]["id"].as_str().unwrap()), Some("c2ln"));
+        // Unique ids, compared before normalising.
+        let mut d = GeminiAdapter.stream_decoder(StreamSettings {
+            include_usage: false,
+        });
+        let mut raw = Vec::new();
+        d.push(input.as_bytes(), &mut raw).unwrap();
+        let ids: Vec<String> = chunks(std::str::from_utf8(&raw).unwrap())
+            .iter()
+            .filter_map(|e| {
+                e["choices"][0]["delta"]["tool_calls"][0]["id"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert_ne!(ids[0], ids[1]);
         assert_eq!(
             events.last().unwrap()["choices"][0]["finish_reason"],
             "tool_calls"
         );
         assert!(out.ends_with("data: [DONE]\n\n"));
-        let u = usage.unwrap();
-        assert_eq!(
-            (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens),
-            (20, 15, 5)
-        );
     }
 
     #[test]
-    fn stream_without_finish_reason_is_truncated_and_errors_fail_it() {
+    fn case38_usage_counts_thoughts_as_completion_and_keeps_the_last_report() {
+        let v = decode(
+            r#"{"candidates": [{"content": {"parts": [{"text": "hm", "thought": true}, {"text": "ok"}]}, "finishReason": "STOP"}],
+                "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 20, "thoughtsTokenCount": 30,
+                                  "cachedContentTokenCount": 60, "totalTokenCount": 150}}"#,
+        );
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150,
+                   "prompt_tokens_details": {"cached_tokens": 60},
+                   "completion_tokens_details": {"reasoning_tokens": 30}})
+        );
+        assert_eq!(v["choices"][0]["message"]["reasoning_content"], "hm");
+        let input = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"t\", \"thought\": true}]}}], \"usageMetadata\": {\"promptTokenCount\": 9, \"thoughtsTokenCount\": 3}}\n\n\
+                     data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}, \"finishReason\": \"STOP\"}], \"usageMetadata\": {\"promptTokenCount\": 9, \"candidatesTokenCount\": 4, \"thoughtsTokenCount\": 3}}\n\n";
+        let (r, out, usage) = stream(input, true, 5);
+        r.unwrap();
+        let u = usage.unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens),
+            (9, 7, 3)
+        );
+        let events = chunks(&out);
+        assert_eq!(events[1]["choices"][0]["delta"]["reasoning_content"], "t");
+        assert_eq!(events.last().unwrap()["usage"]["completion_tokens"], 7);
+    }
+
+    #[test]
+    fn case39_blocked_prompt_is_a_content_filter_answer() {
+        let blocked = r#"{"promptFeedback":{"blockReason":"SAFETY","safetyRatings":[]},"usageMetadata":{"promptTokenCount":12,"totalTokenCount":12},"modelVersion":"gemini-2.5-flash"}"#;
+        let v = decode(blocked);
+        assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+        assert_eq!(v["choices"][0]["message"]["content"], "");
+        assert_eq!(v["usage"]["prompt_tokens"], 12);
+        let (r, out, _) = stream(&format!("data: {blocked}\n\n"), false, 10);
+        r.unwrap();
+        let events = chunks(&out);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1]["choices"][0]["finish_reason"], "content_filter");
+
+        // Feedback without a block reason (ratings only) and no candidates is not an answer.
+        let odd = r#"{"promptFeedback":{"safetyRatings":[]}}"#;
+        assert!(matches!(
+            GeminiAdapter.decode_response(Bytes::from(odd)),
+            Err(StreamFailure::Malformed(_))
+        ));
+        assert!(matches!(
+            stream(&format!("data: {odd}\n\n"), false, 4).0,
+            Err(StreamFailure::Truncated)
+        ));
+    }
+
+    #[test]
+    fn case39_array_error_bodies_are_read() {
+        let e = decode_gemini_error(Some("gemini"), 400, br#"[{"error":{"code":400,"message":"Please ensure that the number of function response parts is equal to the number of function call parts","status":"INVALID_ARGUMENT"}}]"#, None);
+        assert_eq!(
+            (e.status(), e.openai_type(), e.openai_code()),
+            (400, "invalid_request_error", Some("INVALID_ARGUMENT"))
+        );
+        assert!(e.to_string().starts_with("gemini: Please ensure"), "{e}");
+    }
+
+    #[test]
+    fn case40_repeated_finish_reason_does_not_end_the_stream_early() {
+        let input = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}, \"finishReason\": \"STOP\"}]}\n\n\
+                     data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"b\"}]}, \"finishReason\": \"STOP\"}]}\n\n\
+                     data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"c\"}]}, \"finishReason\": \"MAX_TOKENS\"}]}\n\n";
+        let (r, out, _) = stream(input, false, 3);
+        r.unwrap();
+        let events = chunks(&out);
+        let text: String = events
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "abc");
+        let finishes: Vec<&Value> = events
+            .iter()
+            .map(|e| &e["choices"][0]["finish_reason"])
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finishes, vec![&json!("length")]);
+    }
+
+    #[test]
+    fn case45_error_bodies_map_per_status() {
+        let e = decode_gemini_error(Some("gemini"), 429, br#"{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}}"#, Some("20".into()));
+        assert_eq!(
+            (
+                e.status(),
+                e.openai_type(),
+                e.openai_code(),
+                e.retry_after()
+            ),
+            (
+                429,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+                Some("20")
+            )
+        );
+        assert_eq!(
+            e.to_string(),
+            "gemini: Resource has been exhausted (e.g. check quota)."
+        );
+        // Without the header, RetryInfo says when to come back.
+        let e = decode_gemini_error(Some("gemini"), 429, br#"{"error":{"code":429,"message":"You exceeded your current quota. Please retry in 58.9s.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaMetric":"m"}]},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"58.2s"}]}}"#, None);
+        assert_eq!(e.retry_after(), Some("59"));
+        let e = decode_gemini_error(Some("gemini"), 404, br#"{"error":{"code":404,"message":"models/gemini-9 is not found for API version v1beta","status":"NOT_FOUND"}}"#, None);
+        assert_eq!(
+            (e.status(), e.openai_type(), e.openai_code()),
+            (404, "invalid_request_error", Some("model_not_found"))
+        );
+        for (status, kind) in [
+            (500, "server_error"),
+            (503, "server_error"),
+            (504, "timeout"),
+        ] {
+            let e = decode_gemini_error(Some("gemini"), status, br#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#, None);
+            assert_eq!((e.status(), e.openai_type()), (status, kind));
+        }
+        let e = decode_gemini_error(
+            Some("gemini"),
+            502,
+            b"<html>upstream connect error</html>",
+            None,
+        );
+        assert_eq!(
+            (e.openai_type(), e.to_string().as_str()),
+            (
+                "server_error",
+                "gemini: <html>upstream connect error</html>"
+            )
+        );
+        let long = vec![b'x'; 2000];
+        let e = decode_gemini_error(Some("gemini"), 500, &long, None);
+        assert_eq!(e.to_string().len(), "gemini: ".len() + 512);
+    }
+
+    #[test]
+    fn case45_credential_failures_never_echo_the_upstream_message() {
+        for (status, body) in [
+            (400, &br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key. AIzaSyA-secret","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}"#[..]),
+            (403, &br#"{"error":{"code":403,"message":"Permission denied for key AIzaSyA-secret","status":"PERMISSION_DENIED"}}"#[..]),
+            (401, &b"unauthorized AIzaSyA-secret"[..]),
+        ] {
+            let e = decode_gemini_error(Some("gemini"), status, body, None);
+            assert_eq!(
+                e.to_string(),
+                format!("provider 'gemini' rejected the gateway's credentials (HTTP {status})")
+            );
+            assert_eq!(e.status(), status);
+        }
+    }
+
+    #[test]
+    fn stream_cut_before_any_finish_reason_fails() {
         let first_event = fixture!("stream_text.gemini.sse")
             .split("\r\n\r\n")
             .next()
@@ -1215,131 +2255,124 @@ mod tests {
             stream(&format!("{first_event}\r\n\r\n"), false, 5).0,
             Err(StreamFailure::Truncated)
         ));
-        let error = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}, \"index\": 0}]}\n\ndata: {\"error\": {\"code\": 429, \"message\": \"Resource has been exhausted\", \"status\": \"RESOURCE_EXHAUSTED\"}}\n\n";
-        match stream(error, false, 8).0 {
-            Err(StreamFailure::Upstream(e)) => {
-                assert_eq!(e.status(), 429);
-                assert_eq!(e.openai_type(), "rate_limit_error");
-            }
-            other => panic!("{other:?}"),
-        }
         assert!(matches!(
-            stream("data: {oops\n\n", false, 3).0,
-            Err(StreamFailure::Malformed(_))
+            stream("", false, 5).0,
+            Err(StreamFailure::Truncated)
         ));
     }
 
     #[test]
-    fn blocked_prompt_is_a_content_filter_answer() {
-        let blocked = r#"{"promptFeedback":{"blockReason":"SAFETY","safetyRatings":[]},"usageMetadata":{"promptTokenCount":12,"totalTokenCount":12},"modelVersion":"gemini-2.5-flash"}"#;
-        let decoded = GeminiAdapter.decode_response(Bytes::from(blocked)).unwrap();
-        let v: Value = serde_json::from_slice(&decoded.body).unwrap();
-        assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
-        let (r, out, _) = stream(&format!("data: {blocked}\n\n"), false, 10);
-        r.unwrap();
-        assert!(out.contains("\"finish_reason\":\"content_filter\""));
-    }
-
-    #[test]
-    fn schema_is_reduced_to_gemini_subset() {
-        let schema = json!({"$schema": "x", "type": "object", "additionalProperties": false, "title": "T",
-            "properties": {
-                "a": {"type": ["string", "null"], "examples": ["x"]},
-                "b": {"const": "fixed"},
-                "c": {"type": "array", "items": {"$ref": "#/$defs/item"}},
-                "d": {"anyOf": [{"type": "integer"}, {"type": "string"}]}
-            },
-            "$defs": {"item": {"type": "object", "properties": {"n": {"type": "number", "default": 1}}}}});
-        assert_eq!(
-            sanitize_schema(&schema),
-            json!({"type": "OBJECT", "properties": {
-                "a": {"type": "STRING", "nullable": true},
-                "b": {"enum": ["fixed"]},
-                "c": {"type": "ARRAY", "items": {"type": "OBJECT", "properties": {"n": {"type": "NUMBER"}}}},
-                "d": {"anyOf": [{"type": "INTEGER"}, {"type": "STRING"}]}
-            }})
-        );
-        // A self-referencing schema terminates.
-        let recursive = json!({"$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"});
-        let _ = sanitize_schema(&recursive);
-    }
-
-    #[test]
-    fn refusals_and_tool_result_name_lookup() {
-        let base = |extra: Value| {
-            let mut v = json!({"model": "g", "messages": [{"role": "user", "content": "x"}]});
-            for (k, val) in extra.as_object().unwrap() {
-                v[k] = val.clone();
+    fn error_event_mid_stream_fails_with_the_mapped_error() {
+        let input = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}, \"index\": 0}]}\n\ndata: {\"error\": {\"code\": 429, \"message\": \"Resource has been exhausted\", \"status\": \"RESOURCE_EXHAUSTED\", \"details\": [{\"@type\": \"type.googleapis.com/google.rpc.RetryInfo\", \"retryDelay\": \"7s\"}]}}\n\n";
+        match stream(input, false, 8).0 {
+            Err(StreamFailure::Upstream(e)) => {
+                assert_eq!(
+                    (e.status(), e.openai_type(), e.retry_after()),
+                    (429, "rate_limit_error", Some("7"))
+                );
+                // The caller adds the provider's name.
+                assert_eq!(e.to_string(), "Resource has been exhausted");
             }
-            GeminiAdapter::request_body(&request(v))
-        };
-        assert_eq!(
-            base(json!({"logit_bias": {"1": 2}})).unwrap_err().param(),
-            Some("logit_bias")
-        );
-        assert_eq!(
-            base(json!({"n": 2, "stream": true})).unwrap_err().param(),
-            Some("n")
-        );
-        assert_eq!(
-            base(json!({"stop": ["a", "b", "c", "d", "e", "f"]}))
-                .unwrap_err()
-                .param(),
-            Some("stop")
-        );
-        assert_eq!(base(json!({"whatever": 1})).unwrap_err().status(), 400);
-        assert_eq!(
-            base(json!({"n": 2})).unwrap()["generationConfig"]["candidateCount"],
-            2
-        );
-        let ok = base(json!({"parallel_tool_calls": false, "user": "u", "store": true, "reasoning_effort": "low",
-                              "response_format": {"type": "json_object"}})).unwrap();
-        assert_eq!(
-            ok["generationConfig"]["thinkingConfig"]["thinkingBudget"],
-            1024
-        );
-        assert_eq!(
-            ok["generationConfig"]["responseMimeType"],
-            "application/json"
-        );
-        let err = GeminiAdapter::request_body(&request(json!({"model": "g", "messages": [
-            {"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "r"}]})))
-        .unwrap_err();
-        assert_eq!(err.param(), Some("messages"));
-        let empty = GeminiAdapter::request_body(&request(json!({"model": "g", "messages": [
-            {"role": "user", "content": ""}, {"role": "user", "content": [{"type": "text", "text": ""}]}]})));
-        assert!(empty.is_err(), "no empty parts may be sent");
+            other => panic!("{other:?}"),
+        }
+        // Without a code, the gRPC status decides; unknown ones are server errors.
+        for (error, status) in [
+            (r#"{"status": "UNAVAILABLE", "message": "m"}"#, 503),
+            (r#"{"status": "INVALID_ARGUMENT", "message": "m"}"#, 400),
+            (r#"{"status": "DEADLINE_EXCEEDED"}"#, 504),
+            (r#"{"message": "m"}"#, 500),
+        ] {
+            match stream(&format!("data: {{\"error\": {error}}}\n\n"), false, 4096).0 {
+                Err(StreamFailure::Upstream(e)) => assert_eq!(e.status(), status, "{error}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
-    fn errors_map_per_status_and_never_leak_keys() {
-        let e = decode_gemini_error(Some("gemini"), 429, br#"{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}}"#, Some("20".into()));
-        assert_eq!(
-            (e.status(), e.openai_type(), e.openai_code()),
-            (429, "rate_limit_error", Some("rate_limit_exceeded"))
+    fn malformed_streams_and_answers_fail() {
+        assert!(matches!(
+            stream("data: {oops\n\n", false, 3).0,
+            Err(StreamFailure::Malformed(_))
+        ));
+        assert!(matches!(
+            stream(
+                "data: {\"candidates\": [{\"index\": 4000000000}]}\n\n",
+                false,
+                4096
+            )
+            .0,
+            Err(StreamFailure::Malformed(_))
+        ));
+        for body in ["not json", "[]", r#"{"candidates": []}"#] {
+            assert!(
+                matches!(
+                    GeminiAdapter.decode_response(Bytes::from(body)),
+                    Err(StreamFailure::Malformed(_))
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_response_fields_are_ignored() {
+        let v = decode(
+            r#"{"candidates": [{"content": {"parts": [{"text": "a", "futurePart": {"x": 1}},
+                {"executableCode": {"language": "PYTHON", "code": "1"}}], "role": "model"},
+                "finishReason": "STOP", "citationMetadata": {}, "groundingMetadata": {}}],
+                "createTime": "2026-01-01T00:00:00Z", "newThing": [1, 2]}"#,
         );
-        assert_eq!(e.retry_after(), Some("20"));
-        let e = decode_gemini_error(Some("gemini"), 400, br#"[{"error":{"code":400,"message":"Please ensure that the number of function response parts is equal to the number of function call parts","status":"INVALID_ARGUMENT"}}]"#, None);
-        assert_eq!(e.status(), 400);
-        assert!(e.to_string().starts_with("gemini: Please ensure"));
-        let e = decode_gemini_error(Some("gemini"), 400, br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#, None);
-        assert!(e.to_string().contains("rejected the gateway's credentials"));
-        let e = decode_gemini_error(Some("gemini"), 503, b"upstream connect error", None);
-        assert_eq!(e.openai_type(), "server_error");
+        assert_eq!(v["choices"][0]["message"]["content"], "a");
     }
 
     #[test]
     fn finish_reasons() {
         assert_eq!(finish_reason(Some("STOP"), false), "stop");
         assert_eq!(finish_reason(Some("STOP"), true), "tool_calls");
+        assert_eq!(finish_reason(Some("MAX_TOKENS"), true), "tool_calls");
         assert_eq!(finish_reason(Some("MAX_TOKENS"), false), "length");
-        assert_eq!(finish_reason(Some("SAFETY"), false), "content_filter");
-        assert_eq!(finish_reason(Some("RECITATION"), false), "content_filter");
-        assert_eq!(
-            finish_reason(Some("MALFORMED_FUNCTION_CALL"), false),
-            "stop"
-        );
-        assert_eq!(finish_reason(Some("FUTURE_REASON"), false), "stop");
+        for filtered in [
+            "SAFETY",
+            "RECITATION",
+            "LANGUAGE",
+            "BLOCKLIST",
+            "PROHIBITED_CONTENT",
+            "SPII",
+            "IMAGE_SAFETY",
+            "IMAGE_PROHIBITED_CONTENT",
+            "IMAGE_RECITATION",
+        ] {
+            assert_eq!(finish_reason(Some(filtered), false), "content_filter");
+        }
+        for stop in [
+            "FINISH_REASON_UNSPECIFIED",
+            "OTHER",
+            "MALFORMED_FUNCTION_CALL",
+            "UNEXPECTED_TOOL_CALL",
+            "TOO_MANY_TOOL_CALLS",
+            "FUTURE_REASON",
+        ] {
+            assert_eq!(finish_reason(Some(stop), false), "stop");
+        }
         assert_eq!(finish_reason(None, false), "stop");
+    }
+
+    #[test]
+    fn probe_lists_one_model_with_the_key_header() {
+        let key = Secret::new("g-key");
+        let probe = GeminiAdapter
+            .probe_request(&AttemptTarget {
+                upstream_model: "gemini-2.5-flash",
+                endpoint: &endpoint(),
+                api_key: Some(&key),
+                extra_headers: &[],
+            })
+            .unwrap();
+        assert_eq!(probe.path_and_query, "/v1beta/models?pageSize=1");
+        assert!(probe
+            .headers
+            .iter()
+            .any(|(n, v)| n == "x-goog-api-key" && v == "g-key"));
     }
 }
