@@ -54,9 +54,9 @@ const SIGNATURE_MARK: &str = "_ts_";
 /// Google's documented stand-in for a signature that was never issued (calls replayed from
 /// another model's history); Gemini 3 otherwise rejects the request.
 const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
-/// Schema nodes one request may produce once `$ref`s are inlined: a few hundred bytes of
-/// nested references would otherwise expand into gigabytes.
-const MAX_SCHEMA_NODES: usize = 10_000;
+/// Bytes of `$defs` one schema may inline: a few hundred bytes of nested references would
+/// otherwise expand into gigabytes.
+const MAX_INLINED_BYTES: usize = 2 * 1024 * 1024;
 const DROPPED_FIELDS: [&str; 5] = [
     "store",
     "metadata",
@@ -305,7 +305,8 @@ pub fn sanitize_schema(schema: &Value, param: &'static str) -> Result<Value, Gat
             .iter()
             .find_map(|k| schema.get(k).and_then(Value::as_object)),
         expanding: Vec::new(),
-        nodes: 0,
+        inlined: HashMap::new(),
+        inlined_bytes: 0,
         param,
     };
     sanitizer.node(schema)
@@ -315,19 +316,15 @@ struct Sanitizer<'a> {
     defs: Option<&'a Map<String, Value>>,
     /// The `$ref`s being inlined, outermost first: meeting one again means recursion.
     expanding: Vec<&'a str>,
-    nodes: usize,
+    /// Each definition sanitised once, with its size in bytes.
+    inlined: HashMap<&'a str, (Value, usize)>,
+    /// Bytes inlined so far, counting every use of a definition.
+    inlined_bytes: usize,
     param: &'static str,
 }
 
 impl<'a> Sanitizer<'a> {
     fn node(&mut self, node: &'a Value) -> Result<Value, GatewayError> {
-        self.nodes += 1;
-        if self.nodes > MAX_SCHEMA_NODES {
-            return Err(invalid(
-                format!("schema is too large for provider kind gemini once its $refs are inlined (over {MAX_SCHEMA_NODES} nodes)"),
-                self.param,
-            ));
-        }
         let Value::Object(obj) = node else {
             return Ok(node.clone());
         };
@@ -450,6 +447,12 @@ impl<'a> Sanitizer<'a> {
                 self.param,
             ));
         };
+        if let Some(size) = self.inlined.get(name).map(|(_, size)| *size) {
+            self.charge(size)?;
+            if let Some((schema, _)) = self.inlined.get(name) {
+                return Ok(schema.clone());
+            }
+        }
         if self.expanding.contains(&name) {
             return Err(invalid(
                 format!("recursive schema $ref '{reference}' cannot be expressed in Gemini's schema subset"),
@@ -459,7 +462,22 @@ impl<'a> Sanitizer<'a> {
         self.expanding.push(name);
         let result = self.node(target);
         self.expanding.pop();
-        result
+        let schema = result?;
+        let size = schema.to_string().len();
+        self.charge(size)?;
+        self.inlined.insert(name, (schema.clone(), size));
+        Ok(schema)
+    }
+
+    fn charge(&mut self, bytes: usize) -> Result<(), GatewayError> {
+        self.inlined_bytes += bytes;
+        if self.inlined_bytes > MAX_INLINED_BYTES {
+            return Err(invalid(
+                format!("schema is too large for provider kind gemini once its $refs are inlined (over {MAX_INLINED_BYTES} bytes)"),
+                self.param,
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1815,6 +1833,19 @@ mod tests {
         let err = sanitize_schema(&bomb, "tools").unwrap_err();
         assert!(err.to_string().contains("too large"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
+        // One big definition used many times costs its size each time.
+        let big: Vec<String> = (0..2000).map(|i| format!("{i:0>100}")).collect();
+        let uses = |n: usize| {
+            let props: Map<String, Value> = (0..n)
+                .map(|i| (format!("p{i}"), json!({"$ref": "#/$defs/big"})))
+                .collect();
+            json!({"type": "object", "properties": props,
+                   "$defs": {"big": {"type": "string", "enum": big}}})
+        };
+        assert!(sanitize_schema(&uses(3), "tools").is_ok());
+        let err = sanitize_schema(&uses(20), "tools").unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
     }
 
     #[test]
