@@ -1078,12 +1078,18 @@ pub fn decode_gemini_error(
         .iter()
         .any(|d| d.reason.as_deref() == Some("API_KEY_INVALID"))
         || message.as_deref().is_some_and(|m| m.contains("API key"));
-    let message = if bad_key && status != 401 && status != 403 {
-        let name = provider.unwrap_or("the provider");
-        format!("provider '{name}' rejected the gateway's credentials (HTTP {status})")
+    // It is the gateway's key that is wrong, not the client's request: answered as the 401 it
+    // means, so that the attempt fails over like any other rejected key.
+    let (status, kind, code) = if bad_key {
+        (
+            401,
+            "authentication_error",
+            Some("invalid_api_key".to_string()),
+        )
     } else {
-        upstream_message(provider, status, message)
+        (status, kind, code)
     };
+    let message = upstream_message(provider, status, message);
     GatewayError::Upstream {
         status,
         message,
@@ -2268,12 +2274,24 @@ mod tests {
             (401, &b"unauthorized AIzaSyA-secret"[..]),
         ] {
             let e = decode_gemini_error(Some("gemini"), status, body, None);
+            // Gemini's 400 for a bad key is answered as the 401 it means (and so fails over).
+            let expected = if status == 400 { 401 } else { status };
             assert_eq!(
                 e.to_string(),
-                format!("provider 'gemini' rejected the gateway's credentials (HTTP {status})")
+                format!("provider 'gemini' rejected the gateway's credentials (HTTP {expected})")
             );
-            assert_eq!(e.status(), status);
+            assert_eq!(e.status(), expected);
         }
+        let e = decode_gemini_error(
+            None,
+            200,
+            br#"{"error":{"code":400,"message":"API key not valid","status":"INVALID_ARGUMENT"}}"#,
+            None,
+        );
+        assert_eq!(
+            (e.status(), e.openai_code()),
+            (401, Some("invalid_api_key"))
+        );
     }
 
     #[test]

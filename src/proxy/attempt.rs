@@ -17,6 +17,7 @@ use crate::accounting::Usage;
 use crate::config::RetryPolicy;
 use crate::dialect::openai::ChatRequest;
 use crate::error::GatewayError;
+use crate::providers::convert::upstream_message;
 use crate::providers::mock::MockProvider;
 use crate::providers::{scrub_secret, AttemptTarget, StreamFailure, StreamSettings};
 use crate::routing::{HttpBackend, Target};
@@ -164,8 +165,15 @@ fn transport_failure(provider: &str, err: AttemptError, policy: &RetryPolicy) ->
 fn stream_failure_error(provider: &str, failure: StreamFailure) -> GatewayError {
     match failure {
         StreamFailure::Upstream(mut err) => {
-            if let GatewayError::Upstream { message, .. } = err.as_mut() {
-                *message = format!("{provider}: {message}");
+            if let GatewayError::Upstream {
+                message, status, ..
+            } = err.as_mut()
+            {
+                *message = match *status {
+                    // Decoders do not know the provider's name; the credentials message needs it.
+                    401 | 403 => upstream_message(Some(provider), *status, None),
+                    _ => format!("{provider}: {message}"),
+                };
             }
             *err
         }

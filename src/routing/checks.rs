@@ -2,8 +2,8 @@
 //! `health_check.interval_s` and keeps `switchyard_target_healthy` current.
 //!
 //! A probe is the provider's cheapest authenticated `GET` (its models list). Any answer below 500
-//! means "up", except 401/403, which mean the gateway's key is refused and every request would
-//! fail too. 429 counts as up: the breaker, not the probe, handles rate limits. The verdict is
+//! means "up", except 400/401/403, which mean the gateway's key (Gemini answers a bad key with 400)
+//! or request is refused and every request would fail too. 429 counts as up: the breaker, not the probe, handles rate limits. The verdict is
 //! shared by all targets of the provider through the [`HealthRegistry`](super::health::HealthRegistry),
 //! so it survives reloads. Probes run concurrently and never on the request path.
 
@@ -68,8 +68,7 @@ impl HealthChecker {
             let connector = &self.connector;
             probes.push(async move {
                 let verdict = upstream::probe(connector, http, &request, PROBE_TIMEOUT).await;
-                let healthy =
-                    matches!(verdict, Ok(status) if status < 500 && status != 401 && status != 403);
+                let healthy = matches!(verdict, Ok(status) if status < 500 && !matches!(status, 400 | 401 | 403));
                 let flag = HEALTH.provider(&provider.name);
                 let was = flag.swap(healthy, Ordering::AcqRel);
                 if was != healthy {
