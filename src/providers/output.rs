@@ -156,10 +156,6 @@ impl ChunkWriter {
         }
     }
 
-    pub fn model(&self) -> &str {
-        &self.model
-    }
-
     fn write(&self, out: &mut Vec<u8>, choices: &[Choice<'_>], usage: Option<Value>) {
         let chunk = Chunk {
             id: &self.id,

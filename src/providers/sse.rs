@@ -119,11 +119,6 @@ impl SseDecoder {
         }
     }
 
-    /// Bytes held back waiting for the rest of a line or event.
-    pub fn buffered(&self) -> usize {
-        self.pending.len() + self.data.len()
-    }
-
     fn line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
         if line.is_empty() {
             if self.has_data {

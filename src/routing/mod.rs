@@ -338,10 +338,6 @@ impl RoutingTable {
         self.models.contains_key(model)
     }
 
-    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
-        self.providers.keys().map(String::as_str)
-    }
-
     /// Configured providers that are switched off, with the reason.
     pub fn disabled_providers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.disabled_providers
