@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -59,7 +60,12 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
         "switchyard",
     );
     for addr in &config.server.listen {
-        proxy.add_tcp(&addr.to_string());
+        // No user-space read buffer on client connections: Pingora's default is a zero-filled
+        // 64 KiB per connection, which was most of the memory of each open stream. Plain TCP
+        // gains nothing from it, since Pingora reads headers and bodies into its own buffers.
+        let listener = ListenerConfig::tcp(addr.to_string())
+            .l4_buffer(L4BufferSettings::default().read(0));
+        proxy.add_listener(listener);
     }
     server.add_service(proxy);
 

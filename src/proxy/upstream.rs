@@ -194,7 +194,10 @@ pub async fn send(
         tries += 1;
         let (limit, phase) = budget(deadline, timeouts.connect * 2, "connect");
         let (mut session, reused) =
-            match tokio::time::timeout(limit, connector.get_http_session(&*peer)).await {
+            // Boxed: connecting (TLS included) is a ~9 KB future, and held inline it would be
+            // part of every request's future for the whole life of a stream, then doubled by
+            // each enclosing async fn.
+            match tokio::time::timeout(limit, Box::pin(connector.get_http_session(&*peer))).await {
                 Err(_) => {
                     return Err(AttemptError::Timeout {
                         phase,
