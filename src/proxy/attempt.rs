@@ -319,7 +319,9 @@ pub async fn http(
     let mut decoder = http.adapter.stream_decoder(StreamSettings {
         include_usage: request.include_usage,
     });
-    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    // Reused for every chunk and copied out at its exact size: each open stream keeps only its
+    // largest translated chunk, not a fresh 4 KiB buffer per chunk.
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
     let mut started = false;
     loop {
         let waited_before = exchange.waited;
@@ -348,7 +350,7 @@ pub async fn http(
             }
             if !out.is_empty() {
                 session
-                    .write_response_body(Some(Bytes::from(std::mem::take(&mut out))), false)
+                    .write_response_body(Some(Bytes::copy_from_slice(&out)), false)
                     .await?;
             }
             let error = stream_failure_error(provider, failure);
@@ -366,7 +368,8 @@ pub async fn http(
                 ctx.first_byte_at = Some(Instant::now());
                 started = true;
             }
-            let data = Bytes::from(std::mem::replace(&mut out, Vec::with_capacity(4096)));
+            let data = Bytes::copy_from_slice(&out);
+            out.clear();
             session
                 .write_response_body((!data.is_empty()).then_some(data), end)
                 .await?;
