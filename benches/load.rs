@@ -1,18 +1,20 @@
 //! The load bench: what Switchyard adds, measured side by side with direct access.
 //!
-//! `cargo bench --bench load` (or `benches/load.sh`, which also raises the open-file limit) runs
-//! everything on this machine:
+//! `cargo bench --bench load` runs everything on this machine (and raises its own open-file
+//! limit as far as the hard limit allows):
 //! 1. a fast local upstream (this binary with `upstream`), answering OpenAI Chat Completions and
 //!    Anthropic Messages, JSON and SSE, from prepared bytes;
-//! 2. the release `switchyard` binary in front of it, pinned to CPU 0 with one worker thread;
+//! 2. the release `switchyard` binary in front of it, pinned to CPU 0 with one worker thread, and
+//!    beside it a plain TCP relay (this binary with `relay`), pinned to the same CPU;
 //! 3. a load generator in this process (raw HTTP/1.1 over keep-alive connections), pinned with the
 //!    upstream to the other CPU(s).
 //!
-//! It reports, for direct access, passthrough (OpenAI → OpenAI-compatible) and translation
-//! (OpenAI → Anthropic): requests/s at saturation, latency percentiles at fixed open-loop rates
-//! (each request timed from its send; requests leave on schedule whatever earlier ones do), the
-//! added time to first token and inter-chunk delay of streams, and the gateway's memory idle,
-//! under load and with many open streams. Environment: `BENCH_SECONDS` (default 5),
+//! It reports, for direct access, the relay (the floor of any extra hop), passthrough (OpenAI →
+//! OpenAI-compatible) and translation (OpenAI → Anthropic): requests/s at saturation, latency
+//! percentiles at fixed open-loop rates (each request timed from its send; requests leave on
+//! schedule whatever earlier ones do), the time to first token and the delay of every streamed
+//! token from the upstream's write to the client's read (tokens carry their send time), and the
+//! gateway's memory idle, under load and with many open streams. Environment: `BENCH_SECONDS` (default 5),
 //! `BENCH_RATES` (default `1000,5000`), `BENCH_OPEN_STREAMS` (default 10000), `BENCH_ONLY` (a
 //! comma list of `saturation,latency,streams,open`; default all).
 
@@ -48,19 +50,45 @@ fn openai_chunk(text: &str) -> String {
     format!("data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n")
 }
 
-fn sse_events(anthropic: bool, n: usize) -> (Vec<String>, String) {
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process on this machine, so the
+/// client can tell how long a chunk took from the upstream's write to its own read.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The text of each streamed token carries its send time as `@<ns>@`; the translation path
+/// passes it through unchanged, so the client can time every chunk end to end.
+fn stamp() -> String {
+    format!("@{}@ ", monotonic_ns())
+}
+
+const ANTHROPIC_STREAM_HEAD: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_bench\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"bench\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+
+/// The `i`th token event of a stream, stamped now.
+fn token_event(anthropic: bool, i: usize) -> String {
     if anthropic {
-        let head = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_bench\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"bench\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
-        let mut events: Vec<String> = (0..n)
-            .map(|i| format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"tok{i} \"}}}}\n\n"))
-            .collect();
-        events[0] = format!("{head}{}", events[0]);
-        let tail = format!("event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{n}}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n");
-        (events, tail)
+        let delta = format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{}\"}}}}\n\n", stamp());
+        if i == 0 {
+            format!("{ANTHROPIC_STREAM_HEAD}{delta}")
+        } else {
+            delta
+        }
     } else {
-        let events = (0..n).map(|i| openai_chunk(&format!("tok{i} "))).collect();
-        let tail = "data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\ndata: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":25,\"completion_tokens\":20,\"total_tokens\":45}}\n\ndata: [DONE]\n\n".to_string();
-        (events, tail)
+        openai_chunk(&stamp())
+    }
+}
+
+fn stream_tail(anthropic: bool, n: usize) -> String {
+    if anthropic {
+        format!("event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{n}}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n")
+    } else {
+        format!("data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"stop\"}}]}}\n\ndata: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[],\"usage\":{{\"prompt_tokens\":25,\"completion_tokens\":{n},\"total_tokens\":{}}}}}\n\ndata: [DONE]\n\n", 25 + n)
     }
 }
 
@@ -102,28 +130,26 @@ async fn upstream_connection(mut stream: TcpStream) {
         }
         if body.contains("\"stream\":true") {
             let (n, interval) = stream_shape(&body);
-            let (events, tail) = sse_events(anthropic, n);
-            if stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-                .await
-                .is_err()
-            {
-                return;
-            }
-            for e in events.iter().chain(std::iter::once(&tail)) {
-                if interval > 0 {
+            // The first token goes out with the header, at once: the time to first token then
+            // measures the path, not the upstream's timer. The others follow `interval` apart.
+            let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            for i in 0..=n {
+                if i > 0 && interval > 0 {
                     tokio::time::sleep(Duration::from_millis(interval)).await;
                 }
-                if stream
-                    .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
-                    .await
-                    .is_err()
-                {
+                let event = if i < n {
+                    token_event(anthropic, i)
+                } else {
+                    stream_tail(anthropic, n)
+                };
+                out.extend_from_slice(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
+                if i == n {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                if stream.write_all(&out).await.is_err() {
                     return;
                 }
-            }
-            if stream.write_all(b"0\r\n\r\n").await.is_err() {
-                return;
+                out.clear();
             }
         } else {
             let json = if anthropic {
@@ -149,6 +175,25 @@ async fn run_upstream(port: u16) {
     println!("ready");
     while let Ok((stream, _)) = listener.accept().await {
         tokio::spawn(upstream_connection(stream));
+    }
+}
+
+/// The floor of any proxy on this machine: a plain TCP relay (one Tokio thread, TCP_NODELAY both
+/// ways) on the gateway's CPU. What Switchyard adds beyond it is its own work; the rest is the
+/// extra hop (two more sockets and, on a VM, waking another vCPU).
+async fn run_relay(port: u16, target: u16) {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind relay");
+    while let Ok((mut client, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)).await else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = upstream.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        });
     }
 }
 
@@ -183,8 +228,8 @@ struct Conn {
 struct Exchange {
     total: Duration,
     first_body_byte: Option<Duration>,
-    /// Arrival time of each body read, relative to the send.
-    reads: Vec<Duration>,
+    /// For each stamped token, the time from the upstream's write to this client's read (µs).
+    token_delays: Vec<u64>,
 }
 
 impl Conn {
@@ -230,12 +275,17 @@ impl Conn {
             .unwrap_or(0);
         self.buf.drain(..head_end + 4);
         let mut first = None;
-        let mut reads = Vec::new();
+        let mut token_delays = Vec::new();
+        let mut scanned = 0;
         if chunked {
             // Read until the terminating chunk; chunk framing is not decoded, only watched for.
             loop {
                 if !self.buf.is_empty() && first.is_none() {
                     first = Some(start.elapsed());
+                }
+                if track_reads {
+                    let now = monotonic_ns();
+                    scanned = read_stamps(&self.buf, scanned, now, &mut token_delays);
                 }
                 if let Some(p) = self.buf.windows(5).position(|w| w == b"0\r\n\r\n") {
                     let at_start = p == 0 || self.buf[..p].ends_with(b"\r\n");
@@ -245,9 +295,6 @@ impl Conn {
                     }
                 }
                 self.fill(&mut tmp).await?;
-                if track_reads {
-                    reads.push(start.elapsed());
-                }
             }
         } else {
             while self.buf.len() < len {
@@ -259,9 +306,28 @@ impl Conn {
         Ok(Exchange {
             total: start.elapsed(),
             first_body_byte: first,
-            reads,
+            token_delays,
         })
     }
+}
+
+/// Parses the `@<ns>@` stamps in `buf[from..]`, pushing `now - stamp` in µs for each; returns
+/// where the next scan starts (the beginning of a stamp not yet complete).
+fn read_stamps(buf: &[u8], mut from: usize, now: u64, delays: &mut Vec<u64>) -> usize {
+    while let Some(open) = buf[from..].iter().position(|&b| b == b'@') {
+        let start = from + open + 1;
+        let Some(len) = buf[start..].iter().position(|&b| b == b'@') else {
+            return from + open;
+        };
+        let sent: Option<u64> = std::str::from_utf8(&buf[start..start + len])
+            .ok()
+            .and_then(|d| d.parse().ok());
+        if let Some(sent) = sent {
+            delays.push(now.saturating_sub(sent) / 1000);
+        }
+        from = start + len + 1;
+    }
+    buf.len()
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -378,21 +444,43 @@ async fn open_loop(
     (l, errors.load(Ordering::Relaxed))
 }
 
-/// Sequential streams: time to first body byte and the gaps between reads.
-async fn streams(addr: SocketAddr, request: Arc<Vec<u8>>, count: usize) -> (Vec<u64>, Vec<u64>) {
-    let mut conn = Conn::open(addr).await.expect("connect");
-    let mut ttfb = Vec::new();
-    let mut gaps = Vec::new();
-    for _ in 0..count {
-        let x = conn.exchange(&request, true).await.expect("stream");
-        ttfb.push(x.first_body_byte.unwrap_or(x.total).as_micros() as u64);
-        for w in x.reads.windows(2) {
-            gaps.push((w[1] - w[0]).as_micros() as u64);
-        }
+/// `conns` connections, started evenly spread over one stream's length, each run `count` streams
+/// one after another (after one unmeasured stream that warms the path). Returns the sorted times to first body byte and the sorted per-token
+/// delays from the upstream's write to the client's read, in µs.
+async fn streams(
+    addr: SocketAddr,
+    request: Arc<Vec<u8>>,
+    conns: usize,
+    count: usize,
+) -> (Vec<u64>, Vec<u64>) {
+    let mut tasks = Vec::new();
+    for k in 0..conns {
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await.expect("connect");
+            let warm = conn.exchange(&request, false).await.expect("stream");
+            // Spread the connections over one stream's length: started together, their tokens
+            // would reach the gateway in the same instant and measure queueing, not the path.
+            tokio::time::sleep(warm.total * k as u32 / conns as u32).await;
+            let mut ttfb = Vec::with_capacity(count);
+            let mut delays = Vec::new();
+            for _ in 0..count {
+                let x = conn.exchange(&request, true).await.expect("stream");
+                ttfb.push(x.first_body_byte.unwrap_or(x.total).as_micros() as u64);
+                delays.extend(x.token_delays);
+            }
+            (ttfb, delays)
+        }));
+    }
+    let (mut ttfb, mut delays) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (a, b) = t.await.expect("stream task");
+        ttfb.extend(a);
+        delays.extend(b);
     }
     ttfb.sort_unstable();
-    gaps.sort_unstable();
-    (ttfb, gaps)
+    delays.sort_unstable();
+    (ttfb, delays)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -439,6 +527,10 @@ async fn open_streams(
 
 // ---------------------------------------------------------------------------------------------
 // Orchestration
+
+/// The streaming phase: this many connections, each running this many streams in a row.
+const STREAM_CONNS: usize = 8;
+const STREAMS_PER_CONN: usize = 50;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -512,6 +604,19 @@ fn main() {
         rt.block_on(run_upstream(port));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("relay") {
+        let port: u16 = args.get(2).and_then(|p| p.parse().ok()).expect("port");
+        let target: u16 = args
+            .get(3)
+            .and_then(|p| p.parse().ok())
+            .expect("target port");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run_relay(port, target));
+        return;
+    }
     if args.iter().any(|a| a == "--list" || a == "--test") {
         // `cargo test --benches` runs bench binaries in test mode: nothing to do here.
         return;
@@ -549,6 +654,15 @@ fn main() {
             .unwrap(),
     );
     wait_port(up_port);
+
+    let relay_port = free_port();
+    let _relay = Kill(
+        pinned("0", &me)
+            .args(["relay", &relay_port.to_string(), &up_port.to_string()])
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(relay_port);
 
     let gw_port = free_port();
     let admin_port = free_port();
@@ -591,11 +705,17 @@ providers:
         .build()
         .unwrap();
     let direct: SocketAddr = ([127, 0, 0, 1], up_port).into();
+    let relay: SocketAddr = ([127, 0, 0, 1], relay_port).into();
     let via: SocketAddr = ([127, 0, 0, 1], gw_port).into();
     let paths = [
         (
             "direct",
             direct,
+            Arc::new(request_bytes("/v1/chat/completions", "bench", false, false)),
+        ),
+        (
+            "tcp relay (floor)",
+            relay,
             Arc::new(request_bytes("/v1/chat/completions", "bench", false, false)),
         ),
         (
@@ -661,17 +781,27 @@ providers:
         }
 
         if run("streams") {
-            println!("\nstreams: 20 chunks, 10 ms apart; 100 streams one after another");
-            println!("| path | TTFB p50 ms | TTFB p99 ms | read gap p50 ms | read gap p99 ms |");
-            println!("|---|---|---|---|---|");
+            println!("\nstreams: 20 tokens, the first at once and then 10 ms apart; {STREAM_CONNS} connections × {STREAMS_PER_CONN} streams in a row");
+            println!("| path | TTFB p50 ms | TTFB p99 ms | token delay p50 ms | p99 ms | p99.9 ms |");
+            println!("|---|---|---|---|---|---|");
             let stream_paths = [
                 ("direct", direct, Arc::new(request_bytes("/v1/chat/completions", "stream-20x10", true, false))),
+                ("tcp relay (floor)", relay, Arc::new(request_bytes("/v1/chat/completions", "stream-20x10", true, false))),
                 ("passthrough", via, Arc::new(request_bytes("/v1/chat/completions", "pass/stream-20x10", true, false))),
                 ("translation (OpenAI→Anthropic)", via, Arc::new(request_bytes("/v1/chat/completions", "anth/stream-20x10", true, false))),
             ];
+            let mut base = None;
             for (name, addr, req) in &stream_paths {
-                let (ttfb, gaps) = streams(*addr, req.clone(), 100).await;
-                println!("| {name} | {:.3} | {:.3} | {:.3} | {:.3} |", percentile(&ttfb, 0.5), percentile(&ttfb, 0.99), percentile(&gaps, 0.5), percentile(&gaps, 0.99));
+                let (ttfb, delays) = streams(*addr, req.clone(), STREAM_CONNS, STREAMS_PER_CONN).await;
+                let row = [percentile(&ttfb, 0.5), percentile(&ttfb, 0.99), percentile(&delays, 0.5), percentile(&delays, 0.99), percentile(&delays, 0.999)];
+                let added = match base {
+                    None => {
+                        base = Some(row);
+                        String::new()
+                    }
+                    Some(b) => format!(" (added: TTFB p50 {:+.3}, p99 {:+.3}; token delay p50 {:+.3}, p99 {:+.3})", row[0] - b[0], row[1] - b[1], row[2] - b[2], row[3] - b[3]),
+                };
+                println!("| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |{added}", row[0], row[1], row[2], row[3], row[4]);
             }
         }
 

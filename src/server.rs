@@ -63,8 +63,8 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
         // No user-space read buffer on client connections: Pingora's default is a zero-filled
         // 64 KiB per connection, which was most of the memory of each open stream. Plain TCP
         // gains nothing from it, since Pingora reads headers and bodies into its own buffers.
-        let listener = ListenerConfig::tcp(addr.to_string())
-            .l4_buffer(L4BufferSettings::default().read(0));
+        let listener =
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::default().read(0));
         proxy.add_listener(listener);
     }
     server.add_service(proxy);
