@@ -209,6 +209,11 @@ fn answer_failure(provider: &str, failure: StreamFailure, policy: &RetryPolicy) 
 }
 
 /// A vendor API over HTTP(S).
+///
+/// This future lives as long as the stream it forwards, so everything it awaits only once per
+/// attempt (sending, whole-body reads, the JSON answer, stream start and end, returning the
+/// connection to the pool) is boxed: held inline, those states would make every open stream
+/// carry several kilobytes it no longer uses.
 pub async fn http(
     gateway: &Gateway,
     session: &mut Session,
@@ -238,7 +243,13 @@ pub async fn http(
         }
     };
 
-    let sent = upstream::send(&gateway.connector, http, &upstream_request, Instant::now()).await;
+    let sent = Box::pin(upstream::send(
+        &gateway.connector,
+        http,
+        &upstream_request,
+        Instant::now(),
+    ))
+    .await;
     // The vendor body has been sent; it need not live as long as the answer.
     drop(upstream_request);
     let mut exchange = match sent {
@@ -251,9 +262,9 @@ pub async fn http(
     if !(200..300).contains(&exchange.status) {
         let status = exchange.status;
         let retry_after = exchange.retry_after.take();
-        let body = match exchange.read_all(MAX_ERROR_BYTES).await {
+        let body = match Box::pin(exchange.read_all(MAX_ERROR_BYTES)).await {
             Ok(body) => {
-                exchange.release(&gateway.connector).await;
+                Box::pin(exchange.release(&gateway.connector)).await;
                 body
             }
             Err(_) => Bytes::new(),
@@ -297,16 +308,16 @@ pub async fn http(
     }
 
     if !request.stream {
-        let body = match exchange.read_all(MAX_ANSWER_BYTES).await {
+        let body = match Box::pin(exchange.read_all(MAX_ANSWER_BYTES)).await {
             Ok(body) => body,
             Err(e) => return Ok(transport_failure(provider, e, policy)),
         };
         ctx.waited += exchange.waited - latency;
-        exchange.release(&gateway.connector).await;
+        Box::pin(exchange.release(&gateway.connector)).await;
         return match http.adapter.decode_response(body) {
             Ok(decoded) => {
                 finish_accounting(ctx, target, decoded.usage);
-                respond::json(session, ctx, 200, decoded.body, None).await?;
+                Box::pin(respond::json(session, ctx, 200, decoded.body, None)).await?;
                 Ok(Attempt::Answered {
                     healthy: true,
                     latency: Some(latency),
@@ -336,7 +347,7 @@ pub async fn http(
                     Attempt::Failed { error, .. } => error,
                     Attempt::Answered { .. } => GatewayError::Internal("stream failed".into()),
                 };
-                respond::stream_error(session, ctx, &error).await?;
+                Box::pin(respond::stream_error(session, ctx, &error)).await?;
                 return Ok(Attempt::Answered {
                     healthy: false,
                     latency: Some(latency),
@@ -354,7 +365,7 @@ pub async fn http(
                     .await?;
             }
             let error = stream_failure_error(provider, failure);
-            respond::stream_error(session, ctx, &error).await?;
+            Box::pin(respond::stream_error(session, ctx, &error)).await?;
             return Ok(Attempt::Answered {
                 healthy: false,
                 latency: Some(latency),
@@ -364,7 +375,7 @@ pub async fn http(
             if !started {
                 // Headers go out with the first translated bytes, not before: until then a
                 // failed stream can still fall over to another target.
-                respond::start_stream(session, ctx).await?;
+                Box::pin(respond::start_stream(session, ctx)).await?;
                 ctx.first_byte_at = Some(Instant::now());
                 started = true;
             }
@@ -376,7 +387,7 @@ pub async fn http(
         }
         if end {
             finish_accounting(ctx, target, decoder.usage());
-            exchange.release(&gateway.connector).await;
+            Box::pin(exchange.release(&gateway.connector)).await;
             return Ok(Attempt::Answered {
                 healthy: true,
                 latency: Some(latency),
