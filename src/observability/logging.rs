@@ -2,12 +2,31 @@
 //!
 //! The level comes from `SWITCHYARD_LOG` (`error`, `warn`, `info`, `debug`, `trace`, `off`;
 //! default `info`). Pingora logs through the same `log` facade, so its lines are JSON too.
+//!
+//! Access-log lines, one per request, are serialised on the request's thread (one allocation)
+//! and queued for a thread of their own that writes them in batches every 10 ms: a request makes
+//! no system call for its line, a slow reader of stdout (a full journald pipe, a terminal) never
+//! stalls a request, and under load many lines share one write.
+//! Ordinary log records are rare and are written at once.
 
 use std::io::Write;
-use std::time::SystemTime;
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use serde_json::{json, Map, Value};
+use serde::{Serialize, Serializer};
+use serde_json::{json, Value};
+
+/// Lines waiting for the access-log thread; when it falls this far behind, requests write their
+/// own lines (slower, but nothing is dropped).
+const ACCESS_QUEUE: usize = 16 * 1024;
+/// The writer stops collecting a batch at this size and writes it.
+const ACCESS_BATCH_BYTES: usize = 64 * 1024;
+/// How often the access-log thread writes what was queued: lines appear at most this late.
+const ACCESS_TICK: Duration = Duration::from_millis(10);
+/// How long the exit handler waits for queued lines to be written.
+const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 struct JsonLogger {
     level: LevelFilter,
@@ -53,8 +72,12 @@ fn timestamp() -> String {
 fn write_line(value: &Value) {
     let mut buf = serde_json::to_vec(value).unwrap_or_default();
     buf.push(b'\n');
+    write_now(&buf);
+}
+
+fn write_now(bytes: &[u8]) {
     // A closed stdout must never take the gateway down with it.
-    let _ = std::io::stdout().lock().write_all(&buf);
+    let _ = std::io::stdout().lock().write_all(bytes);
 }
 
 /// Parses a `SWITCHYARD_LOG` value; unknown words fall back to `info`.
@@ -77,24 +100,199 @@ pub fn init() {
     }
 }
 
-/// Writes one access-log line: `{"ts", "level":"info", "target":"access", ...fields}`.
-///
-/// Fields are written as given; callers pass only non-secret values.
-pub fn access(fields: Map<String, Value>) {
+/// One request's access-log fields, in the order they appear on the line. Callers pass only
+/// non-secret values (the client key's configured name, never the key).
+#[derive(Debug, Serialize)]
+pub struct AccessRecord<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub endpoint: &'a str,
+    pub model: Option<&'a str>,
+    pub provider: Option<&'a str>,
+    pub upstream_model: Option<&'a str>,
+    pub status: u16,
+    pub stream: bool,
+    pub attempts: u32,
+    pub duration_ms: f64,
+    pub ttfb_ms: Option<f64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub client_key: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+/// The whole line: `{"ts", "level":"info", "target":"access", ...record}`.
+#[derive(Serialize)]
+struct AccessLine<'a> {
+    ts: Timestamp,
+    level: &'static str,
+    target: &'static str,
+    #[serde(flatten)]
+    record: &'a AccessRecord<'a>,
+}
+
+/// RFC 3339 with milliseconds, formatted straight into the output.
+struct Timestamp(SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+enum AccessMessage {
+    Line(Vec<u8>),
+    /// Answered once every line queued before it is written.
+    Flush(SyncSender<()>),
+}
+
+/// The access-log thread's queue; `None` when the thread could not be started.
+fn access_queue() -> Option<&'static SyncSender<AccessMessage>> {
+    static QUEUE: OnceLock<Option<SyncSender<AccessMessage>>> = OnceLock::new();
+    QUEUE
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::sync_channel(ACCESS_QUEUE);
+            std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || write_access_lines(rx))
+                .ok()?;
+            // Pingora ends the process with `exit`; lines still queued then are written first.
+            // SAFETY: registers a plain `extern "C" fn` with no arguments, as atexit requires.
+            unsafe { libc::atexit(flush_at_exit) };
+            Some(tx)
+        })
+        .as_ref()
+}
+
+fn write_access_lines(rx: Receiver<AccessMessage>) {
+    let mut batch = Vec::with_capacity(ACCESS_BATCH_BYTES);
+    let mut flushes = Vec::new();
+    loop {
+        // Polled, not woken: a request only queues its line and never pays for a wake-up
+        // (on a single core that would be a context switch per request).
+        std::thread::sleep(ACCESS_TICK);
+        loop {
+            let open = match rx.try_recv() {
+                Ok(AccessMessage::Line(line)) => {
+                    batch.extend_from_slice(&line);
+                    true
+                }
+                Ok(AccessMessage::Flush(done)) => {
+                    flushes.push(done);
+                    true
+                }
+                Err(TryRecvError::Empty) => false,
+                Err(TryRecvError::Disconnected) => return,
+            };
+            if !open || batch.len() >= ACCESS_BATCH_BYTES {
+                if !batch.is_empty() {
+                    write_now(&batch);
+                    batch.clear();
+                }
+                for done in flushes.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+            if !open {
+                break;
+            }
+        }
+    }
+}
+
+/// Waits until the access-log lines queued so far are written (or `timeout` passed).
+pub fn flush_access(timeout: Duration) {
+    let Some(queue) = access_queue() else {
+        return;
+    };
+    let (done_tx, done_rx) = mpsc::sync_channel(1);
+    if queue.send(AccessMessage::Flush(done_tx)).is_ok() {
+        let _ = done_rx.recv_timeout(timeout);
+    }
+}
+
+extern "C" fn flush_at_exit() {
+    flush_access(EXIT_FLUSH_TIMEOUT);
+}
+
+/// Writes one access-log line (through the access-log thread).
+pub fn access(record: &AccessRecord) {
     if log::max_level() < LevelFilter::Info {
         return;
     }
-    let mut line = Map::with_capacity(fields.len() + 3);
-    line.insert("ts".into(), Value::String(timestamp()));
-    line.insert("level".into(), Value::String("info".into()));
-    line.insert("target".into(), Value::String("access".into()));
-    line.extend(fields);
-    write_line(&Value::Object(line));
+    let line = AccessLine {
+        ts: Timestamp(SystemTime::now()),
+        level: "info",
+        target: "access",
+        record,
+    };
+    let mut buf = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut buf, &line).is_err() {
+        return;
+    }
+    buf.push(b'\n');
+    let Some(queue) = access_queue() else {
+        return write_now(&buf);
+    };
+    match queue.try_send(AccessMessage::Line(buf)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(AccessMessage::Line(buf)))
+        | Err(TrySendError::Disconnected(AccessMessage::Line(buf))) => write_now(&buf),
+        Err(_) => {}
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_line_keeps_its_field_order_and_nulls() {
+        let record = AccessRecord {
+            request_id: "req-1",
+            method: "POST",
+            path: "/v1/chat/completions",
+            endpoint: "chat",
+            model: Some("gpt-4o"),
+            provider: Some("openai"),
+            upstream_model: None,
+            status: 200,
+            stream: true,
+            attempts: 1,
+            duration_ms: 12.5,
+            ttfb_ms: None,
+            prompt_tokens: Some(3),
+            completion_tokens: Some(4),
+            cached_tokens: Some(0),
+            total_tokens: Some(7),
+            cost_usd: None,
+            client_key: Some("team-a"),
+            error: None,
+        };
+        let line = AccessLine {
+            ts: Timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
+            level: "info",
+            target: "access",
+            record: &record,
+        };
+        let text = serde_json::to_string(&line).unwrap();
+        assert_eq!(
+            text,
+            r#"{"ts":"2023-11-14T22:13:20.123Z","level":"info","target":"access","request_id":"req-1","method":"POST","path":"/v1/chat/completions","endpoint":"chat","model":"gpt-4o","provider":"openai","upstream_model":null,"status":200,"stream":true,"attempts":1,"duration_ms":12.5,"ttfb_ms":null,"prompt_tokens":3,"completion_tokens":4,"cached_tokens":0,"total_tokens":7,"cost_usd":null,"client_key":"team-a","error":null}"#
+        );
+    }
+
+    #[test]
+    fn queued_access_lines_are_written_by_flush_time() {
+        // The writer thread answers a flush only after the lines queued before it.
+        let started = std::time::Instant::now();
+        flush_access(Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 
     #[test]
     fn level_parsing() {

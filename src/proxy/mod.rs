@@ -22,10 +22,9 @@ use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
-use crate::observability::logging;
+use crate::observability::logging::{self, AccessRecord};
 use crate::observability::metrics::METRICS;
 use crate::routing::{ClientKey, RoutingTable, TableHandle};
 use ctx::{request_id, RequestCtx};
@@ -222,43 +221,32 @@ impl ProxyHttp for Gateway {
                 .inc_by(cost);
         }
 
-        let mut line = Map::with_capacity(20);
-        let mut put = |k: &str, v: Value| {
-            line.insert(k.to_string(), v);
-        };
-        put("request_id", ctx.request_id.clone().into());
-        put("method", session.req_header().method.as_str().into());
-        put("path", session.req_header().uri.path().into());
-        put("endpoint", ctx.endpoint.into());
-        put("model", ctx.requested_model.clone().into());
-        put("provider", ctx.provider.clone().into());
-        put("upstream_model", ctx.upstream_model.clone().into());
-        put("status", status.into());
-        put("stream", ctx.stream.into());
-        put("attempts", ctx.attempts.into());
-        put("duration_ms", (duration.as_secs_f64() * 1000.0).into());
-        put(
-            "ttfb_ms",
-            ctx.first_byte_at
-                .map(|t| t.duration_since(ctx.started).as_secs_f64() * 1000.0)
-                .into(),
-        );
-        put("prompt_tokens", ctx.usage.map(|u| u.prompt_tokens).into());
-        put(
-            "completion_tokens",
-            ctx.usage.map(|u| u.completion_tokens).into(),
-        );
-        put("cached_tokens", ctx.usage.map(|u| u.cached_tokens).into());
-        put("total_tokens", ctx.usage.map(|u| u.total()).into());
-        put("cost_usd", ctx.cost_usd.into());
-        put("client_key", ctx.client_key.clone().into());
-        put(
-            "error",
-            ctx.error
-                .clone()
-                .or_else(|| error.map(|e| e.etype().as_str().to_string()))
-                .into(),
-        );
-        logging::access(line);
+        let header = session.req_header();
+        logging::access(&AccessRecord {
+            request_id: &ctx.request_id,
+            method: header.method.as_str(),
+            path: header.uri.path(),
+            endpoint: ctx.endpoint,
+            model: ctx.requested_model.as_deref(),
+            provider: ctx.provider.as_deref(),
+            upstream_model: ctx.upstream_model.as_deref(),
+            status,
+            stream: ctx.stream,
+            attempts: ctx.attempts,
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            ttfb_ms: ctx
+                .first_byte_at
+                .map(|t| t.duration_since(ctx.started).as_secs_f64() * 1000.0),
+            prompt_tokens: ctx.usage.map(|u| u.prompt_tokens),
+            completion_tokens: ctx.usage.map(|u| u.completion_tokens),
+            cached_tokens: ctx.usage.map(|u| u.cached_tokens),
+            total_tokens: ctx.usage.map(|u| u.total()),
+            cost_usd: ctx.cost_usd,
+            client_key: ctx.client_key.as_deref(),
+            error: ctx
+                .error
+                .as_deref()
+                .or_else(|| error.map(|e| e.etype().as_str())),
+        });
     }
 }
