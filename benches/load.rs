@@ -16,7 +16,8 @@
 //! token from the upstream's write to the client's read (tokens carry their send time), and the
 //! gateway's memory idle, under load and with many open streams. Environment: `BENCH_SECONDS` (default 5),
 //! `BENCH_RATES` (default `1000,5000`), `BENCH_OPEN_STREAMS` (default 10000), `BENCH_ONLY` (a
-//! comma list of `saturation,latency,streams,open`; default all).
+//! comma list of `saturation,latency,streams,cpu,open`; default all). The `cpu` phase counts the
+//! gateway's instructions per request with callgrind when valgrind is installed.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -532,6 +533,118 @@ async fn open_streams(
 const STREAM_CONNS: usize = 8;
 const STREAMS_PER_CONN: usize = 50;
 
+/// The gateway's config for the bench: one worker thread, an OpenAI-compatible provider `pass` and
+/// an Anthropic provider `anth`, both the local upstream. `tag` keeps instances' files apart.
+fn gateway_config(
+    gw_port: u16,
+    admin_port: u16,
+    up_port: u16,
+    dir: &std::path::Path,
+    tag: &str,
+) -> String {
+    format!(
+        r#"
+server: {{ listen: ["127.0.0.1:{gw_port}"], admin_listen: "127.0.0.1:{admin_port}", threads: 1,
+          upgrade_sock: "{dir}/{tag}.sock", pid_file: "{dir}/{tag}.pid" }}
+providers:
+  pass: {{ kind: openai-compatible, base_url: "http://127.0.0.1:{up_port}/v1", health_check: {{ enabled: false }} }}
+  anth: {{ kind: anthropic, base_url: "http://127.0.0.1:{up_port}", api_key: bench, health_check: {{ enabled: false }} }}
+"#,
+        dir = dir.display()
+    )
+}
+
+/// Requests per path in the `cpu` phase, after 50 that warm up.
+const CPU_REQUESTS: u64 = 1000;
+
+/// Instructions the gateway executes per request, counted by callgrind: exact and repeatable
+/// whatever else the machine does. Runs a second gateway under `valgrind --tool=callgrind`,
+/// zeroes its counters after a warm-up, sends `CPU_REQUESTS` requests over one keep-alive
+/// connection and reads the counters back. `None` when valgrind is not installed.
+async fn instructions_per_request(
+    gateway_bin: &std::path::Path,
+    up_port: u16,
+    dir: &std::path::Path,
+    paths: &[(&str, Vec<u8>)],
+) -> Option<Vec<(String, u64)>> {
+    let installed = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !installed("valgrind") || !installed("callgrind_control") {
+        return None;
+    }
+    let (gw_port, admin_port) = (free_port(), free_port());
+    let config_path = dir.join("cpu.yaml");
+    std::fs::write(
+        &config_path,
+        gateway_config(gw_port, admin_port, up_port, dir, "cpu"),
+    )
+    .ok()?;
+    let out = dir.join("callgrind.%p");
+    let child = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(gateway_bin)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("SWITCHYARD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let pid = child.id().to_string();
+    let _guard = Kill(child);
+    // Valgrind starts the gateway some fifty times slower.
+    for _ in 0..600 {
+        if std::net::TcpStream::connect(("127.0.0.1", gw_port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let control = |what: &str| {
+        Command::new("callgrind_control")
+            .args([what, &pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let mut results = Vec::new();
+    for (dump, (name, request)) in paths.iter().enumerate() {
+        let mut conn = Conn::open(([127, 0, 0, 1], gw_port).into()).await.ok()?;
+        for _ in 0..50 {
+            conn.exchange(request, false).await.ok()?;
+        }
+        if !control("-z") {
+            return None;
+        }
+        for _ in 0..CPU_REQUESTS {
+            conn.exchange(request, false).await.ok()?;
+        }
+        if !control("-d") {
+            return None;
+        }
+        // Dumps are numbered from 1 in the order they were asked for.
+        let file = dir.join(format!("callgrind.{pid}.{}", dump + 1));
+        let text = std::fs::read_to_string(file).ok()?;
+        let total: u64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("summary:")
+                    .or_else(|| l.strip_prefix("totals:"))
+            })
+            .and_then(|v| v.trim().parse().ok())?;
+        results.push((name.to_string(), total / CPU_REQUESTS));
+    }
+    Some(results)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -641,8 +754,8 @@ fn main() {
         .filter_map(|r| r.parse().ok())
         .collect();
     let open_count: usize = env_or("BENCH_OPEN_STREAMS", 10_000);
-    let phases =
-        std::env::var("BENCH_ONLY").unwrap_or_else(|_| "saturation,latency,streams,open".into());
+    let phases = std::env::var("BENCH_ONLY")
+        .unwrap_or_else(|_| "saturation,latency,streams,cpu,open".into());
     let run = |phase: &str| phases.split(',').any(|p| p.trim() == phase);
 
     let up_port = free_port();
@@ -668,16 +781,7 @@ fn main() {
     let admin_port = free_port();
     let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = format!(
-        r#"
-server: {{ listen: ["127.0.0.1:{gw_port}"], admin_listen: "127.0.0.1:{admin_port}", threads: 1,
-          upgrade_sock: "{dir}/up.sock", pid_file: "{dir}/pid" }}
-providers:
-  pass: {{ kind: openai-compatible, base_url: "http://127.0.0.1:{up_port}/v1", health_check: {{ enabled: false }} }}
-  anth: {{ kind: anthropic, base_url: "http://127.0.0.1:{up_port}", api_key: bench, health_check: {{ enabled: false }} }}
-"#,
-        dir = dir.display()
-    );
+    let config = gateway_config(gw_port, admin_port, up_port, &dir, "bench");
     let config_path = dir.join("bench.yaml");
     std::fs::write(&config_path, config).unwrap();
     let mut gateway = pinned("0", &gateway_bin)
@@ -802,6 +906,24 @@ providers:
                     Some(b) => format!(" (added: TTFB p50 {:+.3}, p99 {:+.3}; token delay p50 {:+.3}, p99 {:+.3})", row[0] - b[0], row[1] - b[1], row[2] - b[2], row[3] - b[3]),
                 };
                 println!("| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |{added}", row[0], row[1], row[2], row[3], row[4]);
+            }
+        }
+
+        if run("cpu") {
+            println!("\ninstructions per request (callgrind; {CPU_REQUESTS} non-streamed requests on one connection):");
+            let cpu_paths = [
+                ("passthrough", request_bytes("/v1/chat/completions", "pass/bench", false, false)),
+                ("translation (OpenAI→Anthropic)", request_bytes("/v1/chat/completions", "anth/bench", false, false)),
+            ];
+            match instructions_per_request(&gateway_bin, up_port, &dir, &cpu_paths).await {
+                Some(results) => {
+                    println!("| path | instructions per request |");
+                    println!("|---|---|");
+                    for (name, n) in results {
+                        println!("| {name} | {n} |");
+                    }
+                }
+                None => println!("skipped: needs valgrind (callgrind_control) and a gateway that answered"),
             }
         }
 

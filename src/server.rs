@@ -61,8 +61,8 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
     );
     for addr in &config.server.listen {
         // No user-space read buffer on client connections: Pingora's default is a zero-filled
-        // 64 KiB per connection, which was most of the memory of each open stream. Plain TCP
-        // gains nothing from it, since Pingora reads headers and bodies into its own buffers.
+        // 64 KiB one per connection, and plain-TCP HTTP/1 gains nothing from it, since Pingora
+        // reads heads and bodies into buffers of its own. 10,000 open streams take ~64 MiB less.
         let listener =
             ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::default().read(0));
         proxy.add_listener(listener);
