@@ -13,11 +13,11 @@
 //! OpenAI-compatible) and translation (OpenAI → Anthropic): requests/s at saturation, latency
 //! percentiles at fixed open-loop rates (each request timed from its send; requests leave on
 //! schedule whatever earlier ones do), the time to first token and the delay of every streamed
-//! token from the upstream's write to the client's read (tokens carry their send time), and the
-//! gateway's memory idle, under load and with many open streams. Environment: `BENCH_SECONDS` (default 5),
+//! token from the upstream's write to the client's read (tokens carry their send time), the
+//! gateway's instructions per request (callgrind, when valgrind is installed), and its memory
+//! idle, under load and with many open streams. Environment: `BENCH_SECONDS` (default 5),
 //! `BENCH_RATES` (default `1000,5000`), `BENCH_OPEN_STREAMS` (default 10000), `BENCH_ONLY` (a
-//! comma list of `saturation,latency,streams,cpu,open`; default all). The `cpu` phase counts the
-//! gateway's instructions per request with callgrind when valgrind is installed.
+//! comma list of `saturation,latency,streams,cpu,open`; default all).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -252,7 +252,7 @@ impl Conn {
         Ok(())
     }
 
-    async fn exchange(&mut self, request: &[u8], track_reads: bool) -> std::io::Result<Exchange> {
+    async fn exchange(&mut self, request: &[u8], time_tokens: bool) -> std::io::Result<Exchange> {
         let start = Instant::now();
         self.stream.write_all(request).await?;
         let mut tmp = vec![0u8; 32 * 1024];
@@ -284,7 +284,7 @@ impl Conn {
                 if !self.buf.is_empty() && first.is_none() {
                     first = Some(start.elapsed());
                 }
-                if track_reads {
+                if time_tokens {
                     let now = monotonic_ns();
                     scanned = read_stamps(&self.buf, scanned, now, &mut token_delays);
                 }
