@@ -8,11 +8,14 @@ use serde_json::json;
 
 use switchyard::config::{ProviderKind, Secret};
 use switchyard::dialect::openai::ChatRequest;
+use switchyard::dialect::{ClientRequest, Dialect};
 use switchyard::providers::anthropic::AnthropicAdapter;
 use switchyard::providers::azure::AzureAdapter;
 use switchyard::providers::gemini::GeminiAdapter;
 use switchyard::providers::openai::OpenAiAdapter;
-use switchyard::providers::{AttemptTarget, Endpoint, ProviderAdapter, StreamSettings};
+use switchyard::providers::{
+    client_stream, AttemptTarget, Endpoint, ProviderAdapter, StreamSettings,
+};
 
 /// About 4 KB: a system prompt, a few turns and one tool definition.
 fn typical_request() -> Vec<u8> {
@@ -86,7 +89,7 @@ fn vendor(
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("request_4kb_parse_and_build", |b| {
         b.iter(|| {
-            let req = ChatRequest::parse(black_box(&body)).unwrap();
+            let req = ClientRequest::OpenAi(ChatRequest::parse(black_box(&body)).unwrap());
             adapter
                 .build_request(
                     &req,
@@ -103,9 +106,13 @@ fn vendor(
     group.throughput(Throughput::Bytes(stream.len() as u64));
     group.bench_function("stream_100_chunks", |b| {
         b.iter(|| {
-            let mut decoder = adapter.stream_decoder(StreamSettings {
-                include_usage: true,
-            });
+            let mut decoder = client_stream(
+                adapter,
+                Dialect::OpenAi,
+                StreamSettings {
+                    include_usage: true,
+                },
+            );
             let mut out = Vec::with_capacity(stream.len() * 2);
             for piece in black_box(stream).chunks(512) {
                 decoder.push(piece, &mut out).unwrap();

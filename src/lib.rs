@@ -1,12 +1,15 @@
 //! Switchyard: an LLM gateway on Cloudflare Pingora.
 //!
 //! Layout: [`config`] (loading and validation) → [`routing`] (the compiled table behind an
-//! `ArcSwap`) → [`proxy`] (the Pingora service: client dialect in, vendor request out) with
-//! [`providers`] (pure per-vendor translation) and [`dialect`] (client formats); [`admin`],
-//! [`observability`] and [`accounting`] around them; [`server`] assembles it all.
+//! `ArcSwap`) → [`proxy`] (the Pingora service: the request stages parse, admit, plan, attempt,
+//! render). A request is decoded by its client [`dialect`] into the canonical [`chat`] model,
+//! translated by a vendor adapter in [`providers`], and carried by the [`transport`]; answers
+//! come back as canonical events that the dialect encodes. [`admin`], [`observability`] and
+//! [`accounting`] sit around them; [`server`] assembles it all.
 
 pub mod accounting;
 pub mod admin;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -18,3 +21,4 @@ pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod transport;

@@ -21,6 +21,7 @@ use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::routing::checks::HealthChecker;
 use crate::routing::RoutingTable;
+use crate::transport::Transport;
 
 /// How Pingora itself should start: the `--upgrade` and `--daemon` flags of `serve`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,10 +54,11 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
     let phases = server.watch_execution_phase();
     server.bootstrap();
     let draining = Arc::new(AtomicBool::new(false));
+    let transport = Arc::new(Transport::default());
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(table.clone(), draining.clone()),
+        Gateway::new(table.clone(), transport.clone(), draining.clone()),
         "switchyard",
     );
     for addr in &config.server.listen {
@@ -71,7 +73,7 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
 
     server.add_service(background_service(
         "health checks",
-        HealthChecker::new(table.clone()),
+        HealthChecker::new(table.clone(), transport),
     ));
     // An absolute path, so that reloads find the file after a daemon changed its directory.
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());

@@ -4,11 +4,12 @@
 use proptest::prelude::*;
 
 use switchyard::config::ProviderKind;
+use switchyard::dialect::Dialect;
 use switchyard::providers::anthropic::AnthropicAdapter;
 use switchyard::providers::azure::AzureAdapter;
 use switchyard::providers::gemini::GeminiAdapter;
 use switchyard::providers::openai::OpenAiAdapter;
-use switchyard::providers::{ProviderAdapter, StreamFailure, StreamSettings};
+use switchyard::providers::{client_stream, ProviderAdapter, StreamFailure, StreamSettings};
 
 const ANTHROPIC: &str = include_str!("fixtures/anthropic/stream_tools.anthropic.sse");
 const GEMINI: &str = include_str!("fixtures/gemini/stream_function_call.gemini.sse");
@@ -32,15 +33,24 @@ fn adapters() -> Vec<(Box<dyn ProviderAdapter>, &'static str)> {
     ]
 }
 
-/// Feeds `input` in pieces of the given sizes; returns the outcome of the whole stream.
+/// Both client dialects: each vendor's stream is passed through for one, translated for the other.
+const CLIENTS: [Dialect; 2] = [Dialect::OpenAi, Dialect::Anthropic];
+
+/// Feeds `input` in pieces of the given sizes to the decoder for a `client`; returns the
+/// outcome of the whole stream.
 fn run(
     adapter: &dyn ProviderAdapter,
+    client: Dialect,
     input: &[u8],
     sizes: &[usize],
 ) -> Result<Vec<u8>, StreamFailure> {
-    let mut decoder = adapter.stream_decoder(StreamSettings {
-        include_usage: true,
-    });
+    let mut decoder = client_stream(
+        adapter,
+        client,
+        StreamSettings {
+            include_usage: true,
+        },
+    );
     let mut out = Vec::new();
     let mut rest = input;
     let mut i = 0;
@@ -65,7 +75,9 @@ proptest! {
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048),
                                 sizes in proptest::collection::vec(1usize..64, 1..8)) {
         for (adapter, _) in adapters() {
-            let _ = run(adapter.as_ref(), &bytes, &sizes);
+            for client in CLIENTS {
+                let _ = run(adapter.as_ref(), client, &bytes, &sizes);
+            }
         }
     }
 
@@ -74,7 +86,8 @@ proptest! {
         for (adapter, fixture) in adapters() {
             let full = fixture.as_bytes();
             let cut = cut % full.len();
-            let outcome = run(adapter.as_ref(), &full[..cut], &sizes);
+            for client in CLIENTS {
+            let outcome = run(adapter.as_ref(), client, &full[..cut], &sizes);
             // A cut anywhere before the closing event is never a clean end.
             // Gemini has no closing event: the chunk with finishReason is the last one.
             let closing = match fixture {
@@ -83,7 +96,8 @@ proptest! {
                 _ => full.len() - "\n\n".len() - 1,
             };
             if cut < closing {
-                prop_assert!(outcome.is_err(), "{:?} cut at {cut} looked complete", adapter.kind());
+                prop_assert!(outcome.is_err(), "{:?} for {client:?} cut at {cut} looked complete", adapter.kind());
+            }
             }
         }
     }
@@ -94,19 +108,23 @@ proptest! {
             let mut bytes = fixture.as_bytes().to_vec();
             let at = pos % bytes.len();
             bytes[at] = byte;
-            let _ = run(adapter.as_ref(), &bytes, &sizes);
+            for client in CLIENTS {
+                let _ = run(adapter.as_ref(), client, &bytes, &sizes);
+            }
         }
     }
 
     #[test]
     fn whole_streams_decode_the_same_in_any_pieces(sizes in proptest::collection::vec(1usize..300, 1..8)) {
         for (adapter, fixture) in adapters() {
-            let whole = run(adapter.as_ref(), fixture.as_bytes(), &[usize::MAX]);
-            let pieces = run(adapter.as_ref(), fixture.as_bytes(), &sizes);
-            prop_assert!(whole.is_ok());
-            // Ids and timestamps are per decoder; compare the structure of the output.
-            let shape = |out: &[u8]| String::from_utf8_lossy(out).matches("data: ").count();
-            prop_assert_eq!(shape(&whole.unwrap()), shape(&pieces.unwrap()));
+            for client in CLIENTS {
+                let whole = run(adapter.as_ref(), client, fixture.as_bytes(), &[usize::MAX]);
+                let pieces = run(adapter.as_ref(), client, fixture.as_bytes(), &sizes);
+                prop_assert!(whole.is_ok(), "{:?} for {client:?}: {whole:?}", adapter.kind());
+                // Ids and timestamps are per decoder; compare the structure of the output.
+                let shape = |out: &[u8]| String::from_utf8_lossy(out).matches("data: ").count();
+                prop_assert_eq!(shape(&whole.unwrap()), shape(&pieces.unwrap()));
+            }
         }
     }
 }

@@ -498,12 +498,18 @@ fn retry(path: &str, raw: RawRetry, issues: &mut Issues) -> RetryPolicy {
             defaults.attempts
         }
     };
-    let backoff = millis(
-        &format!("{path}.backoff_ms"),
-        raw.backoff_ms,
-        defaults.backoff,
-        issues,
-    );
+    // 0 is legitimate: retry at once.
+    let backoff = match raw.backoff_ms {
+        None => defaults.backoff,
+        Some(v) if v >= 0 => Duration::from_millis(v as u64),
+        Some(_) => {
+            issues.push(
+                format!("{path}.backoff_ms"),
+                "must be zero or a positive number of milliseconds",
+            );
+            defaults.backoff
+        }
+    };
     let on = match raw.on {
         None => defaults.on,
         Some(list) => list
@@ -663,6 +669,21 @@ models:
         assert_eq!(cfg.models["gpt"].strategy, Strategy::RoundRobin);
         assert_eq!(cfg.models["gpt"].retry.attempts, 3);
         assert!(cfg.warnings.iter().any(|w| w.contains("anthropic")));
+    }
+
+    #[test]
+    fn zero_backoff_retries_at_once_and_negative_is_refused() {
+        let text = |ms: i64| {
+            format!(
+                "providers: {{ mock: {{ kind: mock }} }}\nmodels:\n  m: {{ targets: [{{ provider: mock, model: x }}], retry: {{ backoff_ms: {ms} }} }}\n"
+            )
+        };
+        let cfg = parse(&text(0), env).unwrap();
+        assert_eq!(cfg.models["m"].retry.backoff, std::time::Duration::ZERO);
+        assert_eq!(
+            issues(&text(-5)),
+            vec!["models.m.retry.backoff_ms: must be zero or a positive number of milliseconds"]
+        );
     }
 
     #[test]

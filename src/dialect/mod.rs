@@ -1,3 +1,134 @@
-//! Client dialects: the APIs clients speak to Switchyard.
+//! Client dialects: the APIs clients speak to Switchyard. Each has a decoder (its request JSON to
+//! the canonical [`chat::Request`]) and encoders (canonical answers and errors to its JSON and
+//! SSE), so any dialect reaches any vendor through one translation.
 
+pub mod anthropic;
 pub mod openai;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::chat::{self, Event};
+use crate::error::GatewayError;
+
+/// Which API the client spoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI Chat Completions (`POST /v1/chat/completions`).
+    OpenAi,
+    /// Anthropic Messages (`POST /v1/messages`).
+    Anthropic,
+}
+
+impl Dialect {
+    /// The `dialect` label of metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+
+    /// An error as this dialect's JSON body, and the HTTP status to send it with.
+    pub fn error_body(self, err: &GatewayError) -> (u16, Bytes) {
+        match self {
+            Dialect::OpenAi => (err.status(), openai::error_body(err)),
+            Dialect::Anthropic => anthropic::error_body(err),
+        }
+    }
+
+    /// The event that ends a stream failing after it started.
+    pub fn stream_error_event(self, err: &GatewayError) -> Bytes {
+        match self {
+            Dialect::OpenAi => openai::stream_error_event(err),
+            Dialect::Anthropic => anthropic::stream_error_event(err),
+        }
+    }
+
+    /// A finished canonical answer as this dialect's JSON body.
+    pub fn response_body(self, response: &chat::Response) -> Bytes {
+        match self {
+            Dialect::OpenAi => openai::encode::response_body(response),
+            Dialect::Anthropic => anthropic::encode::response_body(response),
+        }
+    }
+
+    /// An encoder of canonical stream events into this dialect's SSE.
+    pub fn stream_encoder(self, include_usage: bool) -> Box<dyn StreamEncoder> {
+        match self {
+            Dialect::OpenAi => Box::new(openai::encode::StreamEncoder::new(include_usage)),
+            Dialect::Anthropic => Box::new(anthropic::encode::StreamEncoder::default()),
+        }
+    }
+}
+
+/// Writes canonical stream events as one dialect's SSE bytes.
+pub trait StreamEncoder: Send {
+    fn encode(&mut self, event: Event<'_>, out: &mut Vec<u8>);
+}
+
+/// A parsed client request, in the dialect it arrived in.
+///
+/// The raw form is kept: a vendor that speaks the same dialect gets it unchanged but for
+/// `model` (the pass-through fast path); every other vendor gets it through [`Self::canonical`].
+#[derive(Debug)]
+pub enum ClientRequest {
+    OpenAi(openai::ChatRequest),
+    Anthropic(anthropic::MessagesRequest),
+}
+
+impl ClientRequest {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            ClientRequest::OpenAi(_) => Dialect::OpenAi,
+            ClientRequest::Anthropic(_) => Dialect::Anthropic,
+        }
+    }
+
+    /// The public model the client asked for.
+    pub fn model(&self) -> &str {
+        match self {
+            ClientRequest::OpenAi(r) => &r.model,
+            ClientRequest::Anthropic(r) => &r.model,
+        }
+    }
+
+    pub fn stream(&self) -> bool {
+        match self {
+            ClientRequest::OpenAi(r) => r.stream,
+            ClientRequest::Anthropic(r) => r.stream,
+        }
+    }
+
+    /// Whether the client's stream should carry usage (Anthropic streams always do).
+    pub fn include_usage(&self) -> bool {
+        match self {
+            ClientRequest::OpenAi(r) => r.include_usage,
+            ClientRequest::Anthropic(_) => true,
+        }
+    }
+
+    /// OpenRouter-style fallback models to try after [`Self::model`].
+    pub fn fallback_models(&self) -> &[String] {
+        match self {
+            ClientRequest::OpenAi(r) => &r.fallback_models,
+            ClientRequest::Anthropic(_) => &[],
+        }
+    }
+
+    /// OpenRouter-style provider preferences.
+    pub fn provider_preferences(&self) -> Option<&Value> {
+        match self {
+            ClientRequest::OpenAi(r) => r.provider_preferences.as_ref(),
+            ClientRequest::Anthropic(_) => None,
+        }
+    }
+
+    /// The canonical form, for adapters of another dialect than the client's.
+    pub fn canonical(&self) -> Result<chat::Request<'_>, GatewayError> {
+        match self {
+            ClientRequest::OpenAi(r) => r.canonical(),
+            ClientRequest::Anthropic(r) => r.canonical(),
+        }
+    }
+}

@@ -108,6 +108,7 @@ pub struct AccessRecord<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub endpoint: &'a str,
+    pub dialect: &'a str,
     pub model: Option<&'a str>,
     pub provider: Option<&'a str>,
     pub upstream_model: Option<&'a str>,
@@ -251,6 +252,7 @@ mod tests {
             method: "POST",
             path: "/v1/chat/completions",
             endpoint: "chat",
+            dialect: "openai",
             model: Some("gpt-4o"),
             provider: Some("openai"),
             upstream_model: None,
@@ -271,7 +273,7 @@ mod tests {
         let text = String::from_utf8(access_line(ts, &record).unwrap()).unwrap();
         assert_eq!(
             text,
-            r#"{"ts":"2023-11-14T22:13:20.123Z","level":"info","target":"access","request_id":"req-1","method":"POST","path":"/v1/chat/completions","endpoint":"chat","model":"gpt-4o","provider":"openai","upstream_model":null,"status":200,"stream":true,"attempts":1,"duration_ms":12.5,"ttfb_ms":null,"prompt_tokens":3,"completion_tokens":4,"cached_tokens":0,"total_tokens":7,"cost_usd":null,"client_key":"team-a","error":null}
+            r#"{"ts":"2023-11-14T22:13:20.123Z","level":"info","target":"access","request_id":"req-1","method":"POST","path":"/v1/chat/completions","endpoint":"chat","dialect":"openai","model":"gpt-4o","provider":"openai","upstream_model":null,"status":200,"stream":true,"attempts":1,"duration_ms":12.5,"ttfb_ms":null,"prompt_tokens":3,"completion_tokens":4,"cached_tokens":0,"total_tokens":7,"cost_usd":null,"client_key":"team-a","error":null}
 "#
         );
     }

@@ -28,21 +28,23 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::convert::{push_turn, tool_arguments, upstream_message, Turn};
-use super::output::{completion_body, now_unix, ChoiceOut, ChunkWriter};
 use super::sse::SseEvent;
-use super::stream::{EventTranslator, SseTranslator};
+use super::stream::{SseFrame, SseHandler};
 use super::{
-    credential_headers, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter,
-    StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
+    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, StreamFailure,
+    StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::Usage;
+use crate::chat::{
+    self, now_unix, parse_data_url, Content, ContentPart, Event, EventSink, StopReason, ToolCallOut,
+};
 use crate::config::ProviderKind;
-use crate::dialect::openai::{parse_data_url, ChatParams, ChatRequest, Content, ContentPart};
+use crate::dialect::anthropic::DEFAULT_VERSION;
+use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
 
 /// Output budget when the client sets none (Anthropic requires one).
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
-const API_VERSION: &str = "2023-06-01";
 /// The tool that carries `response_format` answers; reserved so it cannot clash with a user tool.
 const JSON_TOOL: &str = "switchyard_json_response";
 const IMAGE_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
@@ -94,9 +96,19 @@ fn user_blocks(content: &Content<'_>) -> Result<Vec<Value>, GatewayError> {
             let mut blocks = Vec::with_capacity(parts.len());
             for part in parts {
                 match part {
-                    ContentPart::Text { text } if text.is_empty() => {}
-                    ContentPart::Text { text } => {
+                    ContentPart::Text { text, .. } if text.is_empty() => {}
+                    ContentPart::Text {
+                        text,
+                        cache_control: Some(cache),
+                    } => blocks.push(json!({"type": "text", "text": text, "cache_control": cache})),
+                    ContentPart::Text { text, .. } => {
                         blocks.push(json!({"type": "text", "text": text}))
+                    }
+                    ContentPart::Thinking { .. } | ContentPart::RedactedThinking { .. } => {
+                        return Err(invalid(
+                            "thinking blocks belong to assistant messages",
+                            "messages",
+                        ))
                     }
                     ContentPart::Refusal { refusal } => {
                         blocks.push(json!({"type": "text", "text": refusal}))
@@ -165,23 +177,21 @@ fn media_block(url: &str) -> Result<Value, GatewayError> {
 }
 
 /// The `system` blocks and the alternating turns of a conversation.
-fn build_messages(params: &ChatParams<'_>) -> Result<(Vec<Value>, Vec<Turn>), GatewayError> {
+fn build_messages(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>), GatewayError> {
     let mut system = Vec::new();
     let mut turns: Vec<Turn> = Vec::new();
     // Tool-call ids of the latest assistant turn that still await their results.
     let mut open_calls: HashSet<String> = HashSet::new();
     for message in &params.messages {
         match message.role {
-            "system" | "developer" => {
-                let text = message
-                    .content
-                    .as_ref()
-                    .map(Content::text)
-                    .unwrap_or_default();
-                if !text.is_empty() {
-                    system.push(json!({"type": "text", "text": text}));
+            "system" | "developer" => match &message.content {
+                // Text parts stay separate blocks, so their cache breakpoints stay in place.
+                Some(content @ Content::Parts(_)) => system.extend(user_blocks(content)?),
+                Some(Content::Text(text)) if !text.is_empty() => {
+                    system.push(json!({"type": "text", "text": text}))
                 }
-            }
+                _ => {}
+            },
             "user" => {
                 let blocks = match &message.content {
                     Some(c) => user_blocks(c)?,
@@ -192,6 +202,21 @@ fn build_messages(params: &ChatParams<'_>) -> Result<(Vec<Value>, Vec<Turn>), Ga
             "assistant" => {
                 let mut blocks = Vec::new();
                 if let Some(content) = &message.content {
+                    // Signed thinking is replayed first and unmodified, as Anthropic requires.
+                    if let Content::Parts(parts) = content {
+                        for part in parts {
+                            match part {
+                                ContentPart::Thinking {
+                                    thinking,
+                                    signature: Some(signature),
+                                } if !signature.is_empty() => blocks.push(json!({
+                                    "type": "thinking", "thinking": thinking, "signature": signature})),
+                                ContentPart::RedactedThinking { data } => blocks
+                                    .push(json!({"type": "redacted_thinking", "data": data})),
+                                _ => {}
+                            }
+                        }
+                    }
                     let text = content.text();
                     // Anthropic rejects empty text blocks.
                     if !text.is_empty() {
@@ -316,9 +341,8 @@ fn thinking_budget(effort: &str) -> Result<Option<u64>, GatewayError> {
 }
 
 impl AnthropicAdapter {
-    /// The Anthropic request body for `request`.
-    pub fn request_body(request: &ChatRequest, model: &str) -> Result<Value, GatewayError> {
-        let params = ChatParams::from_request(request)?;
+    /// The Anthropic request body for a canonical request.
+    pub fn request_body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayError> {
         if params.n.is_some_and(|n| n > 1) {
             return Err(invalid(
                 "n > 1 is not supported by provider kind anthropic",
@@ -374,9 +398,10 @@ impl AnthropicAdapter {
                 .collect(),
         );
 
-        let budget = match params.reasoning_effort {
-            Some(effort) => thinking_budget(effort)?,
-            None => None,
+        let budget = match (params.thinking_budget, params.reasoning_effort) {
+            (Some(budget), _) => Some(budget),
+            (None, Some(effort)) => thinking_budget(effort)?,
+            (None, None) => None,
         };
         if let Some(budget) = budget {
             // The budget counts against max_tokens, as reasoning tokens count against OpenAI's
@@ -488,7 +513,7 @@ impl AnthropicAdapter {
                 body.insert(key.into(), v.clone());
             }
         }
-        if request.stream {
+        if params.stream {
             body.insert("stream".into(), json!(true));
         }
         Ok(Value::Object(body))
@@ -500,21 +525,47 @@ impl ProviderAdapter for AnthropicAdapter {
         ProviderKind::Anthropic
     }
 
+    fn native_dialect(&self) -> Option<Dialect> {
+        Some(Dialect::Anthropic)
+    }
+
     fn build_request(
         &self,
-        request: &ChatRequest,
+        request: &ClientRequest,
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let body = Self::request_body(request, target.upstream_model)?;
         let mut headers = Vec::with_capacity(4 + target.extra_headers.len());
         headers.push((
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         ));
-        headers.push((
-            http::HeaderName::from_static("anthropic-version"),
-            HeaderValue::from_static(API_VERSION),
-        ));
+        let body = match request {
+            // The client's own bytes: thinking signatures, cache_control and newer fields
+            // reach Anthropic exactly as sent.
+            ClientRequest::Anthropic(raw) => {
+                headers.push((
+                    http::HeaderName::from_static("anthropic-version"),
+                    raw.version
+                        .clone()
+                        .unwrap_or(HeaderValue::from_static(DEFAULT_VERSION)),
+                ));
+                if let Some(beta) = &raw.beta {
+                    headers.push((
+                        http::HeaderName::from_static("anthropic-beta"),
+                        beta.clone(),
+                    ));
+                }
+                raw.body_with_model(target.upstream_model)
+            }
+            _ => {
+                let body = Self::request_body(&request.canonical()?, target.upstream_model)?;
+                headers.push((
+                    http::HeaderName::from_static("anthropic-version"),
+                    HeaderValue::from_static(DEFAULT_VERSION),
+                ));
+                Bytes::from(body.to_string())
+            }
+        };
         headers.extend(credential_headers(
             target,
             http::HeaderName::from_static("x-api-key"),
@@ -523,29 +574,43 @@ impl ProviderAdapter for AnthropicAdapter {
         Ok(UpstreamRequest {
             path_and_query: format!("{}/v1/messages", target.endpoint.base_path),
             headers,
-            body: Bytes::from(body.to_string()),
+            body,
         })
     }
 
-    fn decode_response(&self, body: Bytes) -> Result<DecodedResponse, StreamFailure> {
+    fn decode_response(&self, body: Bytes, native: bool) -> Result<Answer, StreamFailure> {
         let message: MessageWire = serde_json::from_slice(&body).map_err(|e| {
             StreamFailure::Malformed(format!("answer is not an Anthropic message: {e}"))
         })?;
         let usage = message.usage.to_usage();
-        let mut choice = ChoiceOut::default();
+        if native {
+            return Ok(Answer::Native {
+                body,
+                usage: Some(usage),
+            });
+        }
+        let mut choice = chat::Choice::default();
         let mut text = String::new();
         let mut reasoning = String::new();
         let mut json_answer = None;
         for block in message.content {
             match block {
                 BlockWire::Text { text: t } => text.push_str(&t),
-                BlockWire::Thinking { thinking } => reasoning.push_str(&thinking),
+                BlockWire::Thinking {
+                    thinking,
+                    signature,
+                } => {
+                    reasoning.push_str(&thinking);
+                    choice.reasoning_signature = signature;
+                }
                 BlockWire::ToolUse { id, name, input } if name == JSON_TOOL => {
                     json_answer = Some((id, input.to_string()));
                 }
-                BlockWire::ToolUse { id, name, input } => {
-                    choice.tool_calls.push((id, name, input.to_string()))
-                }
+                BlockWire::ToolUse { id, name, input } => choice.tool_calls.push(ToolCallOut {
+                    id,
+                    name,
+                    arguments: input.to_string(),
+                }),
                 BlockWire::Other => {}
             }
         }
@@ -554,26 +619,28 @@ impl ProviderAdapter for AnthropicAdapter {
             Some((_, answer)) => {
                 text.push_str(&answer);
                 if stop == Some("tool_use") && choice.tool_calls.is_empty() {
-                    "stop".to_string()
+                    StopReason::EndTurn
                 } else {
-                    finish_reason(stop, !choice.tool_calls.is_empty()).to_string()
+                    finish_reason(stop, !choice.tool_calls.is_empty())
                 }
             }
-            None => finish_reason(stop, !choice.tool_calls.is_empty()).to_string(),
+            None => finish_reason(stop, !choice.tool_calls.is_empty()),
         };
         choice.content = (!text.is_empty() || choice.tool_calls.is_empty()).then_some(text);
         choice.reasoning = (!reasoning.is_empty()).then_some(reasoning);
-        let body = completion_body(&message.id, now_unix(), &message.model, &[choice], &usage);
-        Ok(DecodedResponse {
-            body,
-            usage: Some(usage),
-        })
+        Ok(Answer::Chat(chat::Response {
+            id: message.id,
+            created: now_unix(),
+            model: message.model,
+            choices: vec![choice],
+            usage,
+        }))
     }
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
         let mut headers = vec![(
             http::HeaderName::from_static("anthropic-version"),
-            HeaderValue::from_static(API_VERSION),
+            HeaderValue::from_static(DEFAULT_VERSION),
         )];
         headers.extend(
             credential_headers(target, http::HeaderName::from_static("x-api-key"), |k| {
@@ -587,14 +654,11 @@ impl ProviderAdapter for AnthropicAdapter {
         })
     }
 
-    fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {
-        Box::new(SseTranslator::new(AnthropicStreamDecoder {
-            writer: ChunkWriter::new(
-                format!("msg_{:016x}", fastrand::u64(..)),
-                now_unix(),
-                String::new(),
-                settings.include_usage,
-            ),
+    fn stream_decoder(&self, native: bool, _settings: StreamSettings) -> StreamReader {
+        if native {
+            return StreamReader::Native(Box::new(SseFrame::new(AnthropicPassthrough::default())));
+        }
+        StreamReader::Events(Box::new(SseFrame::new(AnthropicStreamDecoder {
             blocks: Vec::new(),
             next_tool: 0,
             saw_tool: false,
@@ -603,7 +667,7 @@ impl ProviderAdapter for AnthropicAdapter {
             wire: UsageWire::default(),
             saw_usage: false,
             stopped: false,
-        }))
+        })))
     }
 
     fn decode_error(
@@ -617,14 +681,15 @@ impl ProviderAdapter for AnthropicAdapter {
     }
 }
 
-/// OpenAI `finish_reason` for an Anthropic `stop_reason` (§5.8).
-pub fn finish_reason(stop_reason: Option<&str>, has_tool_calls: bool) -> &'static str {
+/// The canonical stop reason for an Anthropic `stop_reason` (§5.8).
+pub fn finish_reason(stop_reason: Option<&str>, has_tool_calls: bool) -> StopReason {
     match stop_reason {
-        Some("max_tokens") | Some("model_context_window_exceeded") => "length",
-        Some("tool_use") => "tool_calls",
-        Some("refusal") => "content_filter",
-        _ if has_tool_calls => "tool_calls",
-        _ => "stop",
+        Some("max_tokens") | Some("model_context_window_exceeded") => StopReason::MaxTokens,
+        Some("tool_use") => StopReason::ToolUse,
+        Some("refusal") => StopReason::ContentFilter,
+        _ if has_tool_calls => StopReason::ToolUse,
+        Some("stop_sequence") => StopReason::StopSequence,
+        _ => StopReason::EndTurn,
     }
 }
 
@@ -713,6 +778,8 @@ enum BlockWire {
     Thinking {
         #[serde(default)]
         thinking: String,
+        #[serde(default)]
+        signature: Option<String>,
     },
     ToolUse {
         id: String,
@@ -780,11 +847,10 @@ enum OpenBlock {
 }
 
 struct AnthropicStreamDecoder {
-    writer: ChunkWriter,
     blocks: Vec<OpenBlock>,
     next_tool: u32,
     saw_tool: bool,
-    finish: Option<&'static str>,
+    finish: Option<StopReason>,
     usage: Usage,
     /// Cumulative usage as Anthropic reports it, merged event by event.
     wire: UsageWire,
@@ -842,16 +908,22 @@ struct DeltaWire {
     #[serde(default)]
     thinking: Option<String>,
     #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
     stop_reason: Option<String>,
 }
 
-impl EventTranslator for AnthropicStreamDecoder {
-    fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
-        self.handle(event, out)
+impl<'s> SseHandler<dyn EventSink + 's> for AnthropicStreamDecoder {
+    fn event(
+        &mut self,
+        event: SseEvent,
+        sink: &mut (dyn EventSink + 's),
+    ) -> Result<(), StreamFailure> {
+        self.handle(event, sink)
     }
 
     /// Anthropic closes every stream with `message_stop`; without it the answer was cut.
-    fn end(&mut self, _out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+    fn end(&mut self, _sink: &mut (dyn EventSink + 's)) -> Result<(), StreamFailure> {
         if self.stopped {
             Ok(())
         } else {
@@ -865,7 +937,7 @@ impl EventTranslator for AnthropicStreamDecoder {
 }
 
 impl AnthropicStreamDecoder {
-    fn handle(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+    fn handle(&mut self, event: SseEvent, sink: &mut dyn EventSink) -> Result<(), StreamFailure> {
         if self.stopped {
             return Ok(());
         }
@@ -891,14 +963,16 @@ impl AnthropicStreamDecoder {
         match ev.kind.as_str() {
             "message_start" => {
                 if let Some(m) = ev.message {
-                    self.writer
-                        .set_identity(m.id.as_deref(), m.model.as_deref());
+                    sink.emit(Event::Identity {
+                        id: m.id.as_deref(),
+                        model: m.model.as_deref(),
+                    });
                     if let Some(u) = m.usage {
                         u.merge_into(&mut self.wire);
                         self.saw_usage = true;
                     }
                 }
-                self.writer.role(out, 0);
+                sink.emit(Event::Start { choice: 0 });
             }
             "content_block_start" => {
                 let index = ev.index.unwrap_or(self.blocks.len());
@@ -910,19 +984,21 @@ impl AnthropicStreamDecoder {
                         let tool_index = self.next_tool;
                         self.next_tool += 1;
                         self.saw_tool = true;
-                        self.writer.tool_call_start(
-                            out,
-                            0,
-                            tool_index,
-                            b.id.as_deref().unwrap_or(""),
-                            b.name.as_deref().unwrap_or(""),
-                            "",
-                        );
+                        sink.emit(Event::ToolCallStart {
+                            choice: 0,
+                            index: tool_index,
+                            id: b.id.as_deref().unwrap_or(""),
+                            name: b.name.as_deref().unwrap_or(""),
+                            arguments: "",
+                        });
                         OpenBlock::Tool(tool_index, false)
                     }
                     Some(b) if b.kind == "text" => {
                         if let Some(t) = b.text.filter(|t| !t.is_empty()) {
-                            self.writer.content(out, 0, &t);
+                            sink.emit(Event::Text {
+                                choice: 0,
+                                text: &t,
+                            });
                         }
                         OpenBlock::Text
                     }
@@ -944,17 +1020,35 @@ impl AnthropicStreamDecoder {
                 match (delta.kind.as_deref(), block) {
                     (Some("text_delta"), _) => {
                         if let Some(t) = delta.text.filter(|t| !t.is_empty()) {
-                            self.writer.content(out, 0, &t);
+                            sink.emit(Event::Text {
+                                choice: 0,
+                                text: &t,
+                            });
                         }
                     }
                     (Some("thinking_delta"), _) => {
                         if let Some(t) = delta.thinking.filter(|t| !t.is_empty()) {
-                            self.writer.reasoning(out, 0, &t);
+                            sink.emit(Event::Reasoning {
+                                choice: 0,
+                                text: &t,
+                            });
+                        }
+                    }
+                    (Some("signature_delta"), _) => {
+                        if let Some(s) = delta.signature.filter(|s| !s.is_empty()) {
+                            sink.emit(Event::ReasoningSignature {
+                                choice: 0,
+                                signature: &s,
+                            });
                         }
                     }
                     (Some("input_json_delta"), OpenBlock::Tool(tool_index, _)) => {
                         if let Some(j) = delta.partial_json.filter(|j| !j.is_empty()) {
-                            self.writer.tool_call_arguments(out, 0, tool_index, &j);
+                            sink.emit(Event::ToolCallArguments {
+                                choice: 0,
+                                index: tool_index,
+                                fragment: &j,
+                            });
                             if let Some(i) = ev.index {
                                 self.blocks[i] = OpenBlock::Tool(tool_index, true);
                             }
@@ -962,10 +1056,13 @@ impl AnthropicStreamDecoder {
                     }
                     (Some("input_json_delta"), OpenBlock::JsonAnswer) => {
                         if let Some(j) = delta.partial_json.filter(|j| !j.is_empty()) {
-                            self.writer.content(out, 0, &j);
+                            sink.emit(Event::Text {
+                                choice: 0,
+                                text: &j,
+                            });
                         }
                     }
-                    // signature_delta, citations_delta and future kinds carry nothing for OpenAI.
+                    // citations_delta and future kinds carry nothing canonical.
                     _ => {}
                 }
             }
@@ -975,7 +1072,11 @@ impl AnthropicStreamDecoder {
                 if let Some(OpenBlock::Tool(tool_index, false)) =
                     ev.index.and_then(|i| self.blocks.get(i))
                 {
-                    self.writer.tool_call_arguments(out, 0, *tool_index, "{}");
+                    sink.emit(Event::ToolCallArguments {
+                        choice: 0,
+                        index: *tool_index,
+                        fragment: "{}",
+                    });
                 }
             }
             "message_delta" => {
@@ -986,20 +1087,24 @@ impl AnthropicStreamDecoder {
                 let stop = ev.delta.and_then(|d| d.stop_reason);
                 self.finish = Some(match stop.as_deref() {
                     // The JSON-answer tool was the only "tool": the answer is plain content.
-                    Some("tool_use") if !self.saw_tool => "stop",
+                    Some("tool_use") if !self.saw_tool => StopReason::EndTurn,
                     other => finish_reason(other, self.saw_tool),
                 });
             }
             "message_stop" => {
                 self.stopped = true;
                 self.usage = self.wire.to_usage();
-                self.writer.finish(
-                    out,
-                    0,
-                    self.finish
-                        .unwrap_or(if self.saw_tool { "tool_calls" } else { "stop" }),
-                );
-                self.writer.end(out, Some(&self.usage));
+                sink.emit(Event::Finish {
+                    choice: 0,
+                    reason: self.finish.unwrap_or(if self.saw_tool {
+                        StopReason::ToolUse
+                    } else {
+                        StopReason::EndTurn
+                    }),
+                });
+                sink.emit(Event::End {
+                    usage: Some(&self.usage),
+                });
             }
             // ping and event types added later carry nothing to translate.
             _ => {}
@@ -1011,11 +1116,89 @@ impl AnthropicStreamDecoder {
     }
 }
 
+/// An Anthropic stream for an Anthropic client: every event goes on as Anthropic framed it,
+/// while usage, the closing `message_stop` and in-stream errors are watched. An error event is
+/// not forwarded but reported, so that it can still fail over before the first byte, or end the
+/// stream with the gateway's own error event (which names the provider) after it.
+#[derive(Default)]
+pub struct AnthropicPassthrough {
+    wire: UsageWire,
+    saw_usage: bool,
+    stopped: bool,
+}
+
+/// What the relay reads of each event.
+#[derive(Deserialize)]
+struct RelayEventWire {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    message: Option<StartMessageWire>,
+    #[serde(default)]
+    usage: Option<UsageWire>,
+}
+
+impl SseHandler<Vec<u8>> for AnthropicPassthrough {
+    fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        let name = event.event.as_deref();
+        let error = || {
+            StreamFailure::Upstream(Box::new(decode_anthropic_error(
+                None,
+                200,
+                event.data.as_bytes(),
+                None,
+            )))
+        };
+        if name == Some("error") {
+            return Err(error());
+        }
+        if let Ok(ev) = serde_json::from_str::<RelayEventWire>(&event.data) {
+            let usage = match ev.kind.as_str() {
+                "error" => return Err(error()),
+                "message_start" => ev.message.and_then(|m| m.usage),
+                "message_delta" => ev.usage,
+                "message_stop" => {
+                    self.stopped = true;
+                    None
+                }
+                _ => None,
+            };
+            if let Some(u) = usage {
+                u.merge_into(&mut self.wire);
+                self.saw_usage = true;
+            }
+        }
+        if let Some(name) = name {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(event.data.as_bytes());
+        out.extend_from_slice(b"\n\n");
+        Ok(())
+    }
+
+    /// Anthropic closes every stream with `message_stop`; without it the answer was cut.
+    fn end(&mut self, _out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        if self.stopped {
+            Ok(())
+        } else {
+            Err(StreamFailure::Truncated)
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.saw_usage.then(|| self.wire.to_usage())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Secret;
-    use crate::providers::Endpoint;
+    use crate::dialect::openai::ChatRequest;
+    use crate::providers::{client_answer, client_stream, Endpoint};
 
     macro_rules! fixture {
         ($name:literal) => {
@@ -1028,7 +1211,21 @@ mod tests {
     }
 
     fn body_for(openai: Value) -> Result<Value, GatewayError> {
-        AnthropicAdapter::request_body(&request(&openai.to_string()), "claude-sonnet-4-5")
+        AnthropicAdapter::request_body(
+            &request(&openai.to_string()).canonical()?,
+            "claude-sonnet-4-5",
+        )
+    }
+
+    fn client_answer_openai(
+        body: Bytes,
+    ) -> Result<crate::providers::RenderedAnswer, StreamFailure> {
+        client_answer(&AnthropicAdapter, body, Dialect::OpenAi)
+    }
+
+    #[allow(dead_code)]
+    fn client_stream_openai(settings: StreamSettings) -> Box<dyn crate::providers::StreamDecoder> {
+        client_stream(&AnthropicAdapter, Dialect::OpenAi, settings)
     }
 
     fn json(text: &str) -> Value {
@@ -1054,7 +1251,11 @@ mod tests {
         include_usage: bool,
         piece: usize,
     ) -> (Result<(), StreamFailure>, String, Option<Usage>) {
-        let mut d = AnthropicAdapter.stream_decoder(StreamSettings { include_usage });
+        let mut d = client_stream(
+            &AnthropicAdapter,
+            Dialect::OpenAi,
+            StreamSettings { include_usage },
+        );
         let mut out = Vec::new();
         for c in input.as_bytes().chunks(piece) {
             if let Err(e) = d.push(c, &mut out) {
@@ -1073,7 +1274,7 @@ mod tests {
         let key = Secret::new("sk-ant");
         let out = AnthropicAdapter
             .build_request(
-                &req,
+                &ClientRequest::OpenAi(req),
                 &AttemptTarget {
                     upstream_model: "claude-sonnet-4-5",
                     endpoint: &ep,
@@ -1107,11 +1308,10 @@ mod tests {
 
     #[test]
     fn golden_response_with_tool_call_and_cache_usage() {
-        let decoded = AnthropicAdapter
-            .decode_response(Bytes::from_static(
-                fixture!("response_tool_use.anthropic.json").as_bytes(),
-            ))
-            .unwrap();
+        let decoded = client_answer_openai(Bytes::from_static(
+            fixture!("response_tool_use.anthropic.json").as_bytes(),
+        ))
+        .unwrap();
         let got: Value = json(&normalise(std::str::from_utf8(&decoded.body).unwrap()));
         assert_eq!(got, json(fixture!("response_tool_use.openai.json")));
         let u = decoded.usage.unwrap();
@@ -1186,9 +1386,7 @@ mod tests {
         );
 
         let answer = r#"{"id":"m","model":"c","content":[{"type":"tool_use","id":"t","name":"switchyard_json_response","input":{"a":1}}],"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":2}}"#;
-        let decoded = AnthropicAdapter
-            .decode_response(Bytes::from(answer))
-            .unwrap();
+        let decoded = client_answer_openai(Bytes::from(answer)).unwrap();
         let v: Value = serde_json::from_slice(&decoded.body).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "{\"a\":1}");
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
@@ -1338,17 +1536,20 @@ mod tests {
 
     #[test]
     fn finish_reasons() {
-        assert_eq!(finish_reason(Some("end_turn"), false), "stop");
-        assert_eq!(finish_reason(Some("stop_sequence"), false), "stop");
-        assert_eq!(finish_reason(Some("max_tokens"), false), "length");
+        assert_eq!(finish_reason(Some("end_turn"), false).openai(), "stop");
+        assert_eq!(finish_reason(Some("stop_sequence"), false).openai(), "stop");
+        assert_eq!(finish_reason(Some("max_tokens"), false).openai(), "length");
         assert_eq!(
-            finish_reason(Some("model_context_window_exceeded"), false),
+            finish_reason(Some("model_context_window_exceeded"), false).openai(),
             "length"
         );
-        assert_eq!(finish_reason(Some("tool_use"), true), "tool_calls");
-        assert_eq!(finish_reason(Some("refusal"), false), "content_filter");
-        assert_eq!(finish_reason(Some("pause_turn"), false), "stop");
-        assert_eq!(finish_reason(Some("something_new"), false), "stop");
+        assert_eq!(finish_reason(Some("tool_use"), true).openai(), "tool_calls");
+        assert_eq!(
+            finish_reason(Some("refusal"), false).openai(),
+            "content_filter"
+        );
+        assert_eq!(finish_reason(Some("pause_turn"), false).openai(), "stop");
+        assert_eq!(finish_reason(Some("something_new"), false).openai(), "stop");
     }
 
     #[test]

@@ -9,15 +9,13 @@
 
 use bytes::Bytes;
 
-use super::openai::{
-    decode_openai_error, decode_openai_response, openai_stream_decoder, OpenAiAdapter,
-};
+use super::openai::{decode_openai_error, OpenAiAdapter};
 use super::{
-    credential_headers, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter,
-    StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
+    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, StreamFailure,
+    StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::config::ProviderKind;
-use crate::dialect::openai::ChatRequest;
+use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
 
 /// The current GA version of the dated API.
@@ -64,15 +62,19 @@ impl ProviderAdapter for AzureAdapter {
         ProviderKind::AzureOpenAi
     }
 
+    fn native_dialect(&self) -> Option<Dialect> {
+        Some(Dialect::OpenAi)
+    }
+
     fn build_request(
         &self,
-        request: &ChatRequest,
+        request: &ClientRequest,
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
         let path_and_query = self.path(&target.endpoint.base_path, target.upstream_model)?;
-        let body = self.body.request_body(request, target.upstream_model)?;
+        let body = self.body.body_for(request, target.upstream_model)?;
         let mut headers = Vec::with_capacity(3 + target.extra_headers.len());
-        headers.extend(OpenAiAdapter::content_headers(request));
+        headers.extend(OpenAiAdapter::content_headers(request.stream()));
         headers.extend(credential_headers(
             target,
             http::HeaderName::from_static("api-key"),
@@ -85,8 +87,8 @@ impl ProviderAdapter for AzureAdapter {
         })
     }
 
-    fn decode_response(&self, body: Bytes) -> Result<DecodedResponse, StreamFailure> {
-        decode_openai_response(body)
+    fn decode_response(&self, body: Bytes, native: bool) -> Result<Answer, StreamFailure> {
+        self.body.decode_response(body, native)
     }
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
@@ -106,8 +108,8 @@ impl ProviderAdapter for AzureAdapter {
         })
     }
 
-    fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {
-        openai_stream_decoder(settings)
+    fn stream_decoder(&self, native: bool, settings: StreamSettings) -> StreamReader {
+        self.body.stream_decoder(native, settings)
     }
 
     fn decode_error(
@@ -125,7 +127,8 @@ impl ProviderAdapter for AzureAdapter {
 mod tests {
     use super::*;
     use crate::config::Secret;
-    use crate::providers::Endpoint;
+    use crate::dialect::openai::ChatRequest;
+    use crate::providers::{client_stream, Endpoint};
     use serde_json::{json, Value};
 
     fn build(api_version: Option<&str>, deployment: &str) -> Result<UpstreamRequest, GatewayError> {
@@ -139,7 +142,7 @@ mod tests {
             Endpoint::from_url(&url::Url::parse("https://acme.openai.azure.com").unwrap()).unwrap();
         let key = Secret::new("az-key");
         AzureAdapter::new(api_version).build_request(
-            &req,
+            &ClientRequest::OpenAi(req),
             &AttemptTarget {
                 upstream_model: deployment,
                 endpoint: &ep,
@@ -186,9 +189,13 @@ mod tests {
                       data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n\
                       data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"content_filter\"}]}\n\n\
                       data: [DONE]\n\n";
-        let mut d = AzureAdapter::new(None).stream_decoder(StreamSettings {
-            include_usage: false,
-        });
+        let mut d = client_stream(
+            &AzureAdapter::new(None),
+            Dialect::OpenAi,
+            StreamSettings {
+                include_usage: false,
+            },
+        );
         let mut out = Vec::new();
         d.push(stream.as_bytes(), &mut out).unwrap();
         d.finish(&mut out).unwrap();

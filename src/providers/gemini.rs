@@ -34,16 +34,18 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::convert::{push_turn, tool_arguments, upstream_message, Turn};
-use super::output::{completion_body, now_unix, ChoiceOut, ChunkWriter};
 use super::sse::SseEvent;
-use super::stream::{EventTranslator, SseTranslator};
+use super::stream::{SseFrame, SseHandler};
 use super::{
-    credential_headers, AttemptTarget, DecodedResponse, ProbeRequest, ProviderAdapter,
-    StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
+    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, StreamFailure,
+    StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::Usage;
+use crate::chat::{
+    self, now_unix, parse_data_url, Content, ContentPart, Event, EventSink, StopReason, ToolCallOut,
+};
 use crate::config::ProviderKind;
-use crate::dialect::openai::{parse_data_url, ChatParams, ChatRequest, Content, ContentPart};
+use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
 
 const MAX_STOP_SEQUENCES: usize = 5;
@@ -128,11 +130,13 @@ fn user_parts(content: &Content<'_>) -> Result<Vec<Value>, GatewayError> {
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {
         match part {
-            ContentPart::Text { text } | ContentPart::Refusal { refusal: text } => {
+            ContentPart::Text { text, .. } | ContentPart::Refusal { refusal: text } => {
                 if !text.is_empty() {
                     out.push(json!({"text": text}));
                 }
             }
+            // Another vendor's thinking means nothing to Gemini.
+            ContentPart::Thinking { .. } | ContentPart::RedactedThinking { .. } => {}
             ContentPart::ImageUrl { image_url } => {
                 let url = image_url.url.as_ref();
                 if let Some((mime, data)) = parse_data_url(url) {
@@ -191,7 +195,7 @@ fn function_response(content: Option<&Content<'_>>) -> Value {
 }
 
 /// `systemInstruction` parts and the alternating `contents`.
-fn build_contents(params: &ChatParams<'_>) -> Result<(Vec<Value>, Vec<Turn>), GatewayError> {
+fn build_contents(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>), GatewayError> {
     let mut system = Vec::new();
     let mut turns: Vec<Turn> = Vec::new();
     // Function names of all calls seen so far, by OpenAI tool-call id.
@@ -617,7 +621,7 @@ fn thinking_config(effort: &str) -> Result<Value, GatewayError> {
 }
 
 /// Refuses the fields Gemini cannot honour and any field this adapter does not know.
-fn check_fields(params: &ChatParams<'_>) -> Result<(), GatewayError> {
+fn check_fields(params: &chat::Request<'_>) -> Result<(), GatewayError> {
     if params.logit_bias.as_ref().is_some_and(|v| !v.is_null()) {
         return Err(invalid(
             "logit_bias is not supported by provider kind gemini",
@@ -657,11 +661,10 @@ fn check_fields(params: &ChatParams<'_>) -> Result<(), GatewayError> {
 }
 
 impl GeminiAdapter {
-    /// The Gemini request body for `request`, sent to `model`.
-    pub fn request_body(request: &ChatRequest, model: &str) -> Result<Value, GatewayError> {
-        let params = ChatParams::from_request(request)?;
-        check_fields(&params)?;
-        let (system, mut turns) = build_contents(&params)?;
+    /// The Gemini request body for a canonical request, sent to `model`.
+    pub fn request_body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayError> {
+        check_fields(params)?;
+        let (system, mut turns) = build_contents(params)?;
         if validates_signatures(model) {
             fill_missing_signatures(&mut turns);
         }
@@ -750,7 +753,7 @@ impl GeminiAdapter {
             set("stopSequences", Some(json!(stops)));
         }
         if let Some(n) = params.n.filter(|n| *n > 1) {
-            if request.stream {
+            if params.stream {
                 return Err(invalid(
                     "n > 1 cannot be streamed from provider kind gemini",
                     "n",
@@ -782,8 +785,13 @@ impl GeminiAdapter {
                 }
             }
         }
-        if let Some(effort) = params.reasoning_effort {
-            set("thinkingConfig", Some(thinking_config(effort)?));
+        match (params.thinking_budget, params.reasoning_effort) {
+            (Some(budget), _) => set(
+                "thinkingConfig",
+                Some(json!({"thinkingBudget": budget, "includeThoughts": true})),
+            ),
+            (None, Some(effort)) => set("thinkingConfig", Some(thinking_config(effort)?)),
+            (None, None) => {}
         }
         if !generation.is_empty() {
             body.insert("generationConfig".into(), Value::Object(generation));
@@ -799,7 +807,7 @@ impl ProviderAdapter for GeminiAdapter {
 
     fn build_request(
         &self,
-        request: &ChatRequest,
+        request: &ClientRequest,
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
         let model = target.upstream_model.trim_start_matches("models/");
@@ -809,8 +817,8 @@ impl ProviderAdapter for GeminiAdapter {
                 "model",
             ));
         }
-        let body = Self::request_body(request, model)?;
-        let method = if request.stream {
+        let body = Self::request_body(&request.canonical()?, model)?;
+        let method = if request.stream() {
             "streamGenerateContent?alt=sse"
         } else {
             "generateContent"
@@ -837,7 +845,7 @@ impl ProviderAdapter for GeminiAdapter {
         })
     }
 
-    fn decode_response(&self, body: Bytes) -> Result<DecodedResponse, StreamFailure> {
+    fn decode_response(&self, body: Bytes, _native: bool) -> Result<Answer, StreamFailure> {
         let response: ResponseWire = serde_json::from_slice(&body).map_err(|e| {
             StreamFailure::Malformed(format!("answer is not a Gemini response: {e}"))
         })?;
@@ -850,17 +858,18 @@ impl ProviderAdapter for GeminiAdapter {
         candidates.sort_by_key(|c| c.index.unwrap_or(0));
         let mut choices = Vec::with_capacity(candidates.len().max(1));
         for candidate in candidates {
-            let mut choice = ChoiceOut::default();
+            let mut choice = chat::Choice::default();
             let mut text = String::new();
             let mut reasoning = String::new();
             for part in candidate.content.into_iter().flat_map(|c| c.parts) {
                 if let Some(call) = part.function_call {
-                    choice.tool_calls.push((
-                        synthesize_call_id(part.thought_signature.as_deref()),
-                        call.name,
-                        call.args
+                    choice.tool_calls.push(ToolCallOut {
+                        id: synthesize_call_id(part.thought_signature.as_deref()),
+                        name: call.name,
+                        arguments: call
+                            .args
                             .map_or_else(|| "{}".to_string(), |a| a.to_string()),
-                    ));
+                    });
                 } else if let Some(t) = part.text {
                     if part.thought {
                         reasoning.push_str(&t);
@@ -872,8 +881,7 @@ impl ProviderAdapter for GeminiAdapter {
             choice.finish_reason = finish_reason(
                 candidate.finish_reason.as_deref(),
                 !choice.tool_calls.is_empty(),
-            )
-            .to_string();
+            );
             choice.content = (!text.is_empty() || choice.tool_calls.is_empty()).then_some(text);
             choice.reasoning = (!reasoning.is_empty()).then_some(reasoning);
             choices.push(choice);
@@ -883,27 +891,25 @@ impl ProviderAdapter for GeminiAdapter {
                 return Err(StreamFailure::Malformed("answer has no candidates".into()));
             }
             // A blocked prompt: one empty choice that says so.
-            choices.push(ChoiceOut {
+            choices.push(chat::Choice {
                 content: None,
-                finish_reason: "content_filter".into(),
-                ..ChoiceOut::default()
+                finish_reason: StopReason::ContentFilter,
+                ..chat::Choice::default()
             });
         }
         let id = response
             .response_id
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| format!("chatcmpl-{:016x}", fastrand::u64(..)));
-        let body = completion_body(
-            &id,
-            now_unix(),
-            response.model_version.as_deref().unwrap_or("gemini"),
-            &choices,
-            &usage,
-        );
-        Ok(DecodedResponse {
-            body,
-            usage: Some(usage),
-        })
+        Ok(Answer::Chat(chat::Response {
+            id,
+            created: now_unix(),
+            model: response
+                .model_version
+                .unwrap_or_else(|| "gemini".to_string()),
+            choices,
+            usage,
+        }))
     }
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
@@ -919,19 +925,13 @@ impl ProviderAdapter for GeminiAdapter {
         })
     }
 
-    fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {
-        Box::new(SseTranslator::new(GeminiStreamDecoder {
-            writer: ChunkWriter::new(
-                format!("chatcmpl-{:016x}", fastrand::u64(..)),
-                now_unix(),
-                "gemini".to_string(),
-                settings.include_usage,
-            ),
+    fn stream_decoder(&self, _native: bool, _settings: StreamSettings) -> StreamReader {
+        StreamReader::Events(Box::new(SseFrame::new(GeminiStreamDecoder {
             candidates: Vec::new(),
             usage: None,
             blocked: false,
             identified: false,
-        }))
+        })))
     }
 
     fn decode_error(
@@ -945,13 +945,13 @@ impl ProviderAdapter for GeminiAdapter {
     }
 }
 
-/// OpenAI `finish_reason` for a Gemini `finishReason` (§5.8).
-pub fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> &'static str {
+/// The canonical stop reason for a Gemini `finishReason` (§5.8).
+pub fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> StopReason {
     if has_tool_calls {
-        return "tool_calls";
+        return StopReason::ToolUse;
     }
     match reason {
-        Some("MAX_TOKENS") => "length",
+        Some("MAX_TOKENS") => StopReason::MaxTokens,
         Some(
             "SAFETY"
             | "RECITATION"
@@ -962,8 +962,8 @@ pub fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> &'static str
             | "IMAGE_SAFETY"
             | "IMAGE_PROHIBITED_CONTENT"
             | "IMAGE_RECITATION",
-        ) => "content_filter",
-        _ => "stop",
+        ) => StopReason::ContentFilter,
+        _ => StopReason::EndTurn,
     }
 }
 
@@ -1206,37 +1206,44 @@ struct CandidateState {
 }
 
 struct GeminiStreamDecoder {
-    writer: ChunkWriter,
     candidates: Vec<CandidateState>,
     usage: Option<UsageWire>,
     blocked: bool,
     identified: bool,
 }
 
-impl EventTranslator for GeminiStreamDecoder {
-    fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
-        self.handle(event, out)
+impl<'s> SseHandler<dyn EventSink + 's> for GeminiStreamDecoder {
+    fn event(
+        &mut self,
+        event: SseEvent,
+        sink: &mut (dyn EventSink + 's),
+    ) -> Result<(), StreamFailure> {
+        self.handle(event, sink)
     }
 
-    fn end(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+    fn end(&mut self, sink: &mut (dyn EventSink + 's)) -> Result<(), StreamFailure> {
         if self.blocked && self.candidates.is_empty() {
-            self.writer.role(out, 0);
-            self.writer.finish(out, 0, "content_filter");
+            sink.emit(Event::Start { choice: 0 });
+            sink.emit(Event::Finish {
+                choice: 0,
+                reason: StopReason::ContentFilter,
+            });
         } else {
             // Gemini has no closing event: a finishReason is the only sign the answer is whole.
             if self.candidates.is_empty() || self.candidates.iter().any(|c| c.finish.is_none()) {
                 return Err(StreamFailure::Truncated);
             }
             for (i, c) in self.candidates.iter().enumerate() {
-                self.writer.finish(
-                    out,
-                    i as u32,
-                    finish_reason(c.finish.as_deref(), c.tools > 0),
-                );
+                sink.emit(Event::Finish {
+                    choice: i as u32,
+                    reason: finish_reason(c.finish.as_deref(), c.tools > 0),
+                });
             }
         }
         let usage = self.usage();
-        self.writer.end(out, usage.as_ref());
+        sink.emit(Event::End {
+            usage: usage.as_ref(),
+        });
         Ok(())
     }
 
@@ -1246,7 +1253,7 @@ impl EventTranslator for GeminiStreamDecoder {
 }
 
 impl GeminiStreamDecoder {
-    fn handle(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+    fn handle(&mut self, event: SseEvent, sink: &mut dyn EventSink) -> Result<(), StreamFailure> {
         let data = event.data.trim();
         if data.is_empty() {
             return Ok(());
@@ -1264,10 +1271,10 @@ impl GeminiStreamDecoder {
         }
         if !self.identified {
             self.identified = true;
-            self.writer.set_identity(
-                response.response_id.as_deref(),
-                response.model_version.as_deref(),
-            );
+            sink.emit(Event::Identity {
+                id: response.response_id.as_deref(),
+                model: Some(response.model_version.as_deref().unwrap_or("gemini")),
+            });
         }
         if let Some(u) = response.usage_metadata {
             // Usage may repeat on several chunks: the last one is the total.
@@ -1289,7 +1296,7 @@ impl GeminiStreamDecoder {
             }
             if !self.candidates[slot].started {
                 self.candidates[slot].started = true;
-                self.writer.role(out, index);
+                sink.emit(Event::Start { choice: index });
             }
             for part in candidate.content.into_iter().flat_map(|c| c.parts) {
                 if let Some(call) = part.function_call {
@@ -1299,14 +1306,25 @@ impl GeminiStreamDecoder {
                     let args = call
                         .args
                         .map_or_else(|| "{}".to_string(), |a| a.to_string());
-                    self.writer
-                        .tool_call_start(out, index, tool_index, &id, &call.name, &args);
+                    sink.emit(Event::ToolCallStart {
+                        choice: index,
+                        index: tool_index,
+                        id: &id,
+                        name: &call.name,
+                        arguments: &args,
+                    });
                 } else if let Some(text) = part.text.filter(|t| !t.is_empty()) {
-                    if part.thought {
-                        self.writer.reasoning(out, index, &text);
+                    sink.emit(if part.thought {
+                        Event::Reasoning {
+                            choice: index,
+                            text: &text,
+                        }
                     } else {
-                        self.writer.content(out, index, &text);
-                    }
+                        Event::Text {
+                            choice: index,
+                            text: &text,
+                        }
+                    });
                 }
             }
             if let Some(reason) = candidate.finish_reason {
@@ -1321,12 +1339,25 @@ impl GeminiStreamDecoder {
 mod tests {
     use super::*;
     use crate::config::Secret;
-    use crate::providers::Endpoint;
+    use crate::dialect::openai::ChatRequest;
+    use crate::dialect::Dialect;
+    use crate::providers::{client_answer, client_stream, Endpoint};
 
     macro_rules! fixture {
         ($name:literal) => {
             include_str!(concat!("../../tests/fixtures/gemini/", $name))
         };
+    }
+
+    fn client_answer_openai(
+        body: Bytes,
+    ) -> Result<crate::providers::RenderedAnswer, StreamFailure> {
+        client_answer(&GeminiAdapter, body, Dialect::OpenAi)
+    }
+
+    #[allow(dead_code)]
+    fn client_stream_openai(settings: StreamSettings) -> Box<dyn crate::providers::StreamDecoder> {
+        client_stream(&GeminiAdapter, Dialect::OpenAi, settings)
     }
 
     fn json(text: &str) -> Value {
@@ -1347,7 +1378,7 @@ mod tests {
         for (k, val) in extra.as_object().unwrap() {
             v[k] = val.clone();
         }
-        GeminiAdapter::request_body(&request(v), model)
+        GeminiAdapter::request_body(&request(v).canonical()?, model)
     }
 
     fn hello() -> Value {
@@ -1393,7 +1424,7 @@ mod tests {
         include_usage: bool,
         piece: usize,
     ) -> (Result<(), StreamFailure>, String, Option<Usage>) {
-        let mut d = GeminiAdapter.stream_decoder(StreamSettings { include_usage });
+        let mut d = client_stream_openai(StreamSettings { include_usage });
         let mut out = Vec::new();
         for c in input.as_bytes().chunks(piece) {
             if let Err(e) = d.push(c, &mut out) {
@@ -1414,9 +1445,7 @@ mod tests {
     }
 
     fn decode(answer: &str) -> Value {
-        let decoded = GeminiAdapter
-            .decode_response(Bytes::from(answer.to_string()))
-            .unwrap();
+        let decoded = client_answer_openai(Bytes::from(answer.to_string())).unwrap();
         serde_json::from_slice(&decoded.body).unwrap()
     }
 
@@ -1437,7 +1466,7 @@ mod tests {
         )];
         let out = GeminiAdapter
             .build_request(
-                &req,
+                &ClientRequest::OpenAi(req),
                 &AttemptTarget {
                     upstream_model: "gemini-2.5-flash",
                     endpoint: &endpoint(),
@@ -1472,7 +1501,7 @@ mod tests {
             .unwrap();
         let out = GeminiAdapter
             .build_request(
-                &request(v),
+                &ClientRequest::OpenAi(request(v)),
                 &AttemptTarget {
                     upstream_model: "models/gemini-2.5-pro",
                     endpoint: &ep,
@@ -1487,7 +1516,7 @@ mod tests {
         );
         assert!(!out.path_and_query.contains("key="));
         let bad = GeminiAdapter.build_request(
-            &request(json!({"model": "g", "messages": hello()})),
+            &ClientRequest::OpenAi(request(json!({"model": "g", "messages": hello()}))),
             &AttemptTarget {
                 upstream_model: "gemini?key=x",
                 endpoint: &ep,
@@ -2105,7 +2134,7 @@ mod tests {
             vec![json!(0), json!(1)]
         );
         // Unique ids, compared before normalising.
-        let mut d = GeminiAdapter.stream_decoder(StreamSettings {
+        let mut d = client_stream_openai(StreamSettings {
             include_usage: false,
         });
         let mut raw = Vec::new();
@@ -2171,7 +2200,7 @@ mod tests {
         // Feedback without a block reason (ratings only) and no candidates is not an answer.
         let odd = r#"{"promptFeedback":{"safetyRatings":[]}}"#;
         assert!(matches!(
-            GeminiAdapter.decode_response(Bytes::from(odd)),
+            client_answer_openai(Bytes::from(odd)),
             Err(StreamFailure::Malformed(_))
         ));
         assert!(matches!(
@@ -2356,7 +2385,7 @@ mod tests {
         for body in ["not json", "[]", r#"{"candidates": []}"#] {
             assert!(
                 matches!(
-                    GeminiAdapter.decode_response(Bytes::from(body)),
+                    client_answer_openai(Bytes::from(body)),
                     Err(StreamFailure::Malformed(_))
                 ),
                 "{body}"
@@ -2377,10 +2406,13 @@ mod tests {
 
     #[test]
     fn finish_reasons() {
-        assert_eq!(finish_reason(Some("STOP"), false), "stop");
-        assert_eq!(finish_reason(Some("STOP"), true), "tool_calls");
-        assert_eq!(finish_reason(Some("MAX_TOKENS"), true), "tool_calls");
-        assert_eq!(finish_reason(Some("MAX_TOKENS"), false), "length");
+        assert_eq!(finish_reason(Some("STOP"), false).openai(), "stop");
+        assert_eq!(finish_reason(Some("STOP"), true).openai(), "tool_calls");
+        assert_eq!(
+            finish_reason(Some("MAX_TOKENS"), true).openai(),
+            "tool_calls"
+        );
+        assert_eq!(finish_reason(Some("MAX_TOKENS"), false).openai(), "length");
         for filtered in [
             "SAFETY",
             "RECITATION",
@@ -2392,7 +2424,10 @@ mod tests {
             "IMAGE_PROHIBITED_CONTENT",
             "IMAGE_RECITATION",
         ] {
-            assert_eq!(finish_reason(Some(filtered), false), "content_filter");
+            assert_eq!(
+                finish_reason(Some(filtered), false).openai(),
+                "content_filter"
+            );
         }
         for stop in [
             "FINISH_REASON_UNSPECIFIED",
@@ -2402,9 +2437,9 @@ mod tests {
             "TOO_MANY_TOOL_CALLS",
             "FUTURE_REASON",
         ] {
-            assert_eq!(finish_reason(Some(stop), false), "stop");
+            assert_eq!(finish_reason(Some(stop), false).openai(), "stop");
         }
-        assert_eq!(finish_reason(None, false), "stop");
+        assert_eq!(finish_reason(None, false).openai(), "stop");
     }
 
     #[test]

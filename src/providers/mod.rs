@@ -1,11 +1,14 @@
-//! Vendor adapters: one file per vendor, each implementing [`ProviderAdapter`].
+//! Vendor adapters: one module per vendor, each implementing [`ProviderAdapter`].
 //!
 //! An adapter is pure translation — no sockets, no Pingora types — so every vendor is unit-tested
-//! with golden fixtures, and the transport in `proxy::upstream` is shared by all of them. The
-//! pivot format is OpenAI Chat Completions: adapters turn the client's [`ChatRequest`] into the
-//! vendor's request and the vendor's answers back into OpenAI JSON and OpenAI SSE chunks.
+//! with golden fixtures, and the [`transport`](crate::transport) is shared by all of them. An
+//! adapter turns the canonical request into the vendor's request, and the vendor's answers into a
+//! canonical [`chat::Response`] or a stream of canonical [`chat::Event`]s, which the client's
+//! dialect encodes. When the client speaks the vendor's own dialect, the adapter passes the
+//! request and the answer through instead (only `model` and keys change).
 //!
-//! The built-in `mock` provider ([`mock`]) needs no network and is driven separately.
+//! The built-in `mock` provider ([`mock`]) generates OpenAI answers; it sits behind the OpenAI
+//! adapter as a fake transport.
 
 pub mod anthropic;
 pub mod azure;
@@ -13,7 +16,6 @@ pub mod convert;
 pub mod gemini;
 pub mod mock;
 pub mod openai;
-pub mod output;
 pub mod sse;
 pub mod stream;
 
@@ -21,8 +23,9 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::accounting::Usage;
+use crate::chat::{self, EventSink};
 use crate::config::{ProviderConfig, ProviderKind, Secret};
-use crate::dialect::openai::ChatRequest;
+use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
 
 /// Where a provider lives, split out of its `base_url` once at config load.
@@ -108,11 +111,22 @@ pub fn credential_headers(
     Ok(headers)
 }
 
-/// A complete (non-streamed) answer, already in the client's format.
+/// A complete (non-streamed) answer.
 #[derive(Debug, Clone)]
-pub struct DecodedResponse {
-    pub body: Bytes,
-    pub usage: Option<Usage>,
+pub enum Answer {
+    /// The vendor's own body, for a client of the same dialect.
+    Native { body: Bytes, usage: Option<Usage> },
+    /// The canonical answer, for the client's dialect to encode.
+    Chat(chat::Response),
+}
+
+impl Answer {
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            Answer::Native { usage, .. } => *usage,
+            Answer::Chat(r) => Some(r.usage),
+        }
+    }
 }
 
 /// Why a stream could not be completed.
@@ -129,7 +143,9 @@ pub enum StreamFailure {
     Truncated,
 }
 
-/// Turns a vendor's SSE bytes into OpenAI SSE bytes, incrementally.
+/// Turns a vendor's stream bytes into the client's stream bytes, incrementally: a pass-through
+/// relay, or an [`EventDecoder`] feeding the client dialect's encoder
+/// ([`stream::Translated`]).
 pub trait StreamDecoder: Send {
     /// Consumes one piece of the upstream body and appends whatever client bytes it completes.
     fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure>;
@@ -137,6 +153,24 @@ pub trait StreamDecoder: Send {
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure>;
     /// Usage seen so far (the final figure once `finish` succeeded).
     fn usage(&self) -> Option<Usage>;
+}
+
+/// Turns a vendor's stream bytes into canonical events, incrementally.
+pub trait EventDecoder: Send {
+    /// Consumes one piece of the upstream body and emits the events it completes.
+    fn push(&mut self, chunk: &[u8], sink: &mut dyn EventSink) -> Result<(), StreamFailure>;
+    /// The upstream body ended: emits the final events, or fails if the stream was cut.
+    fn finish(&mut self, sink: &mut dyn EventSink) -> Result<(), StreamFailure>;
+    /// Usage seen so far (the final figure once `finish` succeeded).
+    fn usage(&self) -> Option<Usage>;
+}
+
+/// How an adapter reads one streamed answer.
+pub enum StreamReader {
+    /// Passes the vendor's events through (client and vendor share the dialect).
+    Native(Box<dyn StreamDecoder>),
+    /// Decodes the vendor's events into canonical ones.
+    Events(Box<dyn EventDecoder>),
 }
 
 /// How the client wants its stream.
@@ -147,21 +181,30 @@ pub struct StreamSettings {
 }
 
 /// One vendor's wire format.
+///
+/// `native` in the decoding methods is true when the client speaks [`Self::native_dialect`]:
+/// the request was then passed through, and the answer goes back as the vendor sent it.
 pub trait ProviderAdapter: Send + Sync {
     fn kind(&self) -> ProviderKind;
 
-    /// Builds the vendor request for one attempt.
+    /// The client dialect this vendor speaks, if any.
+    fn native_dialect(&self) -> Option<Dialect> {
+        None
+    }
+
+    /// Builds the vendor request for one attempt: the client's own body (but for `model`) when
+    /// the client speaks [`Self::native_dialect`], else a translation of its canonical form.
     fn build_request(
         &self,
-        request: &ChatRequest,
+        request: &ClientRequest,
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError>;
 
     /// Decodes a successful JSON answer.
-    fn decode_response(&self, body: Bytes) -> Result<DecodedResponse, StreamFailure>;
+    fn decode_response(&self, body: Bytes, native: bool) -> Result<Answer, StreamFailure>;
 
-    /// A decoder for one streamed answer.
-    fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder>;
+    /// A reader for one streamed answer.
+    fn stream_decoder(&self, native: bool, settings: StreamSettings) -> StreamReader;
 
     /// The active health probe for this provider, if it has one (its models list, usually).
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
@@ -178,6 +221,46 @@ pub trait ProviderAdapter: Send + Sync {
         body: &[u8],
         retry_after: Option<String>,
     ) -> GatewayError;
+}
+
+/// A finished answer in the client's dialect.
+#[derive(Debug, Clone)]
+pub struct RenderedAnswer {
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+}
+
+/// Decodes a vendor's JSON answer and renders it for a client speaking `client`.
+pub fn client_answer(
+    adapter: &dyn ProviderAdapter,
+    body: Bytes,
+    client: Dialect,
+) -> Result<RenderedAnswer, StreamFailure> {
+    let native = adapter.native_dialect() == Some(client);
+    let answer = adapter.decode_response(body, native)?;
+    let usage = answer.usage();
+    let body = match answer {
+        Answer::Native { body, .. } => body,
+        Answer::Chat(response) => client.response_body(&response),
+    };
+    Ok(RenderedAnswer { body, usage })
+}
+
+/// The whole way from a vendor's stream bytes to a `client` dialect's stream bytes: the
+/// vendor's own events passed through, or its canonical events encoded for the client.
+pub fn client_stream(
+    adapter: &dyn ProviderAdapter,
+    client: Dialect,
+    settings: StreamSettings,
+) -> Box<dyn StreamDecoder> {
+    let native = adapter.native_dialect() == Some(client);
+    match adapter.stream_decoder(native, settings) {
+        StreamReader::Native(relay) => relay,
+        StreamReader::Events(events) => Box::new(stream::Translated::new(
+            events,
+            client.stream_encoder(settings.include_usage),
+        )),
+    }
 }
 
 /// The adapter for a provider kind, or `None` when this build has none for it.

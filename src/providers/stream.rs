@@ -1,67 +1,149 @@
-//! The shared frame of SSE-based stream decoders: bytes in, whole events to the vendor's
-//! translator, the vendor's verdict at the end.
+//! The shared frame of SSE-based stream decoders (bytes in, whole events to the vendor's
+//! handler, the vendor's verdict at the end), and [`Translated`], which joins a vendor's event
+//! decoder to the client dialect's encoder.
 
 use super::sse::{SseDecoder, SseEvent};
-use super::{StreamDecoder, StreamFailure};
+use super::{EventDecoder, StreamDecoder, StreamFailure};
 use crate::accounting::Usage;
+use crate::chat::{Event, EventSink};
+use crate::dialect::StreamEncoder;
 
-/// A vendor's translation of whole SSE events into OpenAI chunks.
-pub trait EventTranslator: Send {
-    /// Translates one event, appending client bytes to `out`.
-    fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure>;
-    /// The upstream body ended: appends the closing bytes, or fails when the vendor's end of
+/// A vendor's handling of whole SSE events, writing to `O`: canonical events
+/// (`dyn EventSink`, a translation) or the client's bytes (`Vec<u8>`, a pass-through relay).
+pub trait SseHandler<O: ?Sized>: Send {
+    /// Handles one event.
+    fn event(&mut self, event: SseEvent, out: &mut O) -> Result<(), StreamFailure>;
+    /// The upstream body ended: writes the closing output, or fails when the vendor's end of
     /// stream was never seen.
-    fn end(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure>;
+    fn end(&mut self, out: &mut O) -> Result<(), StreamFailure>;
     fn usage(&self) -> Option<Usage>;
 }
 
-/// A [`StreamDecoder`] made of the incremental SSE parser and a vendor's [`EventTranslator`].
-pub struct SseTranslator<T> {
+/// The incremental SSE parser in front of a vendor's [`SseHandler`]: an [`EventDecoder`] for
+/// translations, a [`StreamDecoder`] for pass-through relays.
+pub struct SseFrame<T> {
     sse: SseDecoder,
     events: Vec<SseEvent>,
-    translator: T,
+    handler: T,
 }
 
-impl<T: EventTranslator> SseTranslator<T> {
-    pub fn new(translator: T) -> Self {
-        SseTranslator {
+impl<T> SseFrame<T> {
+    pub fn new(handler: T) -> Self {
+        SseFrame {
             sse: SseDecoder::new(),
             events: Vec::new(),
-            translator,
+            handler,
         }
     }
-}
 
-impl<T: EventTranslator> StreamDecoder for SseTranslator<T> {
-    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+    fn push_into<O: ?Sized>(&mut self, chunk: &[u8], out: &mut O) -> Result<(), StreamFailure>
+    where
+        T: SseHandler<O>,
+    {
         let parsed = self
             .sse
             .push(chunk, &mut self.events)
             .map_err(|e| StreamFailure::Malformed(e.to_string()));
-        // Events completed before a parse error are still translated, in order.
+        // Events completed before a parse error are still handled, in order.
         let mut result = Ok(());
         for event in self.events.drain(..) {
             if result.is_ok() {
-                result = self.translator.event(event, out);
+                result = self.handler.event(event, out);
             }
         }
         parsed.and(result)
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+    fn finish_into<O: ?Sized>(&mut self, out: &mut O) -> Result<(), StreamFailure>
+    where
+        T: SseHandler<O>,
+    {
         // A last event without its blank line still counts (some hosts end with `data: [DONE]`);
-        // the translator's `end` decides whether the stream was whole.
+        // the handler's `end` decides whether the stream was whole.
         if let Some(tail) = self
             .sse
             .finish()
             .map_err(|e| StreamFailure::Malformed(e.to_string()))?
         {
-            self.translator.event(tail, out)?;
+            self.handler.event(tail, out)?;
         }
-        self.translator.end(out)
+        self.handler.end(out)
+    }
+}
+
+impl<T> EventDecoder for SseFrame<T>
+where
+    T: for<'s> SseHandler<dyn EventSink + 's>,
+{
+    fn push(&mut self, chunk: &[u8], sink: &mut dyn EventSink) -> Result<(), StreamFailure> {
+        self.push_into(chunk, sink)
+    }
+
+    fn finish(&mut self, sink: &mut dyn EventSink) -> Result<(), StreamFailure> {
+        self.finish_into(sink)
     }
 
     fn usage(&self) -> Option<Usage> {
-        self.translator.usage()
+        self.handler.usage()
+    }
+}
+
+impl<T: SseHandler<Vec<u8>>> StreamDecoder for SseFrame<T> {
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        self.push_into(chunk, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        self.finish_into(out)
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.handler.usage()
+    }
+}
+
+/// A vendor's events, encoded in the client's dialect as they are decoded.
+pub struct Translated {
+    decoder: Box<dyn EventDecoder>,
+    encoder: Box<dyn StreamEncoder>,
+}
+
+impl Translated {
+    pub fn new(decoder: Box<dyn EventDecoder>, encoder: Box<dyn StreamEncoder>) -> Self {
+        Translated { decoder, encoder }
+    }
+}
+
+/// Encodes each event into the output buffer the moment it is emitted.
+struct Encoding<'a> {
+    encoder: &'a mut dyn StreamEncoder,
+    out: &'a mut Vec<u8>,
+}
+
+impl EventSink for Encoding<'_> {
+    fn emit(&mut self, event: Event<'_>) {
+        self.encoder.encode(event, self.out);
+    }
+}
+
+impl StreamDecoder for Translated {
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        let mut sink = Encoding {
+            encoder: &mut *self.encoder,
+            out,
+        };
+        self.decoder.push(chunk, &mut sink)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        let mut sink = Encoding {
+            encoder: &mut *self.encoder,
+            out,
+        };
+        self.decoder.finish(&mut sink)
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.decoder.usage()
     }
 }

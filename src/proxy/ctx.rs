@@ -3,25 +3,13 @@
 use std::time::{Duration, Instant};
 
 use crate::accounting::Usage;
+use crate::dialect::Dialect;
 use crate::observability::metrics::UNKNOWN_LABEL;
-
-/// Which API the client spoke; a label of the overhead metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    OpenAi,
-}
-
-impl Dialect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dialect::OpenAi => "openai",
-        }
-    }
-}
 
 pub struct RequestCtx {
     pub request_id: String,
     pub started: Instant,
+    /// The API the client spoke: errors and answers are rendered in it.
     pub dialect: Dialect,
     /// Which endpoint handled the request (`chat`, `models`, ...), for the access log.
     pub endpoint: &'static str,

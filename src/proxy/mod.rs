@@ -7,44 +7,41 @@
 
 mod attempt;
 mod body;
-mod chat;
+mod count_tokens;
 pub mod ctx;
 mod models;
+mod pipeline;
 mod respond;
-pub mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::dialect::Dialect;
 use crate::error::GatewayError;
 use crate::observability::logging::{self, AccessRecord};
 use crate::observability::metrics::METRICS;
 use crate::routing::{ClientKey, RoutingTable, TableHandle};
+use crate::transport::Transport;
 use ctx::{request_id, RequestCtx};
-
-/// Idle upstream connections kept for reuse, across all providers.
-const UPSTREAM_POOL_SIZE: usize = 1024;
 
 pub struct Gateway {
     table: TableHandle,
-    connector: Connector,
+    transport: Arc<Transport>,
     /// Set once this process hands its sockets over or stops: answers then ask clients to close
     /// the connection, so none is left idle to be cut under a client's next request.
     draining: Arc<AtomicBool>,
 }
 
 impl Gateway {
-    pub fn new(table: TableHandle, draining: Arc<AtomicBool>) -> Self {
+    pub fn new(table: TableHandle, transport: Arc<Transport>, draining: Arc<AtomicBool>) -> Self {
         Gateway {
             table,
-            connector: Connector::new(Some(ConnectorOptions::new(UPSTREAM_POOL_SIZE))),
+            transport,
             draining,
         }
     }
@@ -114,12 +111,21 @@ impl ProxyHttp for Gateway {
         let path = session.req_header().uri.path().to_string();
         let route = path.strip_prefix("/v1").unwrap_or(&path);
         match (method.as_str(), route) {
-            ("POST", "/chat/completions") => {
-                ctx.endpoint = "chat";
+            ("POST", "/chat/completions" | "/messages" | "/messages/count_tokens") => {
+                let counting = route == "/messages/count_tokens";
+                (ctx.endpoint, ctx.dialect) = match route {
+                    "/chat/completions" => ("chat", Dialect::OpenAi),
+                    _ if counting => ("count_tokens", Dialect::Anthropic),
+                    _ => ("messages", Dialect::Anthropic),
+                };
                 match authenticate(session, &table) {
                     Ok(key) => {
                         ctx.client_key = key.map(|k| k.name.clone());
-                        chat::handle(self, session, ctx, &table, key).await?;
+                        if counting {
+                            count_tokens::handle(session, ctx, &table, key).await?;
+                        } else {
+                            pipeline::handle(self, session, ctx, &table, key).await?;
+                        }
                     }
                     Err(err) => {
                         session.set_keepalive(None);
@@ -136,7 +142,7 @@ impl ProxyHttp for Gateway {
                     Err(err) => respond::error(session, ctx, &err).await?,
                 }
             }
-            (_, "/chat/completions") | (_, "/models") => {
+            (_, "/chat/completions" | "/messages" | "/messages/count_tokens" | "/models") => {
                 let err = GatewayError::MethodNotAllowed {
                     method: method.to_string(),
                     path,
@@ -227,6 +233,7 @@ impl ProxyHttp for Gateway {
             method: header.method.as_str(),
             path: header.uri.path(),
             endpoint: ctx.endpoint,
+            dialect: ctx.dialect.as_str(),
             model: ctx.requested_model.as_deref(),
             provider: ctx.provider.as_deref(),
             upstream_model: ctx.upstream_model.as_deref(),

@@ -5,7 +5,6 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::ctx::RequestCtx;
-use crate::dialect::openai;
 use crate::error::GatewayError;
 
 /// Headers every answer carries: request id, answering provider, attempt count.
@@ -49,8 +48,8 @@ pub async fn error(
     err: &GatewayError,
 ) -> pingora::Result<()> {
     ctx.error = Some(err.to_string());
-    let body = openai::error_body(err);
-    json(session, ctx, err.status(), body, err.retry_after()).await
+    let (status, body) = ctx.dialect.error_body(err);
+    json(session, ctx, status, body, err.retry_after()).await
 }
 
 /// Starts an SSE answer; the body follows with [`Session::write_response_body`].
@@ -75,6 +74,6 @@ pub async fn stream_error(
 ) -> pingora::Result<()> {
     ctx.error = Some(err.to_string());
     session
-        .write_response_body(Some(openai::stream_error_event(err)), true)
+        .write_response_body(Some(ctx.dialect.stream_error_event(err)), true)
         .await
 }

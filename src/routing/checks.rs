@@ -12,15 +12,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
+use std::sync::Arc;
+
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use super::{Backend, TableHandle, HEALTH};
 use crate::observability::metrics::METRICS;
 use crate::providers::AttemptTarget;
-use crate::proxy::upstream;
+use crate::transport::Transport;
 
 /// How often the service wakes to see which providers are due.
 const TICK: Duration = Duration::from_millis(500);
@@ -29,15 +29,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct HealthChecker {
     table: TableHandle,
-    connector: Connector,
+    /// The gateway's own pool: a probe that succeeds leaves a warm connection for requests.
+    transport: Arc<Transport>,
 }
 
 impl HealthChecker {
-    pub fn new(table: TableHandle) -> Self {
-        HealthChecker {
-            table,
-            connector: Connector::new(Some(ConnectorOptions::new(64))),
-        }
+    pub fn new(table: TableHandle, transport: Arc<Transport>) -> Self {
+        HealthChecker { table, transport }
     }
 
     /// Probes every provider that is due; returns when all probes finished.
@@ -58,16 +56,18 @@ impl HealthChecker {
             next_due.insert(provider.name.clone(), now + interval);
             let target = AttemptTarget {
                 upstream_model: "",
-                endpoint: &http.endpoint,
+                endpoint: &http.upstream.endpoint,
                 api_key: http.api_key(),
                 extra_headers: &http.config.headers,
             };
-            let Some(request) = http.adapter.probe_request(&target) else {
+            let Some(request) = provider.adapter.probe_request(&target) else {
                 continue;
             };
-            let connector = &self.connector;
+            let transport = &self.transport;
             probes.push(async move {
-                let verdict = upstream::probe(connector, http, &request, PROBE_TIMEOUT).await;
+                let verdict = transport
+                    .probe(&http.upstream, &request, PROBE_TIMEOUT)
+                    .await;
                 let healthy = matches!(verdict, Ok(status) if status < 500 && !matches!(status, 400 | 401 | 403));
                 let flag = HEALTH.provider(&provider.name);
                 let was = flag.swap(healthy, Ordering::AcqRel);

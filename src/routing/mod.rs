@@ -18,8 +18,9 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use crate::config::{Config, Price, ProviderConfig, ProviderKind, RetryPolicy, Secret, Strategy};
 use crate::error::GatewayError;
 use crate::providers::mock::MockProvider;
+use crate::providers::openai::OpenAiAdapter;
 use crate::providers::{adapter_for, Endpoint, ProviderAdapter};
-use crate::proxy::upstream::PeerCache;
+use crate::transport::Upstream;
 use health::{HealthRegistry, TargetHealth};
 
 /// The health records of the running process; they outlive routing tables.
@@ -33,6 +34,8 @@ pub type TableHandle = Arc<ArcSwap<RoutingTable>>;
 pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
+    /// The vendor's wire format (the mock speaks OpenAI's).
+    pub adapter: Box<dyn ProviderAdapter>,
     pub backend: Backend,
 }
 
@@ -40,21 +43,31 @@ pub struct Provider {
 pub enum Backend {
     /// A vendor API over HTTP(S).
     Http(Box<HttpBackend>),
-    /// The built-in mock: no network.
+    /// The built-in mock: a fake OpenAI server in the process.
     Mock(MockProvider),
 }
 
 pub struct HttpBackend {
     pub config: ProviderConfig,
-    pub endpoint: Endpoint,
-    pub adapter: Box<dyn ProviderAdapter>,
-    pub peers: PeerCache,
+    pub upstream: Upstream,
 }
 
 impl HttpBackend {
     pub fn api_key(&self) -> Option<&Secret> {
         self.config.api_key.as_ref()
     }
+}
+
+/// Where the mock's fake OpenAI server "lives", for the paths the adapter builds.
+pub fn mock_endpoint() -> &'static Endpoint {
+    static ENDPOINT: once_cell::sync::Lazy<Endpoint> = once_cell::sync::Lazy::new(|| Endpoint {
+        tls: false,
+        host: "mock".into(),
+        port: 0,
+        authority: "mock".into(),
+        base_path: "/v1".into(),
+    });
+    &ENDPOINT
 }
 
 /// One place a public model can be served from.
@@ -141,8 +154,11 @@ impl RoutingTable {
                 disabled_providers.insert(name.clone(), why.clone());
                 continue;
             }
-            let backend = match pc.kind {
-                ProviderKind::Mock => Backend::Mock(MockProvider::new(pc.mock.clone())),
+            let (adapter, backend): (Box<dyn ProviderAdapter>, Backend) = match pc.kind {
+                ProviderKind::Mock => (
+                    Box::new(OpenAiAdapter::new(ProviderKind::OpenAi)),
+                    Backend::Mock(MockProvider::new(pc.mock.clone())),
+                ),
                 _ => {
                     let url = pc
                         .base_url
@@ -157,12 +173,11 @@ impl RoutingTable {
                         );
                         continue;
                     };
-                    Backend::Http(Box::new(HttpBackend {
-                        peers: PeerCache::new(&endpoint, &pc.timeouts),
+                    let backend = Backend::Http(Box::new(HttpBackend {
+                        upstream: Upstream::new(endpoint, pc.timeouts.clone()),
                         config: pc.clone(),
-                        endpoint,
-                        adapter,
-                    }))
+                    }));
+                    (adapter, backend)
                 }
             };
             providers.insert(
@@ -170,6 +185,7 @@ impl RoutingTable {
                 Arc::new(Provider {
                     name: name.clone(),
                     kind: pc.kind,
+                    adapter,
                     backend,
                 }),
             );

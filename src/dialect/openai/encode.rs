@@ -1,6 +1,5 @@
-//! Writing OpenAI-format answers for adapters whose vendor speaks another format: whole
-//! `chat.completion` bodies ([`completion_body`]) and `chat.completion.chunk` SSE events
-//! ([`ChunkWriter`]).
+//! Rendering canonical answers as OpenAI: whole `chat.completion` bodies ([`response_body`]) and
+//! `chat.completion.chunk` SSE events ([`StreamEncoder`] over [`ChunkWriter`]).
 //!
 //! Every chunk of one answer shares `id`, `created` and `model`, as OpenAI's do. When the client
 //! asked for `stream_options.include_usage`, every chunk carries `"usage": null` and the usage
@@ -10,26 +9,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::accounting::Usage;
-
-/// One choice of a whole (non-streamed) answer.
-#[derive(Debug, Default)]
-pub struct ChoiceOut {
-    pub content: Option<String>,
-    pub reasoning: Option<String>,
-    /// `(id, name, arguments JSON text)` in order.
-    pub tool_calls: Vec<(String, String, String)>,
-    pub finish_reason: String,
-}
+use crate::chat::{self, now_unix, Event};
 
 /// A `chat.completion` object.
-pub fn completion_body(
-    id: &str,
-    created: u64,
-    model: &str,
-    choices: &[ChoiceOut],
-    usage: &Usage,
-) -> bytes::Bytes {
-    let choices: Vec<Value> = choices
+pub fn response_body(response: &chat::Response) -> bytes::Bytes {
+    let choices: Vec<Value> = response
+        .choices
         .iter()
         .enumerate()
         .map(|(i, c)| {
@@ -50,33 +35,71 @@ pub fn completion_body(
                 message["tool_calls"] = c
                     .tool_calls
                     .iter()
-                    .map(|(id, name, args)| {
-                        serde_json::json!({"id": id, "type": "function",
-                                           "function": {"name": name, "arguments": args}})
+                    .map(|call| {
+                        serde_json::json!({"id": call.id, "type": "function",
+                                           "function": {"name": call.name, "arguments": call.arguments}})
                     })
                     .collect();
             }
             serde_json::json!({"index": i, "message": message, "logprobs": null,
-                               "finish_reason": c.finish_reason})
+                               "finish_reason": c.finish_reason.openai()})
         })
         .collect();
     let body = serde_json::json!({
-        "id": id,
+        "id": response.id,
         "object": "chat.completion",
-        "created": created,
-        "model": model,
+        "created": response.created,
+        "model": response.model,
         "choices": choices,
-        "usage": usage.openai_json(),
+        "usage": response.usage.openai_json(),
     });
     bytes::Bytes::from(body.to_string())
 }
 
-/// Seconds since the Unix epoch, for `created`.
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// Canonical stream events to OpenAI chunks.
+pub struct StreamEncoder {
+    writer: ChunkWriter,
+}
+
+impl StreamEncoder {
+    pub fn new(include_usage: bool) -> Self {
+        StreamEncoder {
+            writer: ChunkWriter::new(
+                format!("chatcmpl-{:016x}", fastrand::u64(..)),
+                now_unix(),
+                String::new(),
+                include_usage,
+            ),
+        }
+    }
+}
+
+impl crate::dialect::StreamEncoder for StreamEncoder {
+    fn encode(&mut self, event: Event<'_>, out: &mut Vec<u8>) {
+        let w = &mut self.writer;
+        match event {
+            Event::Identity { id, model } => w.set_identity(id, model),
+            Event::Start { choice } => w.role(out, choice),
+            Event::Text { choice, text } => w.content(out, choice, text),
+            Event::Reasoning { choice, text } => w.reasoning(out, choice, text),
+            // OpenAI has no place for a thinking signature.
+            Event::ReasoningSignature { .. } => {}
+            Event::ToolCallStart {
+                choice,
+                index,
+                id,
+                name,
+                arguments,
+            } => w.tool_call_start(out, choice, index, id, name, arguments),
+            Event::ToolCallArguments {
+                choice,
+                index,
+                fragment,
+            } => w.tool_call_arguments(out, choice, index, fragment),
+            Event::Finish { choice, reason } => w.finish(out, choice, reason.openai()),
+            Event::End { usage } => w.end(out, usage),
+        }
+    }
 }
 
 pub struct ChunkWriter {

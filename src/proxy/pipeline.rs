@@ -1,4 +1,7 @@
-//! `POST /v1/chat/completions`: parse, plan the targets, attempt them under the retry policy.
+//! The chat endpoints of every dialect (`POST /v1/chat/completions`, `POST /v1/messages`), as
+//! explicit stages: **parse** the body in the client's dialect, **admit** it (the key may use the
+//! models), **plan** the targets, **attempt** them under the retry policy, **render** what
+//! failed as an error in the client's dialect.
 //!
 //! Failure semantics: targets are tried in the order of the model's strategy (healthy first);
 //! a retryable failure (per `retry.on`) moves on to the next target at once. When every target
@@ -19,12 +22,14 @@ use super::ctx::RequestCtx;
 use super::respond;
 use super::Gateway;
 use crate::config::RetryPolicy;
+use crate::dialect::anthropic::MessagesRequest;
 use crate::dialect::openai::ChatRequest;
+use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
 use crate::observability::metrics::METRICS;
 use crate::routing::health::BreakerState;
 use crate::routing::strategy::{self, ProviderPreferences};
-use crate::routing::{Backend, ClientKey, Route, RoutingTable, Target};
+use crate::routing::{ClientKey, Route, RoutingTable, Target};
 
 /// The longest pause between retry rounds.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -36,6 +41,41 @@ pub(super) async fn handle(
     table: &RoutingTable,
     client_key: Option<&ClientKey>,
 ) -> pingora::Result<()> {
+    let Some(request) = parse(session, ctx, table).await? else {
+        return Ok(());
+    };
+    ctx.requested_model = Some(request.model().to_string());
+    ctx.stream = request.stream();
+    let plan = match admit(&request, client_key).and_then(|()| plan(table, &request)) {
+        Ok(plan) => plan,
+        Err(err) => return respond::error(session, ctx, &err).await,
+    };
+    ctx.model_label = model_label(table, &plan.routes[0]);
+    let targets: Vec<&Target> = plan
+        .routes
+        .iter()
+        .flat_map(|route| strategy::order(route, plan.preferences.as_ref()))
+        .collect();
+    if targets.is_empty() {
+        let err = GatewayError::invalid(
+            "no target of the model matches the provider preferences",
+            Some("provider"),
+        );
+        return respond::error(session, ctx, &err).await;
+    }
+    let policy = &plan.routes[0].retry;
+    match run_attempts(gateway, session, ctx, &request, &targets, policy).await? {
+        Some(err) => respond::error(session, ctx, &err).await,
+        None => Ok(()),
+    }
+}
+
+/// Reads and parses the body in the client's dialect; `None` when an error was already sent.
+async fn parse(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    table: &RoutingTable,
+) -> pingora::Result<Option<ClientRequest>> {
     let body = match read_body(session, table.max_body_bytes).await {
         Ok(body) => body,
         Err(BodyError::TooLarge(err)) => {
@@ -43,44 +83,70 @@ pub(super) async fn handle(
             session.set_keepalive(None);
             respond::error(session, ctx, &err).await?;
             discard_rest(session).await;
-            return Ok(());
+            return Ok(None);
         }
         Err(BodyError::Downstream(e)) => {
             ctx.status = 499;
             return Err(e);
         }
     };
-    let request = match ChatRequest::parse(&body) {
-        Ok(r) => r,
-        Err(err) => return respond::error(session, ctx, &err).await,
+    let parsed = match ctx.dialect {
+        // The parsed request is all that is needed from here on; a long stream should not keep
+        // a large prompt twice.
+        Dialect::OpenAi => ChatRequest::parse(&body).map(ClientRequest::OpenAi),
+        // Kept as bytes: Anthropic upstreams get them unchanged.
+        Dialect::Anthropic => MessagesRequest::parse(body, &session.req_header().headers)
+            .map(ClientRequest::Anthropic),
     };
-    // The parsed request is all that is needed from here on; a long stream should not keep a
-    // large prompt twice.
-    drop(body);
-    ctx.requested_model = Some(request.model.clone());
-    ctx.stream = request.stream;
+    match parsed {
+        Ok(request) => Ok(Some(request)),
+        Err(err) => {
+            respond::error(session, ctx, &err).await?;
+            Ok(None)
+        }
+    }
+}
 
-    let (routes, prefs) = match plan_routes(table, &request, client_key) {
-        Ok(planned) => planned,
-        Err(err) => return respond::error(session, ctx, &err).await,
+/// The key may use every model the request names.
+fn admit(request: &ClientRequest, client_key: Option<&ClientKey>) -> Result<(), GatewayError> {
+    let Some(key) = client_key else {
+        return Ok(());
     };
-    ctx.model_label = model_label(table, &routes[0]);
-    let plan: Vec<&Target> = routes
-        .iter()
-        .flat_map(|route| strategy::order(route, prefs.as_ref()))
-        .collect();
-    if plan.is_empty() {
-        let err = GatewayError::invalid(
-            "no target of the model matches the provider preferences",
-            Some("provider"),
-        );
-        return respond::error(session, ctx, &err).await;
+    let models = std::iter::once(request.model())
+        .chain(request.fallback_models().iter().map(String::as_str));
+    for model in models {
+        if !key.allows(model) {
+            return Err(GatewayError::ModelNotAllowed {
+                key: key.name.clone(),
+                model: model.to_string(),
+            });
+        }
     }
-    let policy = &routes[0].retry;
-    match run_attempts(gateway, session, ctx, &request, &plan, policy).await? {
-        Some(err) => respond::error(session, ctx, &err).await,
-        None => Ok(()),
+    Ok(())
+}
+
+/// The routes to try (the requested model, then OpenRouter-style fallback models) and the
+/// provider preferences that order their targets.
+struct Plan {
+    routes: Vec<Arc<Route>>,
+    preferences: Option<ProviderPreferences>,
+}
+
+fn plan(table: &RoutingTable, request: &ClientRequest) -> Result<Plan, GatewayError> {
+    let preferences = request
+        .provider_preferences()
+        .map(ProviderPreferences::parse)
+        .transpose()?;
+    let mut routes = Vec::with_capacity(1 + request.fallback_models().len());
+    for model in
+        std::iter::once(request.model()).chain(request.fallback_models().iter().map(String::as_str))
+    {
+        routes.push(table.resolve(model)?);
     }
+    Ok(Plan {
+        routes,
+        preferences,
+    })
 }
 
 /// Tries the plan under the retry policy. Returns the error to send when no attempt answered.
@@ -88,7 +154,7 @@ async fn run_attempts(
     gateway: &Gateway,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    request: &ChatRequest,
+    request: &ClientRequest,
     plan: &[&Target],
     policy: &RetryPolicy,
 ) -> pingora::Result<Option<GatewayError>> {
@@ -122,13 +188,7 @@ async fn run_attempts(
             }
             ctx.provider = Some(target.provider.name.clone());
             ctx.upstream_model = Some(target.upstream_model.clone());
-            let outcome = match &target.provider.backend {
-                Backend::Mock(mock) => attempt::mock(session, ctx, request, target, mock).await,
-                Backend::Http(http) => {
-                    attempt::http(gateway, session, ctx, request, target, http, policy).await
-                }
-            };
-            let outcome = match outcome {
+            let outcome = match attempt::run(gateway, session, ctx, request, target, policy).await {
                 Ok(o) => o,
                 Err(e) => {
                     // The client went away: that says nothing about the provider.
@@ -231,32 +291,6 @@ fn unavailable(plan: &[&Target]) -> GatewayError {
             retry_after,
         }
     }
-}
-
-/// The routes to try: the requested model, then OpenRouter-style `models: [...]` fallbacks.
-fn plan_routes(
-    table: &RoutingTable,
-    request: &ChatRequest,
-    client_key: Option<&ClientKey>,
-) -> Result<(Vec<Arc<Route>>, Option<ProviderPreferences>), GatewayError> {
-    let prefs = request
-        .provider_preferences
-        .as_ref()
-        .map(ProviderPreferences::parse)
-        .transpose()?;
-    let mut routes = Vec::with_capacity(1 + request.fallback_models.len());
-    for model in std::iter::once(&request.model).chain(&request.fallback_models) {
-        if let Some(key) = client_key {
-            if !key.allows(model) {
-                return Err(GatewayError::ModelNotAllowed {
-                    key: key.name.clone(),
-                    model: model.clone(),
-                });
-            }
-        }
-        routes.push(table.resolve(model)?);
-    }
-    Ok((routes, prefs))
 }
 
 /// A bounded metric label: configured model names as they are, direct `PROVIDER/MODEL`

@@ -19,16 +19,19 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod canonical;
+
 use super::convert::upstream_message;
 use super::sse::SseEvent;
-use super::stream::{EventTranslator, SseTranslator};
+use super::stream::{SseFrame, SseHandler};
 use super::{
-    credential_headers, openai_error_type, AttemptTarget, DecodedResponse, ProbeRequest,
-    ProviderAdapter, StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
+    credential_headers, openai_error_type, Answer, AttemptTarget, ProbeRequest, ProviderAdapter,
+    StreamDecoder, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::{OpenAiUsageWire, Usage};
 use crate::config::ProviderKind;
 use crate::dialect::openai::ChatRequest;
+use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
 
 pub struct OpenAiAdapter {
@@ -123,8 +126,17 @@ impl OpenAiAdapter {
             .map_err(|e| GatewayError::Internal(format!("cannot encode upstream request: {e}")))
     }
 
+    /// The upstream body for any client: the OpenAI client's own fields, or the canonical
+    /// request of another dialect in OpenAI's shape.
+    pub fn body_for(&self, request: &ClientRequest, model: &str) -> Result<Vec<u8>, GatewayError> {
+        match request {
+            ClientRequest::OpenAi(raw) => self.request_body(raw, model),
+            _ => canonical::request_body(&request.canonical()?, model, self.kind, self.quirks),
+        }
+    }
+
     /// `Content-Type` and `Accept` for a request.
-    pub fn content_headers(request: &ChatRequest) -> [(http::HeaderName, HeaderValue); 2] {
+    pub fn content_headers(stream: bool) -> [(http::HeaderName, HeaderValue); 2] {
         [
             (
                 http::header::CONTENT_TYPE,
@@ -132,7 +144,7 @@ impl OpenAiAdapter {
             ),
             (
                 http::header::ACCEPT,
-                HeaderValue::from_static(if request.stream {
+                HeaderValue::from_static(if stream {
                     "text/event-stream"
                 } else {
                     "application/json"
@@ -212,14 +224,18 @@ impl ProviderAdapter for OpenAiAdapter {
         self.kind
     }
 
+    fn native_dialect(&self) -> Option<Dialect> {
+        Some(Dialect::OpenAi)
+    }
+
     fn build_request(
         &self,
-        request: &ChatRequest,
+        request: &ClientRequest,
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let body = self.request_body(request, target.upstream_model)?;
+        let body = self.body_for(request, target.upstream_model)?;
         let mut headers = Vec::with_capacity(4 + target.extra_headers.len());
-        headers.extend(Self::content_headers(request));
+        headers.extend(Self::content_headers(request.stream()));
         headers.extend(credential_headers(
             target,
             http::header::AUTHORIZATION,
@@ -232,8 +248,12 @@ impl ProviderAdapter for OpenAiAdapter {
         })
     }
 
-    fn decode_response(&self, body: Bytes) -> Result<DecodedResponse, StreamFailure> {
-        decode_openai_response(body)
+    fn decode_response(&self, body: Bytes, native: bool) -> Result<Answer, StreamFailure> {
+        if native {
+            decode_openai_response(body)
+        } else {
+            canonical::decode_response(&body).map(Answer::Chat)
+        }
     }
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
@@ -247,8 +267,12 @@ impl ProviderAdapter for OpenAiAdapter {
         })
     }
 
-    fn stream_decoder(&self, settings: StreamSettings) -> Box<dyn StreamDecoder> {
-        openai_stream_decoder(settings)
+    fn stream_decoder(&self, native: bool, settings: StreamSettings) -> StreamReader {
+        if native {
+            StreamReader::Native(openai_stream_decoder(settings))
+        } else {
+            StreamReader::Events(Box::new(SseFrame::new(canonical::StreamDecoder::default())))
+        }
     }
 
     fn decode_error(
@@ -264,7 +288,7 @@ impl ProviderAdapter for OpenAiAdapter {
 
 /// Checks a JSON answer, reads its usage and passes it on, rewriting it only when a choice with
 /// tool calls says `finish_reason: "stop"`.
-pub fn decode_openai_response(body: Bytes) -> Result<DecodedResponse, StreamFailure> {
+pub fn decode_openai_response(body: Bytes) -> Result<Answer, StreamFailure> {
     #[derive(Deserialize)]
     struct Probe {
         #[serde(default)]
@@ -298,7 +322,7 @@ pub fn decode_openai_response(body: Bytes) -> Result<DecodedResponse, StreamFail
                 .is_some_and(|t| !t.is_empty())
     });
     if !stop_with_tools {
-        return Ok(DecodedResponse { usage, body });
+        return Ok(Answer::Native { usage, body });
     }
     let mut value: Value = serde_json::from_slice(&body)
         .map_err(|e| StreamFailure::Malformed(format!("answer is not JSON: {e}")))?;
@@ -312,7 +336,7 @@ pub fn decode_openai_response(body: Bytes) -> Result<DecodedResponse, StreamFail
             }
         }
     }
-    Ok(DecodedResponse {
+    Ok(Answer::Native {
         usage,
         body: Bytes::from(value.to_string()),
     })
@@ -415,7 +439,7 @@ struct ChunkProbe {
     error: Option<Value>,
 }
 
-impl EventTranslator for OpenAiStreamDecoder {
+impl SseHandler<Vec<u8>> for OpenAiStreamDecoder {
     fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
         self.handle(event, out)
     }
@@ -435,7 +459,7 @@ impl EventTranslator for OpenAiStreamDecoder {
 
 /// The decoder of an OpenAI-format stream (OpenAI, Azure, compatible hosts).
 pub fn openai_stream_decoder(settings: StreamSettings) -> Box<dyn StreamDecoder> {
-    Box::new(SseTranslator::new(OpenAiStreamDecoder::new(settings)))
+    Box::new(SseFrame::new(OpenAiStreamDecoder::new(settings)))
 }
 
 impl OpenAiStreamDecoder {
@@ -572,7 +596,7 @@ impl std::fmt::Debug for OpenAiAdapter {
 mod tests {
     use super::*;
     use crate::config::Secret;
-    use crate::providers::Endpoint;
+    use crate::providers::{client_stream, Endpoint};
     use serde_json::json;
 
     fn endpoint() -> Endpoint {
@@ -585,7 +609,7 @@ mod tests {
         let ep = endpoint();
         let out = OpenAiAdapter::new(ProviderKind::OpenAi)
             .build_request(
-                &req,
+                &ClientRequest::OpenAi(req),
                 &AttemptTarget {
                     upstream_model: "gpt-4o-mini-2024",
                     endpoint: &ep,
@@ -650,8 +674,11 @@ mod tests {
         input: &str,
         piece: usize,
     ) -> (Result<(), StreamFailure>, String, Option<Usage>) {
-        let mut d = OpenAiAdapter::new(ProviderKind::OpenAi)
-            .stream_decoder(StreamSettings { include_usage });
+        let mut d = client_stream(
+            &OpenAiAdapter::new(ProviderKind::OpenAi),
+            Dialect::OpenAi,
+            StreamSettings { include_usage },
+        );
         let mut out = Vec::new();
         for c in input.as_bytes().chunks(piece) {
             if let Err(e) = d.push(c, &mut out) {
@@ -822,12 +849,15 @@ mod tests {
     fn named_tool_choice_stop_becomes_tool_calls_in_json_answers() {
         let body = json!({"id": "x", "choices": [{"index": 0, "finish_reason": "stop",
             "message": {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]});
-        let decoded = decode_openai_response(Bytes::from(body.to_string())).unwrap();
-        let v: Value = serde_json::from_slice(&decoded.body).unwrap();
+        let native_body = |body: Bytes| match decode_openai_response(body).unwrap() {
+            Answer::Native { body, .. } => body,
+            Answer::Chat(_) => panic!("an OpenAI answer passes through"),
+        };
+        let v: Value = serde_json::from_slice(&native_body(Bytes::from(body.to_string()))).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         // Plain answers pass through byte for byte.
         let plain = Bytes::from(completion_text());
-        assert_eq!(decode_openai_response(plain.clone()).unwrap().body, plain);
+        assert_eq!(native_body(plain.clone()), plain);
     }
 
     fn completion_text() -> String {

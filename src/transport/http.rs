@@ -1,4 +1,4 @@
-//! The transport to vendor APIs: address resolution, pooled connections and one HTTP exchange.
+//! HTTP(S) to vendor APIs: address resolution, pooled connections and one exchange.
 //!
 //! This is Pattern B of the Pingora guide: the gateway originates its own upstream request with
 //! Pingora's pooled [`Connector`] instead of the proxy path, because the body has to be read,
@@ -15,11 +15,10 @@ use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::ErrorType;
 
+use super::AttemptError;
 use crate::config::Timeouts;
 use crate::providers::{Endpoint, ProbeRequest, UpstreamRequest};
-use crate::routing::HttpBackend;
 
 /// How long a resolved address is used before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -28,39 +27,11 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// How many times a request is re-sent after a pooled connection turned out to be dead.
 const STALE_CONNECTION_RETRIES: usize = 2;
 
-/// Why one attempt got no usable answer. None of these carry secrets.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AttemptError {
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    #[error("timed out waiting for {phase} after {} ms", .after.as_millis())]
-    Timeout {
-        phase: &'static str,
-        after: Duration,
-    },
-    #[error("connection failed: {0}")]
-    Io(String),
-}
-
-impl AttemptError {
-    fn from_pingora(e: &pingora::Error, connecting: bool) -> AttemptError {
-        let text = e.etype().as_str().to_string();
-        match e.etype() {
-            ErrorType::ConnectTimedout => AttemptError::Timeout {
-                phase: "connect",
-                after: Duration::ZERO,
-            },
-            _ if connecting => AttemptError::Connect(text),
-            _ => AttemptError::Io(text),
-        }
-    }
-}
-
 /// The resolved `HttpPeer` of one provider, refreshed every [`DNS_TTL`].
 ///
 /// Building a peer allocates; caching it keeps the request path allocation-free and means DNS is
 /// looked up asynchronously, never with Pingora's blocking resolver.
-pub struct PeerCache {
+struct PeerCache {
     host: String,
     port: u16,
     tls: bool,
@@ -74,8 +45,25 @@ struct CachedPeer {
     expires: Option<Instant>,
 }
 
+/// A vendor API's address and timeouts, with its resolved peer.
+pub struct Upstream {
+    pub endpoint: Endpoint,
+    pub timeouts: Timeouts,
+    peers: PeerCache,
+}
+
+impl Upstream {
+    pub fn new(endpoint: Endpoint, timeouts: Timeouts) -> Self {
+        Upstream {
+            peers: PeerCache::new(&endpoint, &timeouts),
+            endpoint,
+            timeouts,
+        }
+    }
+}
+
 impl PeerCache {
-    pub fn new(endpoint: &Endpoint, timeouts: &Timeouts) -> Self {
+    fn new(endpoint: &Endpoint, timeouts: &Timeouts) -> Self {
         let literal = endpoint
             .host
             .trim_start_matches('[')
@@ -102,7 +90,7 @@ impl PeerCache {
         peer
     }
 
-    pub async fn peer(&self) -> Result<Arc<HttpPeer>, AttemptError> {
+    async fn peer(&self) -> Result<Arc<HttpPeer>, AttemptError> {
         if let Some(cached) = self.current.load().as_ref() {
             if cached.expires.is_none_or(|at| Instant::now() < at) {
                 return Ok(cached.peer.clone());
@@ -136,7 +124,7 @@ impl PeerCache {
 }
 
 /// An upstream exchange whose response header has arrived.
-pub struct Exchange {
+pub struct HttpExchange {
     session: HttpSession,
     peer: Arc<HttpPeer>,
     pub status: u16,
@@ -157,13 +145,13 @@ fn budget(deadline: Instant, limit: Duration, phase: &'static str) -> (Duration,
     }
 }
 
-fn request_header(backend: &HttpBackend, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
+fn request_header(upstream: &Upstream, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
     let mut header = RequestHeader::build(
         "POST",
         req.path_and_query.as_bytes(),
         Some(req.headers.len() + 4),
     )?;
-    header.insert_header(http::header::HOST, backend.endpoint.authority.as_str())?;
+    header.insert_header(http::header::HOST, upstream.endpoint.authority.as_str())?;
     header.insert_header(http::header::CONTENT_LENGTH, req.body.len())?;
     header.insert_header(
         http::header::USER_AGENT,
@@ -178,16 +166,16 @@ fn request_header(backend: &HttpBackend, req: &UpstreamRequest) -> pingora::Resu
 }
 
 /// Sends `req` and waits for the response header.
-pub async fn send(
+pub(super) async fn send(
     connector: &Connector,
-    backend: &HttpBackend,
+    upstream: &Upstream,
     req: &UpstreamRequest,
     started: Instant,
-) -> Result<Exchange, AttemptError> {
-    let timeouts = &backend.config.timeouts;
+) -> Result<HttpExchange, AttemptError> {
+    let timeouts = &upstream.timeouts;
     let deadline = started + timeouts.total;
-    let peer = backend.peers.peer().await?;
-    let header = request_header(backend, req).map_err(|e| AttemptError::Io(e.to_string()))?;
+    let peer = upstream.peers.peer().await?;
+    let header = request_header(upstream, req).map_err(|e| AttemptError::Io(e.to_string()))?;
     let wait_start = Instant::now();
     let mut tries = 0;
     loop {
@@ -256,7 +244,7 @@ pub async fn send(
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             });
-        return Ok(Exchange {
+        return Ok(HttpExchange {
             session,
             peer,
             status,
@@ -268,7 +256,7 @@ pub async fn send(
     }
 }
 
-impl Exchange {
+impl HttpExchange {
     /// The next piece of the response body; `None` at its end.
     pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
         let (limit, phase) = budget(self.deadline, self.idle, "the next chunk");
@@ -300,7 +288,7 @@ impl Exchange {
     }
 
     /// Returns the connection to the pool; only call after the body was read to its end.
-    pub async fn release(mut self, connector: &Connector) {
+    pub(super) async fn release(mut self, connector: &Connector) {
         if self.session.response_done() {
             connector
                 .release_http_session(self.session, &*self.peer, Some(POOL_IDLE_TIMEOUT))
@@ -310,13 +298,13 @@ impl Exchange {
 }
 
 /// Sends a health probe (`GET`, no body) and returns the answer's status.
-pub async fn probe(
+pub(super) async fn probe(
     connector: &Connector,
-    backend: &HttpBackend,
+    upstream: &Upstream,
     probe: &ProbeRequest,
     timeout: Duration,
 ) -> Result<u16, AttemptError> {
-    let peer = backend.peers.peer().await?;
+    let peer = upstream.peers.peer().await?;
     let mut header = RequestHeader::build(
         "GET",
         probe.path_and_query.as_bytes(),
@@ -324,7 +312,7 @@ pub async fn probe(
     )
     .map_err(|e| AttemptError::Io(e.to_string()))?;
     let fill = |header: &mut RequestHeader| -> pingora::Result<()> {
-        header.insert_header(http::header::HOST, backend.endpoint.authority.as_str())?;
+        header.insert_header(http::header::HOST, upstream.endpoint.authority.as_str())?;
         header.insert_header(
             http::header::USER_AGENT,
             concat!("switchyard/", env!("CARGO_PKG_VERSION")),
@@ -357,23 +345,9 @@ pub async fn probe(
             .response_header()
             .map(|r| r.status.as_u16())
             .ok_or_else(|| AttemptError::Io("no response header".into()))?;
-        // Read the (small) answer to its end so the connection can be reused.
-        let mut read = 0;
-        while let Some(chunk) = session
-            .read_response_body()
-            .await
-            .map_err(|e| AttemptError::from_pingora(&e, false))?
-        {
-            read += chunk.len();
-            if read > 4 * 1024 * 1024 {
-                return Ok(status);
-            }
-        }
-        if session.response_done() {
-            connector
-                .release_http_session(session, &*peer, Some(POOL_IDLE_TIMEOUT))
-                .await;
-        }
+        // Probes run in the health-check service's runtime: a connection opened there and
+        // pooled for requests would be polled by another runtime's tasks, and would break when
+        // that service stops first during a shutdown. So probe connections are not pooled.
         Ok(status)
     };
     tokio::time::timeout(timeout, exchange)

@@ -1,0 +1,239 @@
+//! The canonical request: messages, content parts, tools, sampling, reasoning and cache hints.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::GatewayError;
+
+/// A chat request in canonical form, borrowing from the client's parsed body.
+///
+/// Fields no adapter interprets stay in `rest` under their client-side names, so an adapter can
+/// refuse what it cannot honour instead of dropping it unnoticed.
+#[derive(Debug, Default, Deserialize)]
+pub struct Request<'a> {
+    /// The client asked for a streamed answer.
+    #[serde(skip)]
+    pub stream: bool,
+    /// An explicit thinking budget in tokens (Anthropic's `thinking.budget_tokens`); adapters
+    /// prefer it to `reasoning_effort`.
+    #[serde(skip)]
+    pub thinking_budget: Option<u64>,
+    #[serde(borrow)]
+    pub messages: Vec<Message<'a>>,
+    #[serde(default, borrow)]
+    pub tools: Option<Vec<Tool<'a>>>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default)]
+    pub response_format: Option<Value>,
+    #[serde(default)]
+    pub stop: Option<Value>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    /// Not OpenAI, but accepted by many hosts and by Anthropic and Gemini.
+    #[serde(default)]
+    pub top_k: Option<u64>,
+    #[serde(default)]
+    pub n: Option<u64>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    #[serde(default)]
+    pub top_logprobs: Option<u64>,
+    #[serde(default)]
+    pub presence_penalty: Option<f64>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default)]
+    pub logit_bias: Option<Value>,
+    #[serde(default, borrow)]
+    pub user: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub safety_identifier: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub reasoning_effort: Option<&'a str>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+impl Request<'_> {
+    /// `max_completion_tokens` wins over the deprecated `max_tokens`.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// `stop` as a list (OpenAI allows a bare string).
+    pub fn stop_sequences(&self) -> Result<Vec<&str>, GatewayError> {
+        match &self.stop {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.as_str()]),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str().ok_or_else(|| {
+                        GatewayError::invalid(
+                            "stop must be a string or an array of strings",
+                            Some("stop"),
+                        )
+                    })
+                })
+                .collect(),
+            Some(_) => Err(GatewayError::invalid(
+                "stop must be a string or an array of strings",
+                Some("stop"),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Message<'a> {
+    #[serde(borrow)]
+    pub role: &'a str,
+    #[serde(default, borrow)]
+    pub content: Option<Content<'a>>,
+    #[serde(default, borrow)]
+    pub tool_calls: Option<Vec<ToolCall<'a>>>,
+    #[serde(default, borrow)]
+    pub tool_call_id: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub name: Option<&'a str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content<'a> {
+    #[serde(borrow)]
+    Text(std::borrow::Cow<'a, str>),
+    #[serde(borrow)]
+    Parts(Vec<ContentPart<'a>>),
+}
+
+impl Content<'_> {
+    /// The text of a string content or of its text parts, joined; other parts are ignored.
+    pub fn text(&self) -> String {
+        match self {
+            Content::Text(t) => t.to_string(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    ContentPart::Text { text, .. } => Some(text.as_ref()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(""),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart<'a> {
+    Text {
+        #[serde(borrow)]
+        text: std::borrow::Cow<'a, str>,
+        /// A prompt-cache breakpoint (Anthropic's `cache_control`), kept for vendors that have one.
+        #[serde(default)]
+        cache_control: Option<Value>,
+    },
+    ImageUrl {
+        #[serde(borrow)]
+        image_url: ImageUrl<'a>,
+    },
+    InputAudio {
+        input_audio: Value,
+    },
+    File {
+        #[serde(borrow)]
+        file: FilePart<'a>,
+    },
+    Refusal {
+        #[serde(borrow)]
+        refusal: std::borrow::Cow<'a, str>,
+    },
+    /// Earlier thinking of an assistant turn, with the signature that lets its vendor check it.
+    Thinking {
+        #[serde(borrow)]
+        thinking: std::borrow::Cow<'a, str>,
+        #[serde(default, borrow)]
+        signature: Option<std::borrow::Cow<'a, str>>,
+    },
+    /// Thinking the vendor returned encrypted.
+    RedactedThinking {
+        #[serde(borrow)]
+        data: std::borrow::Cow<'a, str>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImageUrl<'a> {
+    #[serde(borrow)]
+    pub url: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub detail: Option<&'a str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FilePart<'a> {
+    #[serde(default, borrow)]
+    pub filename: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub file_data: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub file_id: Option<&'a str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolCall<'a> {
+    #[serde(borrow)]
+    pub id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub function: FunctionCall<'a>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionCall<'a> {
+    #[serde(borrow)]
+    pub name: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub arguments: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Tool<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: &'a str,
+    #[serde(default, borrow)]
+    pub function: Option<FunctionDef<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionDef<'a> {
+    #[serde(borrow)]
+    pub name: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub description: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pub parameters: Option<Value>,
+    #[serde(default)]
+    pub strict: Option<bool>,
+}
+
+/// A data URL split into its media type and base64 payload.
+pub fn parse_data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let meta = meta.strip_suffix(";base64")?;
+    // Parameters such as `;charset=utf-8` are not part of the media type.
+    let mime = meta.split(';').next().unwrap_or(meta);
+    Some((mime, data))
+}

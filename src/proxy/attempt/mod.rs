@@ -1,0 +1,145 @@
+//! One attempt: a request to one target, answered to the client or reported as a failure.
+//!
+//! An attempt builds the vendor request ([`ProviderAdapter::build_request`]), sends it through
+//! the transport, and then either classifies the failure ([`classify`]) or relays the answer
+//! ([`relay`]: a JSON body, or a stream chunk by chunk). Until the first byte reaches the client
+//! an attempt can fail without the client noticing, and the caller may try another target.
+//! After that, a failure ends the client's stream with an error event, and the attempt counts as
+//! answered (but unhealthy).
+//!
+//! [`ProviderAdapter::build_request`]: crate::providers::ProviderAdapter::build_request
+
+mod classify;
+mod relay;
+
+use std::time::{Duration, Instant};
+
+use pingora::proxy::Session;
+
+pub use classify::Fault;
+
+use super::ctx::RequestCtx;
+use super::Gateway;
+use crate::accounting::Usage;
+use crate::config::RetryPolicy;
+use crate::dialect::ClientRequest;
+use crate::error::GatewayError;
+use crate::providers::AttemptTarget;
+use crate::routing::{mock_endpoint, Backend, Target};
+use crate::transport;
+
+/// What became of one attempt.
+pub enum Attempt {
+    /// The client has its answer. `healthy` is false when a stream broke after it started;
+    /// `latency` is the time to the upstream's first byte.
+    Answered {
+        healthy: bool,
+        latency: Option<Duration>,
+    },
+    /// Nothing reached the client.
+    Failed {
+        error: GatewayError,
+        fault: Fault,
+        /// The `outcome` label of `switchyard_upstream_attempts_total`.
+        outcome: &'static str,
+    },
+}
+
+impl Attempt {
+    fn transport_failure(
+        provider: &str,
+        err: transport::AttemptError,
+        policy: &RetryPolicy,
+    ) -> Self {
+        let (error, fault, outcome) = classify::transport_error(provider, err, policy);
+        Attempt::Failed {
+            error,
+            fault,
+            outcome,
+        }
+    }
+}
+
+fn finish_accounting(ctx: &mut RequestCtx, target: &Target, usage: Option<Usage>) {
+    ctx.usage = usage;
+    ctx.cost_usd = match (usage, target.price.as_ref()) {
+        (Some(u), Some(price)) => Some(u.cost(price)),
+        _ => None,
+    };
+}
+
+/// Tries `target` once.
+///
+/// This future lives as long as the stream it forwards, so everything it awaits only once per
+/// attempt (sending, whole-body reads, the JSON answer, stream start and end, returning the
+/// connection to the pool) is boxed: held inline, those states would make every open stream
+/// carry several kilobytes it no longer uses.
+pub async fn run(
+    gateway: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    request: &ClientRequest,
+    target: &Target,
+    policy: &RetryPolicy,
+) -> pingora::Result<Attempt> {
+    let provider = &*target.provider;
+    let (endpoint, api_key, extra_headers) = match &provider.backend {
+        Backend::Http(http) => (
+            &http.upstream.endpoint,
+            http.api_key(),
+            &http.config.headers[..],
+        ),
+        Backend::Mock(_) => (mock_endpoint(), None, &[][..]),
+    };
+    let upstream_request = match provider.adapter.build_request(
+        request,
+        &AttemptTarget {
+            upstream_model: &target.upstream_model,
+            endpoint,
+            api_key,
+            extra_headers,
+        },
+    ) {
+        Ok(r) => r,
+        Err(error) => {
+            return Ok(Attempt::Failed {
+                error,
+                fault: Fault::Request,
+                outcome: "invalid_request",
+            })
+        }
+    };
+
+    let sent = match &provider.backend {
+        Backend::Http(http) => {
+            Box::pin(
+                gateway
+                    .transport
+                    .send(&http.upstream, &upstream_request, Instant::now()),
+            )
+            .await
+        }
+        Backend::Mock(mock) => Box::pin(transport::mock::send(mock, &upstream_request)).await,
+    };
+    // The vendor body has been sent; it need not live as long as the answer.
+    drop(upstream_request);
+    let exchange = match sent {
+        Ok(x) => x,
+        Err(e) => return Ok(Attempt::transport_failure(&provider.name, e, policy)),
+    };
+    ctx.waited += exchange.waited();
+
+    let relay = relay::Relay {
+        gateway,
+        target,
+        policy,
+        api_key,
+    };
+    if !(200..300).contains(&exchange.status()) {
+        return Ok(Box::pin(relay.error_status(exchange)).await);
+    }
+    if !request.stream() {
+        return Box::pin(relay.json(session, ctx, exchange)).await;
+    }
+    relay.stream(session, ctx, request, exchange).await
+}

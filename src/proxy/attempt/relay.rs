@@ -1,0 +1,208 @@
+//! Relaying an upstream answer: an error status (classified, nothing sent), a JSON body, or a
+//! stream translated and forwarded chunk by chunk.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora::proxy::Session;
+
+use super::classify;
+use super::{finish_accounting, Attempt};
+use crate::config::{RetryPolicy, Secret};
+use crate::dialect::ClientRequest;
+use crate::error::GatewayError;
+use crate::providers::convert::upstream_message;
+use crate::providers::{client_answer, client_stream, scrub_secret, StreamFailure, StreamSettings};
+use crate::proxy::ctx::RequestCtx;
+use crate::proxy::{respond, Gateway};
+use crate::routing::Target;
+use crate::transport::Exchange;
+
+/// Largest non-streamed answer accepted from an upstream.
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Largest error body read from an upstream (only its message is used).
+const MAX_ERROR_BYTES: usize = 256 * 1024;
+
+/// What relaying one attempt's answer needs to know.
+pub(super) struct Relay<'a> {
+    pub gateway: &'a Gateway,
+    pub target: &'a Target,
+    pub policy: &'a RetryPolicy,
+    /// The provider's key, scrubbed from anything the provider says back.
+    pub api_key: Option<&'a Secret>,
+}
+
+impl Relay<'_> {
+    fn provider(&self) -> &str {
+        &self.target.provider.name
+    }
+
+    /// The client-facing error of a failure the upstream reported inside a stream or answer.
+    fn stream_failure_error(&self, failure: StreamFailure) -> GatewayError {
+        let provider = self.provider();
+        match failure {
+            StreamFailure::Upstream(mut err) => {
+                if let GatewayError::Upstream {
+                    message, status, ..
+                } = err.as_mut()
+                {
+                    *message = match *status {
+                        // Decoders do not know the provider's name; the credentials message
+                        // needs it.
+                        401 | 403 => upstream_message(Some(provider), *status, None),
+                        _ => format!("{provider}: {}", scrub_secret(message, self.api_key)),
+                    };
+                }
+                *err
+            }
+            other => GatewayError::BadGateway(format!("provider '{provider}': {other}")),
+        }
+    }
+
+    /// A failure inside an answer that had not reached the client yet.
+    fn answer_failure(&self, failure: StreamFailure) -> Attempt {
+        let error = self.stream_failure_error(failure);
+        let (fault, _) = classify::upstream_error(&error, self.policy);
+        Attempt::Failed {
+            error,
+            fault,
+            outcome: "invalid_response",
+        }
+    }
+
+    /// An error status: the vendor's message in the client's error, classified by the status
+    /// the adapter mapped it to.
+    pub async fn error_status(&self, mut exchange: Exchange) -> Attempt {
+        let status = exchange.status();
+        let retry_after = exchange.take_retry_after();
+        let body = match exchange.read_all(MAX_ERROR_BYTES).await {
+            Ok(body) => {
+                self.gateway.transport.release(exchange).await;
+                body
+            }
+            Err(_) => Bytes::new(),
+        };
+        let mut error =
+            self.target
+                .provider
+                .adapter
+                .decode_error(self.provider(), status, &body, retry_after);
+        if let GatewayError::Upstream { message, .. } = &mut error {
+            *message = scrub_secret(message, self.api_key);
+        }
+        let (fault, outcome) = classify::upstream_error(&error, self.policy);
+        Attempt::Failed {
+            error,
+            fault,
+            outcome,
+        }
+    }
+
+    pub async fn json(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut exchange: Exchange,
+    ) -> pingora::Result<Attempt> {
+        let latency = exchange.waited();
+        let body = match exchange.read_all(MAX_ANSWER_BYTES).await {
+            Ok(body) => body,
+            Err(e) => return Ok(Attempt::transport_failure(self.provider(), e, self.policy)),
+        };
+        ctx.waited += exchange.waited() - latency;
+        self.gateway.transport.release(exchange).await;
+        let answer = match client_answer(&*self.target.provider.adapter, body, ctx.dialect) {
+            Ok(answer) => answer,
+            Err(failure) => return Ok(self.answer_failure(failure)),
+        };
+        finish_accounting(ctx, self.target, answer.usage);
+        respond::json(session, ctx, 200, answer.body, None).await?;
+        Ok(Attempt::Answered {
+            healthy: true,
+            latency: Some(latency),
+        })
+    }
+
+    pub async fn stream(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        request: &ClientRequest,
+        mut exchange: Exchange,
+    ) -> pingora::Result<Attempt> {
+        let latency = Some(exchange.waited());
+        let settings = StreamSettings {
+            include_usage: request.include_usage(),
+        };
+        let mut decoder = client_stream(&*self.target.provider.adapter, ctx.dialect, settings);
+        // Reused for every chunk and copied out at its exact size: each open stream keeps only
+        // its largest translated chunk, not a fresh 4 KiB buffer per chunk.
+        let mut out: Vec<u8> = Vec::with_capacity(1024);
+        let mut started = false;
+        loop {
+            let waited_before = exchange.waited();
+            let read = exchange.read_chunk().await;
+            ctx.waited += exchange.waited() - waited_before;
+            let (step, end) = match read {
+                Ok(Some(chunk)) => (decoder.push(&chunk, &mut out), false),
+                Ok(None) => (decoder.finish(&mut out), true),
+                Err(e) if !started => {
+                    return Ok(Attempt::transport_failure(self.provider(), e, self.policy))
+                }
+                Err(e) => {
+                    let (error, _, _) = classify::transport_error(self.provider(), e, self.policy);
+                    return broken(session, ctx, &error, latency).await;
+                }
+            };
+            if let Err(failure) = step {
+                if !started {
+                    // Nothing reached the client yet, so another target can still answer.
+                    return Ok(self.answer_failure(failure));
+                }
+                if !out.is_empty() {
+                    session
+                        .write_response_body(Some(Bytes::copy_from_slice(&out)), false)
+                        .await?;
+                }
+                let error = self.stream_failure_error(failure);
+                return broken(session, ctx, &error, latency).await;
+            }
+            if !out.is_empty() || end {
+                if !started {
+                    // Headers go out with the first translated bytes, not before: until then a
+                    // failed stream can still fall over to another target.
+                    Box::pin(respond::start_stream(session, ctx)).await?;
+                    ctx.first_byte_at = Some(Instant::now());
+                    started = true;
+                }
+                let data = Bytes::copy_from_slice(&out);
+                out.clear();
+                session
+                    .write_response_body((!data.is_empty()).then_some(data), end)
+                    .await?;
+            }
+            if end {
+                finish_accounting(ctx, self.target, decoder.usage());
+                Box::pin(self.gateway.transport.release(exchange)).await;
+                return Ok(Attempt::Answered {
+                    healthy: true,
+                    latency,
+                });
+            }
+        }
+    }
+}
+
+/// Ends a stream that broke after it started with the dialect's error event.
+async fn broken(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    error: &GatewayError,
+    latency: Option<Duration>,
+) -> pingora::Result<Attempt> {
+    Box::pin(respond::stream_error(session, ctx, error)).await?;
+    Ok(Attempt::Answered {
+        healthy: false,
+        latency,
+    })
+}

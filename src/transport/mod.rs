@@ -1,0 +1,143 @@
+//! How vendor requests travel: one pooled [`Connector`] for every provider's requests and health
+//! probes, the resolved address of each upstream, and one exchange per attempt — over HTTP(S) to
+//! a vendor ([`http`]) or to the built-in mock, a fake vendor in the same process ([`mock`]).
+//!
+//! Adapters build an [`UpstreamRequest`]; this module sends it and hands back the status and the
+//! body, chunk by chunk. Nothing here knows a vendor's format.
+
+pub mod http;
+pub mod mock;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::ErrorType;
+
+use crate::providers::{ProbeRequest, UpstreamRequest};
+pub use http::{HttpExchange, Upstream};
+pub use mock::MockExchange;
+
+/// Idle upstream connections kept for reuse, across all providers.
+const UPSTREAM_POOL_SIZE: usize = 1024;
+
+/// Why one attempt got no usable answer. None of these carry secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AttemptError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("timed out waiting for {phase} after {} ms", .after.as_millis())]
+    Timeout {
+        phase: &'static str,
+        after: Duration,
+    },
+    #[error("connection failed: {0}")]
+    Io(String),
+}
+
+impl AttemptError {
+    fn from_pingora(e: &pingora::Error, connecting: bool) -> AttemptError {
+        let text = e.etype().as_str().to_string();
+        match e.etype() {
+            ErrorType::ConnectTimedout => AttemptError::Timeout {
+                phase: "connect",
+                after: Duration::ZERO,
+            },
+            _ if connecting => AttemptError::Connect(text),
+            _ => AttemptError::Io(text),
+        }
+    }
+}
+
+/// The process's connection pool, shared by requests and probes.
+pub struct Transport {
+    connector: Connector,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport {
+            connector: Connector::new(Some(ConnectorOptions::new(UPSTREAM_POOL_SIZE))),
+        }
+    }
+}
+
+impl Transport {
+    /// Sends `req` to `upstream` and waits for the response header; `started` begins the
+    /// attempt's total time limit.
+    pub async fn send(
+        &self,
+        upstream: &Upstream,
+        req: &UpstreamRequest,
+        started: Instant,
+    ) -> Result<Exchange, AttemptError> {
+        http::send(&self.connector, upstream, req, started)
+            .await
+            .map(Exchange::Http)
+    }
+
+    /// Sends a health probe (`GET`, no body) and returns the answer's status.
+    pub async fn probe(
+        &self,
+        upstream: &Upstream,
+        probe: &ProbeRequest,
+        timeout: Duration,
+    ) -> Result<u16, AttemptError> {
+        http::probe(&self.connector, upstream, probe, timeout).await
+    }
+
+    /// Ends an exchange whose body was read to its end: HTTP connections go back to the pool.
+    pub async fn release(&self, exchange: Exchange) {
+        if let Exchange::Http(x) = exchange {
+            x.release(&self.connector).await;
+        }
+    }
+}
+
+/// One upstream answer whose status is known and whose body is read piece by piece.
+pub enum Exchange {
+    Http(HttpExchange),
+    Mock(MockExchange),
+}
+
+impl Exchange {
+    pub fn status(&self) -> u16 {
+        match self {
+            Exchange::Http(x) => x.status,
+            Exchange::Mock(_) => 200,
+        }
+    }
+
+    /// The upstream's `Retry-After` (or `retry-after-ms`, in seconds), when it sent one.
+    pub fn take_retry_after(&mut self) -> Option<String> {
+        match self {
+            Exchange::Http(x) => x.retry_after.take(),
+            Exchange::Mock(_) => None,
+        }
+    }
+
+    /// Time spent waiting on the upstream so far, for the gateway-overhead metric.
+    pub fn waited(&self) -> Duration {
+        match self {
+            Exchange::Http(x) => x.waited,
+            Exchange::Mock(x) => x.waited,
+        }
+    }
+
+    /// The next piece of the response body; `None` at its end.
+    pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
+        match self {
+            Exchange::Http(x) => x.read_chunk().await,
+            Exchange::Mock(x) => Ok(x.read_chunk().await),
+        }
+    }
+
+    /// The whole response body, up to `limit` bytes.
+    pub async fn read_all(&mut self, limit: usize) -> Result<Bytes, AttemptError> {
+        match self {
+            Exchange::Http(x) => x.read_all(limit).await,
+            Exchange::Mock(x) => Ok(x.read_all().await),
+        }
+    }
+}
