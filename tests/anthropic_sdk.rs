@@ -2,7 +2,7 @@
 //! (`POST /v1/messages`), with every upstream vendor behind it.
 //!
 //! One scripted mock upstream per vendor answers in that vendor's real wire format (see
-//! `/work/shared/reference/formats.md` sections 1-3 and 4.2):
+//! the vendors' API references):
 //!
 //! | public model    | provider kind       | upstream path                                                    |
 //! |-----------------|---------------------|------------------------------------------------------------------|

@@ -135,7 +135,8 @@ async fn mock_answers_json_and_stream() {
     assert_eq!(usage_chunk["choices"], json!([]));
     assert!(usage_chunk["usage"]["completion_tokens"].as_u64().unwrap() > 0);
 
-    // Without include_usage there is no usage chunk.
+    // Without include_usage there is no usage chunk. (The mock is an OpenAI server that the
+    // gateway asked for usage, so its chunks say `"usage": null`, as OpenAI's do.)
     let data = sse_data(
         &post(&gw, &chat_body("mock", true))
             .await
@@ -143,7 +144,16 @@ async fn mock_answers_json_and_stream() {
             .await
             .unwrap(),
     );
-    assert!(data.iter().all(|d| !d.contains("\"usage\"")), "{data:?}");
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    for chunk in &data[..data.len() - 1] {
+        let chunk: Value = serde_json::from_str(chunk).unwrap();
+        assert!(chunk["usage"].is_null(), "{chunk}");
+        assert_eq!(
+            chunk["choices"].as_array().map(Vec::len),
+            Some(1),
+            "{chunk}"
+        );
+    }
     assert_eq!(
         upstream.request_count(),
         0,
