@@ -383,7 +383,7 @@ impl AnthropicAdapter {
             }
         }
 
-        let (system, turns) = build_messages(&params)?;
+        let (system, turns) = build_messages(params)?;
         let mut body = Map::new();
         body.insert("model".into(), json!(model));
         let mut max_tokens = params.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS);

@@ -174,7 +174,7 @@ impl RoutingTable {
                         continue;
                     };
                     let backend = Backend::Http(Box::new(HttpBackend {
-                        upstream: Upstream::new(endpoint, pc.timeouts.clone()),
+                        upstream: Upstream::new(endpoint, pc.timeouts),
                         config: pc.clone(),
                     }));
                     (adapter, backend)
