@@ -20,6 +20,9 @@
 //!   thinking text comes back as `reasoning_content`.
 //! - Tool-call ids are made to match `^[a-zA-Z0-9_-]+$` by replacing other characters with `_`,
 //!   the same way for `tool_calls[].id` and `tool_call_id`, so the pairs stay consistent.
+//! - Anthropic clients skip all of this: their body passes through byte for byte but `model`,
+//!   with their `anthropic-version` and `anthropic-beta`, and the answer goes back as Anthropic
+//!   sent it ([`AnthropicPassthrough`] for streams).
 
 // First, so that its `fixture!` macro is in scope in the modules below.
 #[cfg(test)]
