@@ -1,5 +1,6 @@
-//! Translation cost per vendor: a typical 4 KB chat request into the vendor's request, and a
-//! 100-chunk stream from the vendor's SSE into the client's OpenAI SSE.
+//! Translation cost per vendor and client dialect: a typical 4 KB chat request into the vendor's
+//! request, and a 100-chunk stream from the vendor's SSE into the client's SSE (OpenAI chunks,
+//! or Anthropic events).
 //!
 //! Run: `cargo bench --bench translate`. Numbers go into BENCHMARKS.md.
 
@@ -7,6 +8,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use serde_json::json;
 
 use switchyard::config::{ProviderKind, Secret};
+use switchyard::dialect::anthropic::MessagesRequest;
 use switchyard::dialect::openai::ChatRequest;
 use switchyard::dialect::{ClientRequest, Dialect};
 use switchyard::providers::anthropic::AnthropicAdapter;
@@ -36,6 +38,37 @@ fn typical_request() -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
+}
+
+/// The same conversation as [`typical_request`], as an Anthropic Messages request.
+fn typical_anthropic_request() -> Vec<u8> {
+    let turn = "Please summarise the quarterly numbers for the northern region and flag anything unusual. ";
+    json!({
+        "model": "claude-sonnet-4-5",
+        "temperature": 0.2,
+        "max_tokens": 512,
+        "stream": true,
+        "system": turn.repeat(6),
+        "messages": [
+            {"role": "user", "content": turn.repeat(10)},
+            {"role": "assistant", "content": turn.repeat(8)},
+            {"role": "user", "content": turn.repeat(8)},
+        ],
+        "tools": [{"name": "get_sales", "description": "Sales figures",
+            "input_schema": {"type": "object", "properties": {"region": {"type": "string"}}, "required": ["region"]}}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn parse(client: Dialect, body: &[u8]) -> ClientRequest {
+    match client {
+        Dialect::OpenAi => ClientRequest::OpenAi(ChatRequest::parse(body).unwrap()),
+        Dialect::Anthropic => ClientRequest::Anthropic(
+            MessagesRequest::parse(bytes::Bytes::copy_from_slice(body), &http::HeaderMap::new())
+                .unwrap(),
+        ),
+    }
 }
 
 fn openai_stream(chunks: usize) -> Vec<u8> {
@@ -73,23 +106,28 @@ fn gemini_stream(chunks: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Benches one vendor: parsing the client's 4 KB request and building the vendor request, and
-/// decoding a 100-chunk vendor stream into OpenAI chunks (fed in 512-byte reads).
+/// Benches one vendor for one client dialect: parsing the client's 4 KB request and building the
+/// vendor request, and decoding a 100-chunk vendor stream into the client's SSE (fed in 512-byte
+/// reads).
 fn vendor(
     c: &mut Criterion,
+    client: Dialect,
     name: &str,
     adapter: &dyn ProviderAdapter,
     base_url: &str,
     stream: &[u8],
 ) {
-    let body = typical_request();
+    let body = match client {
+        Dialect::OpenAi => typical_request(),
+        Dialect::Anthropic => typical_anthropic_request(),
+    };
     let endpoint = Endpoint::from_url(&url::Url::parse(base_url).unwrap()).unwrap();
     let key = Secret::new("sk-bench");
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("request_4kb_parse_and_build", |b| {
         b.iter(|| {
-            let req = ClientRequest::OpenAi(ChatRequest::parse(black_box(&body)).unwrap());
+            let req = parse(client, black_box(&body));
             adapter
                 .build_request(
                     &req,
@@ -108,7 +146,7 @@ fn vendor(
         b.iter(|| {
             let mut decoder = client_stream(
                 adapter,
-                Dialect::OpenAi,
+                client,
                 StreamSettings {
                     include_usage: true,
                 },
@@ -126,34 +164,45 @@ fn vendor(
 
 fn vendors(c: &mut Criterion) {
     let openai = openai_stream(100);
-    vendor(
-        c,
-        "openai",
-        &OpenAiAdapter::new(ProviderKind::OpenAi),
-        "https://api.openai.com/v1",
-        &openai,
-    );
-    vendor(
-        c,
-        "azure",
-        &AzureAdapter::new(None),
-        "https://acme.openai.azure.com",
-        &openai,
-    );
-    vendor(
-        c,
-        "anthropic",
-        &AnthropicAdapter,
-        "https://api.anthropic.com",
-        &anthropic_stream(100),
-    );
-    vendor(
-        c,
-        "gemini",
-        &GeminiAdapter,
-        "https://generativelanguage.googleapis.com",
-        &gemini_stream(100),
-    );
+    let anthropic = anthropic_stream(100);
+    let gemini = gemini_stream(100);
+    for (client, prefix) in [
+        (Dialect::OpenAi, ""),
+        (Dialect::Anthropic, "anthropic-client/"),
+    ] {
+        vendor(
+            c,
+            client,
+            &format!("{prefix}openai"),
+            &OpenAiAdapter::new(ProviderKind::OpenAi),
+            "https://api.openai.com/v1",
+            &openai,
+        );
+        vendor(
+            c,
+            client,
+            &format!("{prefix}azure"),
+            &AzureAdapter::new(None),
+            "https://acme.openai.azure.com",
+            &openai,
+        );
+        vendor(
+            c,
+            client,
+            &format!("{prefix}anthropic"),
+            &AnthropicAdapter,
+            "https://api.anthropic.com",
+            &anthropic,
+        );
+        vendor(
+            c,
+            client,
+            &format!("{prefix}gemini"),
+            &GeminiAdapter,
+            "https://generativelanguage.googleapis.com",
+            &gemini,
+        );
+    }
 }
 
 criterion_group!(benches, vendors);

@@ -113,6 +113,9 @@ fn anthropic_upstream(req: &RecordedRequest) -> MockResponse {
                 "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}}),
         );
     }
+    if req.path.ends_with("/count_tokens") {
+        return MockResponse::json(200, json!({"input_tokens": 1234}));
+    }
     if req.json()["stream"] == json!(true) {
         MockResponse::sse(vec![ANTHROPIC_STREAM.to_string()])
     } else {
@@ -414,8 +417,24 @@ async fn gemini_bad_key_fails_over_in_both_dialects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn count_tokens_estimates_and_checks_the_model() {
-    let (_anthropic, _openai, gw) = start().await;
+async fn count_tokens_asks_anthropic_and_estimates_for_the_rest() {
+    let (anthropic, _openai, gw) = start().await;
+    let count = |v: Value| v["input_tokens"].as_u64().expect("input_tokens");
+    // An Anthropic target counts itself: the client's body, but for the model, goes upstream.
+    let body = r#"{"model":"claude","messages":[{"role":"user","content":"Hi"}]}"#;
+    let resp = post(&gw, "/v1/messages/count_tokens", body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-provider"], "anthropic");
+    assert_eq!(count(resp.json().await.unwrap()), 1234);
+    let seen = &anthropic.requests()[0];
+    assert_eq!(seen.path, "/v1/messages/count_tokens");
+    assert_eq!(
+        seen.body_text(),
+        body.replace("\"claude\"", "\"claude-sonnet-4-5\"")
+    );
+    assert_eq!(seen.header("x-api-key"), Some("sk-ant-upstream"));
+
+    // Other vendors cannot count: the gateway estimates, about four characters a token.
     let short = post(
         &gw,
         "/v1/messages/count_tokens",
@@ -423,20 +442,16 @@ async fn count_tokens_estimates_and_checks_the_model() {
     )
     .await;
     assert_eq!(short.status(), 200);
-    let short: Value = short.json().await.unwrap();
+    let short = count(short.json().await.unwrap());
     let long = post(
         &gw,
         "/v1/messages/count_tokens",
-        &json!({"model": "claude", "system": "You are terse.",
+        &json!({"model": "gpt", "system": "You are terse.",
                 "messages": [{"role": "user", "content": "word ".repeat(400)}]})
         .to_string(),
     )
     .await;
-    let long: Value = long.json().await.unwrap();
-    let (short, long) = (
-        short["input_tokens"].as_u64().unwrap(),
-        long["input_tokens"].as_u64().unwrap(),
-    );
+    let long = count(long.json().await.unwrap());
     assert!((1..20).contains(&short), "{short}");
     assert!((450..700).contains(&long), "{long}");
     let unknown = post(

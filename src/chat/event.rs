@@ -61,7 +61,8 @@ pub trait EventSink {
     fn emit(&mut self, event: Event<'_>);
 }
 
-/// Collecting sink, for tests and for callers that want the events themselves.
+/// Records events as their debug text, for tests that compare event sequences.
+#[cfg(test)]
 impl EventSink for Vec<String> {
     fn emit(&mut self, event: Event<'_>) {
         self.push(format!("{event:?}"));

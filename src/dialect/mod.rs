@@ -116,6 +116,11 @@ impl ClientRequest {
         }
     }
 
+    /// Every model the request names, in the order to try them.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.model()).chain(self.fallback_models().iter().map(String::as_str))
+    }
+
     /// OpenRouter-style provider preferences.
     pub fn provider_preferences(&self) -> Option<&Value> {
         match self {

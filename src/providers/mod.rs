@@ -25,7 +25,7 @@ use http::{HeaderName, HeaderValue};
 use crate::accounting::Usage;
 use crate::chat::{self, EventSink};
 use crate::config::{ProviderConfig, ProviderKind, Secret};
-use crate::dialect::{ClientRequest, Dialect};
+use crate::dialect::{self, ClientRequest, Dialect};
 use crate::error::GatewayError;
 
 /// Where a provider lives, split out of its `base_url` once at config load.
@@ -205,6 +205,17 @@ pub trait ProviderAdapter: Send + Sync {
 
     /// A reader for one streamed answer.
     fn stream_decoder(&self, native: bool, settings: StreamSettings) -> StreamReader;
+
+    /// A request that counts the input tokens of an Anthropic Messages request, for vendors
+    /// that can (`POST /v1/messages/count_tokens`); `None` means the gateway estimates.
+    fn count_tokens_request(
+        &self,
+        request: &dialect::anthropic::MessagesRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Option<UpstreamRequest> {
+        let _ = (request, target);
+        None
+    }
 
     /// The active health probe for this provider, if it has one (its models list, usually).
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {

@@ -122,7 +122,7 @@ impl ProxyHttp for Gateway {
                     Ok(key) => {
                         ctx.client_key = key.map(|k| k.name.clone());
                         if counting {
-                            count_tokens::handle(session, ctx, &table, key).await?;
+                            count_tokens::handle(self, session, ctx, &table, key).await?;
                         } else {
                             pipeline::handle(self, session, ctx, &table, key).await?;
                         }

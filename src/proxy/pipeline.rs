@@ -112,9 +112,7 @@ fn admit(request: &ClientRequest, client_key: Option<&ClientKey>) -> Result<(), 
     let Some(key) = client_key else {
         return Ok(());
     };
-    let models = std::iter::once(request.model())
-        .chain(request.fallback_models().iter().map(String::as_str));
-    for model in models {
+    for model in request.models() {
         if !key.allows(model) {
             return Err(GatewayError::ModelNotAllowed {
                 key: key.name.clone(),
@@ -138,9 +136,7 @@ fn plan(table: &RoutingTable, request: &ClientRequest) -> Result<Plan, GatewayEr
         .map(ProviderPreferences::parse)
         .transpose()?;
     let mut routes = Vec::with_capacity(1 + request.fallback_models().len());
-    for model in
-        std::iter::once(request.model()).chain(request.fallback_models().iter().map(String::as_str))
-    {
+    for model in request.models() {
         routes.push(table.resolve(model)?);
     }
     Ok(Plan {

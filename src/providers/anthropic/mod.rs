@@ -43,7 +43,7 @@ use super::{
     StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::config::ProviderKind;
-use crate::dialect::anthropic::DEFAULT_VERSION;
+use crate::dialect::anthropic::{MessagesRequest, DEFAULT_VERSION};
 use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
 
@@ -73,6 +73,48 @@ const NATIVE_FIELDS: [&str; 2] = ["thinking", "output_config"];
 #[derive(Debug, Default)]
 pub struct AnthropicAdapter;
 
+fn json_content_type() -> (http::HeaderName, HeaderValue) {
+    (
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )
+}
+
+fn api_key_header() -> http::HeaderName {
+    http::HeaderName::from_static("x-api-key")
+}
+
+/// An Anthropic client's request to `path`: its body but for `model`, its `anthropic-version`
+/// (or ours) and `anthropic-beta`, and the provider's key.
+fn native_request(
+    raw: &MessagesRequest,
+    target: &AttemptTarget<'_>,
+    path: &str,
+) -> Result<UpstreamRequest, GatewayError> {
+    let mut headers = Vec::with_capacity(4 + target.extra_headers.len());
+    headers.push(json_content_type());
+    headers.push((
+        http::HeaderName::from_static("anthropic-version"),
+        raw.version
+            .clone()
+            .unwrap_or(HeaderValue::from_static(DEFAULT_VERSION)),
+    ));
+    if let Some(beta) = &raw.beta {
+        headers.push((
+            http::HeaderName::from_static("anthropic-beta"),
+            beta.clone(),
+        ));
+    }
+    headers.extend(credential_headers(target, api_key_header(), |k| {
+        k.to_string()
+    })?);
+    Ok(UpstreamRequest {
+        path_and_query: format!("{}{path}", target.endpoint.base_path),
+        headers,
+        body: raw.body_with_model(target.upstream_model),
+    })
+}
+
 fn invalid(message: impl Into<String>, param: &'static str) -> GatewayError {
     GatewayError::invalid(message, Some(param))
 }
@@ -91,48 +133,36 @@ impl ProviderAdapter for AnthropicAdapter {
         request: &ClientRequest,
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let mut headers = Vec::with_capacity(4 + target.extra_headers.len());
-        headers.push((
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ));
-        let body = match request {
+        match request {
             // The client's own bytes: thinking signatures, cache_control and newer fields
             // reach Anthropic exactly as sent.
-            ClientRequest::Anthropic(raw) => {
-                headers.push((
-                    http::HeaderName::from_static("anthropic-version"),
-                    raw.version
-                        .clone()
-                        .unwrap_or(HeaderValue::from_static(DEFAULT_VERSION)),
-                ));
-                if let Some(beta) = &raw.beta {
-                    headers.push((
-                        http::HeaderName::from_static("anthropic-beta"),
-                        beta.clone(),
-                    ));
-                }
-                raw.body_with_model(target.upstream_model)
-            }
+            ClientRequest::Anthropic(raw) => native_request(raw, target, "/v1/messages"),
             _ => {
                 let body = Self::request_body(&request.canonical()?, target.upstream_model)?;
+                let mut headers = Vec::with_capacity(3 + target.extra_headers.len());
+                headers.push(json_content_type());
                 headers.push((
                     http::HeaderName::from_static("anthropic-version"),
                     HeaderValue::from_static(DEFAULT_VERSION),
                 ));
-                Bytes::from(body.to_string())
+                headers.extend(credential_headers(target, api_key_header(), |k| {
+                    k.to_string()
+                })?);
+                Ok(UpstreamRequest {
+                    path_and_query: format!("{}/v1/messages", target.endpoint.base_path),
+                    headers,
+                    body: Bytes::from(body.to_string()),
+                })
             }
-        };
-        headers.extend(credential_headers(
-            target,
-            http::HeaderName::from_static("x-api-key"),
-            |k| k.to_string(),
-        )?);
-        Ok(UpstreamRequest {
-            path_and_query: format!("{}/v1/messages", target.endpoint.base_path),
-            headers,
-            body,
-        })
+        }
+    }
+
+    fn count_tokens_request(
+        &self,
+        request: &MessagesRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Option<UpstreamRequest> {
+        native_request(request, target, "/v1/messages/count_tokens").ok()
     }
 
     fn decode_response(&self, body: Bytes, native: bool) -> Result<Answer, StreamFailure> {
@@ -144,12 +174,7 @@ impl ProviderAdapter for AnthropicAdapter {
             http::HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(DEFAULT_VERSION),
         )];
-        headers.extend(
-            credential_headers(target, http::HeaderName::from_static("x-api-key"), |k| {
-                k.to_string()
-            })
-            .ok()?,
-        );
+        headers.extend(credential_headers(target, api_key_header(), |k| k.to_string()).ok()?);
         Some(ProbeRequest {
             path_and_query: format!("{}/v1/models", target.endpoint.base_path),
             headers,
