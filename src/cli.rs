@@ -1,4 +1,4 @@
-//! The command line: `switchyard serve | check`, per the SPEC.
+//! The command line: `switchyard serve | check | keys hash`, per the SPEC.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -24,6 +24,27 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate a config file and print a summary.
     Check(ConfigArg),
+    /// Client-key tools.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print the SHA-256 digest of a client key, for `auth.keys[].key_sha256`. Reads the key
+    /// from standard input (one line), so that it stays out of the shell's history.
+    Hash,
+}
+
+/// The digest line `switchyard keys hash` prints for what it read.
+pub fn hash_key(input: &str) -> Result<String, &'static str> {
+    let key = input.trim_end_matches(['\n', '\r']);
+    if key.is_empty() {
+        return Err(
+            "no key on standard input (pipe it in: echo -n \"$KEY\" | switchyard keys hash)",
+        );
+    }
+    Ok(crate::auth::to_hex(&crate::auth::digest(key)))
 }
 
 #[derive(Debug, Args)]

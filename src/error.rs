@@ -25,6 +25,16 @@ pub enum GatewayError {
     MethodNotAllowed { method: String, path: String },
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// The client key is over one of its own limits or its budget.
+    #[error("{message}")]
+    KeyLimited {
+        message: String,
+        code: &'static str,
+        retry_after: Option<String>,
+    },
+    /// The limits backend cannot be reached and `state.failure_mode` is `fail_closed`.
+    #[error("{0}")]
+    LimitsUnavailable(String),
     /// The upstream answered with an error status; its message is passed on.
     #[error("{message}")]
     Upstream {
@@ -60,6 +70,8 @@ impl GatewayError {
             GatewayError::UnknownModel(_) | GatewayError::NotFound { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::KeyLimited { .. } => 429,
+            GatewayError::LimitsUnavailable(_) => 503,
             GatewayError::Upstream { status, .. } => *status,
             GatewayError::BadGateway(_) => 502,
             GatewayError::GatewayTimeout(_) => 504,
@@ -77,6 +89,8 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. } => "invalid_request_error",
             GatewayError::Unauthorized => "authentication_error",
             GatewayError::ModelNotAllowed { .. } => "permission_error",
+            GatewayError::KeyLimited { .. } => "rate_limit_error",
+            GatewayError::LimitsUnavailable(_) => "server_error",
             GatewayError::Upstream { kind, .. } => kind,
             GatewayError::BadGateway(_) | GatewayError::Internal(_) => "server_error",
             GatewayError::GatewayTimeout(_) => "timeout",
@@ -93,6 +107,8 @@ impl GatewayError {
             GatewayError::NotFound { .. } => Some("not_found"),
             GatewayError::MethodNotAllowed { .. } => Some("method_not_allowed"),
             GatewayError::BodyTooLarge { .. } => Some("request_too_large"),
+            GatewayError::KeyLimited { code, .. } => Some(code),
+            GatewayError::LimitsUnavailable(_) => Some("limits_unavailable"),
             GatewayError::Upstream { code, .. } => code.as_deref(),
             GatewayError::BadGateway(_) => Some("upstream_error"),
             GatewayError::GatewayTimeout(_) => Some("upstream_timeout"),
@@ -111,7 +127,8 @@ impl GatewayError {
     /// The `Retry-After` value to send with the error, if any.
     pub fn retry_after(&self) -> Option<&str> {
         match self {
-            GatewayError::Upstream { retry_after, .. } => retry_after.as_deref(),
+            GatewayError::Upstream { retry_after, .. }
+            | GatewayError::KeyLimited { retry_after, .. } => retry_after.as_deref(),
             _ => None,
         }
     }

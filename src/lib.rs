@@ -9,12 +9,14 @@
 
 pub mod accounting;
 pub mod admin;
+pub mod auth;
 pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dialect;
 pub mod error;
+pub mod limits;
 pub mod observability;
 pub mod providers;
 pub mod proxy;

@@ -1,12 +1,28 @@
 use clap::Parser;
 
-use switchyard::cli::{self, Cli, Command};
+use std::io::Read;
+
+use switchyard::cli::{self, Cli, Command, KeysCommand};
 use switchyard::observability::logging;
 use switchyard::server::{self, StartMode};
 
 fn main() {
     let cli = Cli::parse();
     match cli.command {
+        Command::Keys(KeysCommand::Hash) => {
+            let mut input = String::new();
+            let hashed = std::io::stdin()
+                .read_to_string(&mut input)
+                .map_err(|_| "standard input is not UTF-8 text")
+                .and_then(|_| cli::hash_key(&input));
+            match hashed {
+                Ok(digest) => println!("{digest}"),
+                Err(why) => {
+                    eprintln!("{why}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Check(arg) => {
             let config = cli::load_or_exit(&arg);
             print!("{}", cli::summary(&config));

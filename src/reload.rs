@@ -83,6 +83,8 @@ impl Reloader {
             .map_err(|e| e.to_string())
             .and_then(|cfg| {
                 let table = RoutingTable::build(&cfg)?;
+                // After the table: a config that does not build leaves the store as it was.
+                crate::limits::LIMITS.configure(&cfg.state)?;
                 Ok((cfg, table))
             });
         match result {

@@ -33,6 +33,7 @@ pub struct StartMode {
 /// Builds the server with the client and admin services; `run_forever` is left to the caller.
 pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, String> {
     let table = RoutingTable::build(config)?;
+    crate::limits::LIMITS.configure(&config.state)?;
     let table = Arc::new(ArcSwap::from_pointee(table));
 
     let conf = ServerConf {

@@ -12,6 +12,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use crate::limits::LIMITS;
 use crate::observability::metrics::METRICS;
 use crate::reload::Reloader;
 use crate::routing::{Backend, RoutingTable, TableHandle};
@@ -139,6 +140,47 @@ pub fn routes_json(table: &RoutingTable) -> Value {
     })
 }
 
+/// Every client key: its models, limits, usage and what is left of its budget. Never a key or
+/// a digest of one.
+pub async fn keys_json(table: &RoutingTable) -> Value {
+    let mut keys = Vec::with_capacity(table.client_keys().len());
+    for key in table.client_keys() {
+        let p = &key.policy;
+        let usage = if p.is_unlimited() {
+            None
+        } else {
+            Some(LIMITS.usage(p).await)
+        };
+        let (usage, error) = match usage {
+            None => (Value::Null, Value::Null),
+            Some(Ok(u)) => (json!(u), Value::Null),
+            Some(Err(e)) => (Value::Null, json!(e)),
+        };
+        let remaining = |limit: Option<u64>, used: &str| match (limit, usage.get(used)) {
+            (Some(l), Some(u)) => json!(l.saturating_sub(u.as_u64().unwrap_or(0))),
+            _ => Value::Null,
+        };
+        let budget = p.budget.map(|b| {
+            let spent = usage["spent_usd"].as_f64().unwrap_or(0.0);
+            json!({"amount_usd": b.amount_usd, "period": b.period.as_str(),
+                   "spent_usd": spent, "remaining_usd": (b.amount_usd - spent).max(0.0)})
+        });
+        keys.push(json!({
+            "name": key.name,
+            "models": if key.model_patterns.is_empty() { json!("*") } else { json!(key.model_patterns) },
+            "limits": {"rpm": p.limits.rpm, "tpm": p.limits.tpm, "max_concurrent": p.limits.max_concurrent},
+            "usage": usage,
+            "remaining": {
+                "requests_this_minute": remaining(p.limits.rpm, "requests_this_minute"),
+                "tokens_this_minute": remaining(p.limits.tpm, "tokens_this_minute"),
+            },
+            "budget": budget,
+            "error": error,
+        }));
+    }
+    json!({"keys": keys})
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -174,7 +216,10 @@ impl ServeHttp for AdminApp {
                 }
             }
             ("GET", "/admin/routes") => json_reply(200, &routes_json(&table)),
-            (_, "/admin/reload") | (_, "/admin/routes") => text(405, "method not allowed"),
+            ("GET", "/admin/keys") => json_reply(200, &keys_json(&table).await),
+            (_, "/admin/reload" | "/admin/routes" | "/admin/keys") => {
+                text(405, "method not allowed")
+            }
             _ => text(404, "not found"),
         }
     }

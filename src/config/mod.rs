@@ -124,6 +124,7 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerSettings,
+    pub state: StateSettings,
     pub auth: AuthSettings,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: BTreeMap<String, ModelConfig>,
@@ -150,11 +151,96 @@ pub struct AuthSettings {
     pub admin_token: Option<Secret>,
 }
 
+/// A client key as configured: only its SHA-256 digest is kept, never the key.
 #[derive(Debug, Clone)]
 pub struct ClientKey {
     pub name: String,
-    pub key: Secret,
+    pub key_sha256: [u8; 32],
     pub models: Vec<String>,
+    pub limits: Limits,
+    /// Limits for some models (globs), on top of [`Self::limits`].
+    pub model_limits: Vec<ModelLimits>,
+    pub budget: Option<Budget>,
+}
+
+/// Rate limits of a key (or of some of its models); `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute.
+    pub tpm: Option<u64>,
+    /// Requests in flight at once.
+    pub max_concurrent: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        self.rpm.is_none() && self.tpm.is_none() && self.max_concurrent.is_none()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelLimits {
+    pub models: Vec<String>,
+    pub limits: Limits,
+}
+
+/// A spending limit in USD per period.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub amount_usd: f64,
+    pub period: BudgetPeriod,
+}
+
+/// Calendar periods in UTC; a budget starts afresh at each period's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetPeriod {
+    Daily,
+    /// Weeks start on Monday.
+    Weekly,
+    Monthly,
+    /// Never resets.
+    Total,
+}
+
+impl BudgetPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetPeriod::Daily => "daily",
+            BudgetPeriod::Weekly => "weekly",
+            BudgetPeriod::Monthly => "monthly",
+            BudgetPeriod::Total => "total",
+        }
+    }
+}
+
+/// Where limit and budget counters live.
+#[derive(Debug, Clone, Default)]
+pub struct StateSettings {
+    pub backend: StateBackend,
+    pub failure_mode: FailureMode,
+    /// Prefix of every Redis key, so several gateways can share one Redis.
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub enum StateBackend {
+    /// Each instance counts alone.
+    #[default]
+    Memory,
+    /// Shared by every instance on the same Redis. The URL may hold a password.
+    Redis { url: Secret },
+}
+
+/// What happens to requests of limited keys while the state backend cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Admit them, with a warning and `switchyard_state_errors_total`.
+    #[default]
+    FailOpen,
+    /// Refuse them with 503.
+    FailClosed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -39,6 +39,8 @@ pub struct RawServer {
 pub struct RawState {
     pub backend: Option<String>,
     pub url: Option<String>,
+    pub failure_mode: Option<String>,
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,7 +60,19 @@ pub struct RawClientKey {
     pub models: Option<Vec<String>>,
     pub rpm: Option<i64>,
     pub tpm: Option<i64>,
+    pub max_concurrent: Option<i64>,
     pub budget_usd: Option<RawBudget>,
+    /// Limits for some of the key's models, on top of the key's own.
+    pub limits: Option<Vec<RawModelLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelLimit {
+    pub models: Vec<String>,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub max_concurrent: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

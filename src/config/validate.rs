@@ -28,7 +28,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
     let mut warnings = Vec::new();
 
     let server = server(raw.server, &mut issues);
-    state(&raw.state, &mut issues);
+    let state = state(raw.state, &mut issues);
     let auth = auth(raw.auth, &mut issues, &mut warnings);
 
     let mut providers = BTreeMap::new();
@@ -51,6 +51,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
     if issues.0.is_empty() {
         Ok(Config {
             server,
+            state,
             auth,
             providers,
             models,
@@ -123,18 +124,108 @@ fn absolute_path(
     p
 }
 
-fn state(raw: &RawState, issues: &mut Issues) {
-    match raw.backend.as_deref() {
-        None | Some("memory") => {}
-        Some("redis") => issues.push(
-            "state.backend",
-            "redis is not supported by this build yet; use memory",
-        ),
-        Some(other) => issues.push(
-            "state.backend",
-            format!("unknown backend '{other}' (expected memory or redis)"),
-        ),
+fn state(raw: RawState, issues: &mut Issues) -> StateSettings {
+    let backend = match raw.backend.as_deref() {
+        None | Some("memory") => {
+            if raw.url.is_some() {
+                issues.push("state.url", "only used with backend: redis");
+            }
+            StateBackend::Memory
+        }
+        Some("redis") => match raw.url.filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let ok = Url::parse(&url)
+                    .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss") && u.host().is_some());
+                if !ok {
+                    // The URL may carry a password: it is not repeated in the message.
+                    issues.push("state.url", "not a redis:// or rediss:// URL with a host");
+                }
+                StateBackend::Redis {
+                    url: Secret::new(url),
+                }
+            }
+            None => {
+                issues.push("state.url", "required with backend: redis");
+                StateBackend::Memory
+            }
+        },
+        Some(other) => {
+            issues.push(
+                "state.backend",
+                format!("unknown backend '{other}' (expected memory or redis)"),
+            );
+            StateBackend::Memory
+        }
+    };
+    let failure_mode = match raw.failure_mode.as_deref() {
+        None | Some("fail_open") => FailureMode::FailOpen,
+        Some("fail_closed") => FailureMode::FailClosed,
+        Some(other) => {
+            issues.push(
+                "state.failure_mode",
+                format!("unknown mode '{other}' (expected fail_open or fail_closed)"),
+            );
+            FailureMode::FailOpen
+        }
+    };
+    StateSettings {
+        backend,
+        failure_mode,
+        key_prefix: raw.key_prefix.unwrap_or_else(|| "switchyard:".to_string()),
     }
+}
+
+/// A positive limit; 0 and negatives are errors (leave the key out for "no limit").
+fn limit(path: &str, value: Option<i64>, issues: &mut Issues) -> Option<u64> {
+    match value {
+        None => None,
+        Some(v) if v > 0 => Some(v as u64),
+        Some(_) => {
+            issues.push(
+                path,
+                "must be a positive number (leave it out for no limit)",
+            );
+            None
+        }
+    }
+}
+
+fn limits(
+    path: &str,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    max_concurrent: Option<i64>,
+    issues: &mut Issues,
+) -> Limits {
+    Limits {
+        rpm: limit(&format!("{path}.rpm"), rpm, issues),
+        tpm: limit(&format!("{path}.tpm"), tpm, issues),
+        max_concurrent: limit(&format!("{path}.max_concurrent"), max_concurrent, issues),
+    }
+}
+
+fn budget(path: &str, raw: RawBudget, issues: &mut Issues) -> Option<Budget> {
+    let period = match raw.period.as_str() {
+        "daily" => BudgetPeriod::Daily,
+        "weekly" => BudgetPeriod::Weekly,
+        "monthly" => BudgetPeriod::Monthly,
+        "total" => BudgetPeriod::Total,
+        other => {
+            issues.push(
+                format!("{path}.period"),
+                format!("unknown period '{other}' (expected daily, weekly, monthly or total)"),
+            );
+            return None;
+        }
+    };
+    if !(raw.amount.is_finite() && raw.amount >= 0.0) {
+        issues.push(format!("{path}.amount"), "must be a number of USD >= 0");
+        return None;
+    }
+    Some(Budget {
+        amount_usd: raw.amount,
+        period,
+    })
 }
 
 fn auth(raw: RawAuth, issues: &mut Issues, warnings: &mut Vec<String>) -> AuthSettings {
@@ -142,38 +233,75 @@ fn auth(raw: RawAuth, issues: &mut Issues, warnings: &mut Vec<String>) -> AuthSe
     if raw.keys.is_empty() {
         warnings.push("auth.keys is empty: clients are not authenticated".to_string());
     }
-    let mut keys = Vec::new();
+    let mut keys: Vec<ClientKey> = Vec::new();
     for (i, key) in raw.keys.into_iter().enumerate() {
         let path = format!("auth.keys[{i}]");
         let name = key.name.unwrap_or_else(|| format!("key-{i}"));
-        // Limits and budgets need the accounting that is not built yet; accepting them silently
-        // would let a user believe a budget protects them.
-        for (field, set) in [
-            ("rpm", key.rpm.is_some()),
-            ("tpm", key.tpm.is_some()),
-            ("budget_usd", key.budget_usd.is_some()),
-        ] {
-            if set {
-                issues.push(
-                    format!("{path}.{field}"),
-                    "limits and budgets are not supported by this build yet",
-                );
-            }
-        }
-        if key.key_sha256.is_some() {
+        if keys.iter().any(|k| k.name == name) {
             issues.push(
-                format!("{path}.key_sha256"),
-                "hashed keys are not supported by this build yet; use key",
+                format!("{path}.name"),
+                format!("'{name}' is used by another key"),
             );
         }
-        match key.key {
-            Some(k) if !k.is_empty() => keys.push(ClientKey {
-                name,
-                key: Secret::new(k),
-                models: key.models.unwrap_or_default(),
-            }),
-            _ => issues.push(format!("{path}.key"), "must be set and non-empty"),
+        let key_sha256 = match (key.key, key.key_sha256) {
+            (Some(k), None) if !k.is_empty() => crate::auth::digest(&k),
+            (None, Some(hex)) => match crate::auth::from_hex(&hex) {
+                Some(d) => d,
+                None => {
+                    issues.push(
+                        format!("{path}.key_sha256"),
+                        "must be 64 hex digits (see `switchyard keys hash`)",
+                    );
+                    continue;
+                }
+            },
+            (Some(_), Some(_)) => {
+                issues.push(&path, "set key or key_sha256, not both");
+                continue;
+            }
+            _ => {
+                issues.push(
+                    format!("{path}.key"),
+                    "must be set and non-empty (or key_sha256)",
+                );
+                continue;
+            }
+        };
+        if keys
+            .iter()
+            .any(|k| crate::auth::digests_equal(&k.key_sha256, &key_sha256))
+        {
+            issues.push(&path, "the same key is configured twice");
         }
+        let model_limits = key
+            .limits
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(j, l)| {
+                let lpath = format!("{path}.limits[{j}]");
+                if l.models.is_empty() {
+                    issues.push(
+                        format!("{lpath}.models"),
+                        "must list at least one model glob",
+                    );
+                }
+                ModelLimits {
+                    models: l.models,
+                    limits: limits(&lpath, l.rpm, l.tpm, l.max_concurrent, issues),
+                }
+            })
+            .collect();
+        keys.push(ClientKey {
+            limits: limits(&path, key.rpm, key.tpm, key.max_concurrent, issues),
+            budget: key
+                .budget_usd
+                .and_then(|b| budget(&format!("{path}.budget_usd"), b, issues)),
+            name,
+            key_sha256,
+            models: key.models.unwrap_or_default(),
+            model_limits,
+        });
     }
     AuthSettings { keys, admin_token }
 }
@@ -603,7 +731,10 @@ fn millis(path: &str, value: Option<i64>, default: Duration, issues: &mut Issues
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{parse, ConfigError, ProviderKind, Strategy};
+    use crate::config::{
+        parse, Budget, BudgetPeriod, ConfigError, FailureMode, Limits, ProviderKind, StateBackend,
+        Strategy,
+    };
 
     fn env(name: &str) -> Option<String> {
         match name {
@@ -772,11 +903,72 @@ models:
     }
 
     #[test]
-    fn limits_are_refused_until_enforced() {
-        let found = issues("auth: { keys: [{ name: a, key: k, rpm: 10 }] }");
+    fn keys_limits_budgets_and_state() {
+        let cfg = parse(
+            r#"
+state: { backend: redis, url: "redis://:pw@127.0.0.1:6379/2", failure_mode: fail_closed }
+auth:
+  keys:
+    - { name: a, key: k, rpm: 10, tpm: 1000, max_concurrent: 2,
+        budget_usd: { amount: 5, period: weekly },
+        limits: [{ models: ["gpt-4o*"], rpm: 2 }] }
+    - { name: b, key_sha256: "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD" }
+"#,
+            env,
+        )
+        .unwrap();
+        let a = &cfg.auth.keys[0];
+        assert_eq!(a.key_sha256, crate::auth::digest("k"));
         assert_eq!(
-            found,
-            vec!["auth.keys[0].rpm: limits and budgets are not supported by this build yet"]
+            a.limits,
+            Limits {
+                rpm: Some(10),
+                tpm: Some(1000),
+                max_concurrent: Some(2)
+            }
+        );
+        assert_eq!(a.model_limits[0].limits.rpm, Some(2));
+        assert_eq!(
+            a.budget,
+            Some(Budget {
+                amount_usd: 5.0,
+                period: BudgetPeriod::Weekly
+            })
+        );
+        assert_eq!(cfg.auth.keys[1].key_sha256, crate::auth::digest("abc"));
+        assert_eq!(cfg.state.failure_mode, FailureMode::FailClosed);
+        assert!(matches!(cfg.state.backend, StateBackend::Redis { .. }));
+        assert!(
+            !format!("{cfg:?}").contains("pw@"),
+            "the redis password stays hidden"
+        );
+
+        let found = issues(
+            r#"
+state: { backend: redis, failure_mode: maybe }
+auth:
+  keys:
+    - { name: a, key: k, key_sha256: "00" }
+    - { name: b, key_sha256: "xyz" }
+    - { name: c, key: k2, rpm: 0, budget_usd: { amount: 1, period: hourly } }
+    - { name: c, key: k2 }
+"#,
+        );
+        for expected in [
+            "state.url: required with backend: redis",
+            "state.failure_mode: unknown mode 'maybe' (expected fail_open or fail_closed)",
+            "auth.keys[0]: set key or key_sha256, not both",
+            "auth.keys[1].key_sha256: must be 64 hex digits (see `switchyard keys hash`)",
+            "auth.keys[2].rpm: must be a positive number (leave it out for no limit)",
+            "auth.keys[2].budget_usd.period: unknown period 'hourly' (expected daily, weekly, monthly or total)",
+            "auth.keys[3].name: 'c' is used by another key",
+            "auth.keys[3]: the same key is configured twice",
+        ] {
+            assert!(found.contains(&expected.to_string()), "{expected}: {found:?}");
+        }
+        assert_eq!(
+            issues("state: { backend: redis, url: \"http://x\" }"),
+            vec!["state.url: not a redis:// or rediss:// URL with a host"]
         );
     }
 

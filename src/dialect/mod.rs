@@ -116,6 +116,16 @@ impl ClientRequest {
         }
     }
 
+    /// The output budget the client set (`max_completion_tokens`/`max_tokens`).
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        match self {
+            ClientRequest::OpenAi(r) => ["max_completion_tokens", "max_tokens"]
+                .iter()
+                .find_map(|k| r.rest.get(*k).and_then(Value::as_u64)),
+            ClientRequest::Anthropic(r) => r.max_tokens,
+        }
+    }
+
     /// Every model the request names, in the order to try them.
     pub fn models(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.model()).chain(self.fallback_models().iter().map(String::as_str))

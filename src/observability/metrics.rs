@@ -35,6 +35,8 @@ pub struct Metrics {
     pub inflight_requests: IntGauge,
     pub config_reloads_total: IntCounterVec,
     pub rate_limited_total: IntCounterVec,
+    /// Failed calls to the limits backend (Redis), by the policy that decided the request.
+    pub state_errors_total: IntCounterVec,
 }
 
 pub static METRICS: Lazy<Metrics> = Lazy::new(Metrics::new);
@@ -147,6 +149,11 @@ impl Metrics {
                 "Requests refused by a client key's rate limit or budget.",
                 &["key", "reason"],
             ),
+            state_errors_total: counter(
+                "switchyard_state_errors_total",
+                "Failed calls to the limits backend, by failure_mode (fail_open, fail_closed).",
+                &["failure_mode"],
+            ),
             registry,
         };
         // Both outcomes exist from the start, so a dashboard can rate() them.
@@ -158,7 +165,7 @@ impl Metrics {
 
     fn with_families(mut self) -> Self {
         use prometheus::core::Collector;
-        let kinds: [(&dyn Collector, &'static str); 12] = [
+        let kinds: [(&dyn Collector, &'static str); 13] = [
             (&self.requests_total, "counter"),
             (&self.request_duration_seconds, "histogram"),
             (&self.time_to_first_token_seconds, "histogram"),
@@ -171,6 +178,7 @@ impl Metrics {
             (&self.inflight_requests, "gauge"),
             (&self.config_reloads_total, "counter"),
             (&self.rate_limited_total, "counter"),
+            (&self.state_errors_total, "counter"),
         ];
         self.families = kinds
             .iter()

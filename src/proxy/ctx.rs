@@ -30,6 +30,8 @@ pub struct RequestCtx {
     pub waited: Duration,
     pub error: Option<String>,
     pub client_key: Option<String>,
+    /// The client key's `x-ratelimit-*` values, sent with the answer.
+    pub rate_headers: Option<crate::limits::RateHeaders>,
     pub counted_inflight: bool,
 }
 
@@ -53,6 +55,7 @@ impl RequestCtx {
             waited: Duration::ZERO,
             error: None,
             client_key: None,
+            rate_headers: None,
             counted_inflight: false,
         }
     }

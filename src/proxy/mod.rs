@@ -47,7 +47,8 @@ impl Gateway {
     }
 }
 
-/// The key a client presented: `Authorization: Bearer KEY`, else `x-api-key: KEY`.
+/// The key a client presented: `Authorization: Bearer KEY`, else `x-api-key` (Anthropic SDKs),
+/// `api-key` (Azure OpenAI SDKs) or `x-goog-api-key` (Google SDKs).
 fn presented_key(session: &Session) -> Option<&str> {
     let headers = &session.req_header().headers;
     if let Some(auth) = headers
@@ -59,9 +60,9 @@ fn presented_key(session: &Session) -> Option<&str> {
             return Some(auth[7..].trim());
         }
     }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
+    ["x-api-key", "api-key", "x-goog-api-key"]
+        .iter()
+        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
         .map(str::trim)
 }
 

@@ -26,6 +26,7 @@ use crate::dialect::anthropic::MessagesRequest;
 use crate::dialect::openai::ChatRequest;
 use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
+use crate::limits::{DEFAULT_OUTPUT_RESERVATION, LIMITS};
 use crate::observability::metrics::METRICS;
 use crate::routing::health::BreakerState;
 use crate::routing::strategy::{self, ProviderPreferences};
@@ -41,7 +42,7 @@ pub(super) async fn handle(
     table: &RoutingTable,
     client_key: Option<&ClientKey>,
 ) -> pingora::Result<()> {
-    let Some(request) = parse(session, ctx, table).await? else {
+    let Some((request, estimate)) = parse(session, ctx, table).await? else {
         return Ok(());
     };
     ctx.requested_model = Some(request.model().to_string());
@@ -63,19 +64,45 @@ pub(super) async fn handle(
         );
         return respond::error(session, ctx, &err).await;
     }
+    let limited = client_key.filter(|k| !k.policy.is_unlimited());
+    let admission = match limited {
+        Some(key) => match LIMITS.admit(&key.policy, request.model(), estimate).await {
+            Ok(admission) => {
+                ctx.rate_headers = Some(admission.headers.clone());
+                Some(admission)
+            }
+            Err(refusal) => {
+                ctx.rate_headers = Some(refusal.headers);
+                return respond::error(session, ctx, &refusal.error).await;
+            }
+        },
+        None => None,
+    };
     let policy = &plan.routes[0].retry;
-    match run_attempts(gateway, session, ctx, &request, &targets, policy).await? {
+    let outcome = run_attempts(gateway, session, ctx, &request, &targets, policy).await;
+    if let (Some(key), Some(admission)) = (limited, admission) {
+        // Only the attempt that answered used tokens and costs money.
+        let used = match &outcome {
+            Ok(Some(_)) => Some(0),
+            _ => ctx.usage.map(|u| u.total()),
+        };
+        LIMITS
+            .settle(&key.policy, admission, used, ctx.cost_usd)
+            .await;
+    }
+    match outcome? {
         Some(err) => respond::error(session, ctx, &err).await,
         None => Ok(()),
     }
 }
 
-/// Reads and parses the body in the client's dialect; `None` when an error was already sent.
+/// Reads and parses the body in the client's dialect, with the tokens the request may use (its
+/// size, at about four bytes a token, plus its output budget); `None` when an error was sent.
 async fn parse(
     session: &mut Session,
     ctx: &mut RequestCtx,
     table: &RoutingTable,
-) -> pingora::Result<Option<ClientRequest>> {
+) -> pingora::Result<Option<(ClientRequest, u64)>> {
     let body = match read_body(session, table.max_body_bytes).await {
         Ok(body) => body,
         Err(BodyError::TooLarge(err)) => {
@@ -90,6 +117,7 @@ async fn parse(
             return Err(e);
         }
     };
+    let prompt_estimate = (body.len() as u64).div_ceil(4);
     let parsed = match ctx.dialect {
         // The parsed request is all that is needed from here on; a long stream should not keep
         // a large prompt twice.
@@ -99,7 +127,12 @@ async fn parse(
             .map(ClientRequest::Anthropic),
     };
     match parsed {
-        Ok(request) => Ok(Some(request)),
+        Ok(request) => {
+            let output = request
+                .max_output_tokens()
+                .unwrap_or(DEFAULT_OUTPUT_RESERVATION);
+            Ok(Some((request, prompt_estimate + output)))
+        }
         Err(err) => {
             respond::error(session, ctx, &err).await?;
             Ok(None)

@@ -9,13 +9,18 @@ use crate::error::GatewayError;
 
 /// Headers every answer carries: request id, answering provider, attempt count.
 fn base_header(status: u16, ctx: &RequestCtx) -> pingora::Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(status, Some(6))?;
+    let mut resp = ResponseHeader::build(status, Some(12))?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     if let Some(provider) = &ctx.provider {
         resp.insert_header("x-switchyard-provider", provider.as_str())?;
     }
     if ctx.attempts > 0 {
         resp.insert_header("x-switchyard-attempts", ctx.attempts)?;
+    }
+    if let Some(limits) = &ctx.rate_headers {
+        for (name, value) in limits.pairs() {
+            resp.insert_header(name, value)?;
+        }
     }
     Ok(resp)
 }

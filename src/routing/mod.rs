@@ -17,6 +17,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::config::{Config, Price, ProviderConfig, ProviderKind, RetryPolicy, Secret, Strategy};
 use crate::error::GatewayError;
+use crate::limits::{KeyPolicy, LIMITS};
 use crate::providers::mock::MockProvider;
 use crate::providers::openai::OpenAiAdapter;
 use crate::providers::{adapter_for, Endpoint, ProviderAdapter};
@@ -106,11 +107,14 @@ impl std::fmt::Debug for Route {
     }
 }
 
-/// A client API key and the public models it may use.
+/// A client API key (its digest), the public models it may use, and its limits.
 pub struct ClientKey {
     pub name: String,
-    secret: Secret,
+    key_sha256: [u8; 32],
     models: Option<GlobSet>,
+    /// The model globs as configured, for the admin API.
+    pub model_patterns: Vec<String>,
+    pub policy: KeyPolicy,
 }
 
 impl ClientKey {
@@ -256,8 +260,10 @@ impl RoutingTable {
             };
             client_keys.push(ClientKey {
                 name: k.name.clone(),
-                secret: k.key.clone(),
+                key_sha256: k.key_sha256,
                 models,
+                model_patterns: k.models.clone(),
+                policy: LIMITS.policy(&format!("auth.keys[{i}]"), k)?,
             });
         }
 
@@ -387,19 +393,23 @@ impl RoutingTable {
         !self.client_keys.is_empty()
     }
 
-    /// The client key matching `presented`, compared in constant time per key.
+    /// The client key whose digest matches `presented`'s. Every configured digest is compared
+    /// in constant time, without stopping at a match.
     pub fn client_key(&self, presented: &str) -> Option<&ClientKey> {
-        self.client_keys
-            .iter()
-            .find(|k| constant_time_eq(k.secret.expose().as_bytes(), presented.as_bytes()))
+        let digest = crate::auth::digest(presented);
+        let mut found = None;
+        for key in &self.client_keys {
+            if crate::auth::digests_equal(&key.key_sha256, &digest) && found.is_none() {
+                found = Some(key);
+            }
+        }
+        found
     }
-}
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    /// The configured client keys, in config order.
+    pub fn client_keys(&self) -> &[ClientKey] {
+        &self.client_keys
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

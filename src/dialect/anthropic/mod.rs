@@ -27,6 +27,7 @@ pub const DEFAULT_VERSION: &str = "2023-06-01";
 pub struct MessagesRequest {
     pub model: String,
     pub stream: bool,
+    pub max_tokens: Option<u64>,
     /// The body exactly as the client sent it.
     pub raw: Bytes,
     /// Where the `model` JSON string sits in `raw`.
@@ -152,6 +153,7 @@ impl MessagesRequest {
             Some(serde_json::Value::Bool(b)) => b,
             Some(_) => return Err(invalid("stream: Input should be a valid boolean", "stream")),
         };
+        let max_tokens = head.max_tokens.as_ref().and_then(serde_json::Value::as_u64);
         match head.max_tokens {
             Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => {}
             None if !needs_max_tokens => {}
@@ -182,6 +184,7 @@ impl MessagesRequest {
         Ok(MessagesRequest {
             model,
             stream,
+            max_tokens,
             model_span,
             raw,
             version: headers.get("anthropic-version").cloned(),

@@ -1,0 +1,662 @@
+//! Client keys' limits and budgets: requests, tokens and in-flight requests per key (and per
+//! model glob of a key), and USD budgets per calendar period, counted in this process
+//! (`state.backend: memory`) or in Redis, shared by every instance on it (`redis`).
+//!
+//! Semantics, the same for both backends:
+//! - Rates use fixed one-minute windows aligned to the clock (every instance agrees on them).
+//! - A request **reserves** its token estimate (prompt size + its output budget) before it is
+//!   sent and **settles** with the real usage after, so a burst of large requests cannot overshoot
+//!   `tpm`.
+//! - A budget admits a request while the period's spending is below the amount; the request's
+//!   real cost is added when it ends (streams and fallbacks alike; failed attempts cost nothing).
+//!   So spending stops within one request of the amount, never later.
+//! - When Redis cannot be reached, `state.failure_mode` decides: `fail_open` admits (a warning at
+//!   most every 10 s and `switchyard_state_errors_total`), `fail_closed` answers 503.
+//!
+//! Counters outlive routing tables: memory ones are kept by key name here, Redis ones are in
+//! Redis; a reload that keeps `state` keeps the Redis connection too.
+
+mod memory;
+pub mod period;
+mod redis_store;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use once_cell::sync::Lazy;
+use serde::Serialize;
+
+use crate::config::{self, Budget, FailureMode, Limits, StateBackend, StateSettings};
+use crate::error::GatewayError;
+use crate::observability::metrics::METRICS;
+use memory::{BudgetCounter, ScopeCounters};
+use redis_store::{AdmitReply, RedisStore, ScriptKeys};
+
+/// The process's limiter; counters and the backend survive reloads.
+pub static LIMITS: Lazy<Limiter> = Lazy::new(Limiter::default);
+
+/// Tokens reserved for the answer of a request that sets no output budget.
+pub const DEFAULT_OUTPUT_RESERVATION: u64 = 1024;
+
+const NANO: f64 = 1e9;
+
+/// A client key's limits, compiled with each routing table.
+pub struct KeyPolicy {
+    pub name: String,
+    pub limits: Limits,
+    model_limits: Vec<(GlobSet, Vec<String>, Limits)>,
+    pub budget: Option<Budget>,
+    /// Memory counters per scope: the key's own first, then one per model limit.
+    scopes: Vec<Arc<ScopeCounters>>,
+    budget_counter: Arc<BudgetCounter>,
+}
+
+impl KeyPolicy {
+    /// Nothing to count for this key: requests skip the limiter entirely.
+    pub fn is_unlimited(&self) -> bool {
+        self.limits.is_empty() && self.model_limits.is_empty() && self.budget.is_none()
+    }
+
+    /// The scopes that apply to a request for `model`: the key's own, and every model limit
+    /// whose globs match.
+    fn scopes_for(&self, model: &str) -> Vec<usize> {
+        std::iter::once(0)
+            .chain(
+                self.model_limits
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (set, _, _))| set.is_match(model))
+                    .map(|(i, _)| i + 1),
+            )
+            .collect()
+    }
+
+    fn limits_of(&self, scope: usize) -> Limits {
+        match scope {
+            0 => self.limits,
+            s => self.model_limits[s - 1].2,
+        }
+    }
+
+    fn scope_name(&self, scope: usize) -> String {
+        match scope {
+            0 => format!("key '{}'", self.name),
+            s => format!(
+                "key '{}' for models {}",
+                self.name,
+                self.model_limits[s - 1].1.join(", ")
+            ),
+        }
+    }
+}
+
+/// A request admitted by [`Limiter::admit`]; hand it to [`Limiter::settle`] when it ends.
+#[derive(Debug)]
+pub struct Admission {
+    scopes: Vec<usize>,
+    minute: u64,
+    period: u64,
+    reserved_tokens: u64,
+    /// False when the backend could not be asked (fail-open): nothing to settle.
+    tracked: bool,
+    pub headers: RateHeaders,
+}
+
+/// `x-ratelimit-*` values of the key's own limits, as OpenAI sends them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateHeaders {
+    /// (limit, remaining) of requests in the current minute.
+    pub requests: Option<(u64, u64)>,
+    /// (limit, remaining) of tokens in the current minute.
+    pub tokens: Option<(u64, u64)>,
+    /// Until the minute ends.
+    pub reset: Duration,
+}
+
+impl RateHeaders {
+    /// The header names and values.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let reset = format!("{}s", self.reset.as_secs().max(1));
+        let mut out = Vec::with_capacity(6);
+        if let Some((limit, remaining)) = self.requests {
+            out.push(("x-ratelimit-limit-requests", limit.to_string()));
+            out.push(("x-ratelimit-remaining-requests", remaining.to_string()));
+            out.push(("x-ratelimit-reset-requests", reset.clone()));
+        }
+        if let Some((limit, remaining)) = self.tokens {
+            out.push(("x-ratelimit-limit-tokens", limit.to_string()));
+            out.push(("x-ratelimit-remaining-tokens", remaining.to_string()));
+            out.push(("x-ratelimit-reset-tokens", reset));
+        }
+        out
+    }
+
+    fn from_counts(limits: Limits, requests: u64, tokens: u64, reset: Duration) -> Self {
+        RateHeaders {
+            requests: limits.rpm.map(|l| (l, l.saturating_sub(requests))),
+            tokens: limits.tpm.map(|l| (l, l.saturating_sub(tokens))),
+            reset,
+        }
+    }
+}
+
+/// A refused request: the error to answer and the headers to send with it.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: GatewayError,
+    pub headers: RateHeaders,
+}
+
+/// Usage and what is left, for `GET /admin/keys`.
+#[derive(Debug, Serialize)]
+pub struct KeyUsage {
+    pub requests_this_minute: u64,
+    pub tokens_this_minute: u64,
+    pub in_flight: u64,
+    pub spent_usd: f64,
+}
+
+enum Backend {
+    Memory,
+    Redis(Box<RedisStore>),
+}
+
+struct Store {
+    backend: Backend,
+    failure_mode: FailureMode,
+    prefix: String,
+    /// What the store was built from, to keep it across reloads that do not change it.
+    settings: (Option<String>, FailureMode, String),
+}
+
+pub struct Limiter {
+    scopes: Mutex<HashMap<(String, usize), Arc<ScopeCounters>>>,
+    budgets: Mutex<HashMap<String, Arc<BudgetCounter>>>,
+    store: ArcSwap<Store>,
+    /// Milliseconds since the epoch of the last backend warning, to keep logs readable.
+    last_warning_ms: AtomicU64,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter {
+            scopes: Mutex::default(),
+            budgets: Mutex::default(),
+            store: ArcSwap::from_pointee(Store {
+                backend: Backend::Memory,
+                failure_mode: FailureMode::FailOpen,
+                prefix: String::new(),
+                settings: (None, FailureMode::FailOpen, String::new()),
+            }),
+            last_warning_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn globs(path: &str, patterns: &[String]) -> Result<GlobSet, String> {
+    let mut set = GlobSetBuilder::new();
+    for (i, pattern) in patterns.iter().enumerate() {
+        set.add(Glob::new(pattern).map_err(|e| format!("{path}[{i}]: {e}"))?);
+    }
+    set.build().map_err(|e| format!("{path}: {e}"))
+}
+
+fn nano_usd(usd: f64) -> u64 {
+    (usd * NANO).round().max(0.0) as u64
+}
+
+impl Limiter {
+    /// Applies a config's `state`. An unchanged one keeps its store (and Redis connection).
+    pub fn configure(&self, state: &StateSettings) -> Result<(), String> {
+        let url = match &state.backend {
+            StateBackend::Memory => None,
+            StateBackend::Redis { url } => Some(url.expose().to_string()),
+        };
+        let settings = (url, state.failure_mode, state.key_prefix.clone());
+        if self.store.load().settings == settings {
+            return Ok(());
+        }
+        let backend = match &state.backend {
+            StateBackend::Memory => Backend::Memory,
+            StateBackend::Redis { url } => Backend::Redis(Box::new(RedisStore::new(url)?)),
+        };
+        self.store.store(Arc::new(Store {
+            backend,
+            failure_mode: state.failure_mode,
+            prefix: state.key_prefix.clone(),
+            settings,
+        }));
+        Ok(())
+    }
+
+    /// Compiles a configured key's limits, with its counters (kept by name across reloads).
+    pub fn policy(&self, path: &str, key: &config::ClientKey) -> Result<KeyPolicy, String> {
+        let mut model_limits = Vec::with_capacity(key.model_limits.len());
+        for (i, l) in key.model_limits.iter().enumerate() {
+            let set = globs(&format!("{path}.limits[{i}].models"), &l.models)?;
+            model_limits.push((set, l.models.clone(), l.limits));
+        }
+        let mut scopes = lock(&self.scopes);
+        let counters = (0..=model_limits.len())
+            .map(|s| {
+                scopes
+                    .entry((key.name.clone(), s))
+                    .or_insert_with(|| Arc::new(ScopeCounters::default()))
+                    .clone()
+            })
+            .collect();
+        drop(scopes);
+        let budget_counter = lock(&self.budgets)
+            .entry(key.name.clone())
+            .or_insert_with(|| Arc::new(BudgetCounter::default()))
+            .clone();
+        Ok(KeyPolicy {
+            name: key.name.clone(),
+            limits: key.limits,
+            model_limits,
+            budget: key.budget,
+            scopes: counters,
+            budget_counter,
+        })
+    }
+
+    fn backend_failed(&self, store: &Store, key: &str, err: &dyn std::fmt::Display) -> bool {
+        let mode = match store.failure_mode {
+            FailureMode::FailOpen => "fail_open",
+            FailureMode::FailClosed => "fail_closed",
+        };
+        METRICS.state_errors_total.with_label_values(&[mode]).inc();
+        let now = period::now_secs() * 1000;
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        if now >= last + 10_000
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!("limits backend failed for key '{key}' ({err}); {mode}");
+        }
+        store.failure_mode == FailureMode::FailOpen
+    }
+
+    /// Checks the key's limits and budget for a request to `model` that may use `tokens`, and
+    /// counts it when admitted.
+    pub async fn admit(
+        &self,
+        policy: &KeyPolicy,
+        model: &str,
+        tokens: u64,
+    ) -> Result<Admission, Refusal> {
+        let now = period::now_secs();
+        let (minute, reset) = period::minute(now);
+        let (budget_period, budget_left) = match policy.budget {
+            Some(b) => period::budget_period(b.period, now),
+            None => (0, None),
+        };
+        let scopes = policy.scopes_for(model);
+        let store = self.store.load();
+        let admitted = |requests, tokens_now| Admission {
+            scopes: scopes.clone(),
+            minute,
+            period: budget_period,
+            reserved_tokens: tokens,
+            tracked: true,
+            headers: RateHeaders::from_counts(policy.limits, requests, tokens_now, reset),
+        };
+        let refusal = |reason: u8, scope: usize, count: u64| {
+            let limits = policy.limits_of(scope);
+            let who = policy.scope_name(scope);
+            let (what, code, retry_after) = match reason {
+                1 => (
+                    format!("{who} is over its limit of {} requests per minute", limits.rpm.unwrap_or(0)),
+                    "rate_limit_exceeded",
+                    Some(reset),
+                ),
+                2 => (
+                    format!(
+                        "{who} is over its limit of {} tokens per minute (this request may use {tokens}, {count} are used)",
+                        limits.tpm.unwrap_or(0)
+                    ),
+                    "rate_limit_exceeded",
+                    Some(reset),
+                ),
+                3 => (
+                    format!(
+                        "{who} already has {count} requests in flight, its limit",
+                    ),
+                    "concurrency_limit_exceeded",
+                    Some(Duration::from_secs(1)),
+                ),
+                _ => (
+                    format!(
+                        "key '{}' has spent its {} budget of {:.2} USD",
+                        policy.name,
+                        policy.budget.map_or("", |b| b.period.as_str()),
+                        policy.budget.map_or(0.0, |b| b.amount_usd)
+                    ),
+                    "budget_exceeded",
+                    budget_left,
+                ),
+            };
+            let reason_label = ["", "rpm", "tpm", "concurrency", "budget"][reason.min(4) as usize];
+            METRICS
+                .rate_limited_total
+                .with_label_values(&[policy.name.as_str(), reason_label])
+                .inc();
+            let headers = if scope == 0 && reason <= 2 {
+                let (r, t) = match reason {
+                    1 => (count, 0),
+                    _ => (0, count),
+                };
+                RateHeaders::from_counts(limits, r, t, reset)
+            } else {
+                RateHeaders {
+                    reset,
+                    ..RateHeaders::default()
+                }
+            };
+            Refusal {
+                error: GatewayError::KeyLimited {
+                    message: what,
+                    code,
+                    retry_after: retry_after.map(|d| d.as_secs().max(1).to_string()),
+                },
+                headers,
+            }
+        };
+        let budget_nano = policy.budget.map(|b| nano_usd(b.amount_usd));
+
+        match &store.backend {
+            Backend::Memory => {
+                if let Some(limit) = budget_nano {
+                    let spent = policy.budget_counter.spent(budget_period);
+                    if spent >= limit {
+                        return Err(refusal(4, 0, spent));
+                    }
+                }
+                // Count in every scope; undo the ones already counted when one refuses.
+                let mut taken: Vec<usize> = Vec::with_capacity(scopes.len());
+                let undo = |taken: &[usize]| {
+                    for &s in taken {
+                        let c = &policy.scopes[s];
+                        c.requests.adjust(minute, -1);
+                        c.tokens.adjust(minute, -(tokens as i64));
+                        c.release();
+                    }
+                };
+                let mut first = (0, 0);
+                for &s in &scopes {
+                    let limits = policy.limits_of(s);
+                    let c = &policy.scopes[s];
+                    let requests = match c.requests.try_add(minute, 1, limits.rpm) {
+                        Ok(n) => n,
+                        Err(count) => {
+                            undo(&taken);
+                            return Err(refusal(1, s, count));
+                        }
+                    };
+                    let used = match c.tokens.try_add(minute, tokens, limits.tpm) {
+                        Ok(n) => n,
+                        Err(count) => {
+                            c.requests.adjust(minute, -1);
+                            undo(&taken);
+                            return Err(refusal(2, s, count));
+                        }
+                    };
+                    if let Err(count) = c.acquire(limits.max_concurrent) {
+                        c.requests.adjust(minute, -1);
+                        c.tokens.adjust(minute, -(tokens as i64));
+                        undo(&taken);
+                        return Err(refusal(3, s, count));
+                    }
+                    if s == 0 {
+                        first = (requests, used);
+                    }
+                    taken.push(s);
+                }
+                Ok(admitted(first.0, first.1))
+            }
+            Backend::Redis(redis) => {
+                let keys =
+                    ScriptKeys::new(&store.prefix, &policy.name, &scopes, minute, budget_period);
+                let limits: Vec<[u64; 3]> = scopes
+                    .iter()
+                    .map(|&s| {
+                        let l = policy.limits_of(s);
+                        [
+                            l.rpm.unwrap_or(0),
+                            l.tpm.unwrap_or(0),
+                            l.max_concurrent.unwrap_or(0),
+                        ]
+                    })
+                    .collect();
+                match redis.admit(&keys, budget_nano, tokens, &limits).await {
+                    Ok(AdmitReply::Admitted { requests, tokens }) => Ok(admitted(requests, tokens)),
+                    Ok(AdmitReply::Refused {
+                        reason,
+                        scope,
+                        count,
+                    }) => Err(refusal(
+                        reason,
+                        scopes.get(scope).copied().unwrap_or(0),
+                        count,
+                    )),
+                    Err(err) => {
+                        if self.backend_failed(&store, &policy.name, &err) {
+                            Ok(Admission {
+                                tracked: false,
+                                headers: RateHeaders::default(),
+                                ..admitted(0, 0)
+                            })
+                        } else {
+                            Err(Refusal {
+                                error: GatewayError::LimitsUnavailable(format!(
+                                    "the limits of key '{}' cannot be checked right now; retry later",
+                                    policy.name
+                                )),
+                                headers: RateHeaders::default(),
+                            })
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends an admitted request: its real token count replaces the reservation (when known),
+    /// its slots are freed and its cost is added to the budget.
+    pub async fn settle(
+        &self,
+        policy: &KeyPolicy,
+        admission: Admission,
+        used_tokens: Option<u64>,
+        cost_usd: Option<f64>,
+    ) {
+        if !admission.tracked {
+            return;
+        }
+        let delta = used_tokens.map_or(0, |used| used as i64 - admission.reserved_tokens as i64);
+        let cost = cost_usd.map_or(0, nano_usd);
+        let store = self.store.load();
+        match &store.backend {
+            Backend::Memory => {
+                for &s in &admission.scopes {
+                    let c = &policy.scopes[s];
+                    c.tokens.adjust(admission.minute, delta);
+                    c.release();
+                }
+                if cost > 0 {
+                    policy.budget_counter.add(admission.period, cost);
+                }
+            }
+            Backend::Redis(redis) => {
+                let keys = ScriptKeys::new(
+                    &store.prefix,
+                    &policy.name,
+                    &admission.scopes,
+                    admission.minute,
+                    admission.period,
+                );
+                let ttl = policy.budget.and_then(|b| {
+                    period::budget_period(b.period, period::now_secs())
+                        .1
+                        .map(|left| left + Duration::from_secs(3600))
+                });
+                if let Err(err) = redis.settle(&keys, delta, cost, ttl).await {
+                    self.backend_failed(&store, &policy.name, &err);
+                }
+            }
+        }
+    }
+
+    /// The key's usage now, for the admin API.
+    pub async fn usage(&self, policy: &KeyPolicy) -> Result<KeyUsage, String> {
+        let now = period::now_secs();
+        let (minute, _) = period::minute(now);
+        let budget_period = policy
+            .budget
+            .map_or(0, |b| period::budget_period(b.period, now).0);
+        let store = self.store.load();
+        match &store.backend {
+            Backend::Memory => {
+                let c = &policy.scopes[0];
+                Ok(KeyUsage {
+                    requests_this_minute: c.requests.current(minute),
+                    tokens_this_minute: c.tokens.current(minute),
+                    in_flight: c.in_flight.load(Ordering::Acquire),
+                    spent_usd: policy.budget_counter.spent(budget_period) as f64 / NANO,
+                })
+            }
+            Backend::Redis(redis) => {
+                let keys =
+                    ScriptKeys::new(&store.prefix, &policy.name, &[0], minute, budget_period);
+                let v = redis.read(&keys).await.map_err(|e| e.to_string())?;
+                let at = |i: usize| v.get(i).copied().unwrap_or(0);
+                Ok(KeyUsage {
+                    spent_usd: at(0) as f64 / NANO,
+                    requests_this_minute: at(1),
+                    tokens_this_minute: at(2),
+                    in_flight: at(3),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BudgetPeriod, ModelLimits};
+
+    fn key(name: &str, limits: Limits, budget: Option<Budget>) -> config::ClientKey {
+        config::ClientKey {
+            name: name.into(),
+            key_sha256: crate::auth::digest(name),
+            models: vec![],
+            limits,
+            model_limits: vec![ModelLimits {
+                models: vec!["big-*".into()],
+                limits: Limits {
+                    rpm: Some(1),
+                    ..Limits::default()
+                },
+            }],
+            budget,
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn memory_limits_refuse_then_recover_with_settlement() {
+        let limiter = Limiter::default();
+        let limits = Limits {
+            rpm: Some(3),
+            tpm: Some(1000),
+            max_concurrent: Some(2),
+        };
+        let p = limiter
+            .policy("auth.keys[0]", &key("team-mem", limits, None))
+            .unwrap();
+        block_on(async {
+            let a = limiter.admit(&p, "small", 400).await.unwrap();
+            assert_eq!(a.headers.requests, Some((3, 2)));
+            assert_eq!(a.headers.tokens, Some((1000, 600)));
+            let b = limiter.admit(&p, "small", 400).await.unwrap();
+            // Two in flight: the third waits for a slot.
+            let err = limiter.admit(&p, "small", 10).await.unwrap_err();
+            assert!(err.error.to_string().contains("in flight"), "{}", err.error);
+            // Settling frees the slot and replaces the 400 reserved with the 50 used.
+            limiter.settle(&p, a, Some(50), None).await;
+            // 450 tokens counted: 600 more do not fit, 500 do.
+            let err = limiter.admit(&p, "small", 600).await.unwrap_err();
+            assert_eq!(err.error.status(), 429);
+            assert_eq!(err.headers.tokens, Some((1000, 550)));
+            let c = limiter.admit(&p, "small", 500).await.unwrap();
+            // The refused requests were not counted: three requests this minute, the limit.
+            let err = limiter.admit(&p, "small", 1).await.unwrap_err();
+            assert!(err.error.to_string().contains("3 requests per minute"));
+            assert_eq!(
+                err.error
+                    .retry_after()
+                    .map(|s| s.parse::<u64>().unwrap() <= 60),
+                Some(true)
+            );
+            limiter.settle(&p, b, None, None).await;
+            limiter.settle(&p, c, None, None).await;
+        });
+    }
+
+    #[test]
+    fn model_limits_apply_on_top_of_the_key_and_budgets_stop_spending() {
+        let limiter = Limiter::default();
+        let budget = Budget {
+            amount_usd: 0.001,
+            period: BudgetPeriod::Daily,
+        };
+        let p = limiter
+            .policy(
+                "auth.keys[0]",
+                &key("team-budget", Limits::default(), Some(budget)),
+            )
+            .unwrap();
+        block_on(async {
+            let a = limiter.admit(&p, "big-model", 1).await.unwrap();
+            let err = limiter.admit(&p, "big-model", 1).await.unwrap_err();
+            assert!(err.error.to_string().contains("big-*"), "{}", err.error);
+            // Other models are not limited by the big-* rule.
+            let b = limiter.admit(&p, "small", 1).await.unwrap();
+            limiter.settle(&p, a, Some(1), Some(0.0006)).await;
+            limiter.settle(&p, b, Some(1), Some(0.0003)).await;
+            // 0.0009 spent of 0.001: one more request is admitted, and pushes it over.
+            let c = limiter.admit(&p, "small", 1).await.unwrap();
+            limiter.settle(&p, c, Some(1), Some(0.0003)).await;
+            let err = limiter.admit(&p, "small", 1).await.unwrap_err();
+            assert!(err.error.to_string().contains("budget"), "{}", err.error);
+            assert_eq!(limiter.usage(&p).await.unwrap().spent_usd, 0.0012);
+        });
+        // Counters are kept by name: the same key in a new table sees the same spending.
+        let again = limiter
+            .policy(
+                "auth.keys[0]",
+                &key("team-budget", Limits::default(), Some(budget)),
+            )
+            .unwrap();
+        block_on(async {
+            assert!(limiter.admit(&again, "small", 1).await.is_err());
+        });
+    }
+}

@@ -1,0 +1,106 @@
+//! Time slices of limits and budgets: fixed one-minute windows for rates, UTC calendar periods
+//! for budgets. Both are numbered from the Unix epoch, so every instance agrees on them.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::BudgetPeriod;
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A fixed one-minute rate window: its number and the time left in it.
+pub fn minute(now: u64) -> (u64, Duration) {
+    (now / 60, Duration::from_secs(60 - now % 60))
+}
+
+/// Days since 1970-01-01 to (year, month 1-12), after Howard Hinnant's `civil_from_days`.
+fn year_month(days: i64) -> (i64, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month)
+}
+
+/// Days from 1970-01-01 to the first of (year, month).
+fn days_from_civil(year: i64, month: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The budget period containing `now`: its number, and the time until the next one starts
+/// (`None` for `total`, which never ends).
+pub fn budget_period(period: BudgetPeriod, now: u64) -> (u64, Option<Duration>) {
+    let day = (now / 86_400) as i64;
+    let until = |start_of_next_day: i64| {
+        Some(Duration::from_secs(
+            (start_of_next_day as u64 * 86_400).saturating_sub(now),
+        ))
+    };
+    match period {
+        BudgetPeriod::Daily => (day as u64, until(day + 1)),
+        // 1970-01-01 was a Thursday: +3 makes weeks start on Monday.
+        BudgetPeriod::Weekly => {
+            let week = (day + 3).div_euclid(7);
+            (week as u64, until(week * 7 - 3 + 7))
+        }
+        BudgetPeriod::Monthly => {
+            let (year, month) = year_month(day);
+            let next = if month == 12 {
+                days_from_civil(year + 1, 1)
+            } else {
+                days_from_civil(year, month + 1)
+            };
+            ((year * 12 + i64::from(month) - 1) as u64, until(next))
+        }
+        BudgetPeriod::Total => (0, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minutes_and_calendar_periods() {
+        assert_eq!(minute(120), (2, Duration::from_secs(60)));
+        assert_eq!(minute(179), (2, Duration::from_secs(1)));
+        // 2026-12-03 06:00:00 UTC, a Thursday.
+        let t = 1_796_277_600;
+        assert_eq!(
+            budget_period(BudgetPeriod::Daily, t).1,
+            Some(Duration::from_secs(18 * 3600))
+        );
+        // Next Monday 2026-12-07 00:00 is 3 days and 18 hours away.
+        assert_eq!(
+            budget_period(BudgetPeriod::Weekly, t).1,
+            Some(Duration::from_secs((3 * 24 + 18) * 3600))
+        );
+        // 2027-01-01 00:00 is 28 days and 18 hours away; the month is 2026*12 + 11.
+        assert_eq!(
+            budget_period(BudgetPeriod::Monthly, t),
+            (
+                2026 * 12 + 11,
+                Some(Duration::from_secs((28 * 24 + 18) * 3600))
+            )
+        );
+        assert_eq!(budget_period(BudgetPeriod::Total, t), (0, None));
+        assert_eq!(year_month(0), (1970, 1));
+        assert_eq!(year_month(days_from_civil(2024, 2) + 28), (2024, 2));
+        assert_eq!(year_month(days_from_civil(2024, 2) + 29), (2024, 3));
+    }
+}

@@ -1,0 +1,269 @@
+//! Counters in Redis, shared by every gateway instance on it. Admission and settlement are one
+//! Lua script each (one round trip, atomic across all the key's counters), over redis-rs's
+//! multiplexed, self-reconnecting `ConnectionManager`.
+//!
+//! Keys (under `state.key_prefix`, named after the client key's configured name, never the key):
+//! `{prefix}{name}:s{scope}:req:{minute}`, `…:tok:{minute}` (expire after two minutes),
+//! `{prefix}{name}:s{scope}:conc` (in-flight requests; expires ten minutes after its last change,
+//! so slots held by an instance that died come back) and `{prefix}{name}:budget:{period}`
+//! (nano-USD; periodic budgets expire after their period).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use once_cell::sync::Lazy;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
+
+use crate::config::Secret;
+
+/// Longest wait for Redis on the request path.
+const TIMEOUT: Duration = Duration::from_millis(250);
+/// After a failed connect, how long requests skip Redis instead of each waiting for it.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+/// KEYS: budget, then (requests, tokens, in-flight) per scope. ARGV: budget limit in nano-USD
+/// (-1: none), tokens to reserve, then (rpm, tpm, concurrency) limits per scope (0: none).
+/// Returns {0, requests, tokens, in_flight} of scope 0 when admitted, else {reason, scope,
+/// count} with reason 1 rpm, 2 tpm, 3 concurrency, 4 budget.
+static ADMIT: Lazy<redis::Script> = Lazy::new(|| {
+    redis::Script::new(
+        r#"
+local budget = tonumber(ARGV[1])
+if budget >= 0 then
+  local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if spent >= budget then return {4, 0, spent} end
+end
+local tokens = tonumber(ARGV[2])
+local scopes = (#KEYS - 1) / 3
+for i = 0, scopes - 1 do
+  local rpm, tpm, conc = tonumber(ARGV[3 + 3*i]), tonumber(ARGV[4 + 3*i]), tonumber(ARGV[5 + 3*i])
+  local r = tonumber(redis.call('GET', KEYS[2 + 3*i]) or '0')
+  local t = tonumber(redis.call('GET', KEYS[3 + 3*i]) or '0')
+  local c = tonumber(redis.call('GET', KEYS[4 + 3*i]) or '0')
+  if rpm > 0 and r + 1 > rpm then return {1, i, r} end
+  if tpm > 0 and t + tokens > tpm then return {2, i, t} end
+  if conc > 0 and c + 1 > conc then return {3, i, c} end
+end
+local first = {0, 0, 0, 0}
+for i = 0, scopes - 1 do
+  local r = redis.call('INCR', KEYS[2 + 3*i])
+  redis.call('EXPIRE', KEYS[2 + 3*i], 120)
+  local t = redis.call('INCRBY', KEYS[3 + 3*i], tokens)
+  redis.call('EXPIRE', KEYS[3 + 3*i], 120)
+  local c = redis.call('INCR', KEYS[4 + 3*i])
+  redis.call('EXPIRE', KEYS[4 + 3*i], 600)
+  if i == 0 then first = {0, r, t, c} end
+end
+return first
+"#,
+    )
+});
+
+/// KEYS as for [`ADMIT`]. ARGV: token correction (signed), cost in nano-USD, budget TTL in
+/// seconds (0: none).
+static SETTLE: Lazy<redis::Script> = Lazy::new(|| {
+    redis::Script::new(
+        r#"
+local delta = tonumber(ARGV[1])
+local scopes = (#KEYS - 1) / 3
+for i = 0, scopes - 1 do
+  if delta ~= 0 and redis.call('EXISTS', KEYS[3 + 3*i]) == 1 then
+    local t = redis.call('INCRBY', KEYS[3 + 3*i], delta)
+    if t < 0 then redis.call('SET', KEYS[3 + 3*i], 0, 'KEEPTTL') end
+  end
+  local c = redis.call('DECR', KEYS[4 + 3*i])
+  if c < 0 then redis.call('SET', KEYS[4 + 3*i], 0, 'KEEPTTL') end
+end
+local cost = tonumber(ARGV[2])
+if cost > 0 then
+  redis.call('INCRBY', KEYS[1], cost)
+  local ttl = tonumber(ARGV[3])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+end
+return 1
+"#,
+    )
+});
+
+/// Why Redis could not answer. Never carries the URL (it may hold a password).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis is unreachable: {0}")]
+    Unreachable(String),
+    #[error("redis did not answer within {} ms", TIMEOUT.as_millis())]
+    Timeout,
+    #[error("redis failed: {0}")]
+    Command(String),
+}
+
+/// An error's kind only: redis-rs messages may quote the URL, which may hold a password.
+fn describe(e: &redis::RedisError) -> String {
+    format!("{:?}", e.kind())
+}
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    /// Milliseconds since `started` before which no new connect is tried.
+    pause_until_ms: AtomicU64,
+    started: Instant,
+}
+
+/// The keys of one request's counters, for a script.
+pub struct ScriptKeys {
+    pub keys: Vec<String>,
+}
+
+impl ScriptKeys {
+    /// `budget_period`, then the three counters of each scope for `minute`.
+    pub fn new(prefix: &str, name: &str, scopes: &[usize], minute: u64, period: u64) -> Self {
+        let mut keys = Vec::with_capacity(1 + 3 * scopes.len());
+        keys.push(format!("{prefix}{name}:budget:{period}"));
+        for s in scopes {
+            keys.push(format!("{prefix}{name}:s{s}:req:{minute}"));
+            keys.push(format!("{prefix}{name}:s{s}:tok:{minute}"));
+            keys.push(format!("{prefix}{name}:s{s}:conc"));
+        }
+        ScriptKeys { keys }
+    }
+}
+
+/// What [`RedisStore::admit`] found.
+pub enum AdmitReply {
+    /// Admitted; the counts of the key's own scope after this request.
+    Admitted { requests: u64, tokens: u64 },
+    /// Refused by `reason` (1 rpm, 2 tpm, 3 concurrency, 4 budget) in `scope` at `count`.
+    Refused {
+        reason: u8,
+        scope: usize,
+        count: u64,
+    },
+}
+
+impl RedisStore {
+    pub fn new(url: &Secret) -> Result<Self, String> {
+        let client = redis::Client::open(url.expose())
+            .map_err(|e| format!("state.url: not a usable redis URL ({})", describe(&e)))?;
+        Ok(RedisStore {
+            client,
+            conn: OnceCell::new(),
+            pause_until_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        if now < self.pause_until_ms.load(Ordering::Acquire) {
+            return Err(StoreError::Unreachable("reconnecting".into()));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(TIMEOUT)
+            .set_response_timeout(TIMEOUT)
+            .set_number_of_retries(1);
+        let made = self
+            .conn
+            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
+            .await;
+        match made {
+            Ok(conn) => Ok(conn.clone()),
+            Err(e) => {
+                let pause = now + RECONNECT_PAUSE.as_millis() as u64;
+                self.pause_until_ms.store(pause, Ordering::Release);
+                Err(StoreError::Unreachable(describe(&e)))
+            }
+        }
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.connection().await?;
+        match tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut conn)).await {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() => {
+                Err(StoreError::Unreachable(describe(&e)))
+            }
+            Ok(Err(e)) => Err(StoreError::Command(describe(&e))),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// Checks every limit and, when all pass, counts the request in each.
+    pub async fn admit(
+        &self,
+        keys: &ScriptKeys,
+        budget_nano: Option<u64>,
+        tokens: u64,
+        limits: &[[u64; 3]],
+    ) -> Result<AdmitReply, StoreError> {
+        let mut invocation = ADMIT.prepare_invoke();
+        for k in &keys.keys {
+            invocation.key(k);
+        }
+        invocation
+            .arg(budget_nano.map_or(-1, |b| b.min(i64::MAX as u64) as i64))
+            .arg(tokens);
+        for l in limits {
+            invocation.arg(l[0]).arg(l[1]).arg(l[2]);
+        }
+        let reply: Vec<i64> = self.run(&invocation).await?;
+        let at = |i: usize| reply.get(i).copied().unwrap_or(0).max(0) as u64;
+        Ok(match at(0) {
+            0 => AdmitReply::Admitted {
+                requests: at(1),
+                tokens: at(2),
+            },
+            reason => AdmitReply::Refused {
+                reason: reason as u8,
+                scope: at(1) as usize,
+                count: at(2),
+            },
+        })
+    }
+
+    /// Corrects the token reservation, frees the concurrency slots and adds the cost.
+    pub async fn settle(
+        &self,
+        keys: &ScriptKeys,
+        token_delta: i64,
+        cost_nano: u64,
+        budget_ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let mut invocation = SETTLE.prepare_invoke();
+        for k in &keys.keys {
+            invocation.key(k);
+        }
+        invocation
+            .arg(token_delta)
+            .arg(cost_nano)
+            .arg(budget_ttl.map_or(0, |t| t.as_secs().max(1)));
+        let _: i64 = self.run(&invocation).await?;
+        Ok(())
+    }
+
+    /// Current counts for the admin API: the budget, then (requests, tokens, in flight) per
+    /// scope, in the order of `keys`.
+    pub async fn read(&self, keys: &ScriptKeys) -> Result<Vec<u64>, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut cmd = redis::cmd("MGET");
+        for k in &keys.keys {
+            cmd.arg(k);
+        }
+        let values: Vec<Option<i64>> =
+            match tokio::time::timeout(TIMEOUT, cmd.query_async(&mut conn)).await {
+                Err(_) => return Err(StoreError::Timeout),
+                Ok(Err(e)) => return Err(StoreError::Command(describe(&e))),
+                Ok(Ok(v)) => v,
+            };
+        Ok(values
+            .into_iter()
+            .map(|v| v.unwrap_or(0).max(0) as u64)
+            .collect())
+    }
+}
