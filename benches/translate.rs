@@ -149,6 +149,7 @@ fn vendor(
                 client,
                 StreamSettings {
                     include_usage: true,
+                    price: None,
                 },
             );
             let mut out = Vec::with_capacity(stream.len() * 2);

@@ -43,6 +43,36 @@ impl Usage {
     }
 }
 
+/// `json` (an object) with `"cost": cost` added to its top-level `usage` object, OpenRouter's
+/// way of reporting the price of an answer; `None` when it has no `usage` object.
+pub fn with_usage_cost(json: &[u8], cost: f64) -> Option<Vec<u8>> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        usage: Option<&'a serde_json::value::RawValue>,
+    }
+    let envelope: Envelope = serde_json::from_slice(json).ok()?;
+    let usage = envelope.usage?.get();
+    let trimmed = usage.trim_end();
+    if !usage.starts_with('{') || !trimmed.ends_with('}') {
+        return None;
+    }
+    // The raw value borrows from `json`: its offset is where the usage object starts.
+    let start = usage.as_ptr() as usize - json.as_ptr() as usize;
+    let close = start + trimmed.len() - 1;
+    let empty = usage[1..trimmed.len() - 1].trim().is_empty();
+    let cost = serde_json::to_string(&cost).ok()?;
+    let mut out = Vec::with_capacity(json.len() + cost.len() + 8);
+    out.extend_from_slice(&json[..close]);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"cost\":");
+    out.extend_from_slice(cost.as_bytes());
+    out.extend_from_slice(&json[close..]);
+    Some(out)
+}
+
 /// OpenAI's `usage` object as it appears on the wire (fields vary by host, so all are optional).
 #[derive(Debug, Default, Deserialize)]
 pub struct OpenAiUsageWire {
@@ -88,6 +118,21 @@ impl From<OpenAiUsageWire> for Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cost_is_spliced_into_the_usage_object() {
+        let body = br#"{"id":"x","usage":{"prompt_tokens":3,"nested":{"a":1}} ,"model":"m"}"#;
+        assert_eq!(
+            String::from_utf8(with_usage_cost(body, 0.0015).unwrap()).unwrap(),
+            r#"{"id":"x","usage":{"prompt_tokens":3,"nested":{"a":1},"cost":0.0015} ,"model":"m"}"#
+        );
+        assert_eq!(
+            with_usage_cost(br#"{"usage":{ }}"#, 2.0).unwrap(),
+            br#"{"usage":{ "cost":2.0}}"#.to_vec()
+        );
+        assert!(with_usage_cost(br#"{"usage":null}"#, 1.0).is_none());
+        assert!(with_usage_cost(br#"{"choices":[]}"#, 1.0).is_none());
+    }
 
     #[test]
     fn cost_uses_cached_price_for_cached_tokens() {

@@ -49,6 +49,7 @@ fn run(
         client,
         StreamSettings {
             include_usage: true,
+            price: None,
         },
     );
     let mut out = Vec::new();

@@ -417,3 +417,47 @@ async fn redis_down_mid_run_follows_the_failure_mode() {
     }
     assert!(recovered, "fail_closed recovers once Redis is back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_report_their_cost_in_both_dialects_json_and_stream() {
+    let failing = failing_upstream().await;
+    let gw = Gateway::start(&config("", "rpm: 100", &failing.url())).await;
+    let close = |v: &Value| (v.as_f64().expect("a cost") - 0.001).abs() < 1e-12;
+
+    let body: Value = chat(&gw, "mock", false).await.json().await.unwrap();
+    assert!(close(&body["usage"]["cost"]), "{body}");
+
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(KEY)
+        .json(
+            &json!({"model": "mock", "stream": true, "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let data = support::sse_data(&resp.text().await.unwrap());
+    let usage_chunk: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert!(close(&usage_chunk["usage"]["cost"]), "{usage_chunk}");
+
+    let anthropic = |stream: bool| {
+        client()
+            .post(format!("{}/v1/messages", gw.url()))
+            .header("x-api-key", KEY)
+            .json(&json!({"model": "mock", "max_tokens": 50, "stream": stream,
+                          "messages": [{"role": "user", "content": "hello"}]}))
+            .send()
+    };
+    let body: Value = anthropic(false).await.unwrap().json().await.unwrap();
+    assert!(close(&body["usage"]["cost"]), "{body}");
+    let text = anthropic(true).await.unwrap().text().await.unwrap();
+    let delta = text
+        .split("\n\n")
+        .find(|e| e.starts_with("event: message_delta"))
+        .and_then(|e| e.lines().nth(1))
+        .and_then(|l| l.strip_prefix("data: "))
+        .expect("a message_delta event");
+    let delta: Value = serde_json::from_str(delta).unwrap();
+    assert!(close(&delta["usage"]["cost"]), "{delta}");
+}

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::chat::{self, Event};
 use crate::error::GatewayError;
+use crate::providers::StreamSettings;
 
 /// Which API the client spoke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +55,13 @@ impl Dialect {
     }
 
     /// An encoder of canonical stream events into this dialect's SSE.
-    pub fn stream_encoder(self, include_usage: bool) -> Box<dyn StreamEncoder> {
+    pub fn stream_encoder(self, settings: StreamSettings) -> Box<dyn StreamEncoder> {
         match self {
-            Dialect::OpenAi => Box::new(openai::encode::StreamEncoder::new(include_usage)),
-            Dialect::Anthropic => Box::new(anthropic::encode::StreamEncoder::default()),
+            Dialect::OpenAi => Box::new(openai::encode::StreamEncoder::new(
+                settings.include_usage,
+                settings.price,
+            )),
+            Dialect::Anthropic => Box::new(anthropic::encode::StreamEncoder::new(settings.price)),
         }
     }
 }

@@ -194,6 +194,7 @@ mod tests {
             Dialect::OpenAi,
             StreamSettings {
                 include_usage: false,
+                price: None,
             },
         );
         let mut out = Vec::new();

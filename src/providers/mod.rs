@@ -24,7 +24,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::accounting::Usage;
 use crate::chat::{self, EventSink};
-use crate::config::{ProviderConfig, ProviderKind, Secret};
+use crate::config::{Price, ProviderConfig, ProviderKind, Secret};
 use crate::dialect::{self, ClientRequest, Dialect};
 use crate::error::GatewayError;
 
@@ -174,10 +174,12 @@ pub enum StreamReader {
 }
 
 /// How the client wants its stream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct StreamSettings {
     /// The client asked for `stream_options.include_usage`.
     pub include_usage: bool,
+    /// The answering target's price: the usage the client gets carries the cost.
+    pub price: Option<Price>,
 }
 
 /// One vendor's wire format.
@@ -269,7 +271,7 @@ pub fn client_stream(
         StreamReader::Native(relay) => relay,
         StreamReader::Events(events) => Box::new(stream::Translated::new(
             events,
-            client.stream_encoder(settings.include_usage),
+            client.stream_encoder(settings),
         )),
     }
 }

@@ -2,8 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use crate::accounting::Usage;
 use crate::dialect::Dialect;
+use crate::limits::{Admission, KeyPolicy, LIMITS};
 use crate::observability::metrics::UNKNOWN_LABEL;
 
 pub struct RequestCtx {
@@ -32,6 +35,9 @@ pub struct RequestCtx {
     pub client_key: Option<String>,
     /// The client key's `x-ratelimit-*` values, sent with the answer.
     pub rate_headers: Option<crate::limits::RateHeaders>,
+    /// The key's admission, settled just before the answer's last byte goes out (so a client
+    /// that sends its next request on receiving it finds its budget already updated).
+    pub settlement: Option<(Arc<KeyPolicy>, Admission)>,
     pub counted_inflight: bool,
 }
 
@@ -56,6 +62,7 @@ impl RequestCtx {
             error: None,
             client_key: None,
             rate_headers: None,
+            settlement: None,
             counted_inflight: false,
         }
     }
@@ -89,5 +96,15 @@ mod tests {
         assert_eq!(request_id(None).len(), 32);
         assert_eq!(request_id(Some("bad id with spaces")).len(), 32);
         assert_eq!(request_id(Some(&"x".repeat(200))).len(), 32);
+    }
+}
+
+impl RequestCtx {
+    /// Settles the client key's admission with the request's usage and cost, once. `used` is
+    /// the tokens the request used, when known.
+    pub async fn settle(&mut self, used: Option<u64>) {
+        if let Some((policy, admission)) = self.settlement.take() {
+            LIMITS.settle(&policy, admission, used, self.cost_usd).await;
+        }
     }
 }

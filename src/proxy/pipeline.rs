@@ -64,32 +64,27 @@ pub(super) async fn handle(
         );
         return respond::error(session, ctx, &err).await;
     }
-    let limited = client_key.filter(|k| !k.policy.is_unlimited());
-    let admission = match limited {
-        Some(key) => match LIMITS.admit(&key.policy, request.model(), estimate).await {
+    if let Some(key) = client_key.filter(|k| !k.policy.is_unlimited()) {
+        match Box::pin(LIMITS.admit(&key.policy, request.model(), estimate)).await {
             Ok(admission) => {
                 ctx.rate_headers = Some(admission.headers.clone());
-                Some(admission)
+                ctx.settlement = Some((key.policy.clone(), admission));
             }
             Err(refusal) => {
                 ctx.rate_headers = Some(refusal.headers);
                 return respond::error(session, ctx, &refusal.error).await;
             }
-        },
-        None => None,
-    };
+        }
+    }
     let policy = &plan.routes[0].retry;
     let outcome = run_attempts(gateway, session, ctx, &request, &targets, policy).await;
-    if let (Some(key), Some(admission)) = (limited, admission) {
-        // Only the attempt that answered used tokens and costs money.
-        let used = match &outcome {
-            Ok(Some(_)) => Some(0),
-            _ => ctx.usage.map(|u| u.total()),
-        };
-        LIMITS
-            .settle(&key.policy, admission, used, ctx.cost_usd)
-            .await;
-    }
+    // An answered request settled before its last byte; what is left here failed (nothing
+    // answered: no tokens, no cost) or broke off (its usage as far as it is known).
+    let used = match &outcome {
+        Ok(Some(_)) => Some(0),
+        _ => ctx.usage.map(|u| u.total()),
+    };
+    Box::pin(ctx.settle(used)).await;
     match outcome? {
         Some(err) => respond::error(session, ctx, &err).await,
         None => Ok(()),

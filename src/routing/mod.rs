@@ -114,7 +114,7 @@ pub struct ClientKey {
     models: Option<GlobSet>,
     /// The model globs as configured, for the admin API.
     pub model_patterns: Vec<String>,
-    pub policy: KeyPolicy,
+    pub policy: Arc<KeyPolicy>,
 }
 
 impl ClientKey {
@@ -263,7 +263,7 @@ impl RoutingTable {
                 key_sha256: k.key_sha256,
                 models,
                 model_patterns: k.models.clone(),
-                policy: LIMITS.policy(&format!("auth.keys[{i}]"), k)?,
+                policy: Arc::new(LIMITS.policy(&format!("auth.keys[{i}]"), k)?),
             });
         }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::accounting::Usage;
 use crate::chat::{self, Event, StopReason};
+use crate::config::Price;
 
 /// Anthropic ids start with `msg_`; other vendors' ids are prefixed.
 fn message_id(id: &str) -> String {
@@ -89,6 +90,8 @@ enum Block {
 /// Canonical stream events to Anthropic SSE events.
 #[derive(Default)]
 pub struct StreamEncoder {
+    /// The answering target's price: `message_delta.usage` carries the cost.
+    price: Option<Price>,
     id: String,
     model: String,
     started: bool,
@@ -108,6 +111,13 @@ fn event(out: &mut Vec<u8>, name: &str, data: &Value) {
 }
 
 impl StreamEncoder {
+    pub fn new(price: Option<Price>) -> Self {
+        StreamEncoder {
+            price,
+            ..StreamEncoder::default()
+        }
+    }
+
     fn start(&mut self, out: &mut Vec<u8>) {
         if self.started {
             return;
@@ -250,14 +260,17 @@ impl crate::dialect::StreamEncoder for StreamEncoder {
             Event::End { usage } => {
                 self.start(out);
                 self.close(out);
-                let usage = usage.copied().unwrap_or_default();
+                let mut usage_out = usage_json(&usage.copied().unwrap_or_default());
+                if let (Some(u), Some(p)) = (usage, &self.price) {
+                    usage_out["cost"] = json!(u.cost(p));
+                }
                 event(
                     out,
                     "message_delta",
                     &json!({
                         "type": "message_delta",
                         "delta": {"stop_reason": self.stop.unwrap_or_default().anthropic(), "stop_sequence": null},
-                        "usage": usage_json(&usage),
+                        "usage": usage_out,
                     }),
                 );
                 event(out, "message_stop", &json!({"type": "message_stop"}));

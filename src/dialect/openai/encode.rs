@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::accounting::Usage;
 use crate::chat::{self, now_unix, Event};
+use crate::config::Price;
 
 /// A `chat.completion` object.
 pub fn response_body(response: &chat::Response) -> bytes::Bytes {
@@ -59,10 +60,12 @@ pub fn response_body(response: &chat::Response) -> bytes::Bytes {
 /// Canonical stream events to OpenAI chunks.
 pub struct StreamEncoder {
     writer: ChunkWriter,
+    /// The answering target's price: the usage chunk carries the cost.
+    price: Option<Price>,
 }
 
 impl StreamEncoder {
-    pub fn new(include_usage: bool) -> Self {
+    pub fn new(include_usage: bool, price: Option<Price>) -> Self {
         StreamEncoder {
             writer: ChunkWriter::new(
                 format!("chatcmpl-{:016x}", fastrand::u64(..)),
@@ -70,6 +73,7 @@ impl StreamEncoder {
                 String::new(),
                 include_usage,
             ),
+            price,
         }
     }
 }
@@ -97,7 +101,10 @@ impl crate::dialect::StreamEncoder for StreamEncoder {
                 fragment,
             } => w.tool_call_arguments(out, choice, index, fragment),
             Event::Finish { choice, reason } => w.finish(out, choice, reason.openai()),
-            Event::End { usage } => w.end(out, usage),
+            Event::End { usage } => {
+                let cost = usage.zip(self.price.as_ref()).map(|(u, p)| u.cost(p));
+                w.end(out, usage, cost)
+            }
         }
     }
 }
@@ -315,11 +322,15 @@ impl ChunkWriter {
         );
     }
 
-    /// The usage chunk (only when the client asked for it) and `[DONE]`.
-    pub fn end(&self, out: &mut Vec<u8>, usage: Option<&Usage>) {
+    /// The usage chunk (only when the client asked for it, with the cost when known) and
+    /// `[DONE]`.
+    pub fn end(&self, out: &mut Vec<u8>, usage: Option<&Usage>, cost: Option<f64>) {
         if self.include_usage {
-            let usage = usage.copied().unwrap_or_default();
-            self.write(out, &[], Some(usage.openai_json()));
+            let mut usage = usage.copied().unwrap_or_default().openai_json();
+            if let Some(cost) = cost {
+                usage["cost"] = Value::from(cost);
+            }
+            self.write(out, &[], Some(usage));
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
@@ -344,6 +355,7 @@ mod tests {
                 completion_tokens: 2,
                 ..Usage::default()
             }),
+            Some(0.25),
         );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.split("\n\n").filter(|l| !l.is_empty()).collect();
@@ -375,7 +387,7 @@ mod tests {
         let w = ChunkWriter::new("x".into(), 1, "m".into(), false);
         let mut out = Vec::new();
         w.content(&mut out, 0, "hi");
-        w.end(&mut out, None);
+        w.end(&mut out, None, None);
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("usage"), "{text}");
         assert!(text.ends_with("data: [DONE]\n\n"));

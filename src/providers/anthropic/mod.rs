@@ -181,10 +181,10 @@ impl ProviderAdapter for AnthropicAdapter {
         })
     }
 
-    fn stream_decoder(&self, native: bool, _settings: StreamSettings) -> StreamReader {
+    fn stream_decoder(&self, native: bool, settings: StreamSettings) -> StreamReader {
         if native {
             return StreamReader::Native(Box::new(SseFrame::new(
-                stream::AnthropicPassthrough::default(),
+                stream::AnthropicPassthrough::new(settings.price),
             )));
         }
         StreamReader::Events(Box::new(SseFrame::new(

@@ -6,8 +6,9 @@ use serde::Deserialize;
 use super::errors::decode_anthropic_error;
 use super::response::{finish_reason, UsageWire};
 use super::JSON_TOOL;
-use crate::accounting::Usage;
+use crate::accounting::{with_usage_cost, Usage};
 use crate::chat::{Event, EventSink, StopReason};
+use crate::config::Price;
 use crate::providers::sse::SseEvent;
 use crate::providers::stream::SseHandler;
 use crate::providers::StreamFailure;
@@ -301,6 +302,8 @@ impl AnthropicStreamDecoder {
 /// stream with the gateway's own error event (which names the provider) after it.
 #[derive(Default)]
 pub struct AnthropicPassthrough {
+    /// The answering target's price: `message_delta.usage` gets the cost.
+    price: Option<Price>,
     wire: UsageWire,
     saw_usage: bool,
     stopped: bool,
@@ -317,6 +320,15 @@ struct RelayEventWire {
     usage: Option<UsageWire>,
 }
 
+impl AnthropicPassthrough {
+    pub fn new(price: Option<Price>) -> Self {
+        AnthropicPassthrough {
+            price,
+            ..AnthropicPassthrough::default()
+        }
+    }
+}
+
 impl SseHandler<Vec<u8>> for AnthropicPassthrough {
     fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
         let name = event.event.as_deref();
@@ -331,7 +343,9 @@ impl SseHandler<Vec<u8>> for AnthropicPassthrough {
         if name == Some("error") {
             return Err(error());
         }
+        let mut priced = None;
         if let Ok(ev) = serde_json::from_str::<RelayEventWire>(&event.data) {
+            let delta = ev.kind == "message_delta";
             let usage = match ev.kind.as_str() {
                 "error" => return Err(error()),
                 "message_start" => ev.message.and_then(|m| m.usage),
@@ -346,6 +360,10 @@ impl SseHandler<Vec<u8>> for AnthropicPassthrough {
                 u.merge_into(&mut self.wire);
                 self.saw_usage = true;
             }
+            if let (true, Some(price)) = (delta, &self.price) {
+                let cost = self.wire.to_usage().cost(price);
+                priced = with_usage_cost(event.data.as_bytes(), cost);
+            }
         }
         if let Some(name) = name {
             out.extend_from_slice(b"event: ");
@@ -353,7 +371,7 @@ impl SseHandler<Vec<u8>> for AnthropicPassthrough {
             out.push(b'\n');
         }
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(event.data.as_bytes());
+        out.extend_from_slice(priced.as_deref().unwrap_or(event.data.as_bytes()));
         out.extend_from_slice(b"\n\n");
         Ok(())
     }

@@ -68,7 +68,10 @@ pub(super) fn stream(
     let mut d = client_stream(
         &AnthropicAdapter,
         Dialect::OpenAi,
-        StreamSettings { include_usage },
+        StreamSettings {
+            include_usage,
+            price: None,
+        },
     );
     let mut out = Vec::new();
     for c in input.as_bytes().chunks(piece) {

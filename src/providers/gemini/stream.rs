@@ -221,6 +221,7 @@ mod tests {
         // Unique ids, compared before normalising.
         let mut d = client_stream_openai(StreamSettings {
             include_usage: false,
+            price: None,
         });
         let mut raw = Vec::new();
         d.push(input.as_bytes(), &mut raw).unwrap();

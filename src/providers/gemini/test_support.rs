@@ -99,7 +99,10 @@ pub(super) fn stream(
     include_usage: bool,
     piece: usize,
 ) -> (Result<(), StreamFailure>, String, Option<Usage>) {
-    let mut d = client_stream_openai(StreamSettings { include_usage });
+    let mut d = client_stream_openai(StreamSettings {
+        include_usage,
+        price: None,
+    });
     let mut out = Vec::new();
     for c in input.as_bytes().chunks(piece) {
         if let Err(e) = d.push(c, &mut out) {

@@ -28,7 +28,7 @@ use super::{
     credential_headers, openai_error_type, Answer, AttemptTarget, ProbeRequest, ProviderAdapter,
     StreamDecoder, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
-use crate::accounting::{OpenAiUsageWire, Usage};
+use crate::accounting::{with_usage_cost, OpenAiUsageWire, Usage};
 use crate::config::ProviderKind;
 use crate::dialect::openai::ChatRequest;
 use crate::dialect::{ClientRequest, Dialect};
@@ -579,8 +579,20 @@ impl OpenAiStreamDecoder {
         } else {
             None
         };
+        let priced = match (&self.usage, &self.settings.price) {
+            // The usage chunk carries the answer's cost, as OpenRouter's do.
+            (Some(u), Some(price)) if no_choices => with_usage_cost(data.as_bytes(), u.cost(price))
+                .and_then(|b| String::from_utf8(b).ok()),
+            _ => None,
+        };
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(rewritten.as_deref().unwrap_or(data).as_bytes());
+        out.extend_from_slice(
+            priced
+                .as_deref()
+                .or(rewritten.as_deref())
+                .unwrap_or(data)
+                .as_bytes(),
+        );
         out.extend_from_slice(b"\n\n");
         Ok(())
     }
@@ -677,7 +689,10 @@ mod tests {
         let mut d = client_stream(
             &OpenAiAdapter::new(ProviderKind::OpenAi),
             Dialect::OpenAi,
-            StreamSettings { include_usage },
+            StreamSettings {
+                include_usage,
+                price: None,
+            },
         );
         let mut out = Vec::new();
         for c in input.as_bytes().chunks(piece) {

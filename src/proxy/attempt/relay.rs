@@ -8,6 +8,7 @@ use pingora::proxy::Session;
 
 use super::classify;
 use super::{finish_accounting, Attempt};
+use crate::accounting::with_usage_cost;
 use crate::config::{RetryPolicy, Secret};
 use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
@@ -116,7 +117,15 @@ impl Relay<'_> {
             Err(failure) => return Ok(self.answer_failure(failure)),
         };
         finish_accounting(ctx, self.target, answer.usage);
-        respond::json(session, ctx, 200, answer.body, None).await?;
+        Box::pin(ctx.settle(answer.usage.map(|u| u.total()))).await;
+        // The answer reports its own price, OpenRouter-style, in either dialect.
+        let body = match ctx.cost_usd {
+            Some(cost) => with_usage_cost(&answer.body, cost)
+                .map(Bytes::from)
+                .unwrap_or(answer.body),
+            None => answer.body,
+        };
+        respond::json(session, ctx, 200, body, None).await?;
         Ok(Attempt::Answered {
             healthy: true,
             latency: Some(latency),
@@ -133,6 +142,7 @@ impl Relay<'_> {
         let latency = Some(exchange.waited());
         let settings = StreamSettings {
             include_usage: request.include_usage(),
+            price: self.target.price,
         };
         let mut decoder = client_stream(&*self.target.provider.adapter, ctx.dialect, settings);
         // Reused for every chunk and copied out at its exact size: each open stream keeps only
@@ -167,6 +177,12 @@ impl Relay<'_> {
                 let error = self.stream_failure_error(failure);
                 return broken(session, ctx, &error, latency).await;
             }
+            if end {
+                finish_accounting(ctx, self.target, decoder.usage());
+                // Boxed: held inline, the Redis call would enlarge every open stream's future.
+                let used = ctx.usage.map(|u| u.total());
+                Box::pin(ctx.settle(used)).await;
+            }
             if !out.is_empty() || end {
                 if !started {
                     // Headers go out with the first translated bytes, not before: until then a
@@ -182,7 +198,6 @@ impl Relay<'_> {
                     .await?;
             }
             if end {
-                finish_accounting(ctx, self.target, decoder.usage());
                 Box::pin(self.gateway.transport.release(exchange)).await;
                 return Ok(Attempt::Answered {
                     healthy: true,
