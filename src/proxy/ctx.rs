@@ -86,6 +86,16 @@ pub fn request_id(client_supplied: Option<&str>) -> String {
     }
 }
 
+impl RequestCtx {
+    /// Settles the client key's admission with the request's usage and cost, once. `used` is
+    /// the tokens the request used, when known.
+    pub async fn settle(&mut self, used: Option<u64>) {
+        if let Some((policy, admission)) = self.settlement.take() {
+            LIMITS.settle(&policy, admission, used, self.cost_usd).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,15 +106,5 @@ mod tests {
         assert_eq!(request_id(None).len(), 32);
         assert_eq!(request_id(Some("bad id with spaces")).len(), 32);
         assert_eq!(request_id(Some(&"x".repeat(200))).len(), 32);
-    }
-}
-
-impl RequestCtx {
-    /// Settles the client key's admission with the request's usage and cost, once. `used` is
-    /// the tokens the request used, when known.
-    pub async fn settle(&mut self, used: Option<u64>) {
-        if let Some((policy, admission)) = self.settlement.take() {
-            LIMITS.settle(&policy, admission, used, self.cost_usd).await;
-        }
     }
 }
