@@ -118,7 +118,22 @@ pub fn summary(config: &Config) -> String {
             targets.join(", ")
         );
     }
-    let _ = writeln!(out, "client keys:  {}", config.auth.keys.len());
+    let limited = config
+        .auth
+        .keys
+        .iter()
+        .filter(|k| !k.limits.is_empty() || !k.model_limits.is_empty() || k.budget.is_some())
+        .count();
+    let _ = writeln!(
+        out,
+        "client keys:  {} ({limited} with limits or a budget)",
+        config.auth.keys.len()
+    );
+    let state = match config.state.backend {
+        config::StateBackend::Memory => "memory (this instance alone)",
+        config::StateBackend::Redis { .. } => "redis (shared)",
+    };
+    let _ = writeln!(out, "state:        {state}");
     for w in &config.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
