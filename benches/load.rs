@@ -17,7 +17,9 @@
 //! gateway's instructions per request (callgrind, when valgrind is installed), and its memory
 //! idle, under load and with many open streams. Environment: `BENCH_SECONDS` (default 5),
 //! `BENCH_RATES` (default `1000,5000`), `BENCH_OPEN_STREAMS` (default 10000), `BENCH_ONLY` (a
-//! comma list of `saturation,latency,streams,cpu,open`; default all).
+//! comma list of `saturation,latency,streams,cpu,limits,open`; default all). `limits` counts the
+//! instructions a limited client key adds per request, with counters in memory and in Redis
+//! (when `redis-server` is installed).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -542,10 +544,23 @@ fn gateway_config(
     dir: &std::path::Path,
     tag: &str,
 ) -> String {
+    gateway_config_with(gw_port, admin_port, up_port, dir, tag, "")
+}
+
+/// [`gateway_config`] with more top-level sections (`auth`, `state`).
+fn gateway_config_with(
+    gw_port: u16,
+    admin_port: u16,
+    up_port: u16,
+    dir: &std::path::Path,
+    tag: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"
 server: {{ listen: ["127.0.0.1:{gw_port}"], admin_listen: "127.0.0.1:{admin_port}", threads: 1,
           upgrade_sock: "{dir}/{tag}.sock", pid_file: "{dir}/{tag}.pid" }}
+{extra}
 providers:
   pass: {{ kind: openai-compatible, base_url: "http://127.0.0.1:{up_port}/v1", health_check: {{ enabled: false }} }}
   anth: {{ kind: anthropic, base_url: "http://127.0.0.1:{up_port}", api_key: bench, health_check: {{ enabled: false }} }}
@@ -567,6 +582,18 @@ async fn instructions_per_request(
     dir: &std::path::Path,
     paths: &[(&str, Vec<u8>)],
 ) -> Option<Vec<(String, u64)>> {
+    instructions_with(gateway_bin, up_port, dir, "cpu", "", paths).await
+}
+
+/// [`instructions_per_request`] for a gateway whose config has `extra` sections.
+async fn instructions_with(
+    gateway_bin: &std::path::Path,
+    up_port: u16,
+    dir: &std::path::Path,
+    tag: &str,
+    extra: &str,
+    paths: &[(&str, Vec<u8>)],
+) -> Option<Vec<(String, u64)>> {
     let installed = |tool: &str| {
         Command::new(tool)
             .arg("--version")
@@ -579,10 +606,10 @@ async fn instructions_per_request(
         return None;
     }
     let (gw_port, admin_port) = (free_port(), free_port());
-    let config_path = dir.join("cpu.yaml");
+    let config_path = dir.join(format!("{tag}.yaml"));
     std::fs::write(
         &config_path,
-        gateway_config(gw_port, admin_port, up_port, dir, "cpu"),
+        gateway_config_with(gw_port, admin_port, up_port, dir, tag, extra),
     )
     .ok()?;
     let out = dir.join("callgrind.%p");
@@ -755,7 +782,7 @@ fn main() {
         .collect();
     let open_count: usize = env_or("BENCH_OPEN_STREAMS", 10_000);
     let phases = std::env::var("BENCH_ONLY")
-        .unwrap_or_else(|_| "saturation,latency,streams,cpu,open".into());
+        .unwrap_or_else(|_| "saturation,latency,streams,cpu,limits,open".into());
     let run = |phase: &str| phases.split(',').any(|p| p.trim() == phase);
 
     let up_port = free_port();
@@ -924,6 +951,48 @@ fn main() {
                     }
                 }
                 None => println!("skipped: needs valgrind (callgrind_control) and a gateway that answered"),
+            }
+        }
+
+        if run("limits") {
+            println!("\ninstructions per passthrough request with a client key (callgrind; {CPU_REQUESTS} requests on one connection; Redis's own work not counted):");
+            let keyed = |body: Vec<u8>| {
+                let text = String::from_utf8(body).unwrap_or_default();
+                text.replacen("host: bench\r\n", "host: bench\r\nauthorization: Bearer sk-bench\r\n", 1).into_bytes()
+            };
+            let request = keyed(request_bytes("/v1/chat/completions", "pass/bench", false, false));
+            let key = "auth: { keys: [{ name: bench, key: sk-bench, rpm: 100000000, tpm: 100000000000, max_concurrent: 100000, budget_usd: { amount: 1000000, period: monthly } }] }";
+            let plain_key = "auth: { keys: [{ name: bench, key: sk-bench }] }";
+            let mut rows: Vec<(String, u64)> = Vec::new();
+            for (label, tag, extra) in [
+                ("key, no limits", "key", plain_key.to_string()),
+                ("key + limits + budget, memory", "memory", key.to_string()),
+            ] {
+                if let Some(r) = instructions_with(&gateway_bin, up_port, &dir, tag, &extra, &[(label, request.clone())]).await {
+                    rows.extend(r);
+                }
+            }
+            let redis_port = free_port();
+            let redis = Command::new("redis-server")
+                .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            match redis {
+                Ok(child) => {
+                    let _redis = Kill(child);
+                    wait_port(redis_port);
+                    let extra = format!("{key}\nstate: {{ backend: redis, url: \"redis://127.0.0.1:{redis_port}/0\" }}");
+                    if let Some(r) = instructions_with(&gateway_bin, up_port, &dir, "redis", &extra, &[("key + limits + budget, redis", request.clone())]).await {
+                        rows.extend(r);
+                    }
+                }
+                Err(_) => println!("(redis-server is not installed: no Redis row)"),
+            }
+            println!("| path | instructions per request |");
+            println!("|---|---|");
+            for (name, n) in rows {
+                println!("| {name} | {n} |");
             }
         }
 
