@@ -351,12 +351,14 @@ impl Limiter {
                 .rate_limited_total
                 .with_label_values(&[policy.name.as_str(), reason_label])
                 .inc();
+            // The refused dimension's headers only: the other count was not read.
             let headers = if scope == 0 && reason <= 2 {
-                let (r, t) = match reason {
-                    1 => (count, 0),
-                    _ => (0, count),
-                };
-                RateHeaders::from_counts(limits, r, t, reset)
+                let full = RateHeaders::from_counts(limits, count, count, reset);
+                RateHeaders {
+                    requests: full.requests.filter(|_| reason == 1),
+                    tokens: full.tokens.filter(|_| reason == 2),
+                    reset,
+                }
             } else {
                 RateHeaders {
                     reset,
@@ -605,6 +607,7 @@ mod tests {
             let err = limiter.admit(&p, "small", 600).await.unwrap_err();
             assert_eq!(err.error.status(), 429);
             assert_eq!(err.headers.tokens, Some((1000, 550)));
+            assert_eq!(err.headers.requests, None, "only the refused dimension");
             let c = limiter.admit(&p, "small", 500).await.unwrap();
             // The refused requests were not counted: three requests this minute, the limit.
             let err = limiter.admit(&p, "small", 1).await.unwrap_err();
