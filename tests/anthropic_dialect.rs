@@ -216,7 +216,9 @@ async fn openai_upstream_answers_in_anthropic_shape_json_and_stream() {
                "content": [{"type": "text", "text": "Bonjour"}],
                "stop_reason": "max_tokens", "stop_sequence": null,
                "usage": {"input_tokens": 5, "cache_creation_input_tokens": 0,
-                         "cache_read_input_tokens": 4, "output_tokens": 1}})
+                         "cache_read_input_tokens": 4, "output_tokens": 1,
+                         // (5 + 4) prompt tokens at 1 USD/M, 1 completion token at 2 USD/M.
+                         "cost": 0.000011}})
     );
     let sent = openai.requests()[0].json();
     assert_eq!(

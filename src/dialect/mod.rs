@@ -79,12 +79,14 @@ pub trait StreamEncoder: Send {
 pub enum ClientRequest {
     OpenAi(openai::ChatRequest),
     Anthropic(anthropic::MessagesRequest),
+    /// `POST /v1/embeddings` (OpenAI's format).
+    Embeddings(openai::embeddings::EmbeddingsRequest),
 }
 
 impl ClientRequest {
     pub fn dialect(&self) -> Dialect {
         match self {
-            ClientRequest::OpenAi(_) => Dialect::OpenAi,
+            ClientRequest::OpenAi(_) | ClientRequest::Embeddings(_) => Dialect::OpenAi,
             ClientRequest::Anthropic(_) => Dialect::Anthropic,
         }
     }
@@ -94,6 +96,7 @@ impl ClientRequest {
         match self {
             ClientRequest::OpenAi(r) => &r.model,
             ClientRequest::Anthropic(r) => &r.model,
+            ClientRequest::Embeddings(r) => &r.model,
         }
     }
 
@@ -101,6 +104,7 @@ impl ClientRequest {
         match self {
             ClientRequest::OpenAi(r) => r.stream,
             ClientRequest::Anthropic(r) => r.stream,
+            ClientRequest::Embeddings(_) => false,
         }
     }
 
@@ -109,6 +113,7 @@ impl ClientRequest {
         match self {
             ClientRequest::OpenAi(r) => r.include_usage,
             ClientRequest::Anthropic(_) => true,
+            ClientRequest::Embeddings(_) => false,
         }
     }
 
@@ -116,7 +121,7 @@ impl ClientRequest {
     pub fn fallback_models(&self) -> &[String] {
         match self {
             ClientRequest::OpenAi(r) => &r.fallback_models,
-            ClientRequest::Anthropic(_) => &[],
+            ClientRequest::Anthropic(_) | ClientRequest::Embeddings(_) => &[],
         }
     }
 
@@ -127,6 +132,8 @@ impl ClientRequest {
                 .iter()
                 .find_map(|k| r.rest.get(*k).and_then(Value::as_u64)),
             ClientRequest::Anthropic(r) => r.max_tokens,
+            // Embeddings have no output tokens.
+            ClientRequest::Embeddings(_) => Some(0),
         }
     }
 
@@ -139,7 +146,7 @@ impl ClientRequest {
     pub fn provider_preferences(&self) -> Option<&Value> {
         match self {
             ClientRequest::OpenAi(r) => r.provider_preferences.as_ref(),
-            ClientRequest::Anthropic(_) => None,
+            ClientRequest::Anthropic(_) | ClientRequest::Embeddings(_) => None,
         }
     }
 
@@ -148,6 +155,10 @@ impl ClientRequest {
         match self {
             ClientRequest::OpenAi(r) => r.canonical(),
             ClientRequest::Anthropic(r) => r.canonical(),
+            ClientRequest::Embeddings(_) => Err(GatewayError::invalid(
+                "an embeddings request is not a chat request",
+                None,
+            )),
         }
     }
 }

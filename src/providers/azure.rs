@@ -9,12 +9,13 @@
 
 use bytes::Bytes;
 
-use super::openai::{decode_openai_error, OpenAiAdapter};
+use super::openai::{decode_openai_embeddings, decode_openai_error, OpenAiAdapter};
 use super::{
-    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, StreamFailure,
-    StreamReader, StreamSettings, UpstreamRequest,
+    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, RenderedAnswer,
+    StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::config::ProviderKind;
+use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
 
@@ -35,8 +36,18 @@ impl AzureAdapter {
     }
 
     fn path(&self, base_path: &str, deployment: &str) -> Result<String, GatewayError> {
+        self.operation_path(base_path, deployment, "chat/completions")
+    }
+
+    /// The URL of `operation` (`chat/completions`, `embeddings`) on a deployment.
+    fn operation_path(
+        &self,
+        base_path: &str,
+        deployment: &str,
+        operation: &str,
+    ) -> Result<String, GatewayError> {
         if self.api_version == "v1" {
-            return Ok(format!("{base_path}/openai/v1/chat/completions"));
+            return Ok(format!("{base_path}/openai/v1/{operation}"));
         }
         // Deployment names are letters, digits, '-', '_' and '.'; anything else would change the
         // meaning of the URL.
@@ -51,7 +62,7 @@ impl AzureAdapter {
             ));
         }
         Ok(format!(
-            "{base_path}/openai/deployments/{deployment}/chat/completions?api-version={}",
+            "{base_path}/openai/deployments/{deployment}/{operation}?api-version={}",
             self.api_version
         ))
     }
@@ -85,6 +96,39 @@ impl ProviderAdapter for AzureAdapter {
             headers,
             body: Bytes::from(body),
         })
+    }
+
+    fn build_embeddings(
+        &self,
+        request: &EmbeddingsRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let path_and_query = self.operation_path(
+            &target.endpoint.base_path,
+            target.upstream_model,
+            "embeddings",
+        )?;
+        let mut headers = Vec::with_capacity(3 + target.extra_headers.len());
+        headers.extend(OpenAiAdapter::content_headers(false));
+        headers.extend(credential_headers(
+            target,
+            http::HeaderName::from_static("api-key"),
+            |k| k.to_string(),
+        )?);
+        Ok(UpstreamRequest {
+            path_and_query,
+            headers,
+            body: Bytes::from(request.body_with_model(target.upstream_model)?),
+        })
+    }
+
+    fn decode_embeddings(
+        &self,
+        _request: &EmbeddingsRequest,
+        _model: &str,
+        body: Bytes,
+    ) -> Result<RenderedAnswer, StreamFailure> {
+        decode_openai_embeddings(body)
     }
 
     fn decode_response(&self, body: Bytes, native: bool) -> Result<Answer, StreamFailure> {

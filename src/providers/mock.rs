@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::accounting::Usage;
 use crate::config::MockSettings;
+use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::openai::ChatRequest;
 
 /// How much of the user's message the default reply quotes back.
@@ -83,6 +84,53 @@ impl MockProvider {
             finish_reason,
             usage,
         }
+    }
+}
+
+impl MockProvider {
+    /// Embeddings of the request's texts (or token arrays): unit vectors of `dimensions`
+    /// (default 8) that depend only on the input, so equal texts embed equally; usage as for
+    /// prompts (about four characters a token).
+    pub fn embed(&self, request: &EmbeddingsRequest) -> (Vec<Vec<f32>>, Usage) {
+        let inputs: Vec<String> = match request.rest.get("input") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let dims = request.dimensions().unwrap_or(8).clamp(1, 4096) as usize;
+        let vectors = inputs
+            .iter()
+            .map(|text| {
+                // FNV-1a of the text seeds a tiny xorshift generator.
+                let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                }) | 1;
+                let raw: Vec<f32> = (0..dims)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        (state % 2001) as f32 / 1000.0 - 1.0
+                    })
+                    .collect();
+                let norm = raw
+                    .iter()
+                    .map(|x| x * x)
+                    .sum::<f32>()
+                    .sqrt()
+                    .max(f32::EPSILON);
+                raw.into_iter().map(|x| x / norm).collect()
+            })
+            .collect();
+        let chars: usize = inputs.iter().map(String::len).sum();
+        let usage = Usage {
+            prompt_tokens: (chars as u64).div_ceil(4).max(1),
+            ..Usage::default()
+        };
+        (vectors, usage)
     }
 }
 

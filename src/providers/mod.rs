@@ -25,6 +25,7 @@ use http::{HeaderName, HeaderValue};
 use crate::accounting::Usage;
 use crate::chat::{self, EventSink};
 use crate::config::{Price, ProviderConfig, ProviderKind, Secret};
+use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::{self, ClientRequest, Dialect};
 use crate::error::GatewayError;
 
@@ -207,6 +208,35 @@ pub trait ProviderAdapter: Send + Sync {
 
     /// A reader for one streamed answer.
     fn stream_decoder(&self, native: bool, settings: StreamSettings) -> StreamReader;
+
+    /// The vendor request for `POST /v1/embeddings`; vendors without embeddings refuse.
+    fn build_embeddings(
+        &self,
+        request: &EmbeddingsRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let _ = (request, target);
+        Err(GatewayError::invalid(
+            format!(
+                "provider kind {} has no embeddings API; route this model to an embeddings provider",
+                self.kind()
+            ),
+            Some("model"),
+        ))
+    }
+
+    /// The vendor's embeddings answer as OpenAI's `list` (for the upstream `model`).
+    fn decode_embeddings(
+        &self,
+        request: &EmbeddingsRequest,
+        model: &str,
+        body: Bytes,
+    ) -> Result<RenderedAnswer, StreamFailure> {
+        let _ = (request, model, body);
+        Err(StreamFailure::Malformed(
+            "this provider kind has no embeddings API".into(),
+        ))
+    }
 
     /// A request that counts the input tokens of an Anthropic Messages request, for vendors
     /// that can (`POST /v1/messages/count_tokens`); `None` means the gateway estimates.

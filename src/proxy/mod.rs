@@ -112,10 +112,14 @@ impl ProxyHttp for Gateway {
         let path = session.req_header().uri.path().to_string();
         let route = path.strip_prefix("/v1").unwrap_or(&path);
         match (method.as_str(), route) {
-            ("POST", "/chat/completions" | "/messages" | "/messages/count_tokens") => {
+            (
+                "POST",
+                "/chat/completions" | "/embeddings" | "/messages" | "/messages/count_tokens",
+            ) => {
                 let counting = route == "/messages/count_tokens";
                 (ctx.endpoint, ctx.dialect) = match route {
                     "/chat/completions" => ("chat", Dialect::OpenAi),
+                    "/embeddings" => ("embeddings", Dialect::OpenAi),
                     _ if counting => ("count_tokens", Dialect::Anthropic),
                     _ => ("messages", Dialect::Anthropic),
                 };
@@ -143,7 +147,14 @@ impl ProxyHttp for Gateway {
                     Err(err) => respond::error(session, ctx, &err).await?,
                 }
             }
-            (_, "/chat/completions" | "/messages" | "/messages/count_tokens" | "/models") => {
+            (
+                _,
+                "/chat/completions"
+                | "/embeddings"
+                | "/messages"
+                | "/messages/count_tokens"
+                | "/models",
+            ) => {
                 let err = GatewayError::MethodNotAllowed {
                     method: method.to_string(),
                     path,

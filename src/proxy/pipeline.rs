@@ -1,4 +1,5 @@
-//! The chat endpoints of every dialect (`POST /v1/chat/completions`, `POST /v1/messages`), as
+//! The model endpoints of every dialect (`POST /v1/chat/completions`, `POST /v1/messages`,
+//! `POST /v1/embeddings`), as
 //! explicit stages: **parse** the body in the client's dialect, **admit** it (the key may use the
 //! models), **plan** the targets, **attempt** them under the retry policy, **render** what
 //! failed as an error in the client's dialect.
@@ -23,6 +24,7 @@ use super::respond;
 use super::Gateway;
 use crate::config::RetryPolicy;
 use crate::dialect::anthropic::MessagesRequest;
+use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::openai::ChatRequest;
 use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
@@ -114,6 +116,9 @@ async fn parse(
     };
     let prompt_estimate = (body.len() as u64).div_ceil(4);
     let parsed = match ctx.dialect {
+        Dialect::OpenAi if ctx.endpoint == "embeddings" => {
+            EmbeddingsRequest::parse(&body).map(ClientRequest::Embeddings)
+        }
         // The parsed request is all that is needed from here on; a long stream should not keep
         // a large prompt twice.
         Dialect::OpenAi => ChatRequest::parse(&body).map(ClientRequest::OpenAi),

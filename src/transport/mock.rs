@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{AttemptError, Exchange};
+use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::openai::ChatRequest;
 use crate::providers::mock::MockProvider;
 use crate::providers::UpstreamRequest;
@@ -23,6 +24,9 @@ pub struct MockExchange {
 
 /// Answers `req` after the mock's configured latency.
 pub async fn send(mock: &MockProvider, req: &UpstreamRequest) -> Result<Exchange, AttemptError> {
+    if req.path_and_query.ends_with("/embeddings") {
+        return embeddings(mock, req).await;
+    }
     // The adapter wrote this body; it always parses.
     let request = ChatRequest::parse(&req.body)
         .map_err(|e| AttemptError::Io(format!("mock cannot read the request: {e}")))?;
@@ -58,6 +62,23 @@ pub async fn send(mock: &MockProvider, req: &UpstreamRequest) -> Result<Exchange
     Ok(Exchange::Mock(MockExchange {
         chunks,
         interval,
+        waited: latency,
+    }))
+}
+
+/// `POST /embeddings`: deterministic vectors, one per input.
+async fn embeddings(mock: &MockProvider, req: &UpstreamRequest) -> Result<Exchange, AttemptError> {
+    let request = EmbeddingsRequest::parse(&req.body)
+        .map_err(|e| AttemptError::Io(format!("mock cannot read the request: {e}")))?;
+    let latency = mock.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let (vectors, usage) = mock.embed(&request);
+    let body = request.answer(&request.model, &vectors, &usage);
+    Ok(Exchange::Mock(MockExchange {
+        chunks: VecDeque::from([(false, body)]),
+        interval: None,
         waited: latency,
     }))
 }

@@ -5,6 +5,7 @@
 //! every field a client sends (including ones newer than this code) reaches an OpenAI-compatible
 //! upstream unchanged.
 
+pub mod embeddings;
 pub mod encode;
 
 use bytes::Bytes;

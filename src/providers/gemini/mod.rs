@@ -32,6 +32,7 @@
 #[macro_use]
 mod test_support;
 
+mod embeddings;
 mod errors;
 mod request;
 mod response;
@@ -43,10 +44,11 @@ use http::HeaderValue;
 
 use super::stream::SseFrame;
 use super::{
-    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, StreamFailure,
-    StreamReader, StreamSettings, UpstreamRequest,
+    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, RenderedAnswer,
+    StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::config::ProviderKind;
+use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
 
@@ -107,6 +109,19 @@ fn validates_signatures(model: &str) -> bool {
     major.parse::<u32>().is_ok_and(|m| m >= 3)
 }
 
+/// A target's model as Gemini names it in URLs (without `models/`), checked so that it cannot
+/// change the URL's meaning.
+fn gemini_model(upstream_model: &str) -> Result<&str, GatewayError> {
+    let model = upstream_model.trim_start_matches("models/");
+    if model.is_empty() || model.contains(['/', '?', '#', ' ', ':']) {
+        return Err(invalid(
+            format!("'{model}' is not a valid Gemini model name"),
+            "model",
+        ));
+    }
+    Ok(model)
+}
+
 impl ProviderAdapter for GeminiAdapter {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Gemini
@@ -117,13 +132,7 @@ impl ProviderAdapter for GeminiAdapter {
         request: &ClientRequest,
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let model = target.upstream_model.trim_start_matches("models/");
-        if model.is_empty() || model.contains(['/', '?', '#', ' ', ':']) {
-            return Err(invalid(
-                format!("'{model}' is not a valid Gemini model name"),
-                "model",
-            ));
-        }
+        let model = gemini_model(target.upstream_model)?;
         let body = Self::request_body(&request.canonical()?, model)?;
         let method = if request.stream() {
             "streamGenerateContent?alt=sse"
@@ -154,6 +163,41 @@ impl ProviderAdapter for GeminiAdapter {
 
     fn decode_response(&self, body: Bytes, _native: bool) -> Result<Answer, StreamFailure> {
         response::decode(&body)
+    }
+
+    fn build_embeddings(
+        &self,
+        request: &EmbeddingsRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let model = gemini_model(target.upstream_model)?;
+        let mut headers = Vec::with_capacity(2 + target.extra_headers.len());
+        headers.push((
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ));
+        headers.extend(credential_headers(
+            target,
+            http::HeaderName::from_static("x-goog-api-key"),
+            |k| k.to_string(),
+        )?);
+        Ok(UpstreamRequest {
+            path_and_query: format!(
+                "{}/v1beta/models/{model}:batchEmbedContents",
+                target.endpoint.base_path
+            ),
+            headers,
+            body: Bytes::from(embeddings::request_body(request, model)?),
+        })
+    }
+
+    fn decode_embeddings(
+        &self,
+        request: &EmbeddingsRequest,
+        model: &str,
+        body: Bytes,
+    ) -> Result<RenderedAnswer, StreamFailure> {
+        embeddings::decode(request, model.trim_start_matches("models/"), &body)
     }
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {

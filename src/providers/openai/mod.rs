@@ -26,10 +26,11 @@ use super::sse::SseEvent;
 use super::stream::{SseFrame, SseHandler};
 use super::{
     credential_headers, openai_error_type, Answer, AttemptTarget, ProbeRequest, ProviderAdapter,
-    StreamDecoder, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
+    RenderedAnswer, StreamDecoder, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::{with_usage_cost, OpenAiUsageWire, Usage};
 use crate::config::ProviderKind;
+use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::openai::ChatRequest;
 use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
@@ -248,6 +249,34 @@ impl ProviderAdapter for OpenAiAdapter {
         })
     }
 
+    fn build_embeddings(
+        &self,
+        request: &EmbeddingsRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let mut headers = Vec::with_capacity(3 + target.extra_headers.len());
+        headers.extend(Self::content_headers(false));
+        headers.extend(credential_headers(
+            target,
+            http::header::AUTHORIZATION,
+            |k| format!("Bearer {k}"),
+        )?);
+        Ok(UpstreamRequest {
+            path_and_query: format!("{}/embeddings", target.endpoint.base_path),
+            headers,
+            body: Bytes::from(request.body_with_model(target.upstream_model)?),
+        })
+    }
+
+    fn decode_embeddings(
+        &self,
+        _request: &EmbeddingsRequest,
+        _model: &str,
+        body: Bytes,
+    ) -> Result<RenderedAnswer, StreamFailure> {
+        decode_openai_embeddings(body)
+    }
+
     fn decode_response(&self, body: Bytes, native: bool) -> Result<Answer, StreamFailure> {
         if native {
             decode_openai_response(body)
@@ -339,6 +368,23 @@ pub fn decode_openai_response(body: Bytes) -> Result<Answer, StreamFailure> {
     Ok(Answer::Native {
         usage,
         body: Bytes::from(value.to_string()),
+    })
+}
+
+/// Checks an OpenAI embeddings answer and reads its usage; the body passes on unchanged.
+pub fn decode_openai_embeddings(body: Bytes) -> Result<RenderedAnswer, StreamFailure> {
+    #[derive(Deserialize)]
+    struct Probe {
+        data: Vec<IgnoredAny>,
+        #[serde(default)]
+        usage: Option<OpenAiUsageWire>,
+    }
+    let probe: Probe = serde_json::from_slice(&body)
+        .map_err(|e| StreamFailure::Malformed(format!("answer is not an embeddings list: {e}")))?;
+    let _ = probe.data;
+    Ok(RenderedAnswer {
+        usage: probe.usage.map(Usage::from),
+        body,
     })
 }
 

@@ -91,15 +91,19 @@ pub async fn run(
         ),
         Backend::Mock(_) => (mock_endpoint(), None, &[][..]),
     };
-    let upstream_request = match provider.adapter.build_request(
-        request,
-        &AttemptTarget {
-            upstream_model: &target.upstream_model,
-            endpoint,
-            api_key,
-            extra_headers,
-        },
-    ) {
+    let attempt_target = AttemptTarget {
+        upstream_model: &target.upstream_model,
+        endpoint,
+        api_key,
+        extra_headers,
+    };
+    let built = match request {
+        ClientRequest::Embeddings(embeddings) => provider
+            .adapter
+            .build_embeddings(embeddings, &attempt_target),
+        _ => provider.adapter.build_request(request, &attempt_target),
+    };
+    let upstream_request = match built {
         Ok(r) => r,
         Err(error) => {
             return Ok(Attempt::Failed {
@@ -139,7 +143,7 @@ pub async fn run(
         return Ok(Box::pin(relay.error_status(exchange)).await);
     }
     if !request.stream() {
-        return Box::pin(relay.json(session, ctx, exchange)).await;
+        return Box::pin(relay.json(session, ctx, request, exchange)).await;
     }
     relay.stream(session, ctx, request, exchange).await
 }

@@ -103,6 +103,7 @@ impl Relay<'_> {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
+        request: &ClientRequest,
         mut exchange: Exchange,
     ) -> pingora::Result<Attempt> {
         let latency = exchange.waited();
@@ -112,7 +113,14 @@ impl Relay<'_> {
         };
         ctx.waited += exchange.waited() - latency;
         self.gateway.transport.release(exchange).await;
-        let answer = match client_answer(&*self.target.provider.adapter, body, ctx.dialect) {
+        let adapter = &*self.target.provider.adapter;
+        let decoded = match request {
+            ClientRequest::Embeddings(embeddings) => {
+                adapter.decode_embeddings(embeddings, &self.target.upstream_model, body)
+            }
+            _ => client_answer(adapter, body, ctx.dialect),
+        };
+        let answer = match decoded {
             Ok(answer) => answer,
             Err(failure) => return Ok(self.answer_failure(failure)),
         };
