@@ -129,3 +129,57 @@ proptest! {
         }
     }
 }
+
+/// A ConverseStream answer in AWS's binary event-stream framing.
+fn bedrock_stream() -> Vec<u8> {
+    use switchyard::providers::bedrock::eventstream::encode;
+    let ev = |kind: &str, payload: &str| {
+        encode(
+            &[(":event-type", kind), (":message-type", "event")],
+            payload.as_bytes(),
+        )
+    };
+    [
+        ev("messageStart", r#"{"role":"assistant"}"#),
+        ev(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"Hi"}}"#,
+        ),
+        ev(
+            "contentBlockStart",
+            r#"{"contentBlockIndex":1,"start":{"toolUse":{"toolUseId":"t","name":"f"}}}"#,
+        ),
+        ev(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{}"}}}"#,
+        ),
+        ev("messageStop", r#"{"stopReason":"tool_use"}"#),
+        ev(
+            "metadata",
+            r#"{"usage":{"inputTokens":1,"outputTokens":2}}"#,
+        ),
+    ]
+    .concat()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bedrock_event_streams_never_panic(pos in 0usize..10_000, byte in any::<u8>(),
+                                         cut in 0usize..10_000,
+                                         sizes in proptest::collection::vec(1usize..100, 1..6)) {
+        let adapter = switchyard::providers::bedrock::BedrockAdapter::new("us-east-1", None);
+        let full = bedrock_stream();
+        for client in CLIENTS {
+            let whole = run(&adapter, client, &full, &sizes);
+            prop_assert!(whole.is_ok(), "{whole:?}");
+            let mut bad = full.clone();
+            let at = pos % bad.len();
+            bad[at] ^= byte | 1;
+            let _ = run(&adapter, client, &bad, &sizes);
+            let cut = cut % full.len();
+            prop_assert!(run(&adapter, client, &full[..cut], &sizes).is_err(), "cut at {cut} looked complete");
+        }
+    }
+}

@@ -307,6 +307,10 @@ pub struct ProviderConfig {
     /// `None` when the provider needs no key (a local OpenAI-compatible server).
     pub api_key: Option<Secret>,
     pub api_version: Option<String>,
+    /// `kind: bedrock`: the AWS region and the credentials requests are signed with (SigV4),
+    /// unless `api_key` (a Bedrock API key) is set.
+    pub region: Option<String>,
+    pub aws_credentials: Option<AwsCredentials>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeouts: Timeouts,
     /// Active probes; `None` when switched off (`health_check.enabled: false`).
@@ -315,6 +319,14 @@ pub struct ProviderConfig {
     pub mock: MockSettings,
     /// Why the provider is switched off (empty key, unsupported kind); `None` when usable.
     pub disabled: Option<String>,
+}
+
+/// Static AWS credentials, from the config or the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -92,6 +92,11 @@ pub struct RawProvider {
     #[serde(default, deserialize_with = "present")]
     pub api_key: Option<Option<String>>,
     pub api_version: Option<String>,
+    /// `kind: bedrock` only: the AWS region, and static credentials (else the environment's).
+    pub region: Option<String>,
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<String>,
+    pub aws_session_token: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     #[serde(default)]

@@ -333,9 +333,13 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
         },
     };
 
+    let (region, aws_credentials, aws_disabled) = aws(&path, kind, &raw, issues);
     let base_url = match (raw.base_url.as_deref(), kind) {
         (_, ProviderKind::Mock) => None,
         (Some(u), _) => http_url(&format!("{path}.base_url"), u, issues),
+        (None, ProviderKind::Bedrock) => region
+            .as_ref()
+            .and_then(|r| Url::parse(&format!("https://bedrock-runtime.{r}.amazonaws.com")).ok()),
         (None, kind) => match kind.default_base_url() {
             Some(default) => Url::parse(default).ok(),
             None => {
@@ -359,6 +363,11 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
         Some(k) => Some(Secret::new(k)),
         // A local OpenAI-compatible server (vLLM, Ollama) usually needs no key at all.
         None if matches!(kind, ProviderKind::Mock | ProviderKind::OpenAiCompatible) => None,
+        // Bedrock signs with AWS credentials; an API key is the alternative.
+        None if kind == ProviderKind::Bedrock => {
+            disabled = aws_disabled;
+            None
+        }
         None => {
             disabled = Some("api_key is not set".to_string());
             None
@@ -456,6 +465,8 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
         base_url,
         api_key,
         api_version: raw.api_version,
+        region,
+        aws_credentials,
         headers,
         timeouts,
         health_check_interval,
@@ -465,11 +476,85 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
     })
 }
 
+/// `kind: bedrock`'s region and credentials (config, else `AWS_*` in the environment), and why
+/// it is off when it has none; other kinds must not set them.
+fn aws(
+    path: &str,
+    kind: ProviderKind,
+    raw: &RawProvider,
+    issues: &mut Issues,
+) -> (Option<String>, Option<AwsCredentials>, Option<String>) {
+    let set = [
+        ("region", raw.region.is_some()),
+        ("aws_access_key_id", raw.aws_access_key_id.is_some()),
+        ("aws_secret_access_key", raw.aws_secret_access_key.is_some()),
+        ("aws_session_token", raw.aws_session_token.is_some()),
+    ];
+    if kind != ProviderKind::Bedrock {
+        for (field, is_set) in set {
+            if is_set {
+                issues.push(format!("{path}.{field}"), "only used with kind bedrock");
+            }
+        }
+        return (None, None, None);
+    }
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let region = raw
+        .region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"));
+    match &region {
+        None => issues.push(
+            format!("{path}.region"),
+            "is required for kind bedrock (or AWS_REGION)",
+        ),
+        Some(r) if !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+            issues.push(format!("{path}.region"), "not an AWS region name");
+        }
+        Some(_) => {}
+    }
+    let nonempty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    let configured = (
+        nonempty(&raw.aws_access_key_id),
+        nonempty(&raw.aws_secret_access_key),
+    );
+    let (id, secret, token) = match configured {
+        (Some(id), Some(secret)) => (Some(id), Some(secret), nonempty(&raw.aws_session_token)),
+        (None, None) => (
+            env("AWS_ACCESS_KEY_ID"),
+            env("AWS_SECRET_ACCESS_KEY"),
+            env("AWS_SESSION_TOKEN"),
+        ),
+        _ => {
+            issues.push(
+                path,
+                "set both aws_access_key_id and aws_secret_access_key, or neither",
+            );
+            (None, None, None)
+        }
+    };
+    let credentials = match (id, secret) {
+        (Some(access_key_id), Some(secret)) => Some(AwsCredentials {
+            access_key_id,
+            secret_access_key: Secret::new(secret),
+            session_token: token.map(Secret::new),
+        }),
+        _ => None,
+    };
+    let disabled = credentials.is_none().then(|| {
+        "no AWS credentials (aws_access_key_id and aws_secret_access_key, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a Bedrock api_key)".to_string()
+    });
+    (region, credentials, disabled)
+}
+
 /// Provider kinds whose adapter exists in this build.
 fn kind_is_supported(kind: ProviderKind) -> bool {
     matches!(
         kind,
-        ProviderKind::OpenAi
+        ProviderKind::Bedrock
+            | ProviderKind::OpenAi
             | ProviderKind::OpenAiCompatible
             | ProviderKind::AzureOpenAi
             | ProviderKind::Anthropic
@@ -893,13 +978,40 @@ models:
     }
 
     #[test]
-    fn unsupported_kinds_are_disabled_not_silently_used() {
-        let cfg = parse("providers: { b: { kind: bedrock, api_key: k, base_url: \"https://bedrock-runtime.us-east-1.amazonaws.com\" } }", env).unwrap();
-        assert!(cfg.providers["b"]
-            .disabled
-            .as_deref()
-            .unwrap()
-            .contains("not supported"));
+    fn bedrock_needs_a_region_and_credentials() {
+        let cfg = parse(
+            "providers: { b: { kind: bedrock, region: eu-west-1, aws_access_key_id: AKID, aws_secret_access_key: s3cr3t } }",
+            env,
+        )
+        .unwrap();
+        let b = &cfg.providers["b"];
+        assert!(b.disabled.is_none(), "{:?}", b.disabled);
+        assert_eq!(
+            b.base_url.as_ref().unwrap().as_str(),
+            "https://bedrock-runtime.eu-west-1.amazonaws.com/"
+        );
+        assert_eq!(b.aws_credentials.as_ref().unwrap().access_key_id, "AKID");
+        assert!(!format!("{cfg:?}").contains("s3cr3t"));
+        // A Bedrock API key works instead of AWS credentials.
+        let cfg = parse(
+            "providers: { b: { kind: bedrock, region: us-east-1, api_key: k } }",
+            env,
+        )
+        .unwrap();
+        assert!(cfg.providers["b"].disabled.is_none());
+        let found = issues(
+            "providers: { b: { kind: bedrock, region: \"us east\", aws_access_key_id: AKID }, o: { kind: openai, api_key: k, region: x } }",
+        );
+        for expected in [
+            "providers.b.region: not an AWS region name",
+            "providers.b: set both aws_access_key_id and aws_secret_access_key, or neither",
+            "providers.o.region: only used with kind bedrock",
+        ] {
+            assert!(
+                found.contains(&expected.to_string()),
+                "{expected}: {found:?}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod convert;
 pub mod gemini;
 pub mod mock;
@@ -324,6 +325,14 @@ pub fn adapter_for(config: &ProviderConfig) -> Option<Box<dyn ProviderAdapter>> 
             config.api_version.as_deref(),
         ))),
         ProviderKind::Anthropic => Some(Box::new(anthropic::AnthropicAdapter)),
+        ProviderKind::Bedrock => Some(Box::new(bedrock::BedrockAdapter::new(
+            config.region.as_deref().unwrap_or("us-east-1"),
+            // A Bedrock API key, when set, is used instead of signing.
+            config
+                .aws_credentials
+                .as_ref()
+                .filter(|_| config.api_key.is_none()),
+        ))),
         ProviderKind::Gemini => Some(Box::new(gemini::GeminiAdapter)),
         _ => None,
     }

@@ -1,0 +1,311 @@
+//! `kind: bedrock` through the real binary, against a fake Bedrock runtime that recomputes each
+//! request's SigV4 signature (with `aws-sigv4`, from the request it received) and answers with
+//! Converse JSON or the binary event stream: OpenAI and Anthropic clients, tool calls, usage,
+//! an exception inside the stream, and failover when Bedrock rejects the gateway's credentials.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use serde_json::{json, Value};
+use support::{client, sse_data, Gateway, MockResponse, MockUpstream, RecordedRequest};
+use switchyard::providers::bedrock::eventstream;
+
+const ACCESS_KEY: &str = "AKIDEXAMPLE";
+const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
+
+/// `20261203T071500Z` as a time.
+fn amz_date(text: &str) -> SystemTime {
+    let n = |r: std::ops::Range<usize>| text[r].parse::<u64>().expect("digits");
+    let (y, m, d) = (n(0..4) as i64, n(4..6) as i64, n(6..8) as i64);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days as u64 * 86_400 + n(9..11) * 3600 + n(11..13) * 60 + n(13..15);
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// Recomputes the request's signature from what arrived; `Err` says why it does not match.
+fn verify(req: &RecordedRequest, secret: &str) -> Result<(), String> {
+    let auth = req.header("authorization").ok_or("no authorization")?;
+    let date = req.header("x-amz-date").ok_or("no x-amz-date")?;
+    let signed: Vec<&str> = auth
+        .split("SignedHeaders=")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .ok_or("no SignedHeaders")?
+        .split(';')
+        .collect();
+    let headers: Vec<(&str, &str)> = signed
+        .iter()
+        .filter(|h| **h != "host" && **h != "x-amz-date")
+        .map(|h| (*h, req.header(h).unwrap_or("")))
+        .collect();
+    let url = format!(
+        "http://{}{}",
+        req.header("host").ok_or("no host")?,
+        req.path
+    );
+    let identity: Identity = Credentials::new(ACCESS_KEY, secret, None, None, "test").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("bedrock")
+        .time(amz_date(date))
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let signable = SignableRequest::new(
+        "POST",
+        &url,
+        headers.into_iter(),
+        SignableBody::Bytes(&req.body),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    let expected = instructions
+        .headers()
+        .find(|(n, _)| *n == "authorization")
+        .map(|(_, v)| v.to_string())
+        .ok_or("signer made no authorization")?;
+    if expected == auth {
+        Ok(())
+    } else {
+        Err(format!("signature mismatch:\n got {auth}\nwant {expected}"))
+    }
+}
+
+fn event(kind: &str, payload: Value) -> Vec<u8> {
+    eventstream::encode(
+        &[
+            (":event-type", kind),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        payload.to_string().as_bytes(),
+    )
+}
+
+/// A binary event-stream answer (one body; the gateway decodes it in whatever pieces arrive).
+fn event_stream(frames: Vec<Vec<u8>>) -> MockResponse {
+    MockResponse::text(200, "application/vnd.amazon.eventstream", frames.concat())
+}
+
+fn bedrock(req: &RecordedRequest) -> MockResponse {
+    if let Err(why) = verify(req, SECRET) {
+        return MockResponse::json(
+            403,
+            json!({"message": format!("The request signature we calculated does not match ({why})")}),
+        );
+    }
+    let body = req.json();
+    assert!(body["messages"].is_array(), "{body}");
+    let weather = body.to_string().contains("weather");
+    if req.path.ends_with("/converse") {
+        let content = if weather {
+            json!([{"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather", "input": {"city": "Paris"}}}])
+        } else {
+            json!([{"text": "Bonjour"}])
+        };
+        return MockResponse::json(
+            200,
+            json!({"output": {"message": {"role": "assistant", "content": content}},
+                   "stopReason": if weather { "tool_use" } else { "end_turn" },
+                   "usage": {"inputTokens": 11, "outputTokens": 2, "totalTokens": 13}}),
+        );
+    }
+    let mut frames = vec![event("messageStart", json!({"role": "assistant"}))];
+    frames.push(event(
+        "contentBlockDelta",
+        json!({"contentBlockIndex": 0, "delta": {"text": "Bon"}}),
+    ));
+    if body.to_string().contains("throttle me") {
+        let ex = eventstream::encode(
+            &[
+                (":message-type", "exception"),
+                (":exception-type", "throttlingException"),
+            ],
+            br#"{"message":"Too many requests, please wait."}"#,
+        );
+        frames.push(ex);
+        return event_stream(frames);
+    }
+    frames.push(event(
+        "contentBlockDelta",
+        json!({"contentBlockIndex": 0, "delta": {"text": "jour"}}),
+    ));
+    frames.push(event("contentBlockStop", json!({"contentBlockIndex": 0})));
+    frames.push(event("messageStop", json!({"stopReason": "end_turn"})));
+    frames.push(event("metadata", json!({"usage": {"inputTokens": 11, "outputTokens": 2, "totalTokens": 13}, "metrics": {"latencyMs": 5}})));
+    event_stream(frames)
+}
+
+async fn start() -> (MockUpstream, MockUpstream, Gateway) {
+    let upstream = MockUpstream::start(|req, _| bedrock(req)).await;
+    let backup = MockUpstream::start(|req, _| {
+        MockResponse::json(
+            200,
+            json!({"id": "c", "object": "chat.completion", "created": 1, "model": req.json()["model"],
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "from backup"},
+                                "finish_reason": "stop", "logprobs": null}],
+                   "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}),
+        )
+    })
+    .await;
+    let yaml = format!(
+        r#"
+server: {{ listen: ["{{{{listen}}}}"], admin_listen: "{{{{admin}}}}" }}
+providers:
+  aws: {{ kind: bedrock, region: us-east-1, base_url: "{u}", aws_access_key_id: {ACCESS_KEY}, aws_secret_access_key: "{SECRET}" }}
+  wrongkey: {{ kind: bedrock, region: us-east-1, base_url: "{u}", aws_access_key_id: {ACCESS_KEY}, aws_secret_access_key: "not-the-secret" }}
+  backup: {{ kind: openai-compatible, base_url: "{b}/v1", api_key: k }}
+models:
+  claude: {{ targets: [{{ provider: aws, model: "{MODEL}", price: {{ input_per_mtok: 3, output_per_mtok: 15 }} }}] }}
+  guarded:
+    strategy: fallback
+    targets: [{{ provider: wrongkey, model: "{MODEL}" }}, {{ provider: backup, model: gpt }}]
+    retry: {{ attempts: 1, backoff_ms: 0 }}
+"#,
+        u = upstream.url(),
+        b = backup.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    (upstream, backup, gw)
+}
+
+async fn chat(gw: &Gateway, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("gateway answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_converse_answers_json_and_streams_for_both_dialects() {
+    let (upstream, _backup, gw) = start().await;
+
+    let resp = chat(
+        &gw,
+        json!({"model": "claude", "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "{}",
+        upstream
+            .requests()
+            .last()
+            .map(|r| r.body_text())
+            .unwrap_or_default()
+    );
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "Bonjour");
+    assert_eq!(v["usage"]["prompt_tokens"], 11);
+    assert_eq!(v["usage"]["cost"], json!((11.0 * 3.0 + 2.0 * 15.0) / 1e6));
+    let sent = &upstream.requests()[0];
+    assert_eq!(
+        sent.path,
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+    );
+
+    let resp = chat(&gw, json!({"model": "claude", "messages": [{"role": "user", "content": "weather in Paris?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]})).await;
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        "{\"city\":\"Paris\"}"
+    );
+
+    let resp = chat(
+        &gw,
+        json!({"model": "claude", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let data = sse_data(&resp.text().await.unwrap());
+    let text: String = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, "Bonjour");
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    assert!(upstream.requests()[2].path.ends_with("/converse-stream"));
+
+    // The Anthropic dialect reaches Bedrock the same way.
+    let resp = client()
+        .post(format!("{}/v1/messages", gw.url()))
+        .json(&json!({"model": "claude", "max_tokens": 50, "stream": true,
+                      "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("\"text\":\"Bon\""), "{body}");
+    assert!(
+        body.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        "{body}"
+    );
+    assert!(
+        upstream.script_panics().is_empty(),
+        "{:?}",
+        upstream.script_panics()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceptions_in_the_stream_and_bad_credentials() {
+    let (upstream, backup, gw) = start().await;
+    // Throttled inside the stream, before anything reached the client: the exception's
+    // mapped status (429, as ThrottlingException) goes back as the answer.
+    let resp = chat(
+        &gw,
+        json!({"model": "claude", "stream": true,
+        "messages": [{"role": "user", "content": "please throttle me"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Too many requests"));
+
+    // The fake rejects the wrong secret's signature with 403: the gateway's credentials are
+    // wrong for every request, so the next target answers.
+    let resp = chat(
+        &gw,
+        json!({"model": "guarded", "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-provider"], "backup");
+    assert_eq!(backup.request_count(), 1);
+    let rejected = upstream.requests().into_iter().last().unwrap();
+    assert!(
+        verify(&rejected, "not-the-secret").is_ok(),
+        "signed with its own secret"
+    );
+    assert!(verify(&rejected, SECRET).is_err());
+}
