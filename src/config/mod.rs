@@ -251,17 +251,20 @@ pub enum ProviderKind {
     Anthropic,
     Gemini,
     Bedrock,
+    /// Google Cloud Vertex AI: Gemini and Anthropic models of a project.
+    Vertex,
     Mock,
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 7] = [
+    pub const ALL: [ProviderKind; 8] = [
         ProviderKind::OpenAi,
         ProviderKind::OpenAiCompatible,
         ProviderKind::AzureOpenAi,
         ProviderKind::Anthropic,
         ProviderKind::Gemini,
         ProviderKind::Bedrock,
+        ProviderKind::Vertex,
         ProviderKind::Mock,
     ];
 
@@ -273,6 +276,7 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
             ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Vertex => "vertex",
             ProviderKind::Mock => "mock",
         }
     }
@@ -311,6 +315,9 @@ pub struct ProviderConfig {
     /// unless `api_key` (a Bedrock API key) is set.
     pub region: Option<String>,
     pub aws_credentials: Option<AwsCredentials>,
+    /// `kind: vertex`: the Google Cloud project, and the service-account key file's JSON.
+    pub project: Option<String>,
+    pub service_account: Option<Secret>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeouts: Timeouts,
     /// Active probes; `None` when switched off (`health_check.enabled: false`).

@@ -97,6 +97,9 @@ pub struct RawProvider {
     pub aws_access_key_id: Option<String>,
     pub aws_secret_access_key: Option<String>,
     pub aws_session_token: Option<String>,
+    /// `kind: vertex` only: the project, and the service-account key (a file path, or its JSON).
+    pub project: Option<String>,
+    pub service_account: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     #[serde(default)]

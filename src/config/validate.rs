@@ -333,13 +333,31 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
         },
     };
 
-    let (region, aws_credentials, aws_disabled) = aws(&path, kind, &raw, issues);
+    let (mut region, aws_credentials, aws_disabled) = aws(&path, kind, &raw, issues);
+    let (project, service_account, vertex_disabled) = vertex(&path, kind, &raw, issues);
+    if kind == ProviderKind::Vertex {
+        region = raw.region.clone().filter(|r| !r.is_empty());
+        if region.is_none() {
+            issues.push(
+                format!("{path}.region"),
+                "is required for kind vertex (us-east5, global, ...)",
+            );
+        }
+    }
     let base_url = match (raw.base_url.as_deref(), kind) {
         (_, ProviderKind::Mock) => None,
         (Some(u), _) => http_url(&format!("{path}.base_url"), u, issues),
         (None, ProviderKind::Bedrock) => region
             .as_ref()
             .and_then(|r| Url::parse(&format!("https://bedrock-runtime.{r}.amazonaws.com")).ok()),
+        (None, ProviderKind::Vertex) => region.as_ref().and_then(|r| {
+            let host = if r == "global" {
+                "aiplatform.googleapis.com".to_string()
+            } else {
+                format!("{r}-aiplatform.googleapis.com")
+            };
+            Url::parse(&format!("https://{host}")).ok()
+        }),
         (None, kind) => match kind.default_base_url() {
             Some(default) => Url::parse(default).ok(),
             None => {
@@ -366,6 +384,11 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
         // Bedrock signs with AWS credentials; an API key is the alternative.
         None if kind == ProviderKind::Bedrock => {
             disabled = aws_disabled;
+            None
+        }
+        // Vertex authorizes with the service account's tokens.
+        None if kind == ProviderKind::Vertex => {
+            disabled = vertex_disabled;
             None
         }
         None => {
@@ -467,6 +490,8 @@ fn provider(name: &str, raw: RawProvider, issues: &mut Issues) -> Option<Provide
         api_version: raw.api_version,
         region,
         aws_credentials,
+        project,
+        service_account,
         headers,
         timeouts,
         health_check_interval,
@@ -492,6 +517,9 @@ fn aws(
     ];
     if kind != ProviderKind::Bedrock {
         for (field, is_set) in set {
+            if field == "region" && kind == ProviderKind::Vertex {
+                continue;
+            }
             if is_set {
                 issues.push(format!("{path}.{field}"), "only used with kind bedrock");
             }
@@ -549,11 +577,81 @@ fn aws(
     (region, credentials, disabled)
 }
 
+/// `kind: vertex`'s project and service account (`service_account`: a key file's path or its
+/// JSON, else `GOOGLE_APPLICATION_CREDENTIALS`), and why it is off without one.
+fn vertex(
+    path: &str,
+    kind: ProviderKind,
+    raw: &RawProvider,
+    issues: &mut Issues,
+) -> (Option<String>, Option<Secret>, Option<String>) {
+    if kind != ProviderKind::Vertex {
+        for (field, is_set) in [
+            ("project", raw.project.is_some()),
+            ("service_account", raw.service_account.is_some()),
+        ] {
+            if is_set {
+                issues.push(format!("{path}.{field}"), "only used with kind vertex");
+            }
+        }
+        return (None, None, None);
+    }
+    let project = raw.project.clone().filter(|p| !p.is_empty());
+    match &project {
+        None => issues.push(format!("{path}.project"), "is required for kind vertex"),
+        Some(p)
+            if !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b':' | b'.')) =>
+        {
+            issues.push(format!("{path}.project"), "not a Google Cloud project id")
+        }
+        Some(_) => {}
+    }
+    let source = raw
+        .service_account
+        .clone()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
+                .ok()
+                .filter(|s| !s.is_empty())
+        });
+    let Some(source) = source else {
+        return (
+            project,
+            None,
+            Some("no service account (service_account, or GOOGLE_APPLICATION_CREDENTIALS)".into()),
+        );
+    };
+    let json = if source.trim_start().starts_with('{') {
+        source
+    } else {
+        match std::fs::read_to_string(&source) {
+            Ok(text) => text,
+            Err(e) => {
+                issues.push(
+                    format!("{path}.service_account"),
+                    format!("cannot read the key file '{source}': {e}"),
+                );
+                return (project, None, None);
+            }
+        }
+    };
+    let secret = Secret::new(json);
+    if let Err(e) = crate::transport::google_auth::TokenSource::new(&secret, Timeouts::default()) {
+        issues.push(format!("{path}.service_account"), e.to_string());
+        return (project, None, None);
+    }
+    (project, Some(secret), None)
+}
+
 /// Provider kinds whose adapter exists in this build.
 fn kind_is_supported(kind: ProviderKind) -> bool {
     matches!(
         kind,
-        ProviderKind::Bedrock
+        ProviderKind::Vertex
+            | ProviderKind::Bedrock
             | ProviderKind::OpenAi
             | ProviderKind::OpenAiCompatible
             | ProviderKind::AzureOpenAi
@@ -975,6 +1073,49 @@ models:
                 "missing {expected:?} in {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn vertex_needs_a_project_a_region_and_a_service_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sa.json");
+        std::fs::write(
+            &file,
+            include_str!("../../tests/fixtures/vertex/service_account.json")
+                .replace("TOKEN_URI", "https://oauth2.googleapis.com/token"),
+        )
+        .unwrap();
+        let cfg = parse(
+            &format!(
+                "providers: {{ v: {{ kind: vertex, project: p-1, region: us-east5, service_account: \"{}\" }} }}",
+                file.display()
+            ),
+            env,
+        )
+        .unwrap();
+        let v = &cfg.providers["v"];
+        assert!(v.disabled.is_none(), "{:?}", v.disabled);
+        assert_eq!(
+            v.base_url.as_ref().unwrap().as_str(),
+            "https://us-east5-aiplatform.googleapis.com/"
+        );
+        assert!(!format!("{cfg:?}").contains("PRIVATE KEY"));
+        let found = issues(
+            "providers: { v: { kind: vertex, service_account: /nonexistent/sa.json }, o: { kind: openai, api_key: k, project: x } }",
+        );
+        for expected in [
+            "providers.v.project: is required for kind vertex",
+            "providers.v.region: is required for kind vertex (us-east5, global, ...)",
+            "providers.o.project: only used with kind vertex",
+        ] {
+            assert!(
+                found.contains(&expected.to_string()),
+                "{expected}: {found:?}"
+            );
+        }
+        assert!(found
+            .iter()
+            .any(|i| i.starts_with("providers.v.service_account: cannot read the key file")));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod mock;
 pub mod openai;
 pub mod sse;
 pub mod stream;
+pub mod vertex;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -250,6 +251,12 @@ pub trait ProviderAdapter: Send + Sync {
         None
     }
 
+    /// Where this provider's short-lived access tokens come from (Vertex AI), if it uses them:
+    /// each attempt gets a valid token as its `api_key`.
+    fn token_source(&self) -> Option<&crate::transport::google_auth::TokenSource> {
+        None
+    }
+
     /// The active health probe for this provider, if it has one (its models list, usually).
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
         let _ = target;
@@ -334,6 +341,10 @@ pub fn adapter_for(config: &ProviderConfig) -> Option<Box<dyn ProviderAdapter>> 
                 .filter(|_| config.api_key.is_none()),
         ))),
         ProviderKind::Gemini => Some(Box::new(gemini::GeminiAdapter)),
+        ProviderKind::Vertex => vertex::VertexAdapter::new(config)
+            .map(|a| Box::new(a) as Box<dyn ProviderAdapter>)
+            .map_err(|e| log::warn!("provider '{}': {e}", config.name))
+            .ok(),
         _ => None,
     }
 }

@@ -5,6 +5,7 @@
 //! Adapters build an [`UpstreamRequest`]; this module sends it and hands back the status and the
 //! body, chunk by chunk. Nothing here knows a vendor's format.
 
+pub mod google_auth;
 pub mod http;
 pub mod mock;
 

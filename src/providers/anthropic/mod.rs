@@ -50,7 +50,7 @@ use crate::error::GatewayError;
 pub use errors::decode_anthropic_error;
 pub use request::sanitize_tool_id;
 pub use response::finish_reason;
-pub use stream::AnthropicPassthrough;
+pub use stream::{AnthropicPassthrough, AnthropicStreamDecoder};
 
 /// Output budget when the client sets none (Anthropic requires one).
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;

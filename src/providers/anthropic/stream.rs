@@ -26,7 +26,7 @@ enum OpenBlock {
 }
 
 #[derive(Default)]
-pub(super) struct AnthropicStreamDecoder {
+pub struct AnthropicStreamDecoder {
     blocks: Vec<OpenBlock>,
     next_tool: u32,
     saw_tool: bool,

@@ -55,6 +55,7 @@ use crate::error::GatewayError;
 pub use errors::decode_gemini_error;
 pub use response::finish_reason;
 pub use schema::sanitize_schema;
+pub use stream::GeminiStreamDecoder;
 
 const MAX_STOP_SEQUENCES: usize = 5;
 /// Gemini's `candidateCount` limit; a stream naming a higher index is not Gemini's.

@@ -20,7 +20,7 @@ struct CandidateState {
 }
 
 #[derive(Default)]
-pub(super) struct GeminiStreamDecoder {
+pub struct GeminiStreamDecoder {
     candidates: Vec<CandidateState>,
     usage: Option<UsageWire>,
     blocked: bool,

@@ -91,6 +91,26 @@ pub async fn run(
         ),
         Backend::Mock(_) => (mock_endpoint(), None, &[][..]),
     };
+    // Providers with short-lived tokens (Vertex AI) get a current one as their key.
+    let token = match provider.adapter.token_source() {
+        Some(tokens) => match Box::pin(tokens.token(&gateway.transport)).await {
+            Ok(token) => Some(token),
+            Err(e) => {
+                return Ok(Attempt::Failed {
+                    error: GatewayError::BadGateway(format!(
+                        "provider '{}' cannot get an access token: {e}",
+                        provider.name
+                    )),
+                    fault: Fault::Provider {
+                        retryable: policy.retries_connect(),
+                    },
+                    outcome: "connect_error",
+                })
+            }
+        },
+        None => None,
+    };
+    let api_key = token.as_ref().or(api_key);
     let attempt_target = AttemptTarget {
         upstream_model: &target.upstream_model,
         endpoint,
