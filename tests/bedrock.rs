@@ -110,6 +110,17 @@ fn bedrock(req: &RecordedRequest) -> MockResponse {
         );
     }
     let body = req.json();
+    if req.path.ends_with("/invoke") {
+        assert_eq!(req.path, "/model/cohere.embed-english-v3/invoke");
+        assert_eq!(
+            body,
+            json!({"texts": ["a", "b"], "input_type": "search_document"})
+        );
+        return MockResponse::json(
+            200,
+            json!({"embeddings": [[0.5, 0.5], [1.0, 0.0]], "id": "e1"}),
+        );
+    }
     assert!(body["messages"].is_array(), "{body}");
     let weather = body.to_string().contains("weather");
     if req.path.ends_with("/converse") {
@@ -172,6 +183,7 @@ providers:
   backup: {{ kind: openai-compatible, base_url: "{b}/v1", api_key: k }}
 models:
   claude: {{ targets: [{{ provider: aws, model: "{MODEL}", price: {{ input_per_mtok: 3, output_per_mtok: 15 }} }}] }}
+  embed: {{ targets: [{{ provider: aws, model: cohere.embed-english-v3 }}] }}
   guarded:
     strategy: fallback
     targets: [{{ provider: wrongkey, model: "{MODEL}" }}, {{ provider: backup, model: gpt }}]
@@ -266,6 +278,17 @@ async fn signed_converse_answers_json_and_streams_for_both_dialects() {
         body.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
         "{body}"
     );
+    // Embeddings go through InvokeModel in the model family's body, signed the same way.
+    let resp = client()
+        .post(format!("{}/v1/embeddings", gw.url()))
+        .json(&json!({"model": "embed", "input": ["a", "b"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["data"][1]["embedding"], json!([1.0, 0.0]));
+    assert_eq!(v["object"], "list");
     assert!(
         upstream.script_panics().is_empty(),
         "{:?}",

@@ -3,6 +3,7 @@
 //! Bedrock API key (`api_key`, sent as a Bearer token). [`request`] maps the canonical request,
 //! [`response`] the answers and the binary event stream ([`eventstream`]).
 
+mod embeddings;
 pub mod eventstream;
 mod request;
 mod response;
@@ -17,10 +18,11 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use super::{
-    credential_headers, Answer, AttemptTarget, ProviderAdapter, StreamFailure, StreamReader,
-    StreamSettings, UpstreamRequest,
+    credential_headers, Answer, AttemptTarget, ProviderAdapter, RenderedAnswer, StreamFailure,
+    StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::config::{AwsCredentials, ProviderKind};
+use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
 
@@ -115,6 +117,49 @@ fn escape_model(model: &str) -> String {
         .collect()
 }
 
+impl BedrockAdapter {
+    /// `POST /model/{id}/{operation}` with `body`, signed (or with the API key).
+    fn signed(
+        &self,
+        target: &AttemptTarget<'_>,
+        operation: &str,
+        body: Vec<u8>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let path_and_query = format!(
+            "{}/model/{}/{operation}",
+            target.endpoint.base_path,
+            escape_model(target.upstream_model)
+        );
+        let mut headers = vec![(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        match &self.identity {
+            Some(identity) => {
+                headers.extend(target.extra_headers.iter().cloned());
+                self.sign(
+                    identity,
+                    target,
+                    &path_and_query,
+                    &mut headers,
+                    &body,
+                    SystemTime::now(),
+                )?;
+            }
+            None => headers.extend(credential_headers(
+                target,
+                http::header::AUTHORIZATION,
+                |k| format!("Bearer {k}"),
+            )?),
+        }
+        Ok(UpstreamRequest {
+            path_and_query,
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+}
+
 impl ProviderAdapter for BedrockAdapter {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Bedrock
@@ -138,38 +183,25 @@ impl ProviderAdapter for BedrockAdapter {
         } else {
             "converse"
         };
-        let path_and_query = format!(
-            "{}/model/{}/{operation}",
-            target.endpoint.base_path,
-            escape_model(model)
-        );
-        let mut headers = vec![(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )];
-        match &self.identity {
-            Some(identity) => {
-                headers.extend(target.extra_headers.iter().cloned());
-                self.sign(
-                    identity,
-                    target,
-                    &path_and_query,
-                    &mut headers,
-                    body.as_bytes(),
-                    SystemTime::now(),
-                )?;
-            }
-            None => headers.extend(credential_headers(
-                target,
-                http::header::AUTHORIZATION,
-                |k| format!("Bearer {k}"),
-            )?),
-        }
-        Ok(UpstreamRequest {
-            path_and_query,
-            headers,
-            body: Bytes::from(body),
-        })
+        self.signed(target, operation, body.into_bytes())
+    }
+
+    fn build_embeddings(
+        &self,
+        request: &EmbeddingsRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let body = embeddings::request_body(request, target.upstream_model)?;
+        self.signed(target, "invoke", body)
+    }
+
+    fn decode_embeddings(
+        &self,
+        request: &EmbeddingsRequest,
+        model: &str,
+        body: Bytes,
+    ) -> Result<RenderedAnswer, StreamFailure> {
+        embeddings::decode(request, model, &body)
     }
 
     fn decode_response(&self, body: Bytes, _native: bool) -> Result<Answer, StreamFailure> {
