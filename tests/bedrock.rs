@@ -178,8 +178,8 @@ async fn start() -> (MockUpstream, MockUpstream, Gateway) {
         r#"
 server: {{ listen: ["{{{{listen}}}}"], admin_listen: "{{{{admin}}}}" }}
 providers:
-  aws: {{ kind: bedrock, region: us-east-1, base_url: "{u}", aws_access_key_id: {ACCESS_KEY}, aws_secret_access_key: "{SECRET}" }}
-  wrongkey: {{ kind: bedrock, region: us-east-1, base_url: "{u}", aws_access_key_id: {ACCESS_KEY}, aws_secret_access_key: "not-the-secret" }}
+  aws: {{ kind: bedrock, region: us-east-1, base_url: "{u}", aws_access_key_id: {ACCESS_KEY}, aws_secret_access_key: "{SECRET}", health_check: {{ enabled: false }} }}
+  wrongkey: {{ kind: bedrock, region: us-east-1, base_url: "{u}", aws_access_key_id: {ACCESS_KEY}, aws_secret_access_key: "not-the-secret", health_check: {{ enabled: false }} }}
   backup: {{ kind: openai-compatible, base_url: "{b}/v1", api_key: k }}
 models:
   claude: {{ targets: [{{ provider: aws, model: "{MODEL}", price: {{ input_per_mtok: 3, output_per_mtok: 15 }} }}] }}

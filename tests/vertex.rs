@@ -168,7 +168,15 @@ models:
         .unwrap();
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["content"][0]["text"], "Bonjour", "{v}");
-    // One token served every request.
+    // The health probe (a publisher model's metadata) uses the same token.
+    for _ in 0..60 {
+        if api.probe_count() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(api.probe_count() > 0, "the provider was probed");
+    // One token served every request and the probe.
     assert_eq!(tokens.request_count(), 1);
     assert_eq!(api.request_count(), 5);
     assert!(api.script_panics().is_empty(), "{:?}", api.script_panics());

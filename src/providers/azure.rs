@@ -149,6 +149,7 @@ impl ProviderAdapter for AzureAdapter {
         Some(ProbeRequest {
             path_and_query,
             headers,
+            endpoint: None,
         })
     }
 

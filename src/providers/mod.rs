@@ -88,6 +88,9 @@ pub struct UpstreamRequest {
 pub struct ProbeRequest {
     pub path_and_query: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Another host than the provider's, when its cheap `GET` lives elsewhere (Bedrock's
+    /// control plane).
+    pub endpoint: Option<Endpoint>,
 }
 
 /// The auth header `name: value` for a provider key.

@@ -20,8 +20,8 @@ use super::gemini::{GeminiAdapter, GeminiStreamDecoder};
 use super::sse::SseEvent;
 use super::stream::{SseFrame, SseHandler};
 use super::{
-    credential_headers, Answer, AttemptTarget, ProviderAdapter, StreamFailure, StreamReader,
-    StreamSettings, UpstreamRequest,
+    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, StreamFailure,
+    StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::Usage;
 use crate::chat::EventSink;
@@ -132,6 +132,23 @@ impl ProviderAdapter for VertexAdapter {
             path_and_query,
             headers,
             body: Bytes::from(body.to_string()),
+        })
+    }
+
+    /// A publisher model's metadata (`GET …/v1/publishers/google/models/…`): free, and it checks
+    /// the token.
+    fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
+        let headers = credential_headers(target, http::header::AUTHORIZATION, |t| {
+            format!("Bearer {t}")
+        })
+        .ok()?;
+        Some(ProbeRequest {
+            path_and_query: format!(
+                "{}/v1/publishers/google/models/gemini-2.0-flash",
+                target.endpoint.base_path
+            ),
+            headers,
+            endpoint: None,
         })
     }
 

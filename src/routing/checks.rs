@@ -20,12 +20,23 @@ use pingora::services::background::BackgroundService;
 use super::{Backend, TableHandle, HEALTH};
 use crate::observability::metrics::METRICS;
 use crate::providers::AttemptTarget;
-use crate::transport::Transport;
+use crate::transport::{Transport, Upstream};
 
 /// How often the service wakes to see which providers are due.
 const TICK: Duration = Duration::from_millis(500);
 /// Longest a probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Records a provider's probe verdict, logging changes.
+fn mark(provider: &str, healthy: bool, why: &str) {
+    let was = HEALTH.provider(provider).swap(healthy, Ordering::AcqRel);
+    if was != healthy {
+        log::warn!(
+            "provider '{provider}' is now {} ({why})",
+            if healthy { "healthy" } else { "unhealthy" }
+        );
+    }
+}
 
 pub struct HealthChecker {
     table: TableHandle,
@@ -54,35 +65,40 @@ impl HealthChecker {
                 continue;
             }
             next_due.insert(provider.name.clone(), now + interval);
-            let target = AttemptTarget {
-                upstream_model: "",
-                endpoint: &http.upstream.endpoint,
-                api_key: http.api_key(),
-                extra_headers: &http.config.headers,
-            };
-            let Some(request) = provider.adapter.probe_request(&target) else {
-                continue;
-            };
             let transport = &self.transport;
             probes.push(async move {
-                let verdict = transport
-                    .probe(&http.upstream, &request, PROBE_TIMEOUT)
-                    .await;
-                let healthy = matches!(verdict, Ok(status) if status < 500 && !matches!(status, 400 | 401 | 403));
-                let flag = HEALTH.provider(&provider.name);
-                let was = flag.swap(healthy, Ordering::AcqRel);
-                if was != healthy {
-                    match &verdict {
-                        Ok(status) => log::warn!(
-                            "provider '{}' is now {} (probe answered HTTP {status})",
-                            provider.name,
-                            if healthy { "healthy" } else { "unhealthy" }
-                        ),
+                // Providers with short-lived tokens (Vertex AI) probe with a current one.
+                let token = match provider.adapter.token_source() {
+                    Some(tokens) => match tokens.token(transport).await {
+                        Ok(token) => Some(token),
                         Err(e) => {
-                            log::warn!("provider '{}' is now unhealthy (probe: {e})", provider.name)
+                            mark(&provider.name, false, &format!("no access token: {e}"));
+                            return;
                         }
-                    }
-                }
+                    },
+                    None => None,
+                };
+                let target = AttemptTarget {
+                    upstream_model: "",
+                    endpoint: &http.upstream.endpoint,
+                    api_key: token.as_ref().or(http.api_key()),
+                    extra_headers: &http.config.headers,
+                };
+                let Some(request) = provider.adapter.probe_request(&target) else {
+                    return;
+                };
+                let elsewhere = request
+                    .endpoint
+                    .clone()
+                    .map(|ep| Upstream::new(ep, http.upstream.timeouts));
+                let upstream = elsewhere.as_ref().unwrap_or(&http.upstream);
+                let verdict = transport.probe(upstream, &request, PROBE_TIMEOUT).await;
+                let healthy = matches!(verdict, Ok(status) if status < 500 && !matches!(status, 400 | 401 | 403));
+                let why = match &verdict {
+                    Ok(status) => format!("probe answered HTTP {status}"),
+                    Err(e) => format!("probe: {e}"),
+                };
+                mark(&provider.name, healthy, &why);
             });
         }
         futures_util::future::join_all(probes).await;

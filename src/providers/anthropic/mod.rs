@@ -178,6 +178,7 @@ impl ProviderAdapter for AnthropicAdapter {
         Some(ProbeRequest {
             path_and_query: format!("{}/v1/models", target.endpoint.base_path),
             headers,
+            endpoint: None,
         })
     }
 

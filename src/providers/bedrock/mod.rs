@@ -18,8 +18,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use super::{
-    credential_headers, Answer, AttemptTarget, ProviderAdapter, RenderedAnswer, StreamFailure,
-    StreamReader, StreamSettings, UpstreamRequest,
+    credential_headers, Answer, AttemptTarget, Endpoint, ProbeRequest, ProviderAdapter,
+    RenderedAnswer, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::config::{AwsCredentials, ProviderKind};
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
@@ -57,10 +57,12 @@ impl BedrockAdapter {
 
     /// Adds the SigV4 `authorization`, `x-amz-date` (and `x-amz-security-token`) headers for
     /// `body` sent to `path_and_query`, at `now`.
+    #[allow(clippy::too_many_arguments)]
     fn sign(
         &self,
         identity: &Identity,
-        target: &AttemptTarget<'_>,
+        endpoint: &Endpoint,
+        method: &str,
         path_and_query: &str,
         headers: &mut Vec<(HeaderName, HeaderValue)>,
         body: &[u8],
@@ -68,8 +70,8 @@ impl BedrockAdapter {
     ) -> Result<(), GatewayError> {
         let failed =
             |what: &str| GatewayError::Internal(format!("cannot sign the Bedrock request: {what}"));
-        let scheme = if target.endpoint.tls { "https" } else { "http" };
-        let url = format!("{scheme}://{}{path_and_query}", target.endpoint.authority);
+        let scheme = if endpoint.tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}{path_and_query}", endpoint.authority);
         let params = v4::SigningParams::builder()
             .identity(identity)
             .region(&self.region)
@@ -84,7 +86,7 @@ impl BedrockAdapter {
             .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
             .collect();
         let signable = SignableRequest::new(
-            "POST",
+            method,
             &url,
             signed_headers.into_iter(),
             SignableBody::Bytes(body),
@@ -139,7 +141,8 @@ impl BedrockAdapter {
                 headers.extend(target.extra_headers.iter().cloned());
                 self.sign(
                     identity,
-                    target,
+                    target.endpoint,
+                    "POST",
                     &path_and_query,
                     &mut headers,
                     &body,
@@ -206,6 +209,55 @@ impl ProviderAdapter for BedrockAdapter {
 
     fn decode_response(&self, body: Bytes, _native: bool) -> Result<Answer, StreamFailure> {
         response::decode(&body, "bedrock").map(Answer::Chat)
+    }
+
+    /// ListFoundationModels on the control plane (`bedrock.{region}…` beside
+    /// `bedrock-runtime.{region}…`; the same host for a custom `base_url`): free, and it checks
+    /// the credentials.
+    fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
+        let runtime = target.endpoint;
+        let endpoint = match runtime.host.strip_prefix("bedrock-runtime.") {
+            Some(rest) => {
+                let host = format!("bedrock.{rest}");
+                Endpoint {
+                    tls: runtime.tls,
+                    authority: runtime.authority.replacen(&runtime.host, &host, 1),
+                    host,
+                    port: runtime.port,
+                    base_path: runtime.base_path.clone(),
+                }
+            }
+            None => runtime.clone(),
+        };
+        let path_and_query = format!(
+            "{}/foundation-models?byOutputModality=TEXT",
+            endpoint.base_path
+        );
+        let mut headers = Vec::new();
+        match &self.identity {
+            Some(identity) => self
+                .sign(
+                    identity,
+                    &endpoint,
+                    "GET",
+                    &path_and_query,
+                    &mut headers,
+                    b"",
+                    SystemTime::now(),
+                )
+                .ok()?,
+            None => headers.extend(
+                credential_headers(target, http::header::AUTHORIZATION, |k| {
+                    format!("Bearer {k}")
+                })
+                .ok()?,
+            ),
+        }
+        Some(ProbeRequest {
+            path_and_query,
+            headers,
+            endpoint: Some(endpoint),
+        })
     }
 
     fn stream_decoder(&self, _native: bool, _settings: StreamSettings) -> StreamReader {
@@ -309,6 +361,34 @@ mod tests {
         );
         assert!(auth.contains("/us-east-1/bedrock/aws4_request"), "{auth}");
         assert!(header("x-amz-date").is_some());
+    }
+
+    #[test]
+    fn probes_list_models_on_the_control_plane_signed() {
+        let ep = Endpoint::from_url(
+            &url::Url::parse("https://bedrock-runtime.eu-west-1.amazonaws.com").unwrap(),
+        )
+        .unwrap();
+        let probe = adapter()
+            .probe_request(&AttemptTarget {
+                upstream_model: "",
+                endpoint: &ep,
+                api_key: None,
+                extra_headers: &[],
+            })
+            .unwrap();
+        let control = probe.endpoint.unwrap();
+        assert_eq!(control.host, "bedrock.eu-west-1.amazonaws.com");
+        assert_eq!(control.authority, "bedrock.eu-west-1.amazonaws.com");
+        assert_eq!(
+            probe.path_and_query,
+            "/foundation-models?byOutputModality=TEXT"
+        );
+        assert!(probe
+            .headers
+            .iter()
+            .any(|(n, v)| n == "authorization"
+                && v.to_str().unwrap().starts_with("AWS4-HMAC-SHA256")));
     }
 
     #[test]

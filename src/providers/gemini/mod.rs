@@ -211,6 +211,7 @@ impl ProviderAdapter for GeminiAdapter {
         Some(ProbeRequest {
             path_and_query: format!("{}/v1beta/models?pageSize=1", target.endpoint.base_path),
             headers,
+            endpoint: None,
         })
     }
 

@@ -293,6 +293,7 @@ impl ProviderAdapter for OpenAiAdapter {
         Some(ProbeRequest {
             path_and_query: format!("{}/models", target.endpoint.base_path),
             headers,
+            endpoint: None,
         })
     }
 
