@@ -35,6 +35,15 @@ fn amz_date(text: &str) -> SystemTime {
 
 /// Recomputes the request's signature from what arrived; `Err` says why it does not match.
 fn verify(req: &RecordedRequest, secret: &str) -> Result<(), String> {
+    verify_with(req, ACCESS_KEY, secret, None)
+}
+
+fn verify_with(
+    req: &RecordedRequest,
+    access_key: &str,
+    secret: &str,
+    session_token: Option<&str>,
+) -> Result<(), String> {
     let auth = req.header("authorization").ok_or("no authorization")?;
     let date = req.header("x-amz-date").ok_or("no x-amz-date")?;
     let signed: Vec<&str> = auth
@@ -54,7 +63,14 @@ fn verify(req: &RecordedRequest, secret: &str) -> Result<(), String> {
         req.header("host").ok_or("no host")?,
         req.path
     );
-    let identity: Identity = Credentials::new(ACCESS_KEY, secret, None, None, "test").into();
+    let identity: Identity = Credentials::new(
+        access_key,
+        secret,
+        session_token.map(str::to_string),
+        None,
+        "test",
+    )
+    .into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region("us-east-1")
@@ -331,4 +347,84 @@ async fn exceptions_in_the_stream_and_bad_credentials() {
         "signed with its own secret"
     );
     assert!(verify(&rejected, SECRET).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_profile_keys_from_imds_sign_the_requests() {
+    let imds = MockUpstream::start(|req, _| {
+        let token_ok = req.header("x-aws-ec2-metadata-token") == Some("imds-token");
+        match (req.method.as_str(), req.path.as_str()) {
+            ("PUT", "/latest/api/token") => {
+                assert_eq!(
+                    req.header("x-aws-ec2-metadata-token-ttl-seconds"),
+                    Some("21600")
+                );
+                MockResponse::text(200, "text/plain", "imds-token")
+            }
+            ("GET", "/latest/meta-data/iam/security-credentials/") if token_ok => {
+                MockResponse::text(200, "text/plain", "gateway-role")
+            }
+            ("GET", "/latest/meta-data/iam/security-credentials/gateway-role") if token_ok => {
+                MockResponse::json(
+                    200,
+                    json!({"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "ASIAROLE",
+                           "SecretAccessKey": "role-secret", "Token": "session-token-1",
+                           "Expiration": "2099-01-01T00:00:00Z"}),
+                )
+            }
+            _ => MockResponse::text(401, "text/plain", "no"),
+        }
+    })
+    .await;
+    let runtime = MockUpstream::start(|req, _| {
+        if req.header("x-amz-security-token") != Some("session-token-1") {
+            return MockResponse::json(403, json!({"message": "no session token"}));
+        }
+        match verify_with(req, "ASIAROLE", "role-secret", Some("session-token-1")) {
+            Ok(()) => MockResponse::json(
+                200,
+                json!({"output": {"message": {"role": "assistant", "content": [{"text": "from the role"}]}},
+                       "stopReason": "end_turn", "usage": {"inputTokens": 1, "outputTokens": 3}}),
+            ),
+            Err(why) => MockResponse::json(403, json!({ "message": why })),
+        }
+    })
+    .await;
+    let yaml = format!(
+        r#"
+server: {{ listen: ["{{{{listen}}}}"], admin_listen: "{{{{admin}}}}" }}
+providers:
+  aws: {{ kind: bedrock, region: us-east-1, base_url: "{}", health_check: {{ enabled: false }} }}
+models:
+  claude: {{ targets: [{{ provider: aws, model: "{MODEL}" }}] }}
+"#,
+        runtime.url()
+    );
+    let endpoint = imds.url();
+    let gw = Gateway::start_with_env(
+        &yaml,
+        &[
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        let resp = chat(
+            &gw,
+            json!({"model": "claude", "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "{:?}",
+            runtime.requests().last().map(|r| r.body_text())
+        );
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "from the role");
+    }
+    // Fetched once (token, role, keys), then reused while they are fresh.
+    assert_eq!(imds.request_count(), 3);
 }

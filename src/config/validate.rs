@@ -571,8 +571,11 @@ fn aws(
         }),
         _ => None,
     };
-    let disabled = credentials.is_none().then(|| {
-        "no AWS credentials (aws_access_key_id and aws_secret_access_key, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a Bedrock api_key)".to_string()
+    // Without keys the instance profile is asked (IMDSv2), unless it is switched off.
+    let imds_off =
+        std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    let disabled = (credentials.is_none() && imds_off).then(|| {
+        "no AWS credentials (aws_access_key_id and aws_secret_access_key, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the instance profile, or a Bedrock api_key)".to_string()
     });
     (region, credentials, disabled)
 }

@@ -42,6 +42,22 @@ fn days_from_civil(year: i64, month: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `2026-12-03T13:00:00Z` (UTC, optional fractional seconds) as seconds since the epoch.
+pub fn unix_from_rfc3339(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !text.ends_with('Z') {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (year, month, day) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (h, m, s) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month as u32) + day - 1;
+    u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()
+}
+
 /// The budget period containing `now`: its number, and the time until the next one starts
 /// (`None` for `total`, which never ends).
 pub fn budget_period(period: BudgetPeriod, now: u64) -> (u64, Option<Duration>) {
@@ -100,6 +116,10 @@ mod tests {
         );
         assert_eq!(budget_period(BudgetPeriod::Total, t), (0, None));
         assert_eq!(year_month(0), (1970, 1));
+        assert_eq!(unix_from_rfc3339("2026-12-03T06:00:00Z"), Some(t));
+        assert_eq!(unix_from_rfc3339("1970-01-01T00:00:01.5Z"), Some(1));
+        assert_eq!(unix_from_rfc3339("2026-13-03T06:00:00Z"), None);
+        assert_eq!(unix_from_rfc3339("yesterday"), None);
         assert_eq!(year_month(days_from_civil(2024, 2) + 28), (2024, 2));
         assert_eq!(year_month(days_from_civil(2024, 2) + 29), (2024, 3));
     }

@@ -188,6 +188,17 @@ pub struct StreamSettings {
     pub price: Option<Price>,
 }
 
+/// Credentials that expire and are renewed before they do.
+#[async_trait::async_trait]
+pub trait Renewable: Send + Sync {
+    /// Makes sure the credentials are valid for a while; returns the bearer token to send as
+    /// the attempt's key, when the provider uses one.
+    async fn renew(
+        &self,
+        transport: &crate::transport::Transport,
+    ) -> Result<Option<Secret>, String>;
+}
+
 /// One vendor's wire format.
 ///
 /// `native` in the decoding methods is true when the client speaks [`Self::native_dialect`]:
@@ -254,9 +265,9 @@ pub trait ProviderAdapter: Send + Sync {
         None
     }
 
-    /// Where this provider's short-lived access tokens come from (Vertex AI), if it uses them:
-    /// each attempt gets a valid token as its `api_key`.
-    fn token_source(&self) -> Option<&crate::transport::google_auth::TokenSource> {
+    /// This provider's credentials that expire (Vertex AI tokens, Bedrock instance-profile
+    /// keys), if it has such: renewed before each attempt and each probe.
+    fn renewable(&self) -> Option<&dyn Renewable> {
         None
     }
 
@@ -335,13 +346,14 @@ pub fn adapter_for(config: &ProviderConfig) -> Option<Box<dyn ProviderAdapter>> 
             config.api_version.as_deref(),
         ))),
         ProviderKind::Anthropic => Some(Box::new(anthropic::AnthropicAdapter)),
-        ProviderKind::Bedrock => Some(Box::new(bedrock::BedrockAdapter::new(
+        ProviderKind::Bedrock => Some(Box::new(bedrock::BedrockAdapter::with_signer(
             config.region.as_deref().unwrap_or("us-east-1"),
             // A Bedrock API key, when set, is used instead of signing.
             config
                 .aws_credentials
                 .as_ref()
                 .filter(|_| config.api_key.is_none()),
+            config.api_key.is_some(),
         ))),
         ProviderKind::Gemini => Some(Box::new(gemini::GeminiAdapter)),
         ProviderKind::Vertex => vertex::VertexAdapter::new(config)

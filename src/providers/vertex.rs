@@ -20,8 +20,8 @@ use super::gemini::{GeminiAdapter, GeminiStreamDecoder};
 use super::sse::SseEvent;
 use super::stream::{SseFrame, SseHandler};
 use super::{
-    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, StreamFailure,
-    StreamReader, StreamSettings, UpstreamRequest,
+    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, Renewable,
+    StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::Usage;
 use crate::chat::EventSink;
@@ -75,7 +75,7 @@ impl ProviderAdapter for VertexAdapter {
         ProviderKind::Vertex
     }
 
-    fn token_source(&self) -> Option<&TokenSource> {
+    fn renewable(&self) -> Option<&dyn Renewable> {
         Some(&self.tokens)
     }
 

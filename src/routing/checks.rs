@@ -67,12 +67,13 @@ impl HealthChecker {
             next_due.insert(provider.name.clone(), now + interval);
             let transport = &self.transport;
             probes.push(async move {
-                // Providers with short-lived tokens (Vertex AI) probe with a current one.
-                let token = match provider.adapter.token_source() {
-                    Some(tokens) => match tokens.token(transport).await {
-                        Ok(token) => Some(token),
+                // Credentials that expire are renewed here too, in the background, so requests
+                // rarely wait for them; a bearer token (Vertex AI) is the probe's key.
+                let token = match provider.adapter.renewable() {
+                    Some(credentials) => match credentials.renew(transport).await {
+                        Ok(token) => token,
                         Err(e) => {
-                            mark(&provider.name, false, &format!("no access token: {e}"));
+                            mark(&provider.name, false, &format!("no credentials: {e}"));
                             return;
                         }
                     },

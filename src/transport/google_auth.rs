@@ -205,3 +205,13 @@ impl TokenSource {
         Ok(self.fetch(transport).await?.value.clone())
     }
 }
+
+#[async_trait::async_trait]
+impl crate::providers::Renewable for TokenSource {
+    async fn renew(&self, transport: &Transport) -> Result<Option<Secret>, String> {
+        self.token(transport)
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -304,13 +304,39 @@ pub(super) async fn probe(
     probe: &ProbeRequest,
     timeout: Duration,
 ) -> Result<u16, AttemptError> {
-    let peer = upstream.peers.peer().await?;
-    let mut header = RequestHeader::build(
+    call(
+        connector,
+        upstream,
         "GET",
-        probe.path_and_query.as_bytes(),
-        Some(probe.headers.len() + 3),
+        &probe.path_and_query,
+        &probe.headers,
+        &[],
+        timeout,
+        0,
     )
-    .map_err(|e| AttemptError::Io(e.to_string()))?;
+    .await
+    .map(|(status, _)| status)
+}
+
+/// One small request off the request path (probes, credential endpoints): the status and up to
+/// `read_limit` bytes of the body. Its connection is not pooled: these run in background
+/// services' runtimes, and a connection opened there and pooled for requests would be polled by
+/// another runtime's tasks, and would break when that service stops first during a shutdown.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn call(
+    connector: &Connector,
+    upstream: &Upstream,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+    body: &[u8],
+    timeout: Duration,
+    read_limit: usize,
+) -> Result<(u16, Bytes), AttemptError> {
+    let peer = upstream.peers.peer().await?;
+    let mut header =
+        RequestHeader::build(method, path_and_query.as_bytes(), Some(headers.len() + 4))
+            .map_err(|e| AttemptError::Io(e.to_string()))?;
     let fill = |header: &mut RequestHeader| -> pingora::Result<()> {
         header.insert_header(http::header::HOST, upstream.endpoint.authority.as_str())?;
         header.insert_header(
@@ -318,7 +344,10 @@ pub(super) async fn probe(
             concat!("switchyard/", env!("CARGO_PKG_VERSION")),
         )?;
         header.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
-        for (name, value) in &probe.headers {
+        if !body.is_empty() || method != "GET" {
+            header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        }
+        for (name, value) in headers {
             header.insert_header(name.clone(), value.clone())?;
         }
         Ok(())
@@ -333,6 +362,12 @@ pub(super) async fn probe(
             .write_request_header(Box::new(header))
             .await
             .map_err(|e| AttemptError::from_pingora(&e, false))?;
+        if !body.is_empty() {
+            session
+                .write_request_body(Bytes::copy_from_slice(body), true)
+                .await
+                .map_err(|e| AttemptError::from_pingora(&e, false))?;
+        }
         session
             .finish_request_body()
             .await
@@ -345,15 +380,28 @@ pub(super) async fn probe(
             .response_header()
             .map(|r| r.status.as_u16())
             .ok_or_else(|| AttemptError::Io("no response header".into()))?;
-        // Probes run in the health-check service's runtime: a connection opened there and
-        // pooled for requests would be polled by another runtime's tasks, and would break when
-        // that service stops first during a shutdown. So probe connections are not pooled.
-        Ok(status)
+        let mut answer = BytesMut::new();
+        if read_limit > 0 {
+            while let Some(chunk) = session
+                .read_response_body()
+                .await
+                .map_err(|e| AttemptError::from_pingora(&e, false))?
+            {
+                if answer.len() + chunk.len() > read_limit {
+                    return Err(AttemptError::Io(format!(
+                        "answer exceeds {read_limit} bytes"
+                    )));
+                }
+                answer.extend_from_slice(&chunk);
+            }
+        }
+
+        Ok((status, answer.freeze()))
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| AttemptError::Timeout {
-            phase: "the health probe",
+            phase: "a background call",
             after: timeout,
         })?
 }

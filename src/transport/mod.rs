@@ -88,6 +88,30 @@ impl Transport {
         http::probe(&self.connector, upstream, probe, timeout).await
     }
 
+    /// One small request off the request path (credential endpoints): the status and up to
+    /// 64 KiB of the answer.
+    pub async fn call(
+        &self,
+        upstream: &Upstream,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(::http::HeaderName, ::http::HeaderValue)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<(u16, Bytes), AttemptError> {
+        http::call(
+            &self.connector,
+            upstream,
+            method,
+            path_and_query,
+            headers,
+            body,
+            timeout,
+            64 * 1024,
+        )
+        .await
+    }
+
     /// Ends an exchange whose body was read to its end: HTTP connections go back to the pool.
     pub async fn release(&self, exchange: Exchange) {
         if let Exchange::Http(x) = exchange {

@@ -3,6 +3,7 @@
 //! Bedrock API key (`api_key`, sent as a Bearer token). [`request`] maps the canonical request,
 //! [`response`] the answers and the binary event stream ([`eventstream`]).
 
+mod credentials;
 mod embeddings;
 pub mod eventstream;
 mod request;
@@ -19,7 +20,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::{
     credential_headers, Answer, AttemptTarget, Endpoint, ProbeRequest, ProviderAdapter,
-    RenderedAnswer, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
+    RenderedAnswer, Renewable, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::config::{AwsCredentials, ProviderKind};
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
@@ -33,25 +34,56 @@ const SERVICE: &str = "bedrock";
 
 pub struct BedrockAdapter {
     region: String,
-    /// `None` when the provider authorizes with a Bedrock API key instead.
-    identity: Option<Identity>,
+    signer: Signer,
+}
+
+/// How requests are authorized.
+enum Signer {
+    /// SigV4 with static keys.
+    Static(Identity),
+    /// SigV4 with the instance role's keys, renewed before they expire.
+    InstanceProfile(credentials::InstanceProfile),
+    /// A Bedrock API key (`api_key`) as a Bearer token, or nothing.
+    ApiKey,
 }
 
 impl BedrockAdapter {
+    /// Signs with `credentials` when given, else with a Bedrock API key when `api_key` says so,
+    /// else with the instance profile.
     pub fn new(region: &str, credentials: Option<&AwsCredentials>) -> Self {
-        let identity = credentials.map(|c| {
-            Credentials::new(
-                c.access_key_id.clone(),
-                c.secret_access_key.expose().to_string(),
-                c.session_token.as_ref().map(|t| t.expose().to_string()),
-                None,
-                "switchyard-config",
-            )
-            .into()
-        });
+        Self::with_signer(region, credentials, false)
+    }
+
+    pub fn with_signer(region: &str, credentials: Option<&AwsCredentials>, api_key: bool) -> Self {
+        let signer = match credentials {
+            Some(c) => Signer::Static(
+                Credentials::new(
+                    c.access_key_id.clone(),
+                    c.secret_access_key.expose().to_string(),
+                    c.session_token.as_ref().map(|t| t.expose().to_string()),
+                    None,
+                    "switchyard-config",
+                )
+                .into(),
+            ),
+            None if api_key => Signer::ApiKey,
+            None => credentials::InstanceProfile::from_env()
+                .map_or(Signer::ApiKey, Signer::InstanceProfile),
+        };
         BedrockAdapter {
             region: region.to_string(),
-            identity,
+            signer,
+        }
+    }
+
+    /// The keys to sign with now; `Ok(None)` for API-key auth.
+    fn identity(&self) -> Result<Option<Identity>, GatewayError> {
+        match &self.signer {
+            Signer::Static(identity) => Ok(Some(identity.clone())),
+            Signer::InstanceProfile(profile) => profile.identity().map(Some).ok_or_else(|| {
+                GatewayError::BadGateway("the instance profile's AWS keys are not available".into())
+            }),
+            Signer::ApiKey => Ok(None),
         }
     }
 
@@ -136,11 +168,11 @@ impl BedrockAdapter {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )];
-        match &self.identity {
+        match self.identity()? {
             Some(identity) => {
                 headers.extend(target.extra_headers.iter().cloned());
                 self.sign(
-                    identity,
+                    &identity,
                     target.endpoint,
                     "POST",
                     &path_and_query,
@@ -166,6 +198,13 @@ impl BedrockAdapter {
 impl ProviderAdapter for BedrockAdapter {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Bedrock
+    }
+
+    fn renewable(&self) -> Option<&dyn Renewable> {
+        match &self.signer {
+            Signer::InstanceProfile(profile) => Some(profile),
+            _ => None,
+        }
     }
 
     fn build_request(
@@ -234,10 +273,10 @@ impl ProviderAdapter for BedrockAdapter {
             endpoint.base_path
         );
         let mut headers = Vec::new();
-        match &self.identity {
+        match self.identity().ok()? {
             Some(identity) => self
                 .sign(
-                    identity,
+                    &identity,
                     &endpoint,
                     "GET",
                     &path_and_query,

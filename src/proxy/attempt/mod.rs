@@ -91,14 +91,14 @@ pub async fn run(
         ),
         Backend::Mock(_) => (mock_endpoint(), None, &[][..]),
     };
-    // Providers with short-lived tokens (Vertex AI) get a current one as their key.
-    let token = match provider.adapter.token_source() {
-        Some(tokens) => match Box::pin(tokens.token(&gateway.transport)).await {
-            Ok(token) => Some(token),
+    // Credentials that expire are renewed first; a bearer token (Vertex AI) becomes the key.
+    let token = match provider.adapter.renewable() {
+        Some(credentials) => match Box::pin(credentials.renew(&gateway.transport)).await {
+            Ok(token) => token,
             Err(e) => {
                 return Ok(Attempt::Failed {
                     error: GatewayError::BadGateway(format!(
-                        "provider '{}' cannot get an access token: {e}",
+                        "provider '{}' cannot get its credentials: {e}",
                         provider.name
                     )),
                     fault: Fault::Provider {
