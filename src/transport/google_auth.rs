@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwapOption;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use bytes::Bytes;
 use http::HeaderValue;
 use ring::rand::SystemRandom;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
@@ -16,7 +15,7 @@ use serde::Deserialize;
 
 use super::{Transport, Upstream};
 use crate::config::{Secret, Timeouts};
-use crate::providers::{Endpoint, UpstreamRequest};
+use crate::providers::Endpoint;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
@@ -131,27 +130,26 @@ impl TokenSource {
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={}",
             self.assertion(now)?
         );
-        let request = UpstreamRequest {
-            path_and_query: url::Url::parse(&self.token_uri)
-                .map(|u| u.path().to_string())
-                .unwrap_or_else(|_| "/token".into()),
-            headers: vec![(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-www-form-urlencoded"),
-            )],
-            body: Bytes::from(body),
-        };
+        let path = url::Url::parse(&self.token_uri)
+            .map(|u| u.path().to_string())
+            .unwrap_or_else(|_| "/token".into());
+        let headers = [(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        )];
         let started = Instant::now();
-        let mut exchange = transport
-            .send(&self.upstream, &request, started)
+        // Not pooled: renewals also run in the health checks' runtime.
+        let (status, answer) = transport
+            .call(
+                &self.upstream,
+                "POST",
+                &path,
+                &headers,
+                body.as_bytes(),
+                self.upstream.timeouts.total,
+            )
             .await
             .map_err(|e| TokenError::Endpoint(e.to_string()))?;
-        let status = exchange.status();
-        let answer = exchange
-            .read_all(64 * 1024)
-            .await
-            .map_err(|e| TokenError::Endpoint(e.to_string()))?;
-        transport.release(exchange).await;
         if status != 200 {
             return Err(TokenError::Endpoint(format!("HTTP {status}")));
         }
