@@ -8,6 +8,7 @@
 //! upstream stream, because vendors report usage last. Reasoning from other vendors becomes a
 //! `thinking` block with an empty signature (only Anthropic can sign thinking).
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::accounting::Usage;
@@ -101,13 +102,68 @@ pub struct StreamEncoder {
     stop: Option<StopReason>,
 }
 
-fn event(out: &mut Vec<u8>, name: &str, data: &Value) {
+fn event(out: &mut Vec<u8>, name: &str, data: &impl Serialize) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    // Serialising a JSON value into a Vec cannot fail.
+    // Serialising plain structs of strings and numbers into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, data);
     out.extend_from_slice(b"\n\n");
+}
+
+// The per-chunk events as borrowed structs: no `Value`s, no copies of the text.
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Delta<'a> {
+    TextDelta { text: &'a str },
+    ThinkingDelta { thinking: &'a str },
+    SignatureDelta { signature: &'a str },
+    InputJsonDelta { partial_json: &'a str },
+}
+
+#[derive(Serialize)]
+struct BlockDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+    delta: Delta<'a>,
+}
+
+#[derive(Serialize)]
+struct BlockStop {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+}
+
+/// Serialises as `{}`: a tool call's input before its JSON arrives.
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentBlock<'a> {
+    Text {
+        text: &'a str,
+    },
+    Thinking {
+        thinking: &'a str,
+        signature: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Empty,
+    },
+}
+
+#[derive(Serialize)]
+struct BlockStart<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+    content_block: ContentBlock<'a>,
 }
 
 impl StreamEncoder {
@@ -140,13 +196,22 @@ impl StreamEncoder {
             event(
                 out,
                 "content_block_stop",
-                &json!({"type": "content_block_stop", "index": index}),
+                &BlockStop {
+                    kind: "content_block_stop",
+                    index,
+                },
             );
         }
     }
 
     /// Makes `block` the open block, closing another one first; returns its Anthropic index.
-    fn open(&mut self, out: &mut Vec<u8>, block: Block, content_block: Value) -> u32 {
+    /// `content_block` is only built when a block starts.
+    fn open<'a>(
+        &mut self,
+        out: &mut Vec<u8>,
+        block: Block,
+        content_block: impl FnOnce() -> ContentBlock<'a>,
+    ) -> u32 {
         if let Some((open, index)) = self.open {
             if open == block {
                 return index;
@@ -160,16 +225,24 @@ impl StreamEncoder {
         event(
             out,
             "content_block_start",
-            &json!({"type": "content_block_start", "index": index, "content_block": content_block}),
+            &BlockStart {
+                kind: "content_block_start",
+                index,
+                content_block: content_block(),
+            },
         );
         index
     }
 
-    fn delta(out: &mut Vec<u8>, index: u32, delta: Value) {
+    fn delta(out: &mut Vec<u8>, index: u32, delta: Delta<'_>) {
         event(
             out,
             "content_block_delta",
-            &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            &BlockDelta {
+                kind: "content_block_delta",
+                index,
+                delta,
+            },
         );
     }
 }
@@ -189,31 +262,22 @@ impl crate::dialect::StreamEncoder for StreamEncoder {
             // Anthropic has one answer per message; other choices are not asked for.
             Event::Start { .. } => {}
             Event::Text { choice: 0, text } => {
-                let index = self.open(out, Block::Text, json!({"type": "text", "text": ""}));
-                Self::delta(out, index, json!({"type": "text_delta", "text": text}));
+                let index = self.open(out, Block::Text, || ContentBlock::Text { text: "" });
+                Self::delta(out, index, Delta::TextDelta { text });
             }
             Event::Reasoning { choice: 0, text } => {
-                let index = self.open(
-                    out,
-                    Block::Thinking,
-                    json!({"type": "thinking", "thinking": "", "signature": ""}),
-                );
-                Self::delta(
-                    out,
-                    index,
-                    json!({"type": "thinking_delta", "thinking": text}),
-                );
+                let index = self.open(out, Block::Thinking, || ContentBlock::Thinking {
+                    thinking: "",
+                    signature: "",
+                });
+                Self::delta(out, index, Delta::ThinkingDelta { thinking: text });
             }
             Event::ReasoningSignature {
                 choice: 0,
                 signature,
             } => {
                 if let Some((Block::Thinking, index)) = self.open {
-                    Self::delta(
-                        out,
-                        index,
-                        json!({"type": "signature_delta", "signature": signature}),
-                    );
+                    Self::delta(out, index, Delta::SignatureDelta { signature });
                 }
             }
             Event::ToolCallStart {
@@ -226,16 +290,18 @@ impl crate::dialect::StreamEncoder for StreamEncoder {
                 // A call always opens its own block, even right after another call.
                 self.start(out);
                 self.close(out);
-                let index = self.open(
-                    out,
-                    Block::Tool(call),
-                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-                );
+                let index = self.open(out, Block::Tool(call), || ContentBlock::ToolUse {
+                    id,
+                    name,
+                    input: Empty {},
+                });
                 if !arguments.is_empty() {
                     Self::delta(
                         out,
                         index,
-                        json!({"type": "input_json_delta", "partial_json": arguments}),
+                        Delta::InputJsonDelta {
+                            partial_json: arguments,
+                        },
                     );
                 }
             }
@@ -247,7 +313,9 @@ impl crate::dialect::StreamEncoder for StreamEncoder {
                 Some((Block::Tool(open_call), index)) if open_call == call => Self::delta(
                     out,
                     index,
-                    json!({"type": "input_json_delta", "partial_json": fragment}),
+                    Delta::InputJsonDelta {
+                        partial_json: fragment,
+                    },
                 ),
                 // Anthropic blocks cannot interleave: a fragment of a call whose block closed
                 // has nowhere to go.
