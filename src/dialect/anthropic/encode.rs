@@ -114,12 +114,16 @@ fn event(out: &mut Vec<u8>, name: &str, data: &impl Serialize) {
 // The per-chunk events as borrowed structs: no `Value`s, no copies of the text.
 
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type")]
 enum Delta<'a> {
-    TextDelta { text: &'a str },
-    ThinkingDelta { thinking: &'a str },
-    SignatureDelta { signature: &'a str },
-    InputJsonDelta { partial_json: &'a str },
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
 }
 
 #[derive(Serialize)]
@@ -263,21 +267,21 @@ impl crate::dialect::StreamEncoder for StreamEncoder {
             Event::Start { .. } => {}
             Event::Text { choice: 0, text } => {
                 let index = self.open(out, Block::Text, || ContentBlock::Text { text: "" });
-                Self::delta(out, index, Delta::TextDelta { text });
+                Self::delta(out, index, Delta::Text { text });
             }
             Event::Reasoning { choice: 0, text } => {
                 let index = self.open(out, Block::Thinking, || ContentBlock::Thinking {
                     thinking: "",
                     signature: "",
                 });
-                Self::delta(out, index, Delta::ThinkingDelta { thinking: text });
+                Self::delta(out, index, Delta::Thinking { thinking: text });
             }
             Event::ReasoningSignature {
                 choice: 0,
                 signature,
             } => {
                 if let Some((Block::Thinking, index)) = self.open {
-                    Self::delta(out, index, Delta::SignatureDelta { signature });
+                    Self::delta(out, index, Delta::Signature { signature });
                 }
             }
             Event::ToolCallStart {
@@ -299,7 +303,7 @@ impl crate::dialect::StreamEncoder for StreamEncoder {
                     Self::delta(
                         out,
                         index,
-                        Delta::InputJsonDelta {
+                        Delta::InputJson {
                             partial_json: arguments,
                         },
                     );
@@ -313,7 +317,7 @@ impl crate::dialect::StreamEncoder for StreamEncoder {
                 Some((Block::Tool(open_call), index)) if open_call == call => Self::delta(
                     out,
                     index,
-                    Delta::InputJsonDelta {
+                    Delta::InputJson {
                         partial_json: fragment,
                     },
                 ),
