@@ -732,8 +732,69 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The minimal Pingora proxy: `upstream_peer` only, no body read, the reference of what Pingora
+/// itself costs per request (issue 13's floor). Run as `load pingora-floor PORT TARGET`.
+struct PingoraFloor {
+    target: String,
+}
+
+#[async_trait::async_trait]
+impl pingora::proxy::ProxyHttp for PingoraFloor {
+    type CTX = ();
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut pingora::proxy::Session,
+        _ctx: &mut (),
+    ) -> pingora::Result<Box<pingora::upstreams::peer::HttpPeer>> {
+        Ok(Box::new(pingora::upstreams::peer::HttpPeer::new(
+            self.target.as_str(),
+            false,
+            String::new(),
+        )))
+    }
+}
+
+fn run_pingora_floor(port: u16, target: u16) {
+    let mut server = pingora::server::Server::new(None).expect("a Pingora server");
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        PingoraFloor {
+            target: format!("127.0.0.1:{target}"),
+        },
+    );
+    proxy.add_tcp(&format!("127.0.0.1:{port}"));
+    server.add_service(proxy);
+    server.run_forever();
+}
+
+/// User + system CPU time of a process so far, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("pingora-floor") {
+        let port: u16 = args.get(2).and_then(|p| p.parse().ok()).expect("port");
+        let target: u16 = args
+            .get(3)
+            .and_then(|p| p.parse().ok())
+            .expect("target port");
+        run_pingora_floor(port, target);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("upstream") {
         let port: u16 = args.get(2).and_then(|p| p.parse().ok()).expect("port");
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -796,13 +857,25 @@ fn main() {
     wait_port(up_port);
 
     let relay_port = free_port();
-    let _relay = Kill(
+    let relay_proc = Kill(
         pinned("0", &me)
             .args(["relay", &relay_port.to_string(), &up_port.to_string()])
             .spawn()
             .unwrap(),
     );
     wait_port(relay_port);
+
+    let floor_port = free_port();
+    let floor = Kill(
+        pinned("0", &me)
+            .args(["pingora-floor", &floor_port.to_string(), &up_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let floor_pid = floor.0.id();
+    wait_port(floor_port);
 
     let gw_port = free_port();
     let admin_port = free_port();
@@ -837,6 +910,10 @@ fn main() {
         .unwrap();
     let direct: SocketAddr = ([127, 0, 0, 1], up_port).into();
     let relay: SocketAddr = ([127, 0, 0, 1], relay_port).into();
+    let floor_addr: SocketAddr = ([127, 0, 0, 1], floor_port).into();
+    let relay_pid = relay_proc.0.id();
+    // The process whose CPU each path's row reports (none for direct).
+    let pids = [None, Some(relay_pid), Some(floor_pid), Some(gateway_pid), Some(gateway_pid)];
     let via: SocketAddr = ([127, 0, 0, 1], gw_port).into();
     let paths = [
         (
@@ -847,6 +924,11 @@ fn main() {
         (
             "tcp relay (floor)",
             relay,
+            Arc::new(request_bytes("/v1/chat/completions", "bench", false, false)),
+        ),
+        (
+            "minimal Pingora proxy (floor)",
+            floor_addr,
             Arc::new(request_bytes("/v1/chat/completions", "bench", false, false)),
         ),
         (
@@ -880,13 +962,21 @@ fn main() {
         }
 
         if run("saturation") {
-            println!("| path | saturation req/s (64 conns, {secs} s) | errors |");
-            println!("|---|---|---|");
+            println!("| path | saturation req/s (64 conns, {secs} s) | CPU per request (proxy process, user + system) | errors |");
+            println!("|---|---|---|---|");
             let mut peak_rss = 0;
-            for (name, addr, req) in &paths {
+            for ((name, addr, req), pid) in paths.iter().zip(pids) {
+                let before = pid.map(cpu_time);
                 let (rps, errors) = saturate(*addr, req.clone(), 64, secs).await;
+                let cpu = match (pid, before) {
+                    (Some(pid), Some(before)) if rps > 0.0 => {
+                        let used = cpu_time(pid).saturating_sub(before);
+                        format!("{:.1} µs", used.as_secs_f64() * 1e6 / (rps * secs as f64))
+                    }
+                    _ => "—".to_string(),
+                };
                 peak_rss = peak_rss.max(rss_kib(gateway_pid));
-                println!("| {name} | {rps:.0} | {errors} |");
+                println!("| {name} | {rps:.0} | {cpu} | {errors} |");
             }
             println!("\ngateway RSS after saturation: {:.1} MiB\n", peak_rss as f64 / 1024.0);
         }
