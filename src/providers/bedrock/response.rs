@@ -360,7 +360,7 @@ impl StreamDecoder {
         Ok(())
     }
 
-    /// After `messageStop` and `metadata` (usage comes last): the finish and the end.
+    /// At `metadata`, after `messageStop` (usage comes last): the finish and the end.
     fn close(&mut self, sink: &mut dyn EventSink) {
         if self.ended || !self.stopped {
             return;
@@ -397,8 +397,9 @@ impl EventDecoder for StreamDecoder {
         self.frames
             .finish()
             .map_err(|e| StreamFailure::Malformed(e.to_string()))?;
-        // A stream without `metadata` still ends once `messageStop` was seen.
-        self.close(sink);
+        let _ = sink;
+        // Bedrock ends every stream with `metadata` (the usage) after `messageStop`; without it
+        // the answer cannot be counted, so it was cut.
         if self.ended {
             Ok(())
         } else {
