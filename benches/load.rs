@@ -778,8 +778,13 @@ fn cpu_time(pid: u32) -> Duration {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line; the fields after the name start at 3.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz)
 }
@@ -868,7 +873,11 @@ fn main() {
     let floor_port = free_port();
     let floor = Kill(
         pinned("0", &me)
-            .args(["pingora-floor", &floor_port.to_string(), &up_port.to_string()])
+            .args([
+                "pingora-floor",
+                &floor_port.to_string(),
+                &up_port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -913,7 +922,13 @@ fn main() {
     let floor_addr: SocketAddr = ([127, 0, 0, 1], floor_port).into();
     let relay_pid = relay_proc.0.id();
     // The process whose CPU each path's row reports (none for direct).
-    let pids = [None, Some(relay_pid), Some(floor_pid), Some(gateway_pid), Some(gateway_pid)];
+    let pids = [
+        None,
+        Some(relay_pid),
+        Some(floor_pid),
+        Some(gateway_pid),
+        Some(gateway_pid),
+    ];
     let via: SocketAddr = ([127, 0, 0, 1], gw_port).into();
     let paths = [
         (

@@ -1,5 +1,7 @@
 //! Pieces shared by the adapters that rebuild a conversation in another vendor's shape.
 
+use std::collections::HashSet;
+
 use serde_json::{json, Value};
 
 use crate::error::GatewayError;
@@ -16,6 +18,38 @@ pub fn push_turn(turns: &mut Vec<Turn>, role: &'static str, blocks: Vec<Value>) 
     match turns.last_mut() {
         Some((last, existing)) if *last == role => existing.extend(blocks),
         _ => turns.push((role, blocks)),
+    }
+}
+
+/// The id a tool message answers, made vendor-safe by `sanitize`; it must be one of the calls of
+/// the preceding assistant turn (`open_calls`), each answered once.
+pub fn answered_call(
+    tool_call_id: Option<&str>,
+    open_calls: &mut HashSet<String>,
+    sanitize: impl Fn(&str) -> String,
+) -> Result<String, GatewayError> {
+    let raw_id = tool_call_id.ok_or_else(|| {
+        GatewayError::invalid("tool messages need a tool_call_id", Some("messages"))
+    })?;
+    let id = sanitize(raw_id);
+    if !open_calls.remove(&id) {
+        return Err(GatewayError::invalid(
+            format!("tool message for '{raw_id}' does not answer a tool call of the preceding assistant message"),
+            Some("messages"),
+        ));
+    }
+    Ok(id)
+}
+
+/// Adds a tool-result block to the conversation: results lead their user turn (after earlier
+/// results, before any text that follows them), as Anthropic and Bedrock require.
+pub fn push_tool_result(turns: &mut Vec<Turn>, block: Value, is_result: impl Fn(&Value) -> bool) {
+    match turns.last_mut() {
+        Some((role, blocks)) if *role == "user" => {
+            let at = blocks.iter().take_while(|b| is_result(b)).count();
+            blocks.insert(at, block);
+        }
+        _ => turns.push(("user", vec![block])),
     }
 }
 

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::chat::{self, parse_data_url, Content, ContentPart};
 use crate::error::GatewayError;
-use crate::providers::convert::{push_turn, tool_arguments, Turn};
+use crate::providers::convert::{answered_call, push_tool_result, push_turn, tool_arguments, Turn};
 
 /// Makes an id acceptable to Anthropic (`^[a-zA-Z0-9_-]+$`), deterministically.
 pub fn sanitize_tool_id(id: &str) -> String {
@@ -178,33 +178,14 @@ fn build_messages(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
                 push_turn(&mut turns, "assistant", blocks);
             }
             "tool" => {
-                let raw_id = message
-                    .tool_call_id
-                    .ok_or_else(|| invalid("tool messages need a tool_call_id", "messages"))?;
-                let id = sanitize_tool_id(raw_id);
-                if !open_calls.remove(&id) {
-                    return Err(invalid(
-                        format!("tool message for '{raw_id}' does not answer a tool call of the preceding assistant message"),
-                        "messages",
-                    ));
-                }
+                let id = answered_call(message.tool_call_id, &mut open_calls, sanitize_tool_id)?;
                 let content = message
                     .content
                     .as_ref()
                     .map(Content::text)
                     .unwrap_or_default();
                 let block = json!({"type": "tool_result", "tool_use_id": id, "content": content});
-                // Tool results must lead their user turn, before any text that follows them.
-                match turns.last_mut() {
-                    Some((role, blocks)) if *role == "user" => {
-                        let at = blocks
-                            .iter()
-                            .take_while(|b| b["type"] == "tool_result")
-                            .count();
-                        blocks.insert(at, block);
-                    }
-                    _ => turns.push(("user", vec![block])),
-                }
+                push_tool_result(&mut turns, block, |b| b["type"] == "tool_result");
             }
             other => {
                 return Err(invalid(

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use crate::chat::{self, parse_data_url, Content, ContentPart};
 use crate::error::GatewayError;
 use crate::providers::anthropic::sanitize_tool_id;
-use crate::providers::convert::{push_turn, tool_arguments, Turn};
+use crate::providers::convert::{answered_call, push_tool_result, push_turn, tool_arguments, Turn};
 
 /// Fields with no Converse equivalent that change nothing about the answer.
 const DROPPED_FIELDS: [&str; 8] = [
@@ -174,32 +174,14 @@ pub fn body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayErr
                 push_turn(&mut turns, "assistant", blocks);
             }
             "tool" => {
-                let raw_id = message
-                    .tool_call_id
-                    .ok_or_else(|| invalid("tool messages need a tool_call_id", "messages"))?;
-                let id = sanitize_tool_id(raw_id);
-                if !open_calls.remove(&id) {
-                    return Err(invalid(
-                        format!("tool message for '{raw_id}' does not answer a tool call of the preceding assistant message"),
-                        "messages",
-                    ));
-                }
+                let id = answered_call(message.tool_call_id, &mut open_calls, sanitize_tool_id)?;
                 let text = message
                     .content
                     .as_ref()
                     .map(Content::text)
                     .unwrap_or_default();
                 let block = json!({"toolResult": {"toolUseId": id, "content": [{"text": text}]}});
-                match turns.last_mut() {
-                    Some((role, blocks)) if *role == "user" => {
-                        let at = blocks
-                            .iter()
-                            .take_while(|b| b.get("toolResult").is_some())
-                            .count();
-                        blocks.insert(at, block);
-                    }
-                    _ => turns.push(("user", vec![block])),
-                }
+                push_tool_result(&mut turns, block, |b| b.get("toolResult").is_some());
             }
             other => {
                 return Err(invalid(
