@@ -109,6 +109,13 @@ pub struct Message<'a> {
     pub name: Option<&'a str>,
 }
 
+impl Message<'_> {
+    /// The text of the message's content (its text parts joined); empty without content.
+    pub fn text(&self) -> String {
+        self.content.as_ref().map(Content::text).unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Content<'a> {

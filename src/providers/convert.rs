@@ -21,6 +21,25 @@ pub fn push_turn(turns: &mut Vec<Turn>, role: &'static str, blocks: Vec<Value>) 
     }
 }
 
+/// A message role no vendor conversation has.
+pub fn unsupported_role(role: &str) -> GatewayError {
+    GatewayError::invalid(
+        format!("unsupported message role '{role}'"),
+        Some("messages"),
+    )
+}
+
+/// Vendors need at least one user or assistant turn.
+pub fn require_turns(turns: &[Turn]) -> Result<(), GatewayError> {
+    if turns.is_empty() {
+        return Err(GatewayError::invalid(
+            "the conversation needs at least one user or assistant message with content",
+            Some("messages"),
+        ));
+    }
+    Ok(())
+}
+
 /// The id a tool message answers, made vendor-safe by `sanitize`; it must be one of the calls of
 /// the preceding assistant turn (`open_calls`), each answered once.
 pub fn answered_call(

@@ -23,19 +23,7 @@ fn invalid(message: &str, param: &'static str) -> GatewayError {
 
 impl EmbeddingsRequest {
     pub fn parse(body: &[u8]) -> Result<EmbeddingsRequest, GatewayError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            GatewayError::invalid(format!("request body is not valid JSON: {e}"), None)
-        })?;
-        let Value::Object(mut rest) = value else {
-            return Err(GatewayError::invalid(
-                "request body must be a JSON object",
-                None,
-            ));
-        };
-        let model = match rest.shift_remove("model") {
-            Some(Value::String(m)) if !m.is_empty() => m,
-            _ => return Err(invalid("you must provide a model parameter", "model")),
-        };
+        let (model, rest) = super::object_with_model(body)?;
         match rest.get("input") {
             Some(Value::String(_)) => {}
             Some(Value::Array(items)) if !items.is_empty() => {

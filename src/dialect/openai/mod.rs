@@ -32,32 +32,37 @@ pub struct ChatRequest {
     pub rest: Map<String, Value>,
 }
 
+/// An OpenAI-format request body as its object, with `model` taken out of it.
+pub(crate) fn object_with_model(body: &[u8]) -> Result<(String, Map<String, Value>), GatewayError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+    let Value::Object(mut rest) = value else {
+        return Err(GatewayError::invalid(
+            "request body must be a JSON object",
+            None,
+        ));
+    };
+    let model = match rest.shift_remove("model") {
+        Some(Value::String(m)) if !m.is_empty() => m,
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err(GatewayError::invalid(
+                "you must provide a model parameter",
+                Some("model"),
+            ))
+        }
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "model must be a string",
+                Some("model"),
+            ))
+        }
+    };
+    Ok((model, rest))
+}
+
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            GatewayError::invalid(format!("request body is not valid JSON: {e}"), None)
-        })?;
-        let Value::Object(mut rest) = value else {
-            return Err(GatewayError::invalid(
-                "request body must be a JSON object",
-                None,
-            ));
-        };
-        let model = match rest.shift_remove("model") {
-            Some(Value::String(m)) if !m.is_empty() => m,
-            Some(Value::String(_)) | None | Some(Value::Null) => {
-                return Err(GatewayError::invalid(
-                    "you must provide a model parameter",
-                    Some("model"),
-                ))
-            }
-            Some(_) => {
-                return Err(GatewayError::invalid(
-                    "model must be a string",
-                    Some("model"),
-                ))
-            }
-        };
+        let (model, mut rest) = object_with_model(body)?;
         match rest.get("messages") {
             Some(Value::Array(m)) if !m.is_empty() => {
                 if m.iter().any(|msg| !msg.is_object()) {

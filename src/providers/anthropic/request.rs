@@ -10,7 +10,10 @@ use super::{
 };
 use crate::chat::{self, parse_data_url, Content, ContentPart};
 use crate::error::GatewayError;
-use crate::providers::convert::{answered_call, push_tool_result, push_turn, tool_arguments, Turn};
+use crate::providers::convert::{
+    answered_call, push_tool_result, push_turn, require_turns, tool_arguments, unsupported_role,
+    Turn,
+};
 
 /// Makes an id acceptable to Anthropic (`^[a-zA-Z0-9_-]+$`), deterministically.
 pub fn sanitize_tool_id(id: &str) -> String {
@@ -179,28 +182,14 @@ fn build_messages(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
             }
             "tool" => {
                 let id = answered_call(message.tool_call_id, &mut open_calls, sanitize_tool_id)?;
-                let content = message
-                    .content
-                    .as_ref()
-                    .map(Content::text)
-                    .unwrap_or_default();
+                let content = message.text();
                 let block = json!({"type": "tool_result", "tool_use_id": id, "content": content});
                 push_tool_result(&mut turns, block, |b| b["type"] == "tool_result");
             }
-            other => {
-                return Err(invalid(
-                    format!("unsupported message role '{other}'"),
-                    "messages",
-                ))
-            }
+            other => return Err(unsupported_role(other)),
         }
     }
-    if turns.is_empty() {
-        return Err(invalid(
-            "the conversation needs at least one user or assistant message with content",
-            "messages",
-        ));
-    }
+    require_turns(&turns)?;
     Ok((system, turns))
 }
 

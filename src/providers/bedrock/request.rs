@@ -17,7 +17,10 @@ use serde_json::{json, Map, Value};
 use crate::chat::{self, parse_data_url, Content, ContentPart};
 use crate::error::GatewayError;
 use crate::providers::anthropic::sanitize_tool_id;
-use crate::providers::convert::{answered_call, push_tool_result, push_turn, tool_arguments, Turn};
+use crate::providers::convert::{
+    answered_call, push_tool_result, push_turn, require_turns, tool_arguments, unsupported_role,
+    Turn,
+};
 
 /// Fields with no Converse equivalent that change nothing about the answer.
 const DROPPED_FIELDS: [&str; 8] = [
@@ -136,11 +139,7 @@ pub fn body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayErr
     for message in &params.messages {
         match message.role {
             "system" | "developer" => {
-                let text = message
-                    .content
-                    .as_ref()
-                    .map(Content::text)
-                    .unwrap_or_default();
+                let text = message.text();
                 if !text.is_empty() {
                     system.push(json!({"text": text}));
                 }
@@ -154,11 +153,7 @@ pub fn body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayErr
             }
             "assistant" => {
                 let mut blocks = Vec::new();
-                let text = message
-                    .content
-                    .as_ref()
-                    .map(Content::text)
-                    .unwrap_or_default();
+                let text = message.text();
                 if !text.is_empty() {
                     blocks.push(json!({"text": text}));
                 }
@@ -175,28 +170,14 @@ pub fn body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayErr
             }
             "tool" => {
                 let id = answered_call(message.tool_call_id, &mut open_calls, sanitize_tool_id)?;
-                let text = message
-                    .content
-                    .as_ref()
-                    .map(Content::text)
-                    .unwrap_or_default();
+                let text = message.text();
                 let block = json!({"toolResult": {"toolUseId": id, "content": [{"text": text}]}});
                 push_tool_result(&mut turns, block, |b| b.get("toolResult").is_some());
             }
-            other => {
-                return Err(invalid(
-                    format!("unsupported message role '{other}'"),
-                    "messages",
-                ))
-            }
+            other => return Err(unsupported_role(other)),
         }
     }
-    if turns.is_empty() {
-        return Err(invalid(
-            "the conversation needs at least one user or assistant message with content",
-            "messages",
-        ));
-    }
+    require_turns(&turns)?;
 
     let mut body = Map::new();
     body.insert(

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use super::schema::sanitize_schema;
 use super::*;
 use crate::chat::{self, parse_data_url, Content, ContentPart};
-use crate::providers::convert::{push_turn, tool_arguments, Turn};
+use crate::providers::convert::{push_turn, require_turns, tool_arguments, unsupported_role, Turn};
 
 /// Guesses a media type from a URL's extension (Gemini needs one for `fileData`).
 fn mime_from_url(url: &str) -> &'static str {
@@ -111,11 +111,7 @@ fn build_contents(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
     for message in &params.messages {
         match message.role {
             "system" | "developer" => {
-                let text = message
-                    .content
-                    .as_ref()
-                    .map(Content::text)
-                    .unwrap_or_default();
+                let text = message.text();
                 if !text.is_empty() {
                     system.push(json!({"text": text}));
                 }
@@ -163,20 +159,10 @@ fn build_contents(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
                 }});
                 push_turn(&mut turns, "user", vec![part]);
             }
-            other => {
-                return Err(invalid(
-                    format!("unsupported message role '{other}'"),
-                    "messages",
-                ))
-            }
+            other => return Err(unsupported_role(other)),
         }
     }
-    if turns.is_empty() {
-        return Err(invalid(
-            "the conversation needs at least one user or assistant message with content",
-            "messages",
-        ));
-    }
+    require_turns(&turns)?;
     Ok((system, turns))
 }
 

@@ -23,6 +23,7 @@ use crate::chat::{
 };
 use crate::config::ProviderKind;
 use crate::error::GatewayError;
+use crate::providers::convert::unsupported_role;
 use crate::providers::sse::SseEvent;
 use crate::providers::stream::SseHandler;
 use crate::providers::StreamFailure;
@@ -43,11 +44,6 @@ fn effort_for_budget(budget: u64) -> &'static str {
         2049..=8192 => "medium",
         _ => "high",
     }
-}
-
-/// Text of a content, thinking left out.
-fn text_of(content: &Content<'_>) -> String {
-    content.text()
 }
 
 fn user_content(content: &Content<'_>) -> Result<Value, GatewayError> {
@@ -119,14 +115,14 @@ pub fn request_body(
                 } else {
                     "system"
                 };
-                json!({"role": role, "content": m.content.as_ref().map(text_of).unwrap_or_default()})
+                json!({"role": role, "content": m.text()})
             }
             "user" => json!({"role": "user", "content": match &m.content {
                 Some(c) => user_content(c)?,
                 None => json!(""),
             }}),
             "assistant" => {
-                let text = m.content.as_ref().map(text_of).unwrap_or_default();
+                let text = m.text();
                 let mut message = json!({"role": "assistant",
                     "content": if text.is_empty() { Value::Null } else { json!(text) }});
                 if let Some(calls) = m.tool_calls.as_ref().filter(|c| !c.is_empty()) {
@@ -143,14 +139,9 @@ pub fn request_body(
             "tool" => json!({
                 "role": "tool",
                 "tool_call_id": id(m.tool_call_id.unwrap_or("")),
-                "content": m.content.as_ref().map(text_of).unwrap_or_default(),
+                "content": m.text(),
             }),
-            other => {
-                return Err(invalid(
-                    format!("unsupported message role '{other}'"),
-                    Some("messages"),
-                ))
-            }
+            other => return Err(unsupported_role(other)),
         };
         messages.push(message);
     }
