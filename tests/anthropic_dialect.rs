@@ -271,14 +271,7 @@ async fn openai_upstream_answers_in_anthropic_shape_json_and_stream() {
         json!({"include_usage": true})
     );
 
-    let metrics = client()
-        .get(format!("{}/metrics", gw.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("switchyard_gateway_overhead_seconds_count{dialect=\"anthropic\"} 2"),
         "{metrics}"

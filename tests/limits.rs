@@ -50,17 +50,6 @@ async fn admin_keys(gw: &Gateway) -> Value {
         .unwrap()
 }
 
-async fn metrics(gw: &Gateway) -> String {
-    client()
-        .get(format!("{}/metrics", gw.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// A config with one limited key; `state` and `extra_key` vary per test. The mock answers
 /// "one two three four" (4 completion tokens) at 250 USD per million output tokens: 0.001 USD
 /// a request. `flaky` tries a failing upstream first, then the mock.
@@ -154,7 +143,8 @@ async fn requests_per_minute_are_enforced_with_headers_in_both_dialects() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(!resp.headers().contains_key("x-ratelimit-limit-requests"));
-    assert!(metrics(&gw)
+    assert!(gw
+        .metrics()
         .await
         .contains("switchyard_rate_limited_total{key=\"team\",reason=\"rpm\"} 2"));
 }
@@ -388,7 +378,8 @@ async fn redis_down_mid_run_follows_the_failure_mode() {
     assert_eq!(resp.status(), 503, "fail_closed refuses");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "limits_unavailable");
-    assert!(metrics(&open)
+    assert!(open
+        .metrics()
         .await
         .contains("switchyard_state_errors_total{failure_mode=\"fail_open\"}"));
     assert!(

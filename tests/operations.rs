@@ -235,14 +235,7 @@ async fn bad_configs_are_rejected_by_every_reload_path() {
         logs.contains("(file change) rejected"),
         "file path not exercised"
     );
-    let metrics = http
-        .get(format!("{}/metrics", gw.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let errors: f64 = metrics
         .lines()
         .find(|l| l.starts_with("switchyard_config_reloads_total{result=\"error\"}"))
@@ -451,14 +444,7 @@ async fn metrics_parse_as_prometheus_text_with_every_spec_name() {
     let http = client();
     complete_request(&http, &gw.url(), false).await.unwrap();
     complete_request(&http, &gw.url(), true).await.unwrap();
-    let text = http
-        .get(format!("{}/metrics", gw.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     for line in text.lines().filter(|l| !l.is_empty()) {
         if let Some(rest) = line.strip_prefix('#') {
             let words: Vec<&str> = rest.split_whitespace().collect();

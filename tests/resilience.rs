@@ -494,14 +494,7 @@ async fn the_fallback_answer_reports_its_own_model_and_only_its_usage() {
     // Priced at the backup's rates only.
     assert!((line["cost_usd"].as_f64().unwrap() - (5.0 * 2.0 + 7.0 * 4.0) / 1e6).abs() < 1e-12);
 
-    let metrics = client()
-        .get(format!("{}/metrics", gw.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics
             .contains("switchyard_upstream_attempts_total{outcome=\"5xx\",provider=\"primary\"} 1"),
@@ -541,14 +534,7 @@ async fn failed_health_probes_send_traffic_elsewhere_until_they_pass() {
         wait_for("backup").await,
         "an unhealthy primary still got traffic first"
     );
-    let metrics = client()
-        .get(format!("{}/metrics", gw.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics
             .contains("switchyard_target_healthy{model=\"primary-model\",provider=\"primary\"} 0"),
@@ -633,14 +619,7 @@ async fn a_client_that_goes_away_is_not_a_provider_failure() {
     }
     // The gateway notices at its next write to the closed connection.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let metrics = client()
-        .get(format!("{}/metrics", gw.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(
             "switchyard_upstream_attempts_total{outcome=\"client_gone\",provider=\"primary\"} 2"

@@ -11,8 +11,8 @@ use bytes::Bytes;
 
 use super::openai::{decode_openai_embeddings, decode_openai_error, OpenAiAdapter};
 use super::{
-    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, RenderedAnswer,
-    StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
+    push_credentials, Answer, AttemptTarget, KeyScheme, ProbeRequest, ProviderAdapter,
+    RenderedAnswer, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::config::ProviderKind;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
@@ -86,11 +86,7 @@ impl ProviderAdapter for AzureAdapter {
         let body = self.body.body_for(request, target.upstream_model)?;
         let mut headers = Vec::with_capacity(3 + target.extra_headers.len());
         headers.extend(OpenAiAdapter::content_headers(request.stream()));
-        headers.extend(credential_headers(
-            target,
-            http::HeaderName::from_static("api-key"),
-            |k| k.to_string(),
-        )?);
+        push_credentials(&mut headers, target, KeyScheme::Header("api-key"))?;
         Ok(UpstreamRequest {
             path_and_query,
             headers,
@@ -110,11 +106,7 @@ impl ProviderAdapter for AzureAdapter {
         )?;
         let mut headers = Vec::with_capacity(3 + target.extra_headers.len());
         headers.extend(OpenAiAdapter::content_headers(false));
-        headers.extend(credential_headers(
-            target,
-            http::HeaderName::from_static("api-key"),
-            |k| k.to_string(),
-        )?);
+        push_credentials(&mut headers, target, KeyScheme::Header("api-key"))?;
         Ok(UpstreamRequest {
             path_and_query,
             headers,
@@ -142,10 +134,8 @@ impl ProviderAdapter for AzureAdapter {
         } else {
             format!("{base}/openai/models?api-version={}", self.api_version)
         };
-        let headers = credential_headers(target, http::HeaderName::from_static("api-key"), |k| {
-            k.to_string()
-        })
-        .ok()?;
+        let mut headers = Vec::new();
+        push_credentials(&mut headers, target, KeyScheme::Header("api-key")).ok()?;
         Some(ProbeRequest {
             path_and_query,
             headers,

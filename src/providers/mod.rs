@@ -19,6 +19,8 @@ pub mod mock;
 pub mod openai;
 pub mod sse;
 pub mod stream;
+#[cfg(test)]
+mod test_support;
 pub mod vertex;
 
 use bytes::Bytes;
@@ -93,28 +95,42 @@ pub struct ProbeRequest {
     pub endpoint: Option<Endpoint>,
 }
 
-/// The auth header `name: value` for a provider key.
-pub fn key_header(
-    name: HeaderName,
-    value: String,
-) -> Result<(HeaderName, HeaderValue), GatewayError> {
-    HeaderValue::try_from(value)
-        .map(|v| (name, v))
-        .map_err(|_| GatewayError::Internal("provider api_key is not a valid header value".into()))
+/// How a vendor wants the provider key sent.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyScheme {
+    /// `Authorization: Bearer <key>`: OpenAI and compatible hosts, Bedrock API keys, Vertex
+    /// access tokens.
+    Bearer,
+    /// The bare key in a header of the vendor's own: `x-api-key`, `api-key`, `x-goog-api-key`.
+    Header(&'static str),
 }
 
-/// The provider key as the vendor wants it (`name: value(key)`), then the provider's extra headers.
-pub fn credential_headers(
+/// Appends the provider key as the vendor wants it, then the provider's extra headers. The
+/// key's header is marked sensitive, so it is never printed or indexed by HPACK.
+pub fn push_credentials(
+    headers: &mut Vec<(HeaderName, HeaderValue)>,
     target: &AttemptTarget<'_>,
-    name: HeaderName,
-    value: impl Fn(&str) -> String,
-) -> Result<Vec<(HeaderName, HeaderValue)>, GatewayError> {
-    let mut headers = Vec::with_capacity(1 + target.extra_headers.len());
+    scheme: KeyScheme,
+) -> Result<(), GatewayError> {
     if let Some(key) = target.api_key {
-        headers.push(key_header(name, value(key.expose()))?);
+        let (name, value) = match scheme {
+            KeyScheme::Bearer => (
+                http::header::AUTHORIZATION,
+                HeaderValue::try_from(format!("Bearer {}", key.expose())),
+            ),
+            KeyScheme::Header(name) => (
+                HeaderName::from_static(name),
+                HeaderValue::from_str(key.expose()),
+            ),
+        };
+        let mut value = value.map_err(|_| {
+            GatewayError::Internal("provider api_key is not a valid header value".into())
+        })?;
+        value.set_sensitive(true);
+        headers.push((name, value));
     }
     headers.extend(target.extra_headers.iter().cloned());
-    Ok(headers)
+    Ok(())
 }
 
 /// A complete (non-streamed) answer.

@@ -20,7 +20,7 @@ use super::gemini::{GeminiAdapter, GeminiStreamDecoder};
 use super::sse::SseEvent;
 use super::stream::{SseFrame, SseHandler};
 use super::{
-    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, Renewable,
+    push_credentials, Answer, AttemptTarget, KeyScheme, ProbeRequest, ProviderAdapter, Renewable,
     StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::accounting::Usage;
@@ -123,11 +123,7 @@ impl ProviderAdapter for VertexAdapter {
             HeaderValue::from_static("application/json"),
         )];
         // The attempt puts the current access token in `api_key`.
-        headers.extend(credential_headers(
-            target,
-            http::header::AUTHORIZATION,
-            |t| format!("Bearer {t}"),
-        )?);
+        push_credentials(&mut headers, target, KeyScheme::Bearer)?;
         Ok(UpstreamRequest {
             path_and_query,
             headers,
@@ -138,10 +134,8 @@ impl ProviderAdapter for VertexAdapter {
     /// A publisher model's metadata (`GET …/v1/publishers/google/models/…`): free, and it checks
     /// the token.
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
-        let headers = credential_headers(target, http::header::AUTHORIZATION, |t| {
-            format!("Bearer {t}")
-        })
-        .ok()?;
+        let mut headers = Vec::new();
+        push_credentials(&mut headers, target, KeyScheme::Bearer).ok()?;
         Some(ProbeRequest {
             path_and_query: format!(
                 "{}/v1/publishers/google/models/gemini-2.0-flash",

@@ -1118,6 +1118,18 @@ impl Gateway {
         format!("http://127.0.0.1:{}", self.admin_port)
     }
 
+    /// The Prometheus text of `GET /metrics` on the admin listener.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("{}/metrics", self.admin_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The gateway's temp dir (its working directory, holding config.yaml).
     pub fn dir(&self) -> &Path {
         self.dir.path()

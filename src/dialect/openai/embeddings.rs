@@ -17,6 +17,8 @@ pub struct EmbeddingsRequest {
     pub rest: Map<String, Value>,
 }
 
+const INPUT_SHAPE: &str = "input must be a string, an array of strings, or token arrays";
+
 fn invalid(message: &str, param: &'static str) -> GatewayError {
     GatewayError::invalid(message, Some(param))
 }
@@ -33,19 +35,11 @@ impl EmbeddingsRequest {
                         .iter()
                         .all(|i| i.as_array().is_some_and(|t| t.iter().all(Value::is_u64)));
                 if !ok {
-                    return Err(invalid(
-                        "input must be a string, an array of strings, or token arrays",
-                        "input",
-                    ));
+                    return Err(invalid(INPUT_SHAPE, "input"));
                 }
             }
             Some(Value::Array(_)) => return Err(invalid("input must not be empty", "input")),
-            Some(_) => {
-                return Err(invalid(
-                    "input must be a string, an array of strings, or token arrays",
-                    "input",
-                ))
-            }
+            Some(_) => return Err(invalid(INPUT_SHAPE, "input")),
             None => return Err(invalid("you must provide an input parameter", "input")),
         }
         match rest.get("encoding_format") {

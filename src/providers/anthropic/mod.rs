@@ -39,8 +39,8 @@ use http::HeaderValue;
 
 use super::stream::SseFrame;
 use super::{
-    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, StreamFailure,
-    StreamReader, StreamSettings, UpstreamRequest,
+    push_credentials, Answer, AttemptTarget, KeyScheme, ProbeRequest, ProviderAdapter,
+    StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::config::ProviderKind;
 use crate::dialect::anthropic::{MessagesRequest, DEFAULT_VERSION};
@@ -80,10 +80,6 @@ fn json_content_type() -> (http::HeaderName, HeaderValue) {
     )
 }
 
-fn api_key_header() -> http::HeaderName {
-    http::HeaderName::from_static("x-api-key")
-}
-
 /// An Anthropic client's request to `path`: its body but for `model`, its `anthropic-version`
 /// (or ours) and `anthropic-beta`, and the provider's key.
 fn native_request(
@@ -105,9 +101,7 @@ fn native_request(
             beta.clone(),
         ));
     }
-    headers.extend(credential_headers(target, api_key_header(), |k| {
-        k.to_string()
-    })?);
+    push_credentials(&mut headers, target, KeyScheme::Header("x-api-key"))?;
     Ok(UpstreamRequest {
         path_and_query: format!("{}{path}", target.endpoint.base_path),
         headers,
@@ -145,9 +139,7 @@ impl ProviderAdapter for AnthropicAdapter {
                     http::HeaderName::from_static("anthropic-version"),
                     HeaderValue::from_static(DEFAULT_VERSION),
                 ));
-                headers.extend(credential_headers(target, api_key_header(), |k| {
-                    k.to_string()
-                })?);
+                push_credentials(&mut headers, target, KeyScheme::Header("x-api-key"))?;
                 Ok(UpstreamRequest {
                     path_and_query: format!("{}/v1/messages", target.endpoint.base_path),
                     headers,
@@ -174,7 +166,7 @@ impl ProviderAdapter for AnthropicAdapter {
             http::HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(DEFAULT_VERSION),
         )];
-        headers.extend(credential_headers(target, api_key_header(), |k| k.to_string()).ok()?);
+        push_credentials(&mut headers, target, KeyScheme::Header("x-api-key")).ok()?;
         Some(ProbeRequest {
             path_and_query: format!("{}/v1/models", target.endpoint.base_path),
             headers,

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use super::{
-    credential_headers, Answer, AttemptTarget, Endpoint, ProbeRequest, ProviderAdapter,
+    push_credentials, Answer, AttemptTarget, Endpoint, KeyScheme, ProbeRequest, ProviderAdapter,
     RenderedAnswer, Renewable, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::config::{AwsCredentials, ProviderKind};
@@ -181,11 +181,7 @@ impl BedrockAdapter {
                     SystemTime::now(),
                 )?;
             }
-            None => headers.extend(credential_headers(
-                target,
-                http::header::AUTHORIZATION,
-                |k| format!("Bearer {k}"),
-            )?),
+            None => push_credentials(&mut headers, target, KeyScheme::Bearer)?,
         }
         Ok(UpstreamRequest {
             path_and_query,
@@ -285,12 +281,7 @@ impl ProviderAdapter for BedrockAdapter {
                     SystemTime::now(),
                 )
                 .ok()?,
-            None => headers.extend(
-                credential_headers(target, http::header::AUTHORIZATION, |k| {
-                    format!("Bearer {k}")
-                })
-                .ok()?,
-            ),
+            None => push_credentials(&mut headers, target, KeyScheme::Bearer).ok()?,
         }
         Some(ProbeRequest {
             path_and_query,

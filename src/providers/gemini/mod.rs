@@ -44,8 +44,8 @@ use http::HeaderValue;
 
 use super::stream::SseFrame;
 use super::{
-    credential_headers, Answer, AttemptTarget, ProbeRequest, ProviderAdapter, RenderedAnswer,
-    StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
+    push_credentials, Answer, AttemptTarget, KeyScheme, ProbeRequest, ProviderAdapter,
+    RenderedAnswer, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
 use crate::config::ProviderKind;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
@@ -150,11 +150,7 @@ impl ProviderAdapter for GeminiAdapter {
             HeaderValue::from_static("application/json"),
         ));
         // A header, never `?key=`: URLs end up in logs.
-        headers.extend(credential_headers(
-            target,
-            http::HeaderName::from_static("x-goog-api-key"),
-            |k| k.to_string(),
-        )?);
+        push_credentials(&mut headers, target, KeyScheme::Header("x-goog-api-key"))?;
         Ok(UpstreamRequest {
             path_and_query,
             headers,
@@ -177,11 +173,7 @@ impl ProviderAdapter for GeminiAdapter {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         ));
-        headers.extend(credential_headers(
-            target,
-            http::HeaderName::from_static("x-goog-api-key"),
-            |k| k.to_string(),
-        )?);
+        push_credentials(&mut headers, target, KeyScheme::Header("x-goog-api-key"))?;
         Ok(UpstreamRequest {
             path_and_query: format!(
                 "{}/v1beta/models/{model}:batchEmbedContents",
@@ -202,12 +194,8 @@ impl ProviderAdapter for GeminiAdapter {
     }
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
-        let headers = credential_headers(
-            target,
-            http::HeaderName::from_static("x-goog-api-key"),
-            |k| k.to_string(),
-        )
-        .ok()?;
+        let mut headers = Vec::new();
+        push_credentials(&mut headers, target, KeyScheme::Header("x-goog-api-key")).ok()?;
         Some(ProbeRequest {
             path_and_query: format!("{}/v1beta/models?pageSize=1", target.endpoint.base_path),
             headers,

@@ -125,11 +125,9 @@ fn build_contents(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
             }
             "assistant" => {
                 let mut parts = Vec::new();
-                if let Some(content) = &message.content {
-                    let text = content.text();
-                    if !text.is_empty() {
-                        parts.push(json!({"text": text}));
-                    }
+                let text = message.text();
+                if !text.is_empty() {
+                    parts.push(json!({"text": text}));
                 }
                 for call in message.tool_calls.iter().flatten() {
                     let args = tool_arguments(&call.function.arguments)?;

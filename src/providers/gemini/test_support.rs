@@ -9,6 +9,7 @@ pub(super) use crate::config::Secret;
 pub(super) use crate::dialect::openai::ChatRequest;
 pub(super) use crate::dialect::Dialect;
 pub(super) use crate::error::GatewayError;
+use crate::providers::test_support::{blank_after, blank_created, stream_as_openai};
 pub(super) use crate::providers::{client_answer, client_stream, Endpoint};
 pub(super) use crate::providers::{StreamFailure, StreamSettings};
 
@@ -24,16 +25,13 @@ pub(super) fn client_answer_openai(
     client_answer(&GeminiAdapter, body, Dialect::OpenAi)
 }
 
-#[allow(dead_code)]
 pub(super) fn client_stream_openai(
     settings: StreamSettings,
 ) -> Box<dyn crate::providers::StreamDecoder> {
     client_stream(&GeminiAdapter, Dialect::OpenAi, settings)
 }
 
-pub(super) fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap()
-}
+pub(super) use crate::providers::test_support::json;
 
 pub(super) fn request(v: Value) -> ChatRequest {
     ChatRequest::parse(v.to_string().as_bytes()).unwrap()
@@ -63,35 +61,9 @@ pub(super) fn hello() -> Value {
 /// Replaces the random parts of generated ids and `created`, so output can be compared with
 /// a fixture.
 pub(super) fn normalise(text: &str) -> String {
-    let mut out = blank_after(text, "\"created\":", |c| c.is_ascii_digit(), '0', true);
+    let mut out = blank_created(text);
     out = blank_after(&out, "\"call_", |c| c.is_ascii_hexdigit(), 'X', false);
     blank_after(&out, "\"chatcmpl-", |c| c.is_ascii_hexdigit(), 'X', false)
-}
-
-/// After each `marker`, replaces the run of characters matching `keep` by `fill` (once,
-/// when `collapse`, else once per character).
-pub(super) fn blank_after(
-    text: &str,
-    marker: &str,
-    keep: impl Fn(char) -> bool,
-    fill: char,
-    collapse: bool,
-) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(pos) = rest.find(marker) {
-        out.push_str(&rest[..pos + marker.len()]);
-        rest = &rest[pos + marker.len()..];
-        let run = rest.chars().take_while(|c| keep(*c)).count();
-        if collapse {
-            out.push(fill);
-        } else {
-            out.extend(std::iter::repeat_n(fill, run));
-        }
-        rest = &rest[run..];
-    }
-    out.push_str(rest);
-    out
 }
 
 pub(super) fn stream(
@@ -99,18 +71,7 @@ pub(super) fn stream(
     include_usage: bool,
     piece: usize,
 ) -> (Result<(), StreamFailure>, String, Option<Usage>) {
-    let mut d = client_stream_openai(StreamSettings {
-        include_usage,
-        price: None,
-    });
-    let mut out = Vec::new();
-    for c in input.as_bytes().chunks(piece) {
-        if let Err(e) = d.push(c, &mut out) {
-            return (Err(e), String::from_utf8(out).unwrap(), d.usage());
-        }
-    }
-    let r = d.finish(&mut out);
-    (r, normalise(&String::from_utf8(out).unwrap()), d.usage())
+    stream_as_openai(&GeminiAdapter, input, include_usage, piece, normalise)
 }
 
 /// The JSON objects of an OpenAI SSE body.

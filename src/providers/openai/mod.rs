@@ -25,8 +25,9 @@ use super::convert::upstream_message;
 use super::sse::SseEvent;
 use super::stream::{SseFrame, SseHandler};
 use super::{
-    credential_headers, openai_error_type, Answer, AttemptTarget, ProbeRequest, ProviderAdapter,
-    RenderedAnswer, StreamDecoder, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
+    openai_error_type, push_credentials, Answer, AttemptTarget, KeyScheme, ProbeRequest,
+    ProviderAdapter, RenderedAnswer, StreamDecoder, StreamFailure, StreamReader, StreamSettings,
+    UpstreamRequest,
 };
 use crate::accounting::{with_usage_cost, OpenAiUsageWire, Usage};
 use crate::config::ProviderKind;
@@ -237,11 +238,7 @@ impl ProviderAdapter for OpenAiAdapter {
         let body = self.body_for(request, target.upstream_model)?;
         let mut headers = Vec::with_capacity(4 + target.extra_headers.len());
         headers.extend(Self::content_headers(request.stream()));
-        headers.extend(credential_headers(
-            target,
-            http::header::AUTHORIZATION,
-            |k| format!("Bearer {k}"),
-        )?);
+        push_credentials(&mut headers, target, KeyScheme::Bearer)?;
         Ok(UpstreamRequest {
             path_and_query: format!("{}/chat/completions", target.endpoint.base_path),
             headers,
@@ -256,11 +253,7 @@ impl ProviderAdapter for OpenAiAdapter {
     ) -> Result<UpstreamRequest, GatewayError> {
         let mut headers = Vec::with_capacity(3 + target.extra_headers.len());
         headers.extend(Self::content_headers(false));
-        headers.extend(credential_headers(
-            target,
-            http::header::AUTHORIZATION,
-            |k| format!("Bearer {k}"),
-        )?);
+        push_credentials(&mut headers, target, KeyScheme::Bearer)?;
         Ok(UpstreamRequest {
             path_and_query: format!("{}/embeddings", target.endpoint.base_path),
             headers,
@@ -286,10 +279,8 @@ impl ProviderAdapter for OpenAiAdapter {
     }
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
-        let headers = credential_headers(target, http::header::AUTHORIZATION, |k| {
-            format!("Bearer {k}")
-        })
-        .ok()?;
+        let mut headers = Vec::new();
+        push_credentials(&mut headers, target, KeyScheme::Bearer).ok()?;
         Some(ProbeRequest {
             path_and_query: format!("{}/models", target.endpoint.base_path),
             headers,
@@ -655,7 +646,8 @@ impl std::fmt::Debug for OpenAiAdapter {
 mod tests {
     use super::*;
     use crate::config::Secret;
-    use crate::providers::{client_stream, Endpoint};
+    use crate::providers::test_support::stream_as_openai;
+    use crate::providers::Endpoint;
     use serde_json::json;
 
     fn endpoint() -> Endpoint {
@@ -733,22 +725,8 @@ mod tests {
         input: &str,
         piece: usize,
     ) -> (Result<(), StreamFailure>, String, Option<Usage>) {
-        let mut d = client_stream(
-            &OpenAiAdapter::new(ProviderKind::OpenAi),
-            Dialect::OpenAi,
-            StreamSettings {
-                include_usage,
-                price: None,
-            },
-        );
-        let mut out = Vec::new();
-        for c in input.as_bytes().chunks(piece) {
-            if let Err(e) = d.push(c, &mut out) {
-                return (Err(e), String::from_utf8(out).unwrap(), d.usage());
-            }
-        }
-        let r = d.finish(&mut out);
-        (r, String::from_utf8(out).unwrap(), d.usage())
+        let adapter = OpenAiAdapter::new(ProviderKind::OpenAi);
+        stream_as_openai(&adapter, input, include_usage, piece, str::to_owned)
     }
 
     #[test]
