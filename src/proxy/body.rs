@@ -3,21 +3,46 @@
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
+use super::ctx::RequestCtx;
+use super::respond;
 use crate::error::GatewayError;
 
 /// How much of a refused body is read and discarded so that the client sees the 413.
 const DRAIN_LIMIT_BYTES: usize = 64 * 1024 * 1024;
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub enum BodyError {
+enum BodyError {
     /// Refused: the body is larger than the limit (the rest of it was not read).
     TooLarge(GatewayError),
     /// The client went away or sent a broken body.
     Downstream(Box<pingora::Error>),
 }
 
+/// Reads the whole body, or answers the client itself: a 413 for more than `limit` bytes
+/// (`None`), an error when the client went away or sent a broken body.
+pub async fn read_or_refuse(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    limit: usize,
+) -> pingora::Result<Option<Bytes>> {
+    match read_body(session, limit).await {
+        Ok(body) => Ok(Some(body)),
+        Err(BodyError::TooLarge(err)) => {
+            // The connection cannot carry another request after a partly read body.
+            session.set_keepalive(None);
+            respond::error(session, ctx, &err).await?;
+            discard_rest(session).await;
+            Ok(None)
+        }
+        Err(BodyError::Downstream(e)) => {
+            ctx.status = 499;
+            Err(e)
+        }
+    }
+}
+
 /// Reads the whole body, refusing more than `limit` bytes.
-pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
     let declared = session
         .req_header()
         .headers
@@ -57,7 +82,7 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Bod
 /// After refusing a body, reads and discards what the client is still sending (bounded in bytes
 /// and time). Closing at once would reset the connection under a client that is still writing,
 /// and it would never read the 413. A client that sent `Expect: 100-continue` sends no body.
-pub async fn discard_rest(session: &mut Session) {
+async fn discard_rest(session: &mut Session) {
     let expects_continue = session
         .req_header()
         .headers

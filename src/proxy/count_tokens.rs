@@ -11,7 +11,7 @@ use bytes::Bytes;
 use pingora::proxy::Session;
 use serde_json::json;
 
-use super::body::{discard_rest, read_body, BodyError};
+use super::body::read_or_refuse;
 use super::ctx::RequestCtx;
 use super::{respond, Gateway};
 use crate::dialect::anthropic::MessagesRequest;
@@ -29,18 +29,8 @@ pub(super) async fn handle(
     table: &RoutingTable,
     client_key: Option<&ClientKey>,
 ) -> pingora::Result<()> {
-    let body = match read_body(session, table.max_body_bytes).await {
-        Ok(body) => body,
-        Err(BodyError::TooLarge(err)) => {
-            session.set_keepalive(None);
-            respond::error(session, ctx, &err).await?;
-            discard_rest(session).await;
-            return Ok(());
-        }
-        Err(BodyError::Downstream(e)) => {
-            ctx.status = 499;
-            return Err(e);
-        }
+    let Some(body) = read_or_refuse(session, ctx, table.max_body_bytes).await? else {
+        return Ok(());
     };
     let admitted =
         MessagesRequest::parse_count(body, &session.req_header().headers).and_then(|request| {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use pingora::proxy::Session;
 
 use super::attempt::{self, Attempt, Fault};
-use super::body::{discard_rest, read_body, BodyError};
+use super::body::read_or_refuse;
 use super::ctx::RequestCtx;
 use super::respond;
 use super::Gateway;
@@ -100,19 +100,8 @@ async fn parse(
     ctx: &mut RequestCtx,
     table: &RoutingTable,
 ) -> pingora::Result<Option<(ClientRequest, u64)>> {
-    let body = match read_body(session, table.max_body_bytes).await {
-        Ok(body) => body,
-        Err(BodyError::TooLarge(err)) => {
-            // The connection cannot carry another request after a partly read body.
-            session.set_keepalive(None);
-            respond::error(session, ctx, &err).await?;
-            discard_rest(session).await;
-            return Ok(None);
-        }
-        Err(BodyError::Downstream(e)) => {
-            ctx.status = 499;
-            return Err(e);
-        }
+    let Some(body) = read_or_refuse(session, ctx, table.max_body_bytes).await? else {
+        return Ok(None);
     };
     let prompt_estimate = (body.len() as u64).div_ceil(4);
     let parsed = match ctx.dialect {

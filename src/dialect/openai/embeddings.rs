@@ -74,6 +74,13 @@ impl EmbeddingsRequest {
         }
     }
 
+    /// The prompt tokens by the gateway's estimate (four bytes a token), for vendors that do
+    /// not count them.
+    pub fn estimated_tokens(&self) -> u64 {
+        let bytes: usize = self.texts().map_or(0, |t| t.iter().map(|s| s.len()).sum());
+        (bytes as u64).div_ceil(4)
+    }
+
     /// `dimensions`, when the client asked for shortened vectors.
     pub fn dimensions(&self) -> Option<u64> {
         self.rest.get("dimensions").and_then(Value::as_u64)

@@ -67,18 +67,14 @@ pub(super) fn decode(
     let malformed = |e: serde_json::Error| {
         StreamFailure::Malformed(format!("answer is not a Bedrock embedding: {e}"))
     };
-    let estimate = || {
-        let chars: usize = request
-            .texts()
-            .map_or(0, |t| t.iter().map(|s| s.len()).sum());
-        (chars as u64).div_ceil(4)
-    };
     let (vectors, tokens) = if is_cohere(model) {
         let wire: CohereWire = serde_json::from_slice(body).map_err(malformed)?;
-        (wire.embeddings, estimate())
+        (wire.embeddings, request.estimated_tokens())
     } else {
         let wire: TitanWire = serde_json::from_slice(body).map_err(malformed)?;
-        let tokens = wire.input_text_token_count.unwrap_or_else(estimate);
+        let tokens = wire
+            .input_text_token_count
+            .unwrap_or_else(|| request.estimated_tokens());
         (vec![wire.embedding], tokens)
     };
     let usage = Usage {

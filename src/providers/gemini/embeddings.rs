@@ -51,11 +51,8 @@ pub(super) fn decode(
         StreamFailure::Malformed(format!("answer is not a Gemini embeddings batch: {e}"))
     })?;
     let vectors: Vec<Vec<f32>> = answer.embeddings.into_iter().map(|e| e.values).collect();
-    let chars: usize = request
-        .texts()
-        .map_or(0, |t| t.iter().map(|s| s.len()).sum());
     let usage = Usage {
-        prompt_tokens: (chars as u64).div_ceil(4),
+        prompt_tokens: request.estimated_tokens(),
         ..Usage::default()
     };
     Ok(RenderedAnswer {
