@@ -810,6 +810,20 @@ fn main() {
         rt.block_on(run_upstream(port));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("saturate") {
+        // By hand, for profiling a running gateway: `load saturate PORT MODEL SECONDS`.
+        let port: u16 = args.get(2).and_then(|p| p.parse().ok()).expect("port");
+        let model = args.get(3).map(String::as_str).unwrap_or("bench");
+        let secs: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(5);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let req = Arc::new(request_bytes("/v1/chat/completions", model, false, false));
+        let (rps, errors) = rt.block_on(saturate(([127, 0, 0, 1], port).into(), req, 64, secs));
+        println!("{rps:.0} req/s, {errors} errors");
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("relay") {
         let port: u16 = args.get(2).and_then(|p| p.parse().ok()).expect("port");
         let target: u16 = args

@@ -57,10 +57,9 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
     let draining = Arc::new(AtomicBool::new(false));
     let transport = Arc::new(Transport::default());
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
+    let mut proxy = Service::new(
+        "switchyard".to_string(),
         Gateway::new(table.clone(), transport.clone(), draining.clone()),
-        "switchyard",
     );
     for addr in &config.server.listen {
         // No user-space read buffer on client connections: Pingora's default is a zero-filled

@@ -1,7 +1,7 @@
 //! Reading the client's request body, bounded and with `Expect: 100-continue` answered.
 
 use bytes::{Bytes, BytesMut};
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 
 use super::ctx::RequestCtx;
 use super::respond;
@@ -21,7 +21,7 @@ enum BodyError {
 /// Reads the whole body, or answers the client itself: a 413 for more than `limit` bytes
 /// (`None`), an error when the client went away or sent a broken body.
 pub async fn read_or_refuse(
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     limit: usize,
 ) -> pingora::Result<Option<Bytes>> {
@@ -42,7 +42,7 @@ pub async fn read_or_refuse(
 }
 
 /// Reads the whole body, refusing more than `limit` bytes.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, BodyError> {
     let declared = session
         .req_header()
         .headers
@@ -82,7 +82,7 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyErr
 /// After refusing a body, reads and discards what the client is still sending (bounded in bytes
 /// and time). Closing at once would reset the connection under a client that is still writing,
 /// and it would never read the 413. A client that sent `Expect: 100-continue` sends no body.
-async fn discard_rest(session: &mut Session) {
+async fn discard_rest(session: &mut ServerSession) {
     let expects_continue = session
         .req_header()
         .headers

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use super::body::read_or_refuse;
@@ -24,7 +24,7 @@ const MAX_COUNT_BYTES: usize = 64 * 1024;
 
 pub(super) async fn handle(
     gateway: &Gateway,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     table: &RoutingTable,
     client_key: Option<&ClientKey>,

@@ -1,9 +1,13 @@
-//! The client-facing service: a Pingora [`ProxyHttp`] that answers every request itself.
+//! The client-facing service: a Pingora [`HttpServerApp`] that answers every request itself.
 //!
-//! All work happens in `request_filter` (terminate and originate): the body is read and parsed,
-//! a target chosen, the vendor request sent with Pingora's pooled connector and the answer
-//! streamed back, after which Pingora's `logging` hook records metrics and the access log.
-//! `upstream_peer` is never reached.
+//! Switchyard terminates and originates (the body is read and parsed, a target chosen, the
+//! vendor request sent with Pingora's pooled connector and the answer streamed back), so it has
+//! no use for Pingora's proxy state machine (`HttpProxy`: downstream modules, cache phases,
+//! upstream hooks). Implementing `HttpServerApp` directly skips that machinery and its large
+//! futures, about a fifth of the instructions each request cost (see BENCHMARKS.md).
+//! [`Gateway::process_new_http`] does what `HttpProxy` did for a request answered in its
+//! `request_filter`: read the head, answer, record metrics and the access log, hand the
+//! connection back for reuse, and drop idle keep-alive connections at shutdown.
 
 mod attempt;
 mod body;
@@ -18,8 +22,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use pingora::proxy::{ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::{ErrorSource, ErrorType};
+use tokio::sync::Notify;
 
 use crate::dialect::Dialect;
 use crate::error::GatewayError;
@@ -35,6 +42,10 @@ pub struct Gateway {
     /// Set once this process hands its sockets over or stops: answers then ask clients to close
     /// the connection, so none is left idle to be cut under a client's next request.
     draining: Arc<AtomicBool>,
+    /// Set, and `shutdown` notified, when the service stops: connections idle between requests
+    /// are dropped then instead of holding the shutdown up.
+    stopping: AtomicBool,
+    shutdown: Notify,
 }
 
 impl Gateway {
@@ -43,13 +54,23 @@ impl Gateway {
             table,
             transport,
             draining,
+            stopping: AtomicBool::new(false),
+            shutdown: Notify::new(),
         }
+    }
+
+    async fn await_shutdown(&self) {
+        let notified = self.shutdown.notified();
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
     }
 }
 
 /// The key a client presented: `Authorization: Bearer KEY`, else `x-api-key` (Anthropic SDKs),
 /// `api-key` (Azure OpenAI SDKs) or `x-goog-api-key` (Google SDKs).
-fn presented_key(session: &Session) -> Option<&str> {
+fn presented_key(session: &ServerSession) -> Option<&str> {
     let headers = &session.req_header().headers;
     if let Some(auth) = headers
         .get(http::header::AUTHORIZATION)
@@ -67,7 +88,7 @@ fn presented_key(session: &Session) -> Option<&str> {
 }
 
 fn authenticate<'t>(
-    session: &Session,
+    session: &ServerSession,
     table: &'t RoutingTable,
 ) -> Result<Option<&'t ClientKey>, GatewayError> {
     if !table.requires_client_key() {
@@ -80,18 +101,78 @@ fn authenticate<'t>(
 }
 
 #[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+impl HttpServerApp for Gateway {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let read = tokio::select! {
+            // Biased: a request already buffered is served, not dropped, when both are ready.
+            biased;
+            read = session.read_request() => read,
+            () = self.await_shutdown() => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                    let _ = session.respond_error(400).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        let mut ctx = RequestCtx::new();
+        let served = self.serve(&mut session, &mut ctx).await;
+        if let Err(e) = &served {
+            // A failure that was not the client's connection breaking, before any answer: say
+            // so, as Pingora's proxy did, rather than closing without a word.
+            let connection_broke = e.esource() == &ErrorSource::Downstream
+                || matches!(
+                    e.etype(),
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+                );
+            if !connection_broke && session.response_written().is_none() {
+                let err = GatewayError::Internal(e.to_string());
+                let _ = respond::error(&mut session, &mut ctx, &err).await;
+            }
+        }
+        self.record(
+            &session,
+            served.as_ref().err().map(|e| e.as_ref()),
+            &mut ctx,
+        );
+        if served.is_err() {
+            // The connection's state is unknown: never reuse it.
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        session
+            .finish()
+            .await
+            .ok()
+            .flatten()
+            .map(|stream| ReusedHttpStream::from_reusable_stream(stream, settings))
     }
 
-    async fn request_filter(
+    async fn http_cleanup(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.shutdown.notify_waiters();
+    }
+}
+
+impl Gateway {
+    /// Answers one request on `session`.
+    async fn serve(
         &self,
-        session: &mut Session,
+        session: &mut ServerSession,
         ctx: &mut RequestCtx,
-    ) -> pingora::Result<bool> {
+    ) -> pingora::Result<()> {
         ctx.started = Instant::now();
         ctx.request_id = request_id(
             session
@@ -169,24 +250,13 @@ impl ProxyHttp for Gateway {
                 respond::error(session, ctx, &err).await?;
             }
         }
-        Ok(true)
+        Ok(())
     }
 
-    async fn upstream_peer(
+    /// Metrics and the access-log line of a request that ended, with `error` if it failed.
+    fn record(
         &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> pingora::Result<Box<HttpPeer>> {
-        // request_filter answers every request, so Pingora's proxy path never runs.
-        Err(pingora::Error::explain(
-            pingora::ErrorType::InternalError,
-            "switchyard answers all requests in request_filter",
-        ))
-    }
-
-    async fn logging(
-        &self,
-        session: &mut Session,
+        session: &ServerSession,
         error: Option<&pingora::Error>,
         ctx: &mut RequestCtx,
     ) {

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 
 use super::attempt::{self, Attempt, Fault};
 use super::body::read_or_refuse;
@@ -39,7 +39,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 pub(super) async fn handle(
     gateway: &Gateway,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     table: &RoutingTable,
     client_key: Option<&ClientKey>,
@@ -96,7 +96,7 @@ pub(super) async fn handle(
 /// Reads and parses the body in the client's dialect, with the tokens the request may use (its
 /// size, at about four bytes a token, plus its output budget); `None` when an error was sent.
 async fn parse(
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     table: &RoutingTable,
 ) -> pingora::Result<Option<(ClientRequest, u64)>> {
@@ -170,7 +170,7 @@ fn plan(table: &RoutingTable, request: &ClientRequest) -> Result<Plan, GatewayEr
 /// Tries the plan under the retry policy. Returns the error to send when no attempt answered.
 async fn run_attempts(
     gateway: &Gateway,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     request: &ClientRequest,
     plan: &[&Target],

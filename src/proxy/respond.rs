@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 
 use super::ctx::RequestCtx;
 use crate::error::GatewayError;
@@ -27,7 +27,7 @@ fn base_header(status: u16, ctx: &RequestCtx) -> pingora::Result<ResponseHeader>
 
 /// A complete JSON answer.
 pub async fn json(
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     status: u16,
     body: Bytes,
@@ -40,15 +40,15 @@ pub async fn json(
         resp.insert_header(http::header::RETRY_AFTER, after)?;
     }
     ctx.status = status;
-    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_header(Box::new(resp)).await?;
     ctx.first_byte_at
         .get_or_insert_with(std::time::Instant::now);
-    session.write_response_body(Some(body), true).await
+    session.write_response_body(body, true).await
 }
 
 /// An error in the client's dialect.
 pub async fn error(
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     err: &GatewayError,
 ) -> pingora::Result<()> {
@@ -57,8 +57,11 @@ pub async fn error(
     json(session, ctx, status, body, err.retry_after()).await
 }
 
-/// Starts an SSE answer; the body follows with [`Session::write_response_body`].
-pub async fn start_stream(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
+/// Starts an SSE answer; the body follows with [`ServerSession::write_response_body`].
+pub async fn start_stream(
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+) -> pingora::Result<()> {
     let mut resp = base_header(200, ctx)?;
     resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
@@ -68,17 +71,17 @@ pub async fn start_stream(session: &mut Session, ctx: &mut RequestCtx) -> pingor
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
     ctx.status = 200;
-    session.write_response_header(Box::new(resp), false).await
+    session.write_response_header(Box::new(resp)).await
 }
 
 /// Ends a stream that failed after it started: an error event, then the end of the body.
 pub async fn stream_error(
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     err: &GatewayError,
 ) -> pingora::Result<()> {
     ctx.error = Some(err.to_string());
     session
-        .write_response_body(Some(ctx.dialect.stream_error_event(err)), true)
+        .write_response_body(ctx.dialect.stream_error_event(err), true)
         .await
 }

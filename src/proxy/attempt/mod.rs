@@ -14,7 +14,7 @@ mod relay;
 
 use std::time::{Duration, Instant};
 
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 
 pub use classify::Fault;
 
@@ -76,7 +76,7 @@ fn finish_accounting(ctx: &mut RequestCtx, target: &Target, usage: Option<Usage>
 /// carry several kilobytes it no longer uses.
 pub async fn run(
     gateway: &Gateway,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     request: &ClientRequest,
     target: &Target,

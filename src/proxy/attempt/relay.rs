@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 
 use super::classify;
 use super::{finish_accounting, Attempt};
@@ -101,7 +101,7 @@ impl Relay<'_> {
 
     pub async fn json(
         &self,
-        session: &mut Session,
+        session: &mut ServerSession,
         ctx: &mut RequestCtx,
         request: &ClientRequest,
         mut exchange: Exchange,
@@ -142,7 +142,7 @@ impl Relay<'_> {
 
     pub async fn stream(
         &self,
-        session: &mut Session,
+        session: &mut ServerSession,
         ctx: &mut RequestCtx,
         request: &ClientRequest,
         mut exchange: Exchange,
@@ -179,7 +179,7 @@ impl Relay<'_> {
                 }
                 if !out.is_empty() {
                     session
-                        .write_response_body(Some(Bytes::copy_from_slice(&out)), false)
+                        .write_response_body(Bytes::copy_from_slice(&out), false)
                         .await?;
                 }
                 let error = self.stream_failure_error(failure);
@@ -201,9 +201,7 @@ impl Relay<'_> {
                 }
                 let data = Bytes::copy_from_slice(&out);
                 out.clear();
-                session
-                    .write_response_body((!data.is_empty()).then_some(data), end)
-                    .await?;
+                session.write_response_body(data, end).await?;
             }
             if end {
                 Box::pin(self.gateway.transport.release(exchange)).await;
@@ -218,7 +216,7 @@ impl Relay<'_> {
 
 /// Ends a stream that broke after it started with the dialect's error event.
 async fn broken(
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     error: &GatewayError,
     latency: Option<Duration>,
