@@ -6,6 +6,11 @@ use switchyard::cli::{self, Cli, Command, KeysCommand};
 use switchyard::observability::logging;
 use switchyard::server::{self, StartMode};
 
+/// mimalloc instead of glibc's malloc: allocation and freeing were a quarter of the gateway's
+/// user-space time per request (perf, passthrough at saturation); see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     match cli.command {
