@@ -13,7 +13,10 @@ use arc_swap::ArcSwapOption;
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
+// Pingora's timer wheel (10 ms resolution, one clock thread) instead of Tokio's: no driver lock
+// to register and cancel under, no wake-up of the driver per request.
 use pingora::protocols::http::client::HttpSession;
+use pingora::time::fast_timeout::fast_timeout;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::AttemptError;
@@ -175,7 +178,9 @@ pub(super) async fn send(
     let timeouts = &upstream.timeouts;
     let deadline = started + timeouts.total;
     let peer = upstream.peers.peer().await?;
-    let header = request_header(upstream, req).map_err(|e| AttemptError::Io(e.to_string()))?;
+    let header_error = |e: Box<pingora::Error>| AttemptError::Io(e.to_string());
+    // Moved into the first try; only a retry on a stale pooled connection builds another.
+    let mut header = Some(request_header(upstream, req).map_err(header_error)?);
     let wait_start = Instant::now();
     let mut tries = 0;
     loop {
@@ -185,7 +190,7 @@ pub(super) async fn send(
             // Boxed: connecting (TLS included) is a ~9 KB future, and held inline it would be
             // part of every request's future for the whole life of a stream, then doubled by
             // each enclosing async fn.
-            match tokio::time::timeout(limit, Box::pin(connector.get_http_session(&*peer))).await {
+            match fast_timeout(limit, Box::pin(connector.get_http_session(&*peer))).await {
                 Err(_) => {
                     return Err(AttemptError::Timeout {
                         phase,
@@ -202,10 +207,12 @@ pub(super) async fn send(
                 Ok(Ok(s)) => s,
             };
         let (limit, phase) = budget(deadline, timeouts.first_byte, "the first byte");
-        let result = tokio::time::timeout(limit, async {
-            session
-                .write_request_header(Box::new(header.clone()))
-                .await?;
+        let header = match header.take() {
+            Some(header) => header,
+            None => request_header(upstream, req).map_err(header_error)?,
+        };
+        let result = fast_timeout(limit, async {
+            session.write_request_header(Box::new(header)).await?;
             session.write_request_body(req.body.clone(), true).await?;
             session.finish_request_body().await?;
             session.read_response_header().await
@@ -261,7 +268,7 @@ impl HttpExchange {
     pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
         let (limit, phase) = budget(self.deadline, self.idle, "the next chunk");
         let start = Instant::now();
-        let result = tokio::time::timeout(limit, self.session.read_response_body()).await;
+        let result = fast_timeout(limit, self.session.read_response_body()).await;
         self.waited += start.elapsed();
         match result {
             Err(_) => Err(AttemptError::Timeout {
