@@ -331,6 +331,42 @@ async fn expect_100_continue_is_answered() {
     assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
 }
 
+/// The gateway serves HTTP/1.1 itself (not through Pingora's proxy): a connection carries one
+/// request after another, and a head that is not HTTP gets a 400 and the connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_reused_and_broken_heads_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = MockUpstream::start(|_, _| MockResponse::json(200, completion("m", "ok"))).await;
+    let gw = start(&upstream).await;
+    let body = chat_body("mock", false).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
+    for round in 0..3 {
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut answer))
+            .await
+            .expect("an answer on the kept-alive connection")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "round {round}: {text}");
+        assert!(text.contains("chat.completion"), "round {round}: {text}");
+    }
+    tcp.write_all(b"NOT A REQUEST\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed after a broken head")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_errors_in_openai_format() {
     let upstream = MockUpstream::start(|_, _| MockResponse::json(200, completion("m", "ok"))).await;

@@ -1,4 +1,4 @@
-//! Per-request state, carried from `request_filter` to `logging`.
+//! Per-request state, carried from answering the request to recording its metrics and log line.
 
 use std::time::{Duration, Instant};
 
