@@ -1,5 +1,7 @@
 //! The canonical request: messages, content parts, tools, sampling, reasoning and cache hints.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -56,11 +58,11 @@ pub struct Request<'a> {
     #[serde(default)]
     pub logit_bias: Option<Value>,
     #[serde(default, borrow)]
-    pub user: Option<&'a str>,
+    pub user: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    pub safety_identifier: Option<&'a str>,
+    pub safety_identifier: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    pub reasoning_effort: Option<&'a str>,
+    pub reasoning_effort: Option<Cow<'a, str>>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
 }
@@ -98,15 +100,15 @@ impl Request<'_> {
 #[derive(Debug, Default, Deserialize)]
 pub struct Message<'a> {
     #[serde(borrow)]
-    pub role: &'a str,
+    pub role: Cow<'a, str>,
     #[serde(default, borrow)]
     pub content: Option<Content<'a>>,
     #[serde(default, borrow)]
     pub tool_calls: Option<Vec<ToolCall<'a>>>,
     #[serde(default, borrow)]
-    pub tool_call_id: Option<&'a str>,
+    pub tool_call_id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    pub name: Option<&'a str>,
+    pub name: Option<Cow<'a, str>>,
 }
 
 impl Message<'_> {
@@ -186,7 +188,7 @@ pub struct ImageUrl<'a> {
     #[serde(borrow)]
     pub url: std::borrow::Cow<'a, str>,
     #[serde(default, borrow)]
-    pub detail: Option<&'a str>,
+    pub detail: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,7 +198,7 @@ pub struct FilePart<'a> {
     #[serde(default, borrow)]
     pub file_data: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
-    pub file_id: Option<&'a str>,
+    pub file_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,7 +220,7 @@ pub struct FunctionCall<'a> {
 #[derive(Debug, Deserialize)]
 pub struct Tool<'a> {
     #[serde(rename = "type", borrow)]
-    pub kind: &'a str,
+    pub kind: Cow<'a, str>,
     #[serde(default, borrow)]
     pub function: Option<FunctionDef<'a>>,
 }

@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod raw_object;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -128,9 +129,7 @@ impl ClientRequest {
     /// The output budget the client set (`max_completion_tokens`/`max_tokens`).
     pub fn max_output_tokens(&self) -> Option<u64> {
         match self {
-            ClientRequest::OpenAi(r) => ["max_completion_tokens", "max_tokens"]
-                .iter()
-                .find_map(|k| r.rest.get(*k).and_then(Value::as_u64)),
+            ClientRequest::OpenAi(r) => r.max_output_tokens(),
             ClientRequest::Anthropic(r) => r.max_tokens,
             // Embeddings have no output tokens.
             ClientRequest::Embeddings(_) => Some(0),

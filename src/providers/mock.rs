@@ -212,10 +212,7 @@ fn sse_data(value: &Value) -> Vec<u8> {
 }
 
 fn max_tokens(request: &ChatRequest) -> Option<usize> {
-    ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| request.rest.get(*k).and_then(Value::as_u64))
-        .map(|n| n as usize)
+    request.max_output_tokens().map(|n| n as usize)
 }
 
 /// The text of a message's `content`: a string, or the `text` of its text parts.
@@ -233,7 +230,7 @@ fn content_text(content: &Value) -> String {
 
 fn messages(request: &ChatRequest) -> &[Value] {
     request
-        .rest
+        .rest()
         .get("messages")
         .and_then(Value::as_array)
         .map(Vec::as_slice)

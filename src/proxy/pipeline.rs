@@ -108,9 +108,8 @@ async fn parse(
         Dialect::OpenAi if ctx.endpoint == "embeddings" => {
             EmbeddingsRequest::parse(&body).map(ClientRequest::Embeddings)
         }
-        // The parsed request is all that is needed from here on; a long stream should not keep
-        // a large prompt twice.
-        Dialect::OpenAi => ChatRequest::parse(&body).map(ClientRequest::OpenAi),
+        // Kept as bytes with its fields' spans: OpenAI-compatible upstreams get them spliced.
+        Dialect::OpenAi => ChatRequest::from_bytes(body).map(ClientRequest::OpenAi),
         // Kept as bytes: Anthropic upstreams get them unchanged.
         Dialect::Anthropic => MessagesRequest::parse(body, &session.req_header().headers)
             .map(ClientRequest::Anthropic),

@@ -325,7 +325,7 @@ pub fn canonical(body: &[u8], stream: bool) -> Result<chat::Request<'_>, Gateway
     match wire.system {
         None => {}
         Some(ContentWire::Text(text)) => messages.push(chat::Message {
-            role: "system",
+            role: "system".into(),
             content: Some(Content::Text(text)),
             ..chat::Message::default()
         }),
@@ -341,7 +341,7 @@ pub fn canonical(body: &[u8], stream: bool) -> Result<chat::Request<'_>, Gateway
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             messages.push(chat::Message {
-                role: "system",
+                role: "system".into(),
                 content: Some(Content::Parts(parts)),
                 ..chat::Message::default()
             });
@@ -350,7 +350,7 @@ pub fn canonical(body: &[u8], stream: bool) -> Result<chat::Request<'_>, Gateway
     for message in wire.messages {
         match (message.role, message.content) {
             ("user", ContentWire::Text(text)) => messages.push(chat::Message {
-                role: "user",
+                role: "user".into(),
                 content: Some(Content::Text(text)),
                 ..chat::Message::default()
             }),
@@ -368,9 +368,9 @@ pub fn canonical(body: &[u8], stream: bool) -> Result<chat::Request<'_>, Gateway
                                 tool_result(content, is_error.unwrap_or(false))?;
                             result_images.extend(images);
                             messages.push(chat::Message {
-                                role: "tool",
+                                role: "tool".into(),
                                 content: Some(content),
-                                tool_call_id: Some(tool_use_id),
+                                tool_call_id: Some(tool_use_id.into()),
                                 ..chat::Message::default()
                             });
                         }
@@ -380,14 +380,14 @@ pub fn canonical(body: &[u8], stream: bool) -> Result<chat::Request<'_>, Gateway
                 result_images.extend(parts);
                 if !result_images.is_empty() {
                     messages.push(chat::Message {
-                        role: "user",
+                        role: "user".into(),
                         content: Some(Content::Parts(result_images)),
                         ..chat::Message::default()
                     });
                 }
             }
             ("assistant", ContentWire::Text(text)) => messages.push(chat::Message {
-                role: "assistant",
+                role: "assistant".into(),
                 content: Some(Content::Text(text)),
                 ..chat::Message::default()
             }),
@@ -429,7 +429,7 @@ pub fn canonical(body: &[u8], stream: bool) -> Result<chat::Request<'_>, Gateway
                     }
                 }
                 messages.push(chat::Message {
-                    role: "assistant",
+                    role: "assistant".into(),
                     content: (!parts.is_empty()).then_some(Content::Parts(parts)),
                     tool_calls: (!calls.is_empty()).then_some(calls),
                     ..chat::Message::default()
@@ -452,7 +452,7 @@ pub fn canonical(body: &[u8], stream: bool) -> Result<chat::Request<'_>, Gateway
                     Some(server_tool) => server_tool,
                 };
                 chat::Tool {
-                    kind,
+                    kind: kind.into(),
                     function: Some(FunctionDef {
                         name: t.name,
                         description: t.description,
@@ -536,8 +536,8 @@ pub fn canonical(body: &[u8], stream: bool) -> Result<chat::Request<'_>, Gateway
         temperature: wire.temperature,
         top_p: wire.top_p,
         top_k: wire.top_k,
-        user: wire.metadata.and_then(|m| m.user_id),
-        reasoning_effort,
+        user: wire.metadata.and_then(|m| m.user_id).map(Into::into),
+        reasoning_effort: reasoning_effort.map(Into::into),
         rest,
         ..chat::Request::default()
     })
@@ -580,12 +580,12 @@ mod tests {
         assert!(req.stream);
         assert_eq!(req.thinking_budget, Some(2048));
         assert_eq!(req.max_tokens, Some(100));
-        assert_eq!(req.user, Some("u-1"));
+        assert_eq!(req.user.as_deref(), Some("u-1"));
         assert_eq!(req.stop, Some(json!(["END"])));
         assert_eq!(req.tool_choice, Some(json!("required")));
         assert_eq!(req.parallel_tool_calls, Some(false));
         assert!(req.rest.is_empty(), "{:?}", req.rest);
-        let roles: Vec<&str> = req.messages.iter().map(|m| m.role).collect();
+        let roles: Vec<&str> = req.messages.iter().map(|m| &*m.role).collect();
         assert_eq!(roles, ["system", "user", "assistant", "tool", "user"]);
         match &req.messages[0].content {
             Some(Content::Parts(parts)) => assert!(matches!(
@@ -609,7 +609,7 @@ mod tests {
             &assistant.content,
             Some(Content::Parts(p)) if matches!(&p[0], ContentPart::Thinking { signature: Some(s), .. } if s == "sig")
         ));
-        assert_eq!(req.messages[3].tool_call_id, Some("toolu_1"));
+        assert_eq!(req.messages[3].tool_call_id.as_deref(), Some("toolu_1"));
         assert!(matches!(&req.messages[3].content, Some(Content::Text(t)) if t == "Error: 18C"));
         let tools = req.tools.as_ref().unwrap();
         assert_eq!(tools[0].kind, "function");
@@ -627,7 +627,7 @@ mod tests {
             req.tool_choice,
             Some(json!({"type": "function", "function": {"name": "f"}}))
         );
-        assert_eq!(req.reasoning_effort, Some("medium"));
+        assert_eq!(req.reasoning_effort.as_deref(), Some("medium"));
         assert_eq!(
             req.response_format.unwrap()["json_schema"]["schema"],
             json!({"type": "object"})

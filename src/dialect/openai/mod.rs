@@ -7,15 +7,25 @@
 
 pub mod embeddings;
 pub mod encode;
+mod messages;
+
+pub use messages::MessagesSummary;
+
+use std::sync::OnceLock;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::raw_object::RawObject;
 use crate::chat;
 use crate::error::GatewayError;
 
 /// A parsed `POST /v1/chat/completions` body.
+///
+/// The fields the gateway interprets are taken out; everything else stays as the client's bytes
+/// ([`RawObject`]), so an OpenAI-compatible upstream gets it without a parse and re-encode, and a
+/// `Value` view ([`ChatRequest::rest`]) is built only when a request is translated.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
     pub model: String,
@@ -28,8 +38,9 @@ pub struct ChatRequest {
     pub fallback_models: Vec<String>,
     /// OpenRouter's `provider: {...}` preferences (interpreted by routing, never forwarded).
     pub provider_preferences: Option<Value>,
-    /// Everything else, `messages` included, in the client's order.
-    pub rest: Map<String, Value>,
+    /// Everything else, `messages` included, in the client's order and bytes.
+    fields: RawObject,
+    rest: OnceLock<Map<String, Value>>,
 }
 
 /// An OpenAI-format request body as its object, with `model` taken out of it.
@@ -42,56 +53,48 @@ pub(crate) fn object_with_model(body: &[u8]) -> Result<(String, Map<String, Valu
             None,
         ));
     };
-    let model = match rest.shift_remove("model") {
-        Some(Value::String(m)) if !m.is_empty() => m,
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(GatewayError::invalid(
-                "you must provide a model parameter",
-                Some("model"),
-            ))
-        }
-        Some(_) => {
-            return Err(GatewayError::invalid(
-                "model must be a string",
-                Some("model"),
-            ))
-        }
-    };
+    let model = model_name(rest.shift_remove("model"))?;
     Ok((model, rest))
+}
+
+/// The `model` field's value, which must be a non-empty string.
+fn model_name(value: Option<Value>) -> Result<String, GatewayError> {
+    match value {
+        Some(Value::String(m)) if !m.is_empty() => Ok(m),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(GatewayError::invalid(
+            "you must provide a model parameter",
+            Some("model"),
+        )),
+        Some(_) => Err(GatewayError::invalid(
+            "model must be a string",
+            Some("model"),
+        )),
+    }
+}
+
+/// The value of a field taken out of the body; `None` for an absent field.
+fn field_value(fields: &mut RawObject, key: &str) -> Result<Option<Value>, GatewayError> {
+    // The body was scanned as JSON already; only nesting past serde_json's limit fails here.
+    fields
+        .take_value::<Value>(key)
+        .transpose()
+        .map_err(|e| GatewayError::invalid(format!("invalid {key}: {e}"), None))
 }
 
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-        let (model, mut rest) = object_with_model(body)?;
-        match rest.get("messages") {
-            Some(Value::Array(m)) if !m.is_empty() => {
-                if m.iter().any(|msg| !msg.is_object()) {
-                    return Err(GatewayError::invalid(
-                        "each message must be an object",
-                        Some("messages"),
-                    ));
-                }
-            }
-            Some(Value::Array(_)) => {
-                return Err(GatewayError::invalid(
-                    "messages must contain at least one message",
-                    Some("messages"),
-                ))
-            }
-            Some(_) => {
-                return Err(GatewayError::invalid(
-                    "messages must be an array",
-                    Some("messages"),
-                ))
-            }
-            None => {
-                return Err(GatewayError::invalid(
-                    "you must provide a messages parameter",
-                    Some("messages"),
-                ))
-            }
-        }
-        let stream = match rest.shift_remove("stream") {
+        Self::from_bytes(Bytes::copy_from_slice(body))
+    }
+
+    /// Parses a body without copying it.
+    pub fn from_bytes(body: Bytes) -> Result<ChatRequest, GatewayError> {
+        let mut fields =
+            RawObject::parse(body).map_err(|e| GatewayError::invalid(e.to_string(), None))?;
+        let model = model_name(field_value(&mut fields, "model")?)?;
+        // Each message is looked at only where it is needed: by the scan of a passthrough
+        // ([`Self::messages_summary`]) or by the canonical parse of a translation.
+        MessagesSummary::check_list(fields.get("messages"))?;
+        let stream = match field_value(&mut fields, "stream")? {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => b,
             Some(_) => {
@@ -101,7 +104,8 @@ impl ChatRequest {
                 ))
             }
         };
-        let (include_usage, stream_options_rest) = match rest.shift_remove("stream_options") {
+        let (include_usage, stream_options_rest) = match field_value(&mut fields, "stream_options")?
+        {
             None | Some(Value::Null) => (false, Map::new()),
             Some(Value::Object(mut opts)) => {
                 let include = match opts.shift_remove("include_usage") {
@@ -123,7 +127,7 @@ impl ChatRequest {
                 ))
             }
         };
-        let fallback_models = match rest.shift_remove("models") {
+        let fallback_models = match field_value(&mut fields, "models")? {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(list)) => list
                 .into_iter()
@@ -142,7 +146,7 @@ impl ChatRequest {
                 ))
             }
         };
-        let provider_preferences = rest.shift_remove("provider").filter(|v| !v.is_null());
+        let provider_preferences = field_value(&mut fields, "provider")?.filter(|v| !v.is_null());
         Ok(ChatRequest {
             model,
             stream,
@@ -150,13 +154,39 @@ impl ChatRequest {
             stream_options_rest,
             fallback_models,
             provider_preferences,
-            rest,
+            fields,
+            rest: OnceLock::new(),
         })
+    }
+
+    /// The client's other fields (`messages` included) as JSON values, parsed on first use.
+    pub fn rest(&self) -> &Map<String, Value> {
+        self.rest.get_or_init(|| self.fields.to_map())
+    }
+
+    /// Checks that every message is an object, and what the messages hold that host quirks act
+    /// on (one scan of the messages).
+    pub fn messages_summary(&self) -> Result<MessagesSummary, GatewayError> {
+        MessagesSummary::read(self.fields.get("messages"))
+    }
+
+    /// The client's other fields as their JSON text.
+    pub fn raw_fields(&self) -> &RawObject {
+        &self.fields
+    }
+
+    /// `max_completion_tokens`, else the deprecated `max_tokens`, when it is a count.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| self.fields.get(k).and_then(|text| text.parse().ok()))
     }
 
     /// The canonical view of this request, borrowing its messages and tools.
     pub fn canonical(&self) -> Result<chat::Request<'_>, GatewayError> {
-        let mut request = chat::Request::deserialize(&self.rest)
+        let mut request = self
+            .fields
+            .deserialize::<chat::Request>()
             .map_err(|e| GatewayError::invalid(format!("invalid request: {e}"), None))?;
         request.stream = self.stream;
         Ok(request)
@@ -231,10 +261,10 @@ mod tests {
         );
         assert_eq!(req.fallback_models, vec!["a", "b"]);
         assert!(req.provider_preferences.is_some());
-        let keys: Vec<_> = req.rest.keys().cloned().collect();
+        let keys: Vec<_> = req.rest().keys().cloned().collect();
         assert_eq!(keys.len(), 3);
         for k in ["messages", "temperature", "some_future_field"] {
-            assert!(req.rest.contains_key(k));
+            assert!(req.rest().contains_key(k));
         }
     }
 
@@ -253,7 +283,6 @@ mod tests {
             (json!({"model": "m"}), Some("messages")),
             (json!({"model": "m", "messages": []}), Some("messages")),
             (json!({"model": "m", "messages": "hi"}), Some("messages")),
-            (json!({"model": "m", "messages": ["hi"]}), Some("messages")),
             (
                 json!({"model": "m", "messages": [{}], "stream": "yes"}),
                 Some("stream"),

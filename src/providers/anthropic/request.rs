@@ -130,7 +130,7 @@ fn build_messages(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
     // Tool-call ids of the latest assistant turn that still await their results.
     let mut open_calls: HashSet<String> = HashSet::new();
     for message in &params.messages {
-        match message.role {
+        match &*message.role {
             "system" | "developer" => match &message.content {
                 // Text parts stay separate blocks, so their cache breakpoints stay in place.
                 Some(content @ Content::Parts(_)) => system.extend(user_blocks(content)?),
@@ -181,7 +181,11 @@ fn build_messages(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
                 push_turn(&mut turns, "assistant", blocks);
             }
             "tool" => {
-                let id = answered_call(message.tool_call_id, &mut open_calls, sanitize_tool_id)?;
+                let id = answered_call(
+                    message.tool_call_id.as_deref(),
+                    &mut open_calls,
+                    sanitize_tool_id,
+                )?;
                 let content = message.text();
                 let block = json!({"type": "tool_result", "tool_use_id": id, "content": content});
                 push_tool_result(&mut turns, block, |b| b["type"] == "tool_result");
@@ -312,7 +316,7 @@ impl AnthropicAdapter {
                 .collect(),
         );
 
-        let budget = match (params.thinking_budget, params.reasoning_effort) {
+        let budget = match (params.thinking_budget, params.reasoning_effort.as_deref()) {
             (Some(budget), _) => Some(budget),
             (None, Some(effort)) => thinking_budget(effort)?,
             (None, None) => None,
@@ -419,7 +423,11 @@ impl AnthropicAdapter {
             body.insert("tool_choice".into(), c);
         }
 
-        if let Some(user) = params.user.filter(|u| !u.contains('@') && !u.is_empty()) {
+        if let Some(user) = params
+            .user
+            .as_deref()
+            .filter(|u| !u.contains('@') && !u.is_empty())
+        {
             body.insert("metadata".into(), json!({"user_id": user}));
         }
         for key in NATIVE_FIELDS {

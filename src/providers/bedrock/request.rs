@@ -137,7 +137,7 @@ pub fn body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayErr
     let mut turns: Vec<Turn> = Vec::new();
     let mut open_calls: HashSet<String> = HashSet::new();
     for message in &params.messages {
-        match message.role {
+        match &*message.role {
             "system" | "developer" => {
                 let text = message.text();
                 if !text.is_empty() {
@@ -169,7 +169,11 @@ pub fn body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayErr
                 push_turn(&mut turns, "assistant", blocks);
             }
             "tool" => {
-                let id = answered_call(message.tool_call_id, &mut open_calls, sanitize_tool_id)?;
+                let id = answered_call(
+                    message.tool_call_id.as_deref(),
+                    &mut open_calls,
+                    sanitize_tool_id,
+                )?;
                 let text = message.text();
                 let block = json!({"toolResult": {"toolUseId": id, "content": [{"text": text}]}});
                 push_tool_result(&mut turns, block, |b| b.get("toolResult").is_some());
@@ -216,12 +220,14 @@ pub fn body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayErr
     if let Some(k) = params.top_k {
         additional.insert("top_k".into(), json!(k));
     }
-    let budget = params.thinking_budget.or(match params.reasoning_effort {
-        None | Some("none") => None,
-        Some("minimal" | "low") => Some(1024),
-        Some("medium") => Some(2048),
-        Some(_) => Some(4096),
-    });
+    let budget = params
+        .thinking_budget
+        .or(match params.reasoning_effort.as_deref() {
+            None | Some("none") => None,
+            Some("minimal" | "low") => Some(1024),
+            Some("medium") => Some(2048),
+            Some(_) => Some(4096),
+        });
     if let Some(budget) = budget {
         if !model.contains("anthropic.") {
             return Err(invalid(

@@ -109,7 +109,7 @@ fn build_contents(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
     // Function names of all calls seen so far, by OpenAI tool-call id.
     let mut call_names: HashMap<&str, &str> = HashMap::new();
     for message in &params.messages {
-        match message.role {
+        match &*message.role {
             "system" | "developer" => {
                 let text = message.text();
                 if !text.is_empty() {
@@ -144,6 +144,7 @@ fn build_contents(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
             "tool" => {
                 let id = message
                     .tool_call_id
+                    .as_deref()
                     .ok_or_else(|| invalid("tool messages need a tool_call_id", "messages"))?;
                 let name = call_names.get(id).ok_or_else(|| {
                     invalid(
@@ -389,7 +390,7 @@ impl GeminiAdapter {
                 }
             }
         }
-        match (params.thinking_budget, params.reasoning_effort) {
+        match (params.thinking_budget, params.reasoning_effort.as_deref()) {
             (Some(budget), _) => set(
                 "thinkingConfig",
                 Some(json!({"thinkingBudget": budget, "includeThoughts": true})),

@@ -59,7 +59,7 @@ fn user_content(content: &Content<'_>) -> Result<Value, GatewayError> {
             }
             ContentPart::ImageUrl { image_url } => {
                 let mut image = json!({"url": image_url.url});
-                if let Some(detail) = image_url.detail {
+                if let Some(detail) = &image_url.detail {
                     image["detail"] = json!(detail);
                 }
                 json!({"type": "image_url", "image_url": image})
@@ -75,7 +75,7 @@ fn user_content(content: &Content<'_>) -> Result<Value, GatewayError> {
                 if let Some(data) = &file.file_data {
                     f.insert("file_data".into(), json!(data));
                 }
-                if let Some(id) = file.file_id {
+                if let Some(id) = &file.file_id {
                     f.insert("file_id".into(), json!(id));
                 }
                 json!({"type": "file", "file": f})
@@ -108,7 +108,7 @@ pub fn request_body(
     };
     let mut messages = Vec::with_capacity(req.messages.len());
     for m in &req.messages {
-        let message = match m.role {
+        let message = match &*m.role {
             "system" | "developer" => {
                 let role = if m.role == "developer" && !quirks.developer_as_system {
                     "developer"
@@ -138,7 +138,7 @@ pub fn request_body(
             }
             "tool" => json!({
                 "role": "tool",
-                "tool_call_id": id(m.tool_call_id.unwrap_or("")),
+                "tool_call_id": id(m.tool_call_id.as_deref().unwrap_or("")),
                 "content": m.text(),
             }),
             other => return Err(unsupported_role(other)),
@@ -207,12 +207,15 @@ pub fn request_body(
     set("presence_penalty", req.presence_penalty.map(Value::from));
     set("frequency_penalty", req.frequency_penalty.map(Value::from));
     set("logit_bias", req.logit_bias.clone());
-    set("user", req.user.map(Value::from));
-    set("safety_identifier", req.safety_identifier.map(Value::from));
+    set("user", req.user.as_deref().map(Value::from));
+    set(
+        "safety_identifier",
+        req.safety_identifier.as_deref().map(Value::from),
+    );
     let effort = req
         .thinking_budget
         .map(effort_for_budget)
-        .or(req.reasoning_effort);
+        .or(req.reasoning_effort.as_deref());
     if compatible || is_reasoning_model(model) {
         set("reasoning_effort", effort.map(Value::from));
     }

@@ -13,6 +13,8 @@
 //! (most hosts reject `developer`), and for Mistral 9-character alphanumeric tool-call ids and
 //! `max_tokens` instead of `max_completion_tokens`.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::HeaderValue;
 use serde::de::IgnoredAny;
@@ -32,7 +34,8 @@ use super::{
 use crate::accounting::{with_usage_cost, OpenAiUsageWire, Usage};
 use crate::config::ProviderKind;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
-use crate::dialect::openai::ChatRequest;
+use crate::dialect::openai::{ChatRequest, MessagesSummary};
+use crate::dialect::raw_object::write_key;
 use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
 
@@ -64,10 +67,6 @@ impl Quirks {
             nine_char_tool_ids: mistral,
             legacy_max_tokens: mistral,
         }
-    }
-
-    fn any(self) -> bool {
-        self != Quirks::default()
     }
 }
 
@@ -102,22 +101,21 @@ impl OpenAiAdapter {
     }
 
     /// The upstream JSON body: the client's fields with the target's `model`, usage requested for
-    /// streams, and this host's quirks applied.
+    /// streams, and this host's quirks applied. Without a quirk to apply, the client's fields are
+    /// copied as its bytes.
     pub fn request_body(
         &self,
         request: &ChatRequest,
         model: &str,
     ) -> Result<Vec<u8>, GatewayError> {
-        let rewritten;
-        let rest = if self.quirks.any() {
-            rewritten = apply_quirks(&request.rest, self.quirks);
-            rewritten.as_ref().unwrap_or(&request.rest)
-        } else {
-            &request.rest
-        };
+        let messages = request.messages_summary()?;
+        if !needs_quirks(request, messages, self.quirks) {
+            return Ok(spliced_body(request, model));
+        }
+        let rest = apply_quirks(request.rest(), self.quirks);
         let body = OutgoingBody {
             model,
-            rest,
+            rest: &rest,
             stream: request.stream,
             stream_options: request.stream.then_some(OutgoingStreamOptions {
                 include_usage: true,
@@ -156,24 +154,48 @@ impl OpenAiAdapter {
     }
 }
 
-/// A copy of the request fields with the quirks applied, or `None` when nothing changes (the
-/// common case costs no copy).
-fn apply_quirks(rest: &Map<String, Value>, quirks: Quirks) -> Option<Map<String, Value>> {
-    let messages = rest.get("messages").and_then(Value::as_array);
-    let needs_messages = messages.is_some_and(|msgs| {
-        msgs.iter().any(|m| {
-            (quirks.developer_as_system
-                && m.get("role").and_then(Value::as_str) == Some("developer"))
-                || (quirks.nine_char_tool_ids
-                    && (m.get("tool_calls").is_some() || m.get("tool_call_id").is_some()))
-        })
-    });
-    let needs_max_tokens = quirks.legacy_max_tokens && rest.contains_key("max_completion_tokens");
-    if !needs_messages && !needs_max_tokens {
-        return None;
+/// `{"model":…, <the client's fields>, "stream":true, "stream_options":{…}}`, the client's fields
+/// copied as they came; the same JSON as [`OutgoingBody`] without parsing the body.
+fn spliced_body(request: &ChatRequest, model: &str) -> Vec<u8> {
+    let fields = request.raw_fields();
+    let mut out = Vec::with_capacity(fields.text_len() + model.len() + 96);
+    out.extend_from_slice(b"{");
+    write_key(&mut out, "model");
+    push_json(&mut out, model);
+    out.push(b',');
+    fields.write_fields(&mut out);
+    if request.stream {
+        out.extend_from_slice(b"\"stream\":true,\"stream_options\":{\"include_usage\":true");
+        for (key, value) in &request.stream_options_rest {
+            out.push(b',');
+            write_key(&mut out, key);
+            push_json(&mut out, value);
+        }
+        out.push(b'}');
+    } else {
+        // The comma after the last field.
+        out.pop();
     }
+    out.push(b'}');
+    out
+}
+
+fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // A string or a `Value` always serialises, and a Vec takes every write.
+    let _ = serde_json::to_writer(out, value);
+}
+
+/// Whether a quirk changes this request (known from the parse: the common case costs nothing).
+fn needs_quirks(request: &ChatRequest, messages: MessagesSummary, quirks: Quirks) -> bool {
+    (quirks.legacy_max_tokens && request.raw_fields().get("max_completion_tokens").is_some())
+        || (quirks.developer_as_system && messages.developer_role)
+        || (quirks.nine_char_tool_ids && messages.tool_ids)
+}
+
+/// A copy of the request fields with the quirks applied.
+fn apply_quirks(rest: &Map<String, Value>, quirks: Quirks) -> Map<String, Value> {
     let mut out = rest.clone();
-    if needs_max_tokens {
+    if quirks.legacy_max_tokens {
         if let Some(v) = out.shift_remove("max_completion_tokens") {
             out.insert("max_tokens".into(), v);
         }
@@ -199,7 +221,7 @@ fn apply_quirks(rest: &Map<String, Value>, quirks: Quirks) -> Option<Map<String,
             }
         }
     }
-    Some(out)
+    out
 }
 
 /// The upstream body: the client's fields with the gateway's `model` and `stream_options`.
@@ -311,16 +333,16 @@ impl ProviderAdapter for OpenAiAdapter {
 /// tool calls says `finish_reason: "stop"`.
 pub fn decode_openai_response(body: Bytes) -> Result<Answer, StreamFailure> {
     #[derive(Deserialize)]
-    struct Probe {
+    struct Probe<'a> {
         #[serde(default)]
         usage: Option<OpenAiUsageWire>,
-        #[serde(default)]
-        choices: Option<Vec<ChoiceProbe>>,
+        #[serde(default, borrow)]
+        choices: Option<Vec<ChoiceProbe<'a>>>,
     }
     #[derive(Deserialize)]
-    struct ChoiceProbe {
-        #[serde(default)]
-        finish_reason: Option<String>,
+    struct ChoiceProbe<'a> {
+        #[serde(default, borrow)]
+        finish_reason: Option<Cow<'a, str>>,
         #[serde(default)]
         message: Option<MessageProbe>,
     }
@@ -711,6 +733,87 @@ mod tests {
             body["stream_options"],
             json!({"include_usage": true, "include_obfuscation": false})
         );
+    }
+
+    /// The upstream body as `OutgoingBody` writes it from the parsed fields.
+    fn value_path_body(req: &ChatRequest, model: &str) -> Vec<u8> {
+        serde_json::to_vec(&OutgoingBody {
+            model,
+            rest: req.rest(),
+            stream: req.stream,
+            stream_options: req.stream.then_some(OutgoingStreamOptions {
+                include_usage: true,
+                rest: &req.stream_options_rest,
+            }),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn spliced_body_is_the_clients_bytes_with_the_gateways_fields() {
+        let text = r#"{ "messages" : [ {"role":"user","content":"caf\u00e9 \"x\""} ],
+            "model":"public", "temperature": 0.50, "stream":true, "models":["b"],
+            "stream_options":{"include_usage":false,"include_obfuscation":false},
+            "provider":{"order":["p"]}, "k\"ey":1, "temperature": 0.7 }"#;
+        let req = ChatRequest::parse(text.as_bytes()).unwrap();
+        let body = OpenAiAdapter::new(ProviderKind::OpenAi)
+            .request_body(&req, "up/\"m\"")
+            .unwrap();
+        // Values keep their bytes (spacing, escapes, `0.50`); a repeated key keeps its first
+        // place and last value; the gateway's own fields are dropped or rewritten.
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"model":"up/\"m\"","messages":[ {"role":"user","content":"caf\u00e9 \"x\""} ],"temperature":0.7,"k\"ey":1,"stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false}}"#
+        );
+        for text in [
+            text,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false,"n":2}"#,
+            r#"{"messages":[{"role":"user","content":"hi"}],"stream":true,"model":"m"}"#,
+        ] {
+            let req = ChatRequest::parse(text.as_bytes()).unwrap();
+            let spliced: Value = serde_json::from_slice(&spliced_body(&req, "u")).unwrap();
+            let parsed: Value = serde_json::from_slice(&value_path_body(&req, "u")).unwrap();
+            assert_eq!(spliced, parsed, "{text}");
+            let order = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+            assert_eq!(order(&spliced), order(&parsed), "{text}");
+        }
+    }
+
+    #[test]
+    fn quirks_are_looked_for_only_where_they_apply() {
+        let quirks = Quirks::for_host(ProviderKind::OpenAiCompatible, "api.mistral.ai");
+        let needs_with = |text: &str, quirks| {
+            let req = ChatRequest::parse(text.as_bytes()).unwrap();
+            needs_quirks(&req, req.messages_summary().unwrap(), quirks)
+        };
+        let needs = |text: &str| needs_with(text, quirks);
+        assert!(!needs(
+            r#"{"model":"m","messages":[{"role":"user","content":"developer"}]}"#
+        ));
+        assert!(needs(
+            r#"{"model":"m","messages":[{"role":"developer","content":"x"}]}"#
+        ));
+        assert!(needs(
+            r#"{"model":"m","messages":[{"role":"\u0064eveloper","content":"x"}]}"#
+        ));
+        assert!(needs(
+            r#"{"model":"m","messages":[{"role":"tool","tool_call_id":"a","content":"x"}]}"#
+        ));
+        assert!(needs(
+            r#"{"model":"m","messages":[{"role":"user"}],"max_completion_tokens":5}"#
+        ));
+        assert!(!needs(r#"{"model":"m","messages":[{"role":5}]}"#));
+        assert!(!needs_with(
+            r#"{"model":"m","messages":[{"role":"developer"}]}"#,
+            Quirks::default()
+        ));
+        // A message that is not an object is refused before anything is sent.
+        let req = ChatRequest::parse(br#"{"model":"m","messages":["hi"]}"#).unwrap();
+        let err = OpenAiAdapter::new(ProviderKind::OpenAi)
+            .request_body(&req, "u")
+            .unwrap_err();
+        assert_eq!((err.status(), err.param()), (400, Some("messages")));
     }
 
     const STREAM: &str = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n\

@@ -1,0 +1,303 @@
+//! A JSON object kept as the bytes the client sent, with where each top-level value sits.
+//!
+//! A passthrough request only needs a few of its fields read (`model`, `stream`, ...) and a few
+//! replaced; building a `serde_json::Value` tree of the whole body (every message, every string
+//! allocated) and serialising it again was the largest cost of forwarding a request. Here the
+//! body is scanned once, without allocating its values, and written back field by field from
+//! its own bytes. A `Value` view is built only for the requests that are translated.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::de::value::{BorrowedStrDeserializer, MapAccessDeserializer};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// A top-level JSON object: its bytes and its fields in the client's order.
+///
+/// A key the body repeats keeps its first position and its last value, as `serde_json::Map`
+/// does, so both views of the body agree.
+#[derive(Debug, Clone)]
+pub struct RawObject {
+    body: Bytes,
+    fields: Vec<Field>,
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    key: Box<str>,
+    /// The value's JSON text in `body`.
+    value: Range<usize>,
+}
+
+/// Why a body is not a [`RawObject`].
+#[derive(Debug, thiserror::Error)]
+pub enum RawObjectError {
+    #[error("request body is not valid JSON: {0}")]
+    Syntax(serde_json::Error),
+    #[error("request body must be a JSON object")]
+    NotAnObject,
+}
+
+impl RawObject {
+    pub fn parse(body: Bytes) -> Result<RawObject, RawObjectError> {
+        let spans = match serde_json::from_slice::<Spans>(&body) {
+            Ok(spans) => spans.0,
+            // Every value is taken raw, so a data error can only mean the top level is not an
+            // object.
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                return Err(RawObjectError::NotAnObject)
+            }
+            Err(e) => return Err(RawObjectError::Syntax(e)),
+        };
+        let base = body.as_ptr() as usize;
+        let mut fields: Vec<Field> = Vec::with_capacity(spans.len());
+        for (key, raw) in spans {
+            // The raw text borrows from `body`, so its address gives its offset.
+            let start = raw.get().as_ptr() as usize - base;
+            let value = start..start + raw.get().len();
+            match fields.iter_mut().find(|f| *f.key == *key) {
+                Some(field) => field.value = value,
+                None => fields.push(Field {
+                    key: key.into(),
+                    value,
+                }),
+            }
+        }
+        Ok(RawObject { body, fields })
+    }
+
+    /// The JSON text of `key`'s value.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|f| &*f.key == key)
+            .map(|f| self.text(&f.value))
+    }
+
+    /// Removes `key`, returning its value's JSON text.
+    pub fn take(&mut self, key: &str) -> Option<&str> {
+        let index = self.fields.iter().position(|f| &*f.key == key)?;
+        let field = self.fields.remove(index);
+        Some(self.text(&field.value))
+    }
+
+    /// Removes `key` and parses its value (`None` when absent).
+    pub fn take_value<'a, T: Deserialize<'a>>(
+        &'a mut self,
+        key: &str,
+    ) -> Option<Result<T, serde_json::Error>> {
+        self.take(key).map(serde_json::from_str)
+    }
+
+    /// The fields' keys and JSON texts, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().map(|f| (&*f.key, self.text(&f.value)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// The bytes of the body the fields came from.
+    pub fn text_len(&self) -> usize {
+        self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Appends every field as `"key":value,` — the caller opens and closes the object.
+    pub fn write_fields(&self, out: &mut Vec<u8>) {
+        for field in &self.fields {
+            write_key(out, &field.key);
+            out.extend_from_slice(&self.body[field.value.clone()]);
+            out.push(b',');
+        }
+    }
+
+    /// The fields as a `serde_json::Map`, for code that needs to look into them.
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.iter()
+            .map(|(key, text)| {
+                // Already checked to be JSON; a value only fails to parse when nested deeper
+                // than serde_json's limit, which the scan enforces too.
+                let value = serde_json::from_str(text).unwrap_or(Value::Null);
+                (key.to_string(), value)
+            })
+            .collect()
+    }
+
+    /// Deserializes `T` from the fields as if they were the object, each value read from its
+    /// bytes (strings borrow from the body), so no `Value` tree is built for the fields `T` names.
+    pub fn deserialize<'de, T: Deserialize<'de>>(&'de self) -> Result<T, serde_json::Error> {
+        T::deserialize(MapAccessDeserializer::new(FieldsAccess {
+            fields: self.iter(),
+            value: None,
+        }))
+    }
+
+    fn text(&self, range: &Range<usize>) -> &str {
+        // The body was parsed as JSON, so it is UTF-8 and every value span is too.
+        std::str::from_utf8(&self.body[range.clone()]).unwrap_or("null")
+    }
+}
+
+/// Appends `"key":`, escaped as JSON.
+pub fn write_key(out: &mut Vec<u8>, key: &str) {
+    if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+    }
+}
+
+/// The fields of a [`RawObject`] as a serde map.
+struct FieldsAccess<'de, I> {
+    fields: I,
+    /// The JSON text of the value after the key just read.
+    value: Option<&'de str>,
+}
+
+impl<'de, I: Iterator<Item = (&'de str, &'de str)>> MapAccess<'de> for FieldsAccess<'de, I> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, serde_json::Error> {
+        let Some((key, value)) = self.fields.next() else {
+            return Ok(None);
+        };
+        self.value = Some(value);
+        seed.deserialize(BorrowedStrDeserializer::new(key))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        let text = self.value.take().unwrap_or("null");
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value = seed.deserialize(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+}
+
+/// The top-level `(key, raw value)` pairs of an object, in order.
+struct Spans<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Spans<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SpansVisitor;
+        impl<'de> Visitor<'de> for SpansVisitor {
+            type Value = Spans<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Spans<'de>, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    out.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Spans(out))
+            }
+        }
+        d.deserialize_map(SpansVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(text: &str) -> RawObject {
+        RawObject::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap()
+    }
+
+    fn written(obj: &RawObject) -> String {
+        let mut out = b"{".to_vec();
+        obj.write_fields(&mut out);
+        out.pop();
+        out.push(b'}');
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn keeps_values_byte_for_byte_in_order() {
+        let text = r#"{ "b" : [1, 2.50, {"x":"\u00e9"}], "a":"caf\u00e9" ,"c":null}"#;
+        let obj = object(text);
+        assert_eq!(
+            obj.iter().collect::<Vec<_>>(),
+            vec![
+                ("b", r#"[1, 2.50, {"x":"\u00e9"}]"#),
+                ("a", r#""caf\u00e9""#),
+                ("c", "null")
+            ]
+        );
+        assert_eq!(
+            written(&obj),
+            r#"{"b":[1, 2.50, {"x":"\u00e9"}],"a":"caf\u00e9","c":null}"#
+        );
+    }
+
+    #[test]
+    fn take_removes_and_repeated_keys_keep_the_last_value_like_map() {
+        let text = r#"{"model":"a","x":1,"model":"b","y\n":2}"#;
+        let mut obj = object(text);
+        let map: Map<String, Value> = serde_json::from_str(text).unwrap();
+        assert_eq!(obj.to_map(), map);
+        assert_eq!(obj.take("model"), Some(r#""b""#));
+        assert_eq!(obj.take("model"), None);
+        assert_eq!(written(&obj), r#"{"x":1,"y\n":2}"#);
+        assert_eq!(obj.take_value::<u64>("x").unwrap().unwrap(), 1);
+        assert_eq!(obj.len(), 1);
+    }
+
+    #[test]
+    fn deserializes_typed_fields_from_their_bytes() {
+        #[derive(Deserialize, PartialEq, Debug)]
+        struct Typed<'a> {
+            #[serde(borrow)]
+            plain: Cow<'a, str>,
+            escaped: Cow<'a, str>,
+            list: Vec<u8>,
+            #[serde(flatten)]
+            rest: Map<String, Value>,
+        }
+        let obj = object(r#"{"plain":"abc","escaped":"a\nb","list":[1,2],"other":{"x":null}}"#);
+        let typed: Typed = obj.deserialize().unwrap();
+        assert!(matches!(typed.plain, Cow::Borrowed("abc")));
+        assert_eq!(typed.escaped, "a\nb");
+        assert_eq!(typed.list, vec![1, 2]);
+        assert_eq!(
+            Value::Object(typed.rest),
+            serde_json::json!({"other": {"x": null}})
+        );
+        let wrong = object(r#"{"plain":1,"escaped":"","list":[]}"#);
+        assert!(wrong.deserialize::<Typed>().is_err());
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_object() {
+        for bad in ["[1]", "\"x\"", "3", "null"] {
+            let err = RawObject::parse(Bytes::from(bad)).unwrap_err();
+            assert!(matches!(err, RawObjectError::NotAnObject), "{bad}");
+        }
+        for bad in ["{", "{\"a\":}", "{\"a\":1} x", ""] {
+            let err = RawObject::parse(Bytes::from(bad)).unwrap_err();
+            assert!(matches!(err, RawObjectError::Syntax(_)), "{bad}");
+        }
+    }
+}
