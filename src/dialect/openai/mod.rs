@@ -24,8 +24,9 @@ use crate::error::GatewayError;
 /// A parsed `POST /v1/chat/completions` body.
 ///
 /// The fields the gateway interprets are taken out; everything else stays as the client's bytes
-/// ([`RawObject`]), so an OpenAI-compatible upstream gets it without a parse and re-encode, and a
-/// `Value` view ([`ChatRequest::rest`]) is built only when a request is translated.
+/// ([`RawObject`]), so an OpenAI-compatible upstream gets it without a parse and re-encode, the
+/// canonical view of a translation is read from those bytes, and a `Value` view
+/// ([`ChatRequest::rest`]) is built only for a host quirk that rewrites messages.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
     pub model: String,
@@ -184,10 +185,14 @@ impl ChatRequest {
 
     /// The canonical view of this request, borrowing its messages and tools.
     pub fn canonical(&self) -> Result<chat::Request<'_>, GatewayError> {
-        let mut request = self
-            .fields
-            .deserialize::<chat::Request>()
-            .map_err(|e| GatewayError::invalid(format!("invalid request: {e}"), None))?;
+        let mut request = self.fields.deserialize::<chat::Request>().map_err(|e| {
+            // A message that is not an object gets the same error as on the passthrough path;
+            // checking only on failure keeps the scan off the translation path.
+            match self.messages_summary() {
+                Err(messages) => messages,
+                Ok(_) => GatewayError::invalid(format!("invalid request: {e}"), None),
+            }
+        })?;
         request.stream = self.stream;
         Ok(request)
     }
@@ -284,13 +289,20 @@ mod tests {
             (json!({"model": "m", "messages": []}), Some("messages")),
             (json!({"model": "m", "messages": "hi"}), Some("messages")),
             (
+                json!({"model": "m", "messages": [{}, "hi"]}),
+                Some("messages"),
+            ),
+            (
                 json!({"model": "m", "messages": [{}], "stream": "yes"}),
                 Some("stream"),
             ),
             (json!([1, 2]), None),
         ];
         for (body, param) in cases {
-            let err = parse(body.clone()).unwrap_err();
+            // A message that is not an object is found when the body is forwarded or translated.
+            let err = parse(body.clone())
+                .and_then(|r| r.canonical().map(|_| ()))
+                .unwrap_err();
             assert_eq!(err.status(), 400, "{body}");
             assert_eq!(err.param(), param, "{body}");
         }

@@ -185,7 +185,7 @@ fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let _ = serde_json::to_writer(out, value);
 }
 
-/// Whether a quirk changes this request (known from the parse: the common case costs nothing).
+/// Whether a quirk changes this request (from the messages' summary: no `Value` is built).
 fn needs_quirks(request: &ChatRequest, messages: MessagesSummary, quirks: Quirks) -> bool {
     (quirks.legacy_max_tokens && request.raw_fields().get("max_completion_tokens").is_some())
         || (quirks.developer_as_system && messages.developer_role)
