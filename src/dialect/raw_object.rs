@@ -29,9 +29,16 @@ pub struct RawObject {
 
 #[derive(Debug, Clone)]
 struct Field {
-    key: Box<str>,
+    key: Key,
     /// The value's JSON text in `body`.
     value: Range<usize>,
+}
+
+/// A field's name: where it sits in the body, or (written with escapes there) decoded.
+#[derive(Debug, Clone)]
+enum Key {
+    InBody(Range<usize>),
+    Decoded(Box<str>),
 }
 
 /// Why a body is not a [`RawObject`].
@@ -55,35 +62,55 @@ impl RawObject {
             Err(e) => return Err(RawObjectError::Syntax(e)),
         };
         let base = body.as_ptr() as usize;
-        let mut fields: Vec<Field> = Vec::with_capacity(spans.len());
-        for (key, raw) in spans {
-            // The raw text borrows from `body`, so its address gives its offset.
-            let start = raw.get().as_ptr() as usize - base;
-            let value = start..start + raw.get().len();
-            match fields.iter_mut().find(|f| *f.key == *key) {
-                Some(field) => field.value = value,
-                None => fields.push(Field {
-                    key: key.into(),
-                    value,
-                }),
+        // Borrowed texts point into `body`, so their address gives their offset.
+        let span = |text: &str| {
+            let start = text.as_ptr() as usize - base;
+            start..start + text.len()
+        };
+        let mut object = RawObject {
+            body: body.clone(),
+            fields: Vec::with_capacity(spans.len()),
+        };
+        for (CowStr(key), raw) in spans {
+            let value = span(raw.get());
+            if let Some(index) = object.position(&key) {
+                object.fields[index].value = value;
+                continue;
             }
+            let key = match key {
+                Cow::Borrowed(text) => Key::InBody(span(text)),
+                Cow::Owned(text) => Key::Decoded(text.into()),
+            };
+            object.fields.push(Field { key, value });
         }
-        Ok(RawObject { body, fields })
+        Ok(object)
     }
 
     /// The JSON text of `key`'s value.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|f| &*f.key == key)
-            .map(|f| self.text(&f.value))
+        self.position(key).map(|i| self.text(&self.fields[i].value))
     }
 
     /// Removes `key`, returning its value's JSON text.
     pub fn take(&mut self, key: &str) -> Option<&str> {
-        let index = self.fields.iter().position(|f| &*f.key == key)?;
+        let index = self.position(key)?;
         let field = self.fields.remove(index);
         Some(self.text(&field.value))
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        // Bytes, not text: a lookup need not check UTF-8 again.
+        self.fields.iter().position(|f| match &f.key {
+            Key::InBody(range) => self.body[range.clone()] == *key.as_bytes(),
+            Key::Decoded(text) => **text == *key,
+        })
+    }
+
+    fn key<'a>(&'a self, field: &'a Field) -> &'a str {
+        match &field.key {
+            Key::InBody(range) => self.text(range),
+            Key::Decoded(text) => text,
+        }
     }
 
     /// Removes `key` and parses its value (`None` when absent).
@@ -96,7 +123,9 @@ impl RawObject {
 
     /// The fields' keys and JSON texts, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields.iter().map(|f| (&*f.key, self.text(&f.value)))
+        self.fields
+            .iter()
+            .map(|f| (self.key(f), self.text(&f.value)))
     }
 
     pub fn len(&self) -> usize {
@@ -115,7 +144,7 @@ impl RawObject {
     /// Appends every field as `"key":value,` — the caller opens and closes the object.
     pub fn write_fields(&self, out: &mut Vec<u8>) {
         for field in &self.fields {
-            write_key(out, &field.key);
+            write_key(out, self.key(field));
             out.extend_from_slice(&self.body[field.value.clone()]);
             out.push(b',');
         }
@@ -195,8 +224,34 @@ impl<'de, I: Iterator<Item = (&'de str, &'de str)>> MapAccess<'de> for FieldsAcc
     }
 }
 
+/// A string that borrows from the input when it has no escapes (serde's own `Cow<str>` always
+/// allocates outside a derived struct).
+pub struct CowStr<'a>(pub Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CowVisitor;
+        impl<'de> Visitor<'de> for CowVisitor {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E>(self, text: String) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(text)))
+            }
+        }
+        d.deserialize_str(CowVisitor)
+    }
+}
+
 /// The top-level `(key, raw value)` pairs of an object, in order.
-struct Spans<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+struct Spans<'a>(Vec<(CowStr<'a>, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for Spans<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -208,7 +263,7 @@ impl<'de> Deserialize<'de> for Spans<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Spans<'de>, A::Error> {
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(key) = map.next_key::<CowStr<'de>>()? {
                     out.push((key, map.next_value::<&'de RawValue>()?));
                 }
                 Ok(Spans(out))
@@ -258,6 +313,9 @@ mod tests {
         let mut obj = object(text);
         let map: Map<String, Value> = serde_json::from_str(text).unwrap();
         assert_eq!(obj.to_map(), map);
+        // Plain keys are spans of the body; only an escaped one is decoded and kept.
+        assert!(matches!(obj.fields[0].key, Key::InBody(_)));
+        assert!(matches!(obj.fields[2].key, Key::Decoded(_)));
         assert_eq!(obj.take("model"), Some(r#""b""#));
         assert_eq!(obj.take("model"), None);
         assert_eq!(written(&obj), r#"{"x":1,"y\n":2}"#);

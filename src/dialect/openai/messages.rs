@@ -7,6 +7,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::dialect::raw_object::CowStr;
 use crate::error::GatewayError;
 
 /// What the gateway knows about a request's messages without keeping them parsed.
@@ -108,7 +109,7 @@ impl<'de> Deserialize<'de> for Shape {
                     developer_role: false,
                     tool_ids: false,
                 };
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
                     match &*key {
                         // A role that is not a string is the upstream's to refuse.
                         "role" => {
@@ -144,11 +145,11 @@ impl<'de> Deserialize<'de> for RoleText<'de> {
         #[serde(untagged)]
         enum Role<'a> {
             #[serde(borrow)]
-            Text(Cow<'a, str>),
+            Text(CowStr<'a>),
             Other(IgnoredAny),
         }
         Ok(RoleText(match Role::deserialize(d)? {
-            Role::Text(text) => Some(text),
+            Role::Text(CowStr(text)) => Some(text),
             Role::Other(_) => None,
         }))
     }
