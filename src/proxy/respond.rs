@@ -1,21 +1,29 @@
 //! Writing answers to the client: JSON, errors in the client's dialect, and SSE streams.
 
 use bytes::Bytes;
+use http::HeaderName;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 
 use super::ctx::RequestCtx;
 use crate::error::GatewayError;
 
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
+const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+
 /// Headers every answer carries: request id, answering provider, attempt count.
+///
+/// Names go out in lower case (HTTP/1 names are case-insensitive, and HTTP/2 and Envoy send them
+/// so): Pingora's case-keeping map costs an allocation per header.
 fn base_header(status: u16, ctx: &RequestCtx) -> pingora::Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(status, Some(12))?;
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    let mut resp = ResponseHeader::build_no_case(status, Some(12))?;
+    resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
     if let Some(provider) = &ctx.provider {
-        resp.insert_header("x-switchyard-provider", provider.as_str())?;
+        resp.insert_header(X_PROVIDER, provider.as_str())?;
     }
     if ctx.attempts > 0 {
-        resp.insert_header("x-switchyard-attempts", ctx.attempts)?;
+        resp.insert_header(X_ATTEMPTS, ctx.attempts)?;
     }
     if let Some(limits) = &ctx.rate_headers {
         for (name, value) in limits.pairs() {
