@@ -128,17 +128,9 @@ impl RawObject {
             .map(|f| (self.key(f), self.text(&f.value)))
     }
 
-    pub fn len(&self) -> usize {
-        self.fields.len()
-    }
-
     /// The bytes of the body the fields came from.
     pub fn text_len(&self) -> usize {
         self.body.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
     }
 
     /// Appends every field as `"key":value,` — the caller opens and closes the object.
@@ -320,7 +312,7 @@ mod tests {
         assert_eq!(obj.take("model"), None);
         assert_eq!(written(&obj), r#"{"x":1,"y\n":2}"#);
         assert_eq!(obj.take_value::<u64>("x").unwrap().unwrap(), 1);
-        assert_eq!(obj.len(), 1);
+        assert_eq!(obj.iter().count(), 1);
     }
 
     #[test]

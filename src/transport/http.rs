@@ -149,25 +149,41 @@ fn budget(deadline: Instant, limit: Duration, phase: &'static str) -> (Duration,
 }
 
 fn request_header(upstream: &Upstream, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
+    upstream_header(
+        upstream,
+        "POST",
+        &req.path_and_query,
+        &req.headers,
+        Some(req.body.len()),
+    )
+}
+
+/// A request head to `upstream`: its host, our user agent, no compression (answers are parsed),
+/// the body's length when given, then `headers`.
+fn upstream_header(
+    upstream: &Upstream,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+    content_length: Option<usize>,
+) -> pingora::Result<RequestHeader> {
     // Lower-case names, as HTTP/2 and Envoy send them: Pingora's case-keeping map costs an
     // allocation per header.
-    let mut header = RequestHeader::build_no_case(
-        "POST",
-        req.path_and_query.as_bytes(),
-        Some(req.headers.len() + 4),
-    )?;
+    let mut header =
+        RequestHeader::build_no_case(method, path_and_query.as_bytes(), Some(headers.len() + 4))?;
     header.insert_header(http::header::HOST, upstream.endpoint.authority.as_str())?;
-    header.insert_header(http::header::CONTENT_LENGTH, req.body.len())?;
+    if let Some(length) = content_length {
+        header.insert_header(http::header::CONTENT_LENGTH, length)?;
+    }
     header.insert_header(
         http::header::USER_AGENT,
         http::HeaderValue::from_static(concat!("switchyard/", env!("CARGO_PKG_VERSION"))),
     )?;
-    // Answers are parsed, so they must not arrive compressed.
     header.insert_header(
         http::header::ACCEPT_ENCODING,
         http::HeaderValue::from_static("identity"),
     )?;
-    for (name, value) in &req.headers {
+    for (name, value) in headers {
         header.insert_header(name.clone(), value.clone())?;
     }
     Ok(header)
@@ -346,25 +362,9 @@ pub(super) async fn call(
     read_limit: usize,
 ) -> Result<(u16, Bytes), AttemptError> {
     let peer = upstream.peers.peer().await?;
-    let mut header =
-        RequestHeader::build(method, path_and_query.as_bytes(), Some(headers.len() + 4))
-            .map_err(|e| AttemptError::Io(e.to_string()))?;
-    let fill = |header: &mut RequestHeader| -> pingora::Result<()> {
-        header.insert_header(http::header::HOST, upstream.endpoint.authority.as_str())?;
-        header.insert_header(
-            http::header::USER_AGENT,
-            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
-        )?;
-        header.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
-        if !body.is_empty() || method != "GET" {
-            header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-        }
-        for (name, value) in headers {
-            header.insert_header(name.clone(), value.clone())?;
-        }
-        Ok(())
-    };
-    fill(&mut header).map_err(|e| AttemptError::Io(e.to_string()))?;
+    let content_length = (!body.is_empty() || method != "GET").then_some(body.len());
+    let header = upstream_header(upstream, method, path_and_query, headers, content_length)
+        .map_err(|e| AttemptError::Io(e.to_string()))?;
     let exchange = async {
         let (mut session, _) = connector
             .get_http_session(&*peer)

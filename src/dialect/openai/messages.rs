@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::dialect::raw_object::CowStr;
@@ -13,7 +13,6 @@ use crate::error::GatewayError;
 /// What the gateway knows about a request's messages without keeping them parsed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MessagesSummary {
-    pub count: usize,
     /// Some message has `role: "developer"`.
     pub developer_role: bool,
     /// Some message carries `tool_calls` or a `tool_call_id`.
@@ -40,27 +39,17 @@ impl MessagesSummary {
     /// summarises it.
     pub fn read(text: Option<&str>) -> Result<MessagesSummary, GatewayError> {
         Self::check_list(text)?;
-        let text = text.unwrap_or_default();
-        let summary = match serde_json::from_str::<Summary>(text) {
-            Ok(Summary(summary)) => summary,
-            Err(e) if e.to_string().starts_with(NOT_AN_OBJECT) => {
-                return Err(invalid("each message must be an object"))
-            }
-            Err(_) => return Err(invalid("messages must be an array")),
-        };
-        if summary.count == 0 {
-            return Err(invalid("messages must contain at least one message"));
-        }
-        Ok(summary)
+        // The body is valid JSON and this is a non-empty array, and a message's fields are
+        // read whatever their type: only a message that is not an object fails here.
+        serde_json::from_str::<Summary>(text.unwrap_or_default())
+            .map(|Summary(summary)| summary)
+            .map_err(|_| invalid("each message must be an object"))
     }
 }
 
 fn invalid(message: &str) -> GatewayError {
     GatewayError::invalid(message, Some("messages"))
 }
-
-/// The start of the error a non-object message raises (serde_json appends the position).
-const NOT_AN_OBJECT: &str = "message is not an object";
 
 struct Summary(MessagesSummary);
 
@@ -79,7 +68,6 @@ impl<'de> Deserialize<'de> for Summary {
                     tool_ids,
                 }) = seq.next_element::<Shape>()?
                 {
-                    summary.count += 1;
                     summary.developer_role |= developer_role;
                     summary.tool_ids |= tool_ids;
                 }
@@ -126,13 +114,9 @@ impl<'de> Deserialize<'de> for Shape {
                 }
                 Ok(shape)
             }
-            // Anything but an object: serde would otherwise read an array as a struct.
-            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Shape, A::Error> {
-                Err(de::Error::custom(NOT_AN_OBJECT))
-            }
         }
+        // `deserialize_map`, unlike a derived struct, refuses an array.
         d.deserialize_map(ShapeVisitor)
-            .map_err(|e| de::Error::custom(format!("{NOT_AN_OBJECT}: {e}")))
     }
 }
 
@@ -169,11 +153,11 @@ mod tests {
             r#"[{"role":"user","content":"developer"},{"role":"assistant","tool_calls":null}]"#,
         )
         .unwrap();
-        assert_eq!((s.count, s.developer_role, s.tool_ids), (2, false, false));
+        assert_eq!((s.developer_role, s.tool_ids), (false, false));
         let s = read(r#"[{"role":"\u0064eveloper"},{"role":"tool","tool_call_id":"a"}]"#).unwrap();
-        assert_eq!((s.count, s.developer_role, s.tool_ids), (2, true, true));
+        assert_eq!((s.developer_role, s.tool_ids), (true, true));
         let s = read(r#"[{"role":5,"content":[{"type":"text","text":"x"}]}]"#).unwrap();
-        assert_eq!((s.count, s.developer_role), (1, false));
+        assert!(!s.developer_role);
     }
 
     #[test]
