@@ -1,23 +1,25 @@
 //! HTTP(S) to vendor APIs: address resolution, pooled connections and one exchange.
 //!
 //! This is Pattern B of the Pingora guide: the gateway originates its own upstream request with
-//! Pingora's pooled [`Connector`] instead of the proxy path, because the body has to be read,
-//! translated and possibly re-sent to another vendor, and stock Pingora cannot forward a pre-read
-//! body over 64 KiB.
+//! Pingora's pooled [`TransportConnector`] instead of the proxy path, because the body has to be
+//! read, translated and possibly re-sent to another vendor, and stock Pingora cannot forward a
+//! pre-read body over 64 KiB. The request head is written here (see [`wire_head`]); Pingora's
+//! HTTP/1 client session reads the answer.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
+use pingora::connectors::TransportConnector;
 // Pingora's timer wheel (10 ms resolution, one clock thread) instead of Tokio's: no driver lock
 // to register and cancel under, no wake-up of the driver per request.
-use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession;
+use pingora::protocols::Stream;
 use pingora::time::fast_timeout::fast_timeout;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 
 use super::AttemptError;
 use crate::config::Timeouts;
@@ -148,50 +150,97 @@ fn budget(deadline: Instant, limit: Duration, phase: &'static str) -> (Duration,
     }
 }
 
-fn request_header(upstream: &Upstream, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
-    upstream_header(
-        upstream,
-        "POST",
-        &req.path_and_query,
-        &req.headers,
-        Some(req.body.len()),
-    )
-}
-
-/// A request head to `upstream`: its host, our user agent, no compression (answers are parsed),
-/// the body's length when given, then `headers`.
-fn upstream_header(
+/// A request head to `upstream` as it goes on the wire: its host, the body's length when given,
+/// our user agent and no compression (answers are parsed) unless `headers` set their own, then
+/// `headers`. Names go out in lower case, as HTTP/2 and Envoy send them.
+///
+/// Written by hand rather than through Pingora's `RequestHeader`: that costs a header map, a
+/// box and a buffer per request, and Pingora's client flushes the head on its own, so the head
+/// and the body would leave in two writes (two TCP segments) instead of one.
+fn wire_head(
     upstream: &Upstream,
     method: &str,
     path_and_query: &str,
     headers: &[(http::HeaderName, http::HeaderValue)],
     content_length: Option<usize>,
-) -> pingora::Result<RequestHeader> {
-    // Lower-case names, as HTTP/2 and Envoy send them: Pingora's case-keeping map costs an
-    // allocation per header.
-    let mut header =
-        RequestHeader::build_no_case(method, path_and_query.as_bytes(), Some(headers.len() + 4))?;
-    header.insert_header(http::header::HOST, upstream.endpoint.authority.as_str())?;
+) -> Result<Vec<u8>, AttemptError> {
+    use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, USER_AGENT};
+    use std::io::Write;
+
+    // What Pingora's request-target parser refuses, and more: only visible ASCII can be
+    // written into a request line without changing its meaning.
+    if path_and_query.is_empty() || !path_and_query.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AttemptError::Io(
+            "the request target has a byte HTTP/1.1 does not allow".into(),
+        ));
+    }
+    let given = |name: &http::HeaderName| headers.iter().any(|(n, _)| n == name);
+    let authority = upstream.endpoint.authority.as_str();
+    let user_agent = concat!("switchyard/", env!("CARGO_PKG_VERSION"));
+    let mut head = Vec::with_capacity(
+        128 + path_and_query.len()
+            + authority.len()
+            + headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum::<usize>(),
+    );
+    head.extend_from_slice(method.as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(path_and_query.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    if !given(&HOST) {
+        push_header(&mut head, HOST.as_str(), authority.as_bytes());
+    }
     if let Some(length) = content_length {
-        header.insert_header(http::header::CONTENT_LENGTH, length)?;
+        // Framing belongs to the transport: a configured Content-Length is not sent.
+        let _ = write!(head, "content-length: {length}\r\n");
     }
-    header.insert_header(
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(concat!("switchyard/", env!("CARGO_PKG_VERSION"))),
-    )?;
-    header.insert_header(
-        http::header::ACCEPT_ENCODING,
-        http::HeaderValue::from_static("identity"),
-    )?;
+    if !given(&USER_AGENT) {
+        push_header(&mut head, USER_AGENT.as_str(), user_agent.as_bytes());
+    }
+    if !given(&ACCEPT_ENCODING) {
+        push_header(&mut head, ACCEPT_ENCODING.as_str(), b"identity");
+    }
     for (name, value) in headers {
-        header.insert_header(name.clone(), value.clone())?;
+        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+            push_header(&mut head, name.as_str(), value.as_bytes());
+        }
     }
-    Ok(header)
+    head.extend_from_slice(b"\r\n");
+    Ok(head)
+}
+
+fn push_header(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Writes the head and the body in one go: below the stream's write buffer (1,460 bytes) they
+/// are copied into it, above it they go out in one `writev`.
+async fn write_request(stream: &mut Stream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+
+    let (mut head, mut body) = (head, body);
+    while !head.is_empty() || !body.is_empty() {
+        let written = stream
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            .await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_head = written.min(head.len());
+        head = &head[from_head..];
+        body = &body[written - from_head..];
+    }
+    stream.flush().await
 }
 
 /// Sends `req` and waits for the response header.
 pub(super) async fn send(
-    connector: &Connector,
+    connector: &TransportConnector,
     upstream: &Upstream,
     req: &UpstreamRequest,
     started: Instant,
@@ -199,19 +248,23 @@ pub(super) async fn send(
     let timeouts = &upstream.timeouts;
     let deadline = started + timeouts.total;
     let peer = upstream.peers.peer().await?;
-    let header_error = |e: Box<pingora::Error>| AttemptError::Io(e.to_string());
-    // Moved into the first try; only a retry on a stale pooled connection builds another.
-    let mut header = Some(request_header(upstream, req).map_err(header_error)?);
+    let head = wire_head(
+        upstream,
+        "POST",
+        &req.path_and_query,
+        &req.headers,
+        Some(req.body.len()),
+    )?;
     let wait_start = Instant::now();
     let mut tries = 0;
     loop {
         tries += 1;
         let (limit, phase) = budget(deadline, timeouts.connect * 2, "connect");
-        let (mut session, reused) =
+        let (mut stream, reused) =
             // Boxed: connecting (TLS included) is a ~9 KB future, and held inline it would be
             // part of every request's future for the whole life of a stream, then doubled by
             // each enclosing async fn.
-            match fast_timeout(limit, Box::pin(connector.get_http_session(&*peer))).await {
+            match fast_timeout(limit, Box::pin(connector.get_stream(&*peer))).await {
                 Err(_) => {
                     return Err(AttemptError::Timeout {
                         phase,
@@ -228,18 +281,19 @@ pub(super) async fn send(
                 Ok(Ok(s)) => s,
             };
         let (limit, phase) = budget(deadline, timeouts.first_byte, "the first byte");
-        let header = match header.take() {
-            Some(header) => header,
-            None => request_header(upstream, req).map_err(header_error)?,
-        };
         let result = fast_timeout(limit, async {
-            session.write_request_header(Box::new(header)).await?;
-            session.write_request_body(req.body.clone(), true).await?;
-            session.finish_request_body().await?;
-            session.read_response_header().await
+            write_request(&mut stream, &head, &req.body)
+                .await
+                .map_err(|e| AttemptError::Io(format!("writing the request: {e}")))?;
+            let mut session = HttpSession::new_with_options(stream, &*peer);
+            session
+                .read_response()
+                .await
+                .map_err(|e| AttemptError::from_pingora(&e, false))?;
+            Ok::<_, AttemptError>(session)
         })
         .await;
-        match result {
+        let session = match result {
             Err(_) => {
                 return Err(AttemptError::Timeout {
                     phase,
@@ -252,11 +306,11 @@ pub(super) async fn send(
                 if reused && tries <= STALE_CONNECTION_RETRIES {
                     continue;
                 }
-                return Err(AttemptError::from_pingora(&e, false));
+                return Err(e);
             }
-            Ok(Ok(())) => {}
-        }
-        let Some(resp) = session.response_header() else {
+            Ok(Ok(session)) => session,
+        };
+        let Some(resp) = session.resp_header() else {
             return Err(AttemptError::Io("no response header".into()));
         };
         let status = resp.status.as_u16();
@@ -289,7 +343,7 @@ impl HttpExchange {
     pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
         let (limit, phase) = budget(self.deadline, self.idle, "the next chunk");
         let start = Instant::now();
-        let result = fast_timeout(limit, self.session.read_response_body()).await;
+        let result = fast_timeout(limit, self.session.read_body_bytes()).await;
         self.waited += start.elapsed();
         match result {
             Err(_) => Err(AttemptError::Timeout {
@@ -316,18 +370,19 @@ impl HttpExchange {
     }
 
     /// Returns the connection to the pool; only call after the body was read to its end.
-    pub(super) async fn release(mut self, connector: &Connector) {
-        if self.session.response_done() {
-            connector
-                .release_http_session(self.session, &*self.peer, Some(POOL_IDLE_TIMEOUT))
-                .await;
+    pub(super) async fn release(mut self, connector: &TransportConnector) {
+        if self.session.is_body_done() {
+            self.session.respect_keepalive();
+            if let Some(stream) = self.session.reuse().await {
+                connector.release_stream(stream, self.peer.reuse_hash(), Some(POOL_IDLE_TIMEOUT));
+            }
         }
     }
 }
 
 /// Sends a health probe (`GET`, no body) and returns the answer's status.
 pub(super) async fn probe(
-    connector: &Connector,
+    connector: &TransportConnector,
     upstream: &Upstream,
     probe: &ProbeRequest,
     timeout: Duration,
@@ -352,7 +407,7 @@ pub(super) async fn probe(
 /// another runtime's tasks, and would break when that service stops first during a shutdown.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn call(
-    connector: &Connector,
+    connector: &TransportConnector,
     upstream: &Upstream,
     method: &str,
     path_and_query: &str,
@@ -363,39 +418,28 @@ pub(super) async fn call(
 ) -> Result<(u16, Bytes), AttemptError> {
     let peer = upstream.peers.peer().await?;
     let content_length = (!body.is_empty() || method != "GET").then_some(body.len());
-    let header = upstream_header(upstream, method, path_and_query, headers, content_length)
-        .map_err(|e| AttemptError::Io(e.to_string()))?;
+    let head = wire_head(upstream, method, path_and_query, headers, content_length)?;
     let exchange = async {
-        let (mut session, _) = connector
-            .get_http_session(&*peer)
+        let (mut stream, _) = connector
+            .get_stream(&*peer)
             .await
             .map_err(|e| AttemptError::from_pingora(&e, true))?;
-        session
-            .write_request_header(Box::new(header))
+        write_request(&mut stream, &head, body)
             .await
-            .map_err(|e| AttemptError::from_pingora(&e, false))?;
-        if !body.is_empty() {
-            session
-                .write_request_body(Bytes::copy_from_slice(body), true)
-                .await
-                .map_err(|e| AttemptError::from_pingora(&e, false))?;
-        }
+            .map_err(|e| AttemptError::Io(format!("writing the request: {e}")))?;
+        let mut session = HttpSession::new_with_options(stream, &*peer);
         session
-            .finish_request_body()
-            .await
-            .map_err(|e| AttemptError::from_pingora(&e, false))?;
-        session
-            .read_response_header()
+            .read_response()
             .await
             .map_err(|e| AttemptError::from_pingora(&e, false))?;
         let status = session
-            .response_header()
+            .resp_header()
             .map(|r| r.status.as_u16())
             .ok_or_else(|| AttemptError::Io("no response header".into()))?;
         let mut answer = BytesMut::new();
         if read_limit > 0 {
             while let Some(chunk) = session
-                .read_response_body()
+                .read_body_bytes()
                 .await
                 .map_err(|e| AttemptError::from_pingora(&e, false))?
             {
@@ -416,4 +460,98 @@ pub(super) async fn call(
             phase: "a background call",
             after: timeout,
         })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderName, HeaderValue};
+    use tokio::io::AsyncReadExt;
+
+    fn upstream() -> Upstream {
+        let url = url::Url::parse("http://api.example.com:8080/v1").unwrap();
+        Upstream::new(Endpoint::from_url(&url).unwrap(), Timeouts::default())
+    }
+
+    fn header(name: &'static str, value: &'static str) -> (HeaderName, HeaderValue) {
+        (
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )
+    }
+
+    #[test]
+    fn head_has_host_length_agent_and_encoding_then_the_adapters_headers() {
+        let head = wire_head(
+            &upstream(),
+            "POST",
+            "/v1/chat/completions",
+            &[
+                header("content-type", "application/json"),
+                header("authorization", "Bearer sk-test"),
+            ],
+            Some(12),
+        )
+        .unwrap();
+        let expected = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: api.example.com:8080\r\n\
+             content-length: 12\r\nuser-agent: switchyard/{}\r\naccept-encoding: identity\r\n\
+             content-type: application/json\r\nauthorization: Bearer sk-test\r\n\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(String::from_utf8(head).unwrap(), expected);
+    }
+
+    #[test]
+    fn configured_headers_replace_defaults_but_never_the_framing() {
+        let head = wire_head(
+            &upstream(),
+            "GET",
+            "/v1/models",
+            &[
+                header("user-agent", "acme/2"),
+                header("host", "other.example"),
+                header("content-length", "99"),
+                header("transfer-encoding", "chunked"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET /v1/models HTTP/1.1\r\naccept-encoding: identity\r\nuser-agent: acme/2\r\n\
+             host: other.example\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_target_that_would_change_the_request_line_is_refused() {
+        for target in ["/v1/models/a b", "/v1\r\nx: y", "", "/v1/é"] {
+            let err = wire_head(&upstream(), "POST", target, &[], Some(0)).unwrap_err();
+            assert!(matches!(err, AttemptError::Io(_)), "{target:?}: {err}");
+        }
+    }
+
+    /// A body far over the socket's buffer is written whole, in order, after the head.
+    #[tokio::test]
+    async fn head_and_a_large_body_arrive_whole() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut received = Vec::new();
+            socket.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(tcp));
+        let head = b"POST / HTTP/1.1\r\ncontent-length: 4000000\r\n\r\n".to_vec();
+        let body: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+        write_request(&mut stream, &head, &body).await.unwrap();
+        drop(stream);
+        let received = reader.await.unwrap();
+        assert_eq!(received.len(), head.len() + body.len());
+        assert_eq!(&received[..head.len()], &head[..]);
+        assert!(received[head.len()..] == body[..]);
+    }
 }

@@ -1,4 +1,4 @@
-//! How vendor requests travel: one pooled [`Connector`] for every provider's requests and health
+//! How vendor requests travel: one pooled [`TransportConnector`] for every provider's requests and health
 //! probes, the resolved address of each upstream, and one exchange per attempt — over HTTP(S) to
 //! a vendor ([`http`]) or to the built-in mock, a fake vendor in the same process ([`mock`]).
 //!
@@ -12,8 +12,7 @@ pub mod mock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::ErrorType;
 
 use crate::providers::{ProbeRequest, UpstreamRequest};
@@ -53,13 +52,13 @@ impl AttemptError {
 
 /// The process's connection pool, shared by requests and probes.
 pub struct Transport {
-    connector: Connector,
+    connector: TransportConnector,
 }
 
 impl Default for Transport {
     fn default() -> Self {
         Transport {
-            connector: Connector::new(Some(ConnectorOptions::new(UPSTREAM_POOL_SIZE))),
+            connector: TransportConnector::new(Some(ConnectorOptions::new(UPSTREAM_POOL_SIZE))),
         }
     }
 }
