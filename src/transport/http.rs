@@ -238,6 +238,33 @@ async fn write_request(stream: &mut Stream, head: &[u8], body: &[u8]) -> std::io
     stream.flush().await
 }
 
+/// A new connection to `peer`, within the connect timeout and what is left of the total.
+async fn connect(
+    connector: &TransportConnector,
+    peer: &HttpPeer,
+    deadline: Instant,
+    timeouts: &Timeouts,
+) -> Result<Stream, AttemptError> {
+    let (limit, phase) = budget(deadline, timeouts.connect * 2, "connect");
+    // Boxed: connecting (TLS included) is a ~9 KB future, and held inline it would be part of
+    // every request's future for the whole life of a stream, then doubled by each enclosing
+    // async fn.
+    match fast_timeout(limit, Box::pin(connector.new_stream(peer))).await {
+        Err(_) => Err(AttemptError::Timeout {
+            phase,
+            after: limit,
+        }),
+        Ok(Err(e)) => {
+            let mut err = AttemptError::from_pingora(&e, true);
+            if let AttemptError::Timeout { after, .. } = &mut err {
+                *after = timeouts.connect;
+            }
+            Err(err)
+        }
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
 /// Sends `req` and waits for the response header.
 pub(super) async fn send(
     connector: &TransportConnector,
@@ -259,27 +286,12 @@ pub(super) async fn send(
     let mut tries = 0;
     loop {
         tries += 1;
-        let (limit, phase) = budget(deadline, timeouts.connect * 2, "connect");
-        let (mut stream, reused) =
-            // Boxed: connecting (TLS included) is a ~9 KB future, and held inline it would be
-            // part of every request's future for the whole life of a stream, then doubled by
-            // each enclosing async fn.
-            match fast_timeout(limit, Box::pin(connector.get_stream(&*peer))).await {
-                Err(_) => {
-                    return Err(AttemptError::Timeout {
-                        phase,
-                        after: limit,
-                    })
-                }
-                Ok(Err(e)) => {
-                    let mut err = AttemptError::from_pingora(&e, true);
-                    if let AttemptError::Timeout { after, .. } = &mut err {
-                        *after = timeouts.connect;
-                    }
-                    return Err(err);
-                }
-                Ok(Ok(s)) => s,
-            };
+        // A pooled connection first, outside the connect future: that future is ~9 KB, and
+        // creating it copies all of it into its box, a connection in the pool or not.
+        let (mut stream, reused) = match connector.reused_stream(&*peer).await {
+            Some(stream) => (stream, true),
+            None => (connect(connector, &peer, deadline, timeouts).await?, false),
+        };
         let (limit, phase) = budget(deadline, timeouts.first_byte, "the first byte");
         let result = fast_timeout(limit, async {
             write_request(&mut stream, &head, &req.body)
