@@ -553,6 +553,34 @@ async fn upstream_connections_are_pooled() {
     );
 }
 
+/// An upstream that closes each connection after answering, as vendors close idle keep-alive
+/// connections: the gateway notices the closed connection in its pool, or re-sends on a new one
+/// when the close comes too late to notice; every request is served once, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_upstream_closed_are_not_reused() {
+    let upstream =
+        MockUpstream::start(|_, _| MockResponse::json(200, completion("m", "ok")).close_after())
+            .await;
+    let gw = start(&upstream).await;
+    for i in 0..4 {
+        assert_eq!(
+            post(&gw, &chat_body("local-model", false)).await.status(),
+            200,
+            "request {i}"
+        );
+        if i % 2 == 0 {
+            // Time for the close to arrive: found closed in the pool, not on sending.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(
+        upstream.request_count(),
+        4,
+        "a request was lost or sent twice"
+    );
+    assert_eq!(upstream.connection_count(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn falls_over_to_the_next_target_when_one_is_unreachable() {
     let upstream = MockUpstream::start(|req, _| {

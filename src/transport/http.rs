@@ -21,6 +21,7 @@ use pingora::protocols::Stream;
 use pingora::time::fast_timeout::fast_timeout;
 use pingora::upstreams::peer::{HttpPeer, Peer};
 
+use super::pool::Pool;
 use super::AttemptError;
 use crate::config::Timeouts;
 use crate::providers::{Endpoint, ProbeRequest, UpstreamRequest};
@@ -28,7 +29,7 @@ use crate::providers::{Endpoint, ProbeRequest, UpstreamRequest};
 /// How long a resolved address is used before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
 /// Pooled connections idle longer than this are closed (vendors close theirs after ~60 s+).
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+pub(super) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// How many times a request is re-sent after a pooled connection turned out to be dead.
 const STALE_CONNECTION_RETRIES: usize = 2;
 
@@ -46,7 +47,9 @@ struct PeerCache {
 }
 
 struct CachedPeer {
-    peer: Arc<HttpPeer>,
+    peer: HttpPeer,
+    /// The peer's list in the connection [`Pool`] (`Peer::reuse_hash`, computed once).
+    pool_key: u64,
     expires: Option<Instant>,
 }
 
@@ -95,10 +98,10 @@ impl PeerCache {
         peer
     }
 
-    async fn peer(&self) -> Result<Arc<HttpPeer>, AttemptError> {
+    async fn peer(&self) -> Result<Arc<CachedPeer>, AttemptError> {
         if let Some(cached) = self.current.load().as_ref() {
             if cached.expires.is_none_or(|at| Instant::now() < at) {
-                return Ok(cached.peer.clone());
+                return Ok(cached.clone());
             }
         }
         let (addr, expires) = match self.literal {
@@ -119,19 +122,21 @@ impl PeerCache {
                 (addr, Some(Instant::now() + DNS_TTL))
             }
         };
-        let peer = Arc::new(self.make_peer(addr));
-        self.current.store(Some(Arc::new(CachedPeer {
-            peer: peer.clone(),
+        let peer = self.make_peer(addr);
+        let cached = Arc::new(CachedPeer {
+            pool_key: peer.reuse_hash(),
+            peer,
             expires,
-        })));
-        Ok(peer)
+        });
+        self.current.store(Some(cached.clone()));
+        Ok(cached)
     }
 }
 
 /// An upstream exchange whose response header has arrived.
 pub struct HttpExchange {
     session: HttpSession,
-    peer: Arc<HttpPeer>,
+    peer: Arc<CachedPeer>,
     pub status: u16,
     pub retry_after: Option<String>,
     deadline: Instant,
@@ -268,6 +273,7 @@ async fn connect(
 /// Sends `req` and waits for the response header.
 pub(super) async fn send(
     connector: &TransportConnector,
+    pool: &Pool,
     upstream: &Upstream,
     req: &UpstreamRequest,
     started: Instant,
@@ -288,16 +294,19 @@ pub(super) async fn send(
         tries += 1;
         // A pooled connection first, outside the connect future: that future is ~9 KB, and
         // creating it copies all of it into its box, a connection in the pool or not.
-        let (mut stream, reused) = match connector.reused_stream(&*peer).await {
+        let (mut stream, reused) = match pool.take(peer.pool_key) {
             Some(stream) => (stream, true),
-            None => (connect(connector, &peer, deadline, timeouts).await?, false),
+            None => (
+                connect(connector, &peer.peer, deadline, timeouts).await?,
+                false,
+            ),
         };
         let (limit, phase) = budget(deadline, timeouts.first_byte, "the first byte");
         let result = fast_timeout(limit, async {
             write_request(&mut stream, &head, &req.body)
                 .await
                 .map_err(|e| AttemptError::Io(format!("writing the request: {e}")))?;
-            let mut session = HttpSession::new_with_options(stream, &*peer);
+            let mut session = HttpSession::new_with_options(stream, &peer.peer);
             session
                 .read_response()
                 .await
@@ -382,11 +391,11 @@ impl HttpExchange {
     }
 
     /// Returns the connection to the pool; only call after the body was read to its end.
-    pub(super) async fn release(mut self, connector: &TransportConnector) {
+    pub(super) async fn release(mut self, pool: &Pool) {
         if self.session.is_body_done() {
             self.session.respect_keepalive();
             if let Some(stream) = self.session.reuse().await {
-                connector.release_stream(stream, self.peer.reuse_hash(), Some(POOL_IDLE_TIMEOUT));
+                pool.put(self.peer.pool_key, stream);
             }
         }
     }
@@ -432,14 +441,14 @@ pub(super) async fn call(
     let content_length = (!body.is_empty() || method != "GET").then_some(body.len());
     let head = wire_head(upstream, method, path_and_query, headers, content_length)?;
     let exchange = async {
-        let (mut stream, _) = connector
-            .get_stream(&*peer)
+        let mut stream = connector
+            .new_stream(&peer.peer)
             .await
             .map_err(|e| AttemptError::from_pingora(&e, true))?;
         write_request(&mut stream, &head, body)
             .await
             .map_err(|e| AttemptError::Io(format!("writing the request: {e}")))?;
-        let mut session = HttpSession::new_with_options(stream, &*peer);
+        let mut session = HttpSession::new_with_options(stream, &peer.peer);
         session
             .read_response()
             .await

@@ -8,7 +8,9 @@
 pub mod google_auth;
 pub mod http;
 pub mod mock;
+mod pool;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,9 +20,10 @@ use pingora::ErrorType;
 use crate::providers::{ProbeRequest, UpstreamRequest};
 pub use http::{HttpExchange, Upstream};
 pub use mock::MockExchange;
+use pool::Pool;
 
-/// Idle upstream connections kept for reuse, across all providers.
-const UPSTREAM_POOL_SIZE: usize = 1024;
+/// Idle connections kept for reuse to one upstream address.
+const MAX_IDLE_PER_PEER: usize = 1024;
 
 /// Why one attempt got no usable answer. None of these carry secrets.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,13 +55,17 @@ impl AttemptError {
 
 /// The process's connection pool, shared by requests and probes.
 pub struct Transport {
+    /// Opens connections (TCP, TLS); Pingora's pool inside it stays unused.
     connector: TransportConnector,
+    /// Idle keep-alive connections of the request path.
+    pool: Arc<Pool>,
 }
 
 impl Default for Transport {
     fn default() -> Self {
         Transport {
-            connector: TransportConnector::new(Some(ConnectorOptions::new(UPSTREAM_POOL_SIZE))),
+            connector: TransportConnector::new(Some(ConnectorOptions::new(1))),
+            pool: Pool::new(MAX_IDLE_PER_PEER, http::POOL_IDLE_TIMEOUT),
         }
     }
 }
@@ -72,7 +79,7 @@ impl Transport {
         req: &UpstreamRequest,
         started: Instant,
     ) -> Result<Exchange, AttemptError> {
-        http::send(&self.connector, upstream, req, started)
+        http::send(&self.connector, &self.pool, upstream, req, started)
             .await
             .map(Exchange::Http)
     }
@@ -114,7 +121,7 @@ impl Transport {
     /// Ends an exchange whose body was read to its end: HTTP connections go back to the pool.
     pub async fn release(&self, exchange: Exchange) {
         if let Exchange::Http(x) = exchange {
-            x.release(&self.connector).await;
+            x.release(&self.pool).await;
         }
     }
 }

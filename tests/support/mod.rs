@@ -94,6 +94,7 @@ pub struct MockResponse {
     delays: Option<Vec<Duration>>,
     cut_after: Option<usize>,
     stall_after: Option<usize>,
+    close_after: bool,
 }
 
 impl MockResponse {
@@ -107,6 +108,7 @@ impl MockResponse {
             delays: None,
             cut_after: None,
             stall_after: None,
+            close_after: false,
         }
     }
 
@@ -184,6 +186,13 @@ impl MockResponse {
     /// keeps the connection open until the mock is dropped. On a plain body: after `n` body bytes.
     pub fn stall_after(mut self, n: usize) -> Self {
         self.stall_after = Some(n);
+        self
+    }
+
+    /// Closes the connection (a FIN) after the whole answer, without a `Connection: close`: an
+    /// upstream that ends an idle keep-alive connection does this.
+    pub fn close_after(mut self) -> Self {
+        self.close_after = true;
         self
     }
 
@@ -608,21 +617,17 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         let close = request
             .header("connection")
             .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
-        let after = if request.method == "GET" && request.path.contains("/models") {
+        let answer = if request.method == "GET" && request.path.contains("/models") {
             shared.probes.fetch_add(1, Ordering::SeqCst);
             let status = shared.probe_status.load(Ordering::SeqCst);
-            let answer =
-                MockResponse::json(status, serde_json::json!({"object": "list", "data": []}));
-            respond(conn, answer, close, reset).await
+            MockResponse::json(status, serde_json::json!({"object": "list", "data": []}))
         } else {
             let index = {
                 let mut requests = lock(&shared.requests);
                 requests.push(request.clone());
                 requests.len() - 1
             };
-            let answer = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                (shared.script)(&request, index)
-            })) {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| (shared.script)(&request, index))) {
                 Ok(answer) => answer,
                 Err(payload) => {
                     let message = panic_message(payload.as_ref());
@@ -634,11 +639,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     )
                     .with_header("x-mock-script-panic", "1")
                 }
-            };
-            respond(conn, answer, close, reset).await
+            }
         };
-        match after {
-            Some(c) if !close => conn = c,
+        let closes = close || answer.close_after;
+        match respond(conn, answer, close, reset).await {
+            Some(c) if !closes => conn = c,
             Some(mut c) => {
                 let _ = c.stream.shutdown().await;
                 return;
