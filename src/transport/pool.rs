@@ -203,8 +203,29 @@ mod tests {
         let (stream, _server) = pair().await;
         pool.put(1, stream);
         settle().await;
-        pool.sweep();
+        sweep_off_the_runtime(&pool);
         assert_eq!(pool.idle_count(), 0);
+    }
+
+    /// As the sweeper thread does it: outside any runtime.
+    fn sweep_off_the_runtime(pool: &Arc<Pool>) {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.sweep()).join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_what_the_server_closed_and_keeps_the_rest() {
+        let pool = Pool::new(8, Duration::from_secs(60));
+        let (closed, closed_server) = pair().await;
+        let (open, _open_server) = pair().await;
+        let open_id = open.id();
+        pool.put(1, closed);
+        pool.put(2, open);
+        drop(closed_server);
+        settle().await;
+        sweep_off_the_runtime(&pool);
+        assert_eq!(pool.idle_count(), 1);
+        assert_eq!(pool.take(2).unwrap().id(), open_id);
     }
 
     #[tokio::test]
