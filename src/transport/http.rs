@@ -3,8 +3,9 @@
 //! This is Pattern B of the Pingora guide: the gateway originates its own upstream request with
 //! Pingora's pooled [`TransportConnector`] instead of the proxy path, because the body has to be
 //! read, translated and possibly re-sent to another vendor, and stock Pingora cannot forward a
-//! pre-read body over 64 KiB. The request head is written here (see [`wire_head`]); Pingora's
-//! HTTP/1 client session reads the answer.
+//! pre-read body over 64 KiB. Only the connecting is Pingora's: the request head is written
+//! here (see [`wire_head`]), the answer read by [`super::h1`], idle connections kept by
+//! [`super::pool`].
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -16,11 +17,11 @@ use bytes::{Bytes, BytesMut};
 use pingora::connectors::TransportConnector;
 // Pingora's timer wheel (10 ms resolution, one clock thread) instead of Tokio's: no driver lock
 // to register and cancel under, no wake-up of the driver per request.
-use pingora::protocols::http::v1::client::HttpSession;
 use pingora::protocols::Stream;
 use pingora::time::fast_timeout::fast_timeout;
 use pingora::upstreams::peer::{HttpPeer, Peer};
 
+use super::h1::Answer;
 use super::pool::Pool;
 use super::AttemptError;
 use crate::config::Timeouts;
@@ -135,7 +136,7 @@ impl PeerCache {
 
 /// An upstream exchange whose response header has arrived.
 pub struct HttpExchange {
-    session: HttpSession,
+    answer: Answer,
     peer: Arc<CachedPeer>,
     pub status: u16,
     pub retry_after: Option<String>,
@@ -306,15 +307,12 @@ pub(super) async fn send(
             write_request(&mut stream, &head, &req.body)
                 .await
                 .map_err(|e| AttemptError::Io(format!("writing the request: {e}")))?;
-            let mut session = HttpSession::new_with_options(stream, &peer.peer);
-            session
-                .read_response()
+            Answer::read_head(stream)
                 .await
-                .map_err(|e| AttemptError::from_pingora(&e, false))?;
-            Ok::<_, AttemptError>(session)
+                .map_err(|e| AttemptError::Io(e.to_string()))
         })
         .await;
-        let session = match result {
+        let (answer, head) = match result {
             Err(_) => {
                 return Err(AttemptError::Timeout {
                     phase,
@@ -329,29 +327,13 @@ pub(super) async fn send(
                 }
                 return Err(e);
             }
-            Ok(Ok(session)) => session,
+            Ok(Ok(read)) => read,
         };
-        let Some(resp) = session.resp_header() else {
-            return Err(AttemptError::Io("no response header".into()));
-        };
-        let status = resp.status.as_u16();
-        let retry_after = resp
-            .headers
-            .get("retry-after-ms")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|ms| ms.trim().parse::<f64>().ok())
-            .map(|ms| ((ms / 1000.0).ceil() as u64).max(1).to_string())
-            .or_else(|| {
-                resp.headers
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            });
         return Ok(HttpExchange {
-            session,
+            answer,
             peer,
-            status,
-            retry_after,
+            status: head.status,
+            retry_after: head.retry_after,
             deadline,
             idle: timeouts.idle,
             waited: wait_start.elapsed(),
@@ -364,39 +346,48 @@ impl HttpExchange {
     pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
         let (limit, phase) = budget(self.deadline, self.idle, "the next chunk");
         let start = Instant::now();
-        let result = fast_timeout(limit, self.session.read_body_bytes()).await;
+        let result = fast_timeout(limit, self.answer.read_chunk()).await;
         self.waited += start.elapsed();
         match result {
             Err(_) => Err(AttemptError::Timeout {
                 phase,
                 after: limit,
             }),
-            Ok(Err(e)) => Err(AttemptError::from_pingora(&e, false)),
+            Ok(Err(e)) => Err(AttemptError::Io(e.to_string())),
             Ok(Ok(chunk)) => Ok(chunk),
         }
     }
 
     /// The whole response body, up to `limit` bytes.
     pub async fn read_all(&mut self, limit: usize) -> Result<Bytes, AttemptError> {
-        let mut body = BytesMut::new();
-        while let Some(chunk) = self.read_chunk().await? {
+        let too_long = || AttemptError::Io(format!("response body exceeds {limit} bytes"));
+        // A body that came in one piece (most JSON answers) is handed on as it is.
+        let Some(first) = self.read_chunk().await? else {
+            return Ok(Bytes::new());
+        };
+        if first.len() > limit {
+            return Err(too_long());
+        }
+        let Some(second) = self.read_chunk().await? else {
+            return Ok(first);
+        };
+        let mut body = BytesMut::with_capacity(first.len() + second.len());
+        body.extend_from_slice(&first);
+        let mut next = Some(second);
+        while let Some(chunk) = next {
             if body.len() + chunk.len() > limit {
-                return Err(AttemptError::Io(format!(
-                    "response body exceeds {limit} bytes"
-                )));
+                return Err(too_long());
             }
             body.extend_from_slice(&chunk);
+            next = self.read_chunk().await?;
         }
         Ok(body.freeze())
     }
 
     /// Returns the connection to the pool; only call after the body was read to its end.
-    pub(super) async fn release(mut self, pool: &Pool) {
-        if self.session.is_body_done() {
-            self.session.respect_keepalive();
-            if let Some(stream) = self.session.reuse().await {
-                pool.put(self.peer.pool_key, stream);
-            }
+    pub(super) async fn release(self, pool: &Pool) {
+        if let Some(stream) = self.answer.into_reusable() {
+            pool.put(self.peer.pool_key, stream);
         }
     }
 }
@@ -448,32 +439,25 @@ pub(super) async fn call(
         write_request(&mut stream, &head, body)
             .await
             .map_err(|e| AttemptError::Io(format!("writing the request: {e}")))?;
-        let mut session = HttpSession::new_with_options(stream, &peer.peer);
-        session
-            .read_response()
+        let (mut answer, head) = Answer::read_head(stream)
             .await
-            .map_err(|e| AttemptError::from_pingora(&e, false))?;
-        let status = session
-            .resp_header()
-            .map(|r| r.status.as_u16())
-            .ok_or_else(|| AttemptError::Io("no response header".into()))?;
-        let mut answer = BytesMut::new();
+            .map_err(|e| AttemptError::Io(e.to_string()))?;
+        let mut body = BytesMut::new();
         if read_limit > 0 {
-            while let Some(chunk) = session
-                .read_body_bytes()
+            while let Some(chunk) = answer
+                .read_chunk()
                 .await
-                .map_err(|e| AttemptError::from_pingora(&e, false))?
+                .map_err(|e| AttemptError::Io(e.to_string()))?
             {
-                if answer.len() + chunk.len() > read_limit {
+                if body.len() + chunk.len() > read_limit {
                     return Err(AttemptError::Io(format!(
                         "answer exceeds {read_limit} bytes"
                     )));
                 }
-                answer.extend_from_slice(&chunk);
+                body.extend_from_slice(&chunk);
             }
         }
-
-        Ok((status, answer.freeze()))
+        Ok((head.status, body.freeze()))
     };
     tokio::time::timeout(timeout, exchange)
         .await

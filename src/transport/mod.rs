@@ -6,6 +6,7 @@
 //! body, chunk by chunk. Nothing here knows a vendor's format.
 
 pub mod google_auth;
+mod h1;
 pub mod http;
 pub mod mock;
 mod pool;
