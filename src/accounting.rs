@@ -1,6 +1,6 @@
 //! Token usage and its price.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Price;
 
@@ -21,14 +21,23 @@ impl Usage {
     }
 
     /// OpenAI's `usage` object; `total_tokens` is always `prompt + completion`.
+    pub fn openai(&self) -> OpenAiUsageOut {
+        OpenAiUsageOut {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total(),
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: self.cached_tokens,
+            },
+            completion_tokens_details: ReasoningTokens {
+                reasoning_tokens: self.reasoning_tokens,
+            },
+        }
+    }
+
+    /// [`Usage::openai`] as a JSON value, for answers built as values.
     pub fn openai_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total(),
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-        })
+        serde_json::to_value(self.openai()).unwrap_or_default()
     }
 
     /// USD cost under `price`; cached prompt tokens use the cached price when one is set.
@@ -41,6 +50,26 @@ impl Usage {
             + self.completion_tokens as f64 * price.output_per_mtok)
             / 1_000_000.0
     }
+}
+
+/// OpenAI's `usage` object, as [`Usage::openai`] writes it.
+#[derive(Debug, Serialize)]
+pub struct OpenAiUsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: CachedTokens,
+    completion_tokens_details: ReasoningTokens,
+}
+
+#[derive(Debug, Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
 }
 
 /// `json` (an object) with `"cost": cost` added to its top-level `usage` object, OpenRouter's

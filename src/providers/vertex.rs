@@ -127,7 +127,7 @@ impl ProviderAdapter for VertexAdapter {
         Ok(UpstreamRequest {
             path_and_query,
             headers,
-            body: Bytes::from(body.to_string()),
+            body: crate::providers::convert::json_bytes(&body),
         })
     }
 

@@ -77,7 +77,7 @@ pub fn response_body(response: &chat::Response) -> bytes::Bytes {
         "stop_sequence": null,
         "usage": usage_json(&response.usage),
     });
-    bytes::Bytes::from(body.to_string())
+    crate::providers::convert::json_bytes(&body)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -14,47 +14,92 @@ use crate::config::Price;
 
 /// A `chat.completion` object.
 pub fn response_body(response: &chat::Response) -> bytes::Bytes {
-    let choices: Vec<Value> = response
-        .choices
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mut message = serde_json::json!({
-                "role": "assistant",
-                // OpenAI sends null content when the answer is only tool calls.
-                "content": match (&c.content, c.tool_calls.is_empty()) {
-                    (Some(text), _) => Value::String(text.clone()),
-                    (None, true) => Value::String(String::new()),
-                    (None, false) => Value::Null,
+    let body = Completion {
+        id: &response.id,
+        object: "chat.completion",
+        created: response.created,
+        model: &response.model,
+        choices: response
+            .choices
+            .iter()
+            .enumerate()
+            .map(|(index, c)| CompletionChoice {
+                index,
+                message: CompletionMessage {
+                    role: "assistant",
+                    // OpenAI sends null content when the answer is only tool calls.
+                    content: match (&c.content, c.tool_calls.is_empty()) {
+                        (Some(text), _) => Some(text),
+                        (None, true) => Some(""),
+                        (None, false) => None,
+                    },
+                    refusal: None,
+                    reasoning_content: c.reasoning.as_deref(),
+                    tool_calls: c
+                        .tool_calls
+                        .iter()
+                        .map(|call| CompletionToolCall {
+                            id: &call.id,
+                            kind: "function",
+                            function: CompletionFunction {
+                                name: &call.name,
+                                arguments: &call.arguments,
+                            },
+                        })
+                        .collect(),
                 },
-                "refusal": null,
-            });
-            if let Some(r) = &c.reasoning {
-                message["reasoning_content"] = Value::String(r.clone());
-            }
-            if !c.tool_calls.is_empty() {
-                message["tool_calls"] = c
-                    .tool_calls
-                    .iter()
-                    .map(|call| {
-                        serde_json::json!({"id": call.id, "type": "function",
-                                           "function": {"name": call.name, "arguments": call.arguments}})
-                    })
-                    .collect();
-            }
-            serde_json::json!({"index": i, "message": message, "logprobs": null,
-                               "finish_reason": c.finish_reason.openai()})
-        })
-        .collect();
-    let body = serde_json::json!({
-        "id": response.id,
-        "object": "chat.completion",
-        "created": response.created,
-        "model": response.model,
-        "choices": choices,
-        "usage": response.usage.openai_json(),
-    });
-    bytes::Bytes::from(body.to_string())
+                logprobs: None,
+                finish_reason: c.finish_reason.openai(),
+            })
+            .collect(),
+        usage: response.usage.openai(),
+    };
+    // Only strings and numbers: serializing cannot fail.
+    bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// A `chat.completion`, written field by field in OpenAI's order.
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<CompletionChoice<'a>>,
+    usage: crate::accounting::OpenAiUsageOut,
+}
+
+#[derive(Serialize)]
+struct CompletionChoice<'a> {
+    index: usize,
+    message: CompletionMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct CompletionMessage<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<CompletionToolCall<'a>>,
+}
+
+#[derive(Serialize)]
+struct CompletionToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: CompletionFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct CompletionFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
 }
 
 /// Canonical stream events to OpenAI chunks.
@@ -339,6 +384,56 @@ impl ChunkWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completion_body_has_openai_fields_in_openai_order() {
+        let response = chat::Response {
+            id: "msg_1".into(),
+            created: 7,
+            model: "claude".into(),
+            choices: vec![
+                chat::Choice {
+                    content: Some("Hi \"there\"".into()),
+                    reasoning: Some("think".into()),
+                    finish_reason: chat::StopReason::EndTurn,
+                    ..Default::default()
+                },
+                chat::Choice {
+                    tool_calls: vec![chat::ToolCallOut {
+                        id: "toolu_1".into(),
+                        name: "get_weather".into(),
+                        arguments: "{\"city\":\"Paris\"}".into(),
+                    }],
+                    finish_reason: chat::StopReason::ToolUse,
+                    ..Default::default()
+                },
+                chat::Choice::default(),
+            ],
+            usage: Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                cached_tokens: 2,
+                reasoning_tokens: 1,
+            },
+        };
+        let body = response_body(&response);
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            concat!(
+                r#"{"id":"msg_1","object":"chat.completion","created":7,"model":"claude","choices":["#,
+                r#"{"index":0,"message":{"role":"assistant","content":"Hi \"there\"","refusal":null,"#,
+                r#""reasoning_content":"think"},"logprobs":null,"finish_reason":"stop"},"#,
+                r#"{"index":1,"message":{"role":"assistant","content":null,"refusal":null,"#,
+                r#""tool_calls":[{"id":"toolu_1","type":"function","function":{"name":"get_weather","#,
+                r#""arguments":"{\"city\":\"Paris\"}"}}]},"logprobs":null,"finish_reason":"tool_calls"},"#,
+                r#"{"index":2,"message":{"role":"assistant","content":"","refusal":null},"#,
+                r#""logprobs":null,"finish_reason":"stop"}],"#,
+                r#""usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"#,
+                r#""prompt_tokens_details":{"cached_tokens":2},"#,
+                r#""completion_tokens_details":{"reasoning_tokens":1}}}"#
+            )
+        );
+    }
 
     #[test]
     fn chunks_match_openai_framing() {

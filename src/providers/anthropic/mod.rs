@@ -143,7 +143,7 @@ impl ProviderAdapter for AnthropicAdapter {
                 Ok(UpstreamRequest {
                     path_and_query: format!("{}/v1/messages", target.endpoint.base_path),
                     headers,
-                    body: Bytes::from(body.to_string()),
+                    body: crate::providers::convert::json_bytes(&body),
                 })
             }
         }

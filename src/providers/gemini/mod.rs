@@ -154,7 +154,7 @@ impl ProviderAdapter for GeminiAdapter {
         Ok(UpstreamRequest {
             path_and_query,
             headers,
-            body: Bytes::from(body.to_string()),
+            body: crate::providers::convert::json_bytes(&body),
         })
     }
 

@@ -575,7 +575,7 @@ mod tests {
 
     fn anthropic(body: Value) -> MessagesRequest {
         MessagesRequest::parse(
-            bytes::Bytes::from(body.to_string()),
+            crate::providers::convert::json_bytes(&body),
             &http::HeaderMap::new(),
         )
         .unwrap()

@@ -381,7 +381,7 @@ pub fn decode_openai_response(body: Bytes) -> Result<Answer, StreamFailure> {
     }
     Ok(Answer::Native {
         usage,
-        body: Bytes::from(value.to_string()),
+        body: crate::providers::convert::json_bytes(&value),
     })
 }
 
