@@ -1,7 +1,7 @@
 //! Writing answers to the client: JSON, errors in the client's dialect, and SSE streams.
 
 use bytes::Bytes;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 
@@ -11,6 +11,9 @@ use crate::error::GatewayError;
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
 const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+// Static values: a value made from a `&str` is copied into an allocation.
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Headers every answer carries: request id, answering provider, attempt count.
 ///
@@ -42,7 +45,7 @@ pub async fn json(
     retry_after: Option<&str>,
 ) -> pingora::Result<()> {
     let mut resp = base_header(status, ctx)?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_TYPE, APPLICATION_JSON)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     if let Some(after) = retry_after {
         resp.insert_header(http::header::RETRY_AFTER, after)?;
@@ -71,12 +74,21 @@ pub async fn start_stream(
     ctx: &mut RequestCtx,
 ) -> pingora::Result<()> {
     let mut resp = base_header(200, ctx)?;
-    resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
-    resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+    resp.insert_header(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    )?;
+    resp.insert_header(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    )?;
     // Tells nginx-style proxies in front of the gateway not to buffer the stream either.
-    resp.insert_header("x-accel-buffering", "no")?;
+    resp.insert_header(X_ACCEL_BUFFERING, HeaderValue::from_static("no"))?;
     if !session.is_http2() {
-        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        resp.insert_header(
+            http::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        )?;
     }
     ctx.status = 200;
     session.write_response_header(Box::new(resp)).await
