@@ -1,10 +1,10 @@
 //! HTTP(S) to vendor APIs: address resolution, pooled connections and one exchange.
 //!
-//! This is Pattern B of the Pingora guide: the gateway originates its own upstream request with
-//! Pingora's pooled [`TransportConnector`] instead of the proxy path, because the body has to be
-//! read, translated and possibly re-sent to another vendor, and stock Pingora cannot forward a
-//! pre-read body over 64 KiB. Only the connecting is Pingora's: the request head is written
-//! here (see [`wire_head`]), the answer read by [`super::h1`], idle connections kept by
+//! This is Pattern B of the Pingora guide: the gateway originates its own upstream request
+//! instead of taking the proxy path, because the body has to be read, translated and possibly
+//! re-sent to another vendor, and stock Pingora cannot forward a pre-read body over 64 KiB.
+//! Only the connecting (TCP, TLS) is Pingora's [`TransportConnector`]: the request head is
+//! written here (see [`wire_head`]), the answer read by [`super::h1`], idle connections kept by
 //! [`super::pool`].
 
 use std::io::IoSlice;
@@ -21,7 +21,7 @@ use pingora::protocols::Stream;
 use pingora::time::fast_timeout::fast_timeout;
 use pingora::upstreams::peer::{HttpPeer, Peer};
 
-use super::h1::Answer;
+use super::h1::{Answer, ReadError};
 use super::pool::Pool;
 use super::AttemptError;
 use crate::config::Timeouts;
@@ -306,10 +306,12 @@ pub(super) async fn send(
         let result = fast_timeout(limit, async {
             write_request(&mut stream, &head, &req.body)
                 .await
-                .map_err(|e| AttemptError::Io(format!("writing the request: {e}")))?;
-            Answer::read_head(stream)
-                .await
-                .map_err(|e| AttemptError::Io(e.to_string()))
+                .map_err(|e| (AttemptError::Io(format!("writing the request: {e}")), true))?;
+            // A malformed answer came from a server that saw the request: never re-sent.
+            Answer::read_head(stream).await.map_err(|e| {
+                let unanswered = !matches!(e, ReadError::Malformed(_));
+                (AttemptError::Io(e.to_string()), unanswered)
+            })
         })
         .await;
         let (answer, head) = match result {
@@ -319,10 +321,10 @@ pub(super) async fn send(
                     after: limit,
                 })
             }
-            Ok(Err(e)) => {
+            Ok(Err((e, unanswered))) => {
                 // A pooled connection the server already closed fails here without the server
                 // having seen the request, so re-sending it is safe.
-                if reused && tries <= STALE_CONNECTION_RETRIES {
+                if reused && unanswered && tries <= STALE_CONNECTION_RETRIES {
                     continue;
                 }
                 return Err(e);

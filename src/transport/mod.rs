@@ -1,6 +1,8 @@
-//! How vendor requests travel: one pooled [`TransportConnector`] for every provider's requests and health
-//! probes, the resolved address of each upstream, and one exchange per attempt — over HTTP(S) to
-//! a vendor ([`http`]) or to the built-in mock, a fake vendor in the same process ([`mock`]).
+//! How vendor requests travel: one [`TransportConnector`] that opens connections for every
+//! provider's requests and health probes, one pool of idle connections (`pool`), the resolved
+//! address of each upstream, and one exchange per attempt — over HTTP(S) to a vendor ([`http`],
+//! its answers read by `h1`) or to the built-in mock, a fake vendor in the same process
+//! ([`mock`]).
 //!
 //! Adapters build an [`UpstreamRequest`]; this module sends it and hands back the status and the
 //! body, chunk by chunk. Nothing here knows a vendor's format.
@@ -54,7 +56,7 @@ impl AttemptError {
     }
 }
 
-/// The process's connection pool, shared by requests and probes.
+/// The process's connections to upstreams, shared by requests and probes.
 pub struct Transport {
     /// Opens connections (TCP, TLS); Pingora's pool inside it stays unused.
     connector: TransportConnector,
