@@ -105,7 +105,7 @@ async fn upstream_count(
         .read_all(MAX_COUNT_BYTES)
         .await
         .map_err(|e| e.to_string())?;
-    gateway.transport.release(exchange).await;
+    gateway.transport.release(exchange);
     let counted = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .is_some_and(|v| v["input_tokens"].is_u64());

@@ -340,6 +340,11 @@ mod tests {
         Box::new(pingora::protocols::l4::stream::Stream::from(tcp))
     }
 
+    /// The answer `parts` make, its head read.
+    async fn answered(parts: Vec<&'static [u8]>, close: bool) -> (Answer, Head) {
+        Answer::read_head(serve(parts, close).await).await.unwrap()
+    }
+
     async fn read_all(answer: &mut Answer) -> Result<Vec<Vec<u8>>, ReadError> {
         let mut pieces = Vec::new();
         while let Some(piece) = answer.read_chunk().await? {
@@ -351,12 +356,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sized_answer_in_one_segment_is_one_piece_and_reusable() {
-        let stream = serve(
-            vec![b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"],
-            false,
-        )
-        .await;
-        let (mut answer, head) = Answer::read_head(stream).await.unwrap();
+        let (mut answer, head) = answered(vec![b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"], false).await;
         assert_eq!(
             head,
             Head {
@@ -373,7 +373,7 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_split_anywhere_come_out_as_they_arrive() {
-        let stream = serve(
+        let (mut answer, head) = answered(
             vec![
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n",
                 b"\r\nd",
@@ -385,7 +385,6 @@ mod tests {
             false,
         )
         .await;
-        let (mut answer, head) = Answer::read_head(stream).await.unwrap();
         assert_eq!(head.status, 200);
         let pieces = read_all(&mut answer).await.unwrap();
         assert_eq!(
@@ -398,12 +397,7 @@ mod tests {
 
     #[tokio::test]
     async fn informational_heads_are_skipped() {
-        let stream = serve(
-            vec![b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many\r\nretry-after-ms: 1500\r\nRetry-After: 9\r\ncontent-length: 0\r\n\r\n"],
-            false,
-        )
-        .await;
-        let (mut answer, head) = Answer::read_head(stream).await.unwrap();
+        let (mut answer, head) = answered(vec![b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many\r\nretry-after-ms: 1500\r\nRetry-After: 9\r\ncontent-length: 0\r\n\r\n"], false).await;
         assert_eq!(head.status, 429);
         assert_eq!(head.retry_after.as_deref(), Some("2"));
         assert!(answer.read_chunk().await.unwrap().is_none());
@@ -411,19 +405,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_cut_short_is_an_error_and_a_close_delimited_one_is_not() {
-        let stream = serve(
+        let (mut answer, _) = answered(
             vec![b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n0123456789"],
             true,
         )
         .await;
-        let (mut answer, _) = Answer::read_head(stream).await.unwrap();
         assert!(matches!(
             read_all(&mut answer).await,
             Err(ReadError::Closed(_))
         ));
 
-        let stream = serve(vec![b"HTTP/1.1 200 OK\r\n\r\nall", b" of it"], true).await;
-        let (mut answer, _) = Answer::read_head(stream).await.unwrap();
+        let (mut answer, _) = answered(vec![b"HTTP/1.1 200 OK\r\n\r\nall", b" of it"], true).await;
         assert_eq!(read_all(&mut answer).await.unwrap().concat(), b"all of it");
         assert!(answer.into_reusable().is_none());
     }
@@ -435,8 +427,7 @@ mod tests {
             b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA",
         ] {
-            let stream = serve(vec![raw], false).await;
-            let (mut answer, _) = Answer::read_head(stream).await.unwrap();
+            let (mut answer, _) = answered(vec![raw], false).await;
             assert_eq!(read_all(&mut answer).await.unwrap().concat(), b"ok");
             assert!(
                 answer.into_reusable().is_none(),
@@ -444,12 +435,11 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
-        let stream = serve(
+        let (mut answer, _) = answered(
             vec![b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 2\r\n\r\nok"],
             false,
         )
         .await;
-        let (mut answer, _) = Answer::read_head(stream).await.unwrap();
         read_all(&mut answer).await.unwrap();
         assert!(answer.into_reusable().is_some());
     }
@@ -474,12 +464,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_chunk_is_an_error() {
-        let stream = serve(
+        let (mut answer, _) = answered(
             vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"],
             false,
         )
         .await;
-        let (mut answer, _) = Answer::read_head(stream).await.unwrap();
         assert!(matches!(
             answer.read_chunk().await,
             Err(ReadError::Malformed(_))

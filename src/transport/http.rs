@@ -137,7 +137,8 @@ impl PeerCache {
 /// An upstream exchange whose response header has arrived.
 pub struct HttpExchange {
     answer: Answer,
-    peer: Arc<CachedPeer>,
+    /// The connection's list in the pool, for [`HttpExchange::release`].
+    pool_key: u64,
     pub status: u16,
     pub retry_after: Option<String>,
     deadline: Instant,
@@ -224,8 +225,8 @@ fn push_header(head: &mut Vec<u8>, name: &str, value: &[u8]) {
     head.extend_from_slice(b"\r\n");
 }
 
-/// Writes the head and the body in one go: below the stream's write buffer (1,460 bytes) they
-/// are copied into it, above it they go out in one `writev`.
+/// Writes the head and the body in one go: one `writev` on a TCP stream (a stream Pingora's
+/// connector opens has no write buffer), more only when the socket takes part of them.
 async fn write_request(stream: &mut Stream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
 
@@ -333,7 +334,7 @@ pub(super) async fn send(
         };
         return Ok(HttpExchange {
             answer,
-            peer,
+            pool_key: peer.pool_key,
             status: head.status,
             retry_after: head.retry_after,
             deadline,
@@ -387,9 +388,9 @@ impl HttpExchange {
     }
 
     /// Returns the connection to the pool; only call after the body was read to its end.
-    pub(super) async fn release(self, pool: &Pool) {
+    pub(super) fn release(self, pool: &Pool) {
         if let Some(stream) = self.answer.into_reusable() {
-            pool.put(self.peer.pool_key, stream);
+            pool.put(self.pool_key, stream);
         }
     }
 }

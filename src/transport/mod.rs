@@ -122,9 +122,9 @@ impl Transport {
     }
 
     /// Ends an exchange whose body was read to its end: HTTP connections go back to the pool.
-    pub async fn release(&self, exchange: Exchange) {
+    pub fn release(&self, exchange: Exchange) {
         if let Exchange::Http(x) = exchange {
-            x.release(&self.pool).await;
+            x.release(&self.pool);
         }
     }
 }

@@ -78,7 +78,7 @@ impl Relay<'_> {
         let retry_after = exchange.take_retry_after();
         let body = match exchange.read_all(MAX_ERROR_BYTES).await {
             Ok(body) => {
-                self.gateway.transport.release(exchange).await;
+                self.gateway.transport.release(exchange);
                 body
             }
             Err(_) => Bytes::new(),
@@ -112,7 +112,7 @@ impl Relay<'_> {
             Err(e) => return Ok(Attempt::transport_failure(self.provider(), e, self.policy)),
         };
         ctx.waited += exchange.waited() - latency;
-        self.gateway.transport.release(exchange).await;
+        self.gateway.transport.release(exchange);
         let adapter = &*self.target.provider.adapter;
         let decoded = match request {
             ClientRequest::Embeddings(embeddings) => {
@@ -204,7 +204,7 @@ impl Relay<'_> {
                 session.write_response_body(data, end).await?;
             }
             if end {
-                Box::pin(self.gateway.transport.release(exchange)).await;
+                self.gateway.transport.release(exchange);
                 return Ok(Attempt::Answered {
                     healthy: true,
                     latency,
