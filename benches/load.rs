@@ -1032,17 +1032,25 @@ fn main() {
 
         if run("streams") {
             println!("\nstreams: 20 tokens, the first at once and then 10 ms apart; {STREAM_CONNS} connections × {STREAMS_PER_CONN} streams in a row");
-            println!("| path | TTFB p50 ms | TTFB p99 ms | token delay p50 ms | p99 ms | p99.9 ms |");
-            println!("|---|---|---|---|---|---|");
+            println!("| path | TTFB p50 ms | TTFB p99 ms | token delay p50 ms | p99 ms | p99.9 ms | CPU per stream (proxy process) |");
+            println!("|---|---|---|---|---|---|---|");
             let stream_paths = [
                 ("direct", direct, Arc::new(request_bytes("/v1/chat/completions", "stream-20x10", true, false))),
                 ("tcp relay (floor)", relay, Arc::new(request_bytes("/v1/chat/completions", "stream-20x10", true, false))),
+                ("minimal Pingora proxy (floor)", floor_addr, Arc::new(request_bytes("/v1/chat/completions", "stream-20x10", true, false))),
                 ("passthrough", via, Arc::new(request_bytes("/v1/chat/completions", "pass/stream-20x10", true, false))),
                 ("translation (OpenAI→Anthropic)", via, Arc::new(request_bytes("/v1/chat/completions", "anth/stream-20x10", true, false))),
             ];
             let mut base = None;
-            for (name, addr, req) in &stream_paths {
+            // Every stream each connection ran, the unmeasured warm-up one included.
+            let streams_run = (STREAM_CONNS * (STREAMS_PER_CONN + 1)) as f64;
+            for ((name, addr, req), pid) in stream_paths.iter().zip(pids) {
+                let before = pid.map(cpu_time);
                 let (ttfb, delays) = streams(*addr, req.clone(), STREAM_CONNS, STREAMS_PER_CONN).await;
+                let cpu = match (pid, before) {
+                    (Some(pid), Some(before)) => format!("{:.0} µs", cpu_time(pid).saturating_sub(before).as_secs_f64() * 1e6 / streams_run),
+                    _ => "—".to_string(),
+                };
                 let row = [percentile(&ttfb, 0.5), percentile(&ttfb, 0.99), percentile(&delays, 0.5), percentile(&delays, 0.99), percentile(&delays, 0.999)];
                 let added = match base {
                     None => {
@@ -1051,7 +1059,7 @@ fn main() {
                     }
                     Some(b) => format!(" (added: TTFB p50 {:+.3}, p99 {:+.3}; token delay p50 {:+.3}, p99 {:+.3})", row[0] - b[0], row[1] - b[1], row[2] - b[2], row[3] - b[3]),
                 };
-                println!("| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |{added}", row[0], row[1], row[2], row[3], row[4]);
+                println!("| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {cpu} |{added}", row[0], row[1], row[2], row[3], row[4]);
             }
         }
 
