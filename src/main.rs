@@ -32,6 +32,13 @@ fn main() {
         }
         Command::Check(arg) => {
             let config = cli::load_or_exit(&arg);
+            // Compiled as `serve` would, with health records of its own: what only the table
+            // checks (each target's model against its vendor) fails here too.
+            let health = switchyard::routing::health::HealthRegistry::default();
+            if let Err(e) = switchyard::routing::RoutingTable::build_with(&config, &health) {
+                eprintln!("{}: invalid config:\n{e}", arg.path().display());
+                std::process::exit(1);
+            }
             print!("{}", cli::summary(&config));
         }
         Command::Serve(args) => {

@@ -183,3 +183,26 @@ proptest! {
         }
     }
 }
+
+/// The slowest way an upstream can send: one byte per read. Every vendor's stream, SSE and
+/// AWS event-stream alike, decodes to the same client stream as when it arrives whole.
+#[test]
+fn streams_fed_one_byte_per_read_decode_as_when_whole() {
+    let shape = |out: &[u8]| String::from_utf8_lossy(out).matches("data: ").count();
+    let bedrock = switchyard::providers::bedrock::BedrockAdapter::new("us-east-1", None);
+    let bedrock_bytes = bedrock_stream();
+    let mut cases: Vec<(&dyn ProviderAdapter, &[u8])> = vec![(&bedrock, &bedrock_bytes)];
+    let vendors = adapters();
+    for (adapter, fixture) in &vendors {
+        cases.push((adapter.as_ref(), fixture.as_bytes()));
+    }
+    for (adapter, bytes) in cases {
+        for client in CLIENTS {
+            let whole = run(adapter, client, bytes, &[usize::MAX]).unwrap();
+            let drip = run(adapter, client, bytes, &[1]).unwrap_or_else(|e| {
+                panic!("{:?} for {client:?}, byte by byte: {e}", adapter.kind())
+            });
+            assert_eq!(shape(&whole), shape(&drip), "{:?}", adapter.kind());
+        }
+    }
+}

@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 
+use super::model_id::{ModelIdRule, BODY_ONLY};
 use super::openai::{decode_openai_embeddings, decode_openai_error, OpenAiAdapter};
 use super::{
     push_credentials, Answer, AttemptTarget, KeyScheme, ProbeRequest, ProviderAdapter,
@@ -21,6 +22,13 @@ use crate::error::GatewayError;
 
 /// The current GA version of the dated API.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// Deployment names: letters, digits, `-`, `_` and `.`.
+const AZURE_DEPLOYMENT: ModelIdRule = ModelIdRule {
+    what: "an Azure deployment name",
+    punctuation: b"-._",
+    literal: b"",
+};
 
 pub struct AzureAdapter {
     body: OpenAiAdapter,
@@ -49,18 +57,7 @@ impl AzureAdapter {
         if self.api_version == "v1" {
             return Ok(format!("{base_path}/openai/v1/{operation}"));
         }
-        // Deployment names are letters, digits, '-', '_' and '.'; anything else would change the
-        // meaning of the URL.
-        if deployment.is_empty()
-            || !deployment
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(GatewayError::invalid(
-                format!("'{deployment}' is not a valid Azure deployment name"),
-                Some("model"),
-            ));
-        }
+        let deployment = AZURE_DEPLOYMENT.segment(deployment)?;
         Ok(format!(
             "{base_path}/openai/deployments/{deployment}/{operation}?api-version={}",
             self.api_version
@@ -75,6 +72,14 @@ impl ProviderAdapter for AzureAdapter {
 
     fn native_dialect(&self) -> Option<Dialect> {
         Some(Dialect::OpenAi)
+    }
+
+    fn check_model(&self, model: &str) -> Result<(), GatewayError> {
+        if self.api_version == "v1" {
+            BODY_ONLY.check(model)
+        } else {
+            AZURE_DEPLOYMENT.check(model)
+        }
     }
 
     fn build_request(

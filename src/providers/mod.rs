@@ -16,6 +16,7 @@ pub mod bedrock;
 pub mod convert;
 pub mod gemini;
 pub mod mock;
+pub mod model_id;
 pub mod openai;
 pub mod sse;
 pub mod stream;
@@ -225,6 +226,14 @@ pub trait ProviderAdapter: Send + Sync {
     /// The client dialect this vendor speaks, if any.
     fn native_dialect(&self) -> Option<Dialect> {
         None
+    }
+
+    /// Whether `model` is an id this vendor could serve, checked before any attempt of a direct
+    /// `PROVIDER/MODEL` route and at config load: a client's typo must be its own 400, never
+    /// a failed attempt that counts against the provider. Vendors that put the model in a URL
+    /// narrow [`model_id::BODY_ONLY`].
+    fn check_model(&self, model: &str) -> Result<(), GatewayError> {
+        model_id::BODY_ONLY.check(model)
     }
 
     /// Builds the vendor request for one attempt: the client's own body (but for `model`) when

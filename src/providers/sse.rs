@@ -29,7 +29,11 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct SseDecoder {
+    /// The start of a line whose end has not arrived yet.
     pending: Vec<u8>,
+    /// How much of `pending` is known to hold no line end: each byte is looked at once, so an
+    /// endless line costs time in proportion to its length, not to its length squared.
+    scanned: usize,
     event: Option<String>,
     data: String,
     has_data: bool,
@@ -52,6 +56,7 @@ impl SseDecoder {
     pub fn with_limit(max_event_bytes: usize) -> Self {
         SseDecoder {
             pending: Vec::new(),
+            scanned: 0,
             event: None,
             data: String::new(),
             has_data: false,
@@ -70,7 +75,7 @@ impl SseDecoder {
         }
         self.pending.extend_from_slice(chunk);
         let mut start = 0;
-        let mut i = 0;
+        let mut i = self.scanned;
         let buf = std::mem::take(&mut self.pending);
         while i < buf.len() {
             match buf[i] {
@@ -94,6 +99,7 @@ impl SseDecoder {
         }
         self.pending = buf;
         self.pending.drain(..start);
+        self.scanned = self.pending.len();
         if self.pending.len() + self.data.len() > self.max_event_bytes {
             return Err(SseError::TooLarge(self.max_event_bytes));
         }
@@ -104,6 +110,7 @@ impl SseDecoder {
     /// the caller decides whether a truncated tail is acceptable.
     pub fn finish(&mut self) -> Result<Option<SseEvent>, SseError> {
         if !self.pending.is_empty() {
+            self.scanned = 0;
             let line = std::mem::take(&mut self.pending);
             let mut ignored = Vec::new();
             self.line(&line, &mut ignored)?;
@@ -226,6 +233,25 @@ mod tests {
         d.push(b"data: a\n\ndata: partial", &mut out).unwrap();
         assert_eq!(out, vec![ev(None, "a")]);
         assert_eq!(d.finish().unwrap(), Some(ev(None, "partial")));
+    }
+
+    /// An endless event arriving a byte per read: each byte is looked at once. Rescanning the
+    /// pending line on every read (as this decoder once did) makes these 2 MiB take hours.
+    #[test]
+    fn an_endless_line_fed_byte_by_byte_costs_time_linear_in_its_length() {
+        let mut d = SseDecoder::with_limit(2 * 1024 * 1024);
+        let mut out = Vec::new();
+        d.push(b"data: ", &mut out).unwrap();
+        let mut fed = 0usize;
+        let refused = loop {
+            if let Err(e) = d.push(b"x", &mut out) {
+                break e;
+            }
+            fed += 1;
+            assert!(fed <= 4 * 1024 * 1024, "never refused");
+        };
+        assert_eq!(refused, SseError::TooLarge(2 * 1024 * 1024));
+        assert!(out.is_empty());
     }
 
     #[test]

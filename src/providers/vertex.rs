@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::anthropic::{AnthropicAdapter, AnthropicStreamDecoder};
 use super::gemini::{GeminiAdapter, GeminiStreamDecoder};
+use super::model_id::ModelIdRule;
 use super::sse::SseEvent;
 use super::stream::{SseFrame, SseHandler};
 use super::{
@@ -37,6 +38,13 @@ pub struct VertexAdapter {
     region: String,
     tokens: TokenSource,
 }
+
+/// Publisher model ids: `gemini-2.5-pro`, `claude-sonnet-4-5@20250929`.
+const VERTEX_MODEL: ModelIdRule = ModelIdRule {
+    what: "a Vertex AI model name",
+    punctuation: b"-._@",
+    literal: b"@",
+};
 
 fn is_anthropic(model: &str) -> bool {
     model.starts_with("claude")
@@ -79,18 +87,16 @@ impl ProviderAdapter for VertexAdapter {
         Some(&self.tokens)
     }
 
+    fn check_model(&self, model: &str) -> Result<(), GatewayError> {
+        VERTEX_MODEL.check(model)
+    }
+
     fn build_request(
         &self,
         request: &ClientRequest,
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let model = target.upstream_model;
-        if model.is_empty() || model.contains(['/', '?', '#', ' ', ':']) {
-            return Err(GatewayError::invalid(
-                format!("'{model}' is not a valid Vertex AI model name"),
-                Some("model"),
-            ));
-        }
+        let model = &*VERTEX_MODEL.segment(target.upstream_model)?;
         let canonical = request.canonical()?;
         let stream = request.stream();
         let base = format!(

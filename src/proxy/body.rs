@@ -13,13 +13,20 @@ const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 enum BodyError {
     /// Refused: the body is larger than the limit (the rest of it was not read).
-    TooLarge(GatewayError),
-    /// The client went away or sent a broken body.
+    TooLarge(Box<GatewayError>),
+    /// Its framing is broken (a bad chunk size, a missing CRLF): where the next request would
+    /// start is unknown.
+    Malformed(Box<GatewayError>),
+    /// Read whole, but not UTF-8; the connection can carry the next request.
+    Invalid(Box<GatewayError>),
+    /// The client went away.
     Downstream(Box<pingora::Error>),
 }
 
-/// Reads the whole body, or answers the client itself: a 413 for more than `limit` bytes
-/// (`None`), an error when the client went away or sent a broken body.
+/// Reads the whole body, or answers the client itself (`None`): a 413 for more than `limit`
+/// bytes, a 400 for a broken framing or bytes that are not UTF-8 (every body here is JSON,
+/// which RFC 8259 says is UTF-8, and vendors that pass bodies through must not get anything
+/// else). An error when the client went away.
 pub async fn read_or_refuse(
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
@@ -34,10 +41,53 @@ pub async fn read_or_refuse(
             discard_rest(session).await;
             Ok(None)
         }
+        Err(BodyError::Invalid(err)) => {
+            respond::error(session, ctx, &err).await?;
+            Ok(None)
+        }
+        Err(BodyError::Malformed(err)) => {
+            session.set_keepalive(None);
+            respond::error(session, ctx, &err).await?;
+            Ok(None)
+        }
         Err(BodyError::Downstream(e)) => {
             ctx.status = 499;
             Err(e)
         }
+    }
+}
+
+/// Sorts a failed body read: the client's connection ending or failing, or a body whose framing
+/// is broken (Pingora's `InvalidChunk`, `InvalidTrailerEnd` and the like), which is the client's
+/// 400 and not the gateway's 500.
+fn body_read_error(e: Box<pingora::Error>) -> BodyError {
+    use pingora::ErrorType::{
+        ConnectionClosed, ReadError, ReadTimedout, WriteError, WriteTimedout,
+    };
+    match e.etype() {
+        ConnectionClosed | ReadError | ReadTimedout | WriteError | WriteTimedout => {
+            BodyError::Downstream(e)
+        }
+        framing => BodyError::Malformed(Box::new(GatewayError::invalid(
+            format!(
+                "the request body's framing is malformed ({})",
+                framing.as_str()
+            ),
+            None,
+        ))),
+    }
+}
+
+fn utf8_or_refuse(body: Bytes) -> Result<Bytes, BodyError> {
+    match std::str::from_utf8(&body) {
+        Ok(_) => Ok(body),
+        Err(e) => Err(BodyError::Invalid(Box::new(GatewayError::invalid(
+            format!(
+                "the request body is not valid UTF-8 (byte {})",
+                e.valid_up_to()
+            ),
+            None,
+        )))),
     }
 }
 
@@ -50,7 +100,9 @@ async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, B
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit) {
-        return Err(BodyError::TooLarge(GatewayError::BodyTooLarge { limit }));
+        return Err(BodyError::TooLarge(Box::new(GatewayError::BodyTooLarge {
+            limit,
+        })));
     }
     let expects_continue = session
         .req_header()
@@ -66,17 +118,15 @@ async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, B
             .map_err(BodyError::Downstream)?;
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
-    while let Some(chunk) = session
-        .read_request_body()
-        .await
-        .map_err(BodyError::Downstream)?
-    {
+    while let Some(chunk) = session.read_request_body().await.map_err(body_read_error)? {
         if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge(GatewayError::BodyTooLarge { limit }));
+            return Err(BodyError::TooLarge(Box::new(GatewayError::BodyTooLarge {
+                limit,
+            })));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body.freeze())
+    utf8_or_refuse(body.freeze())
 }
 
 /// After refusing a body, reads and discards what the client is still sending (bounded in bytes

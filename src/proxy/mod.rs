@@ -1,7 +1,7 @@
 //! The client-facing service: a Pingora [`HttpServerApp`] that answers every request itself.
 //!
 //! Switchyard terminates and originates (the body is read and parsed, a target chosen, the
-//! vendor request sent with Pingora's pooled connector and the answer streamed back), so it has
+//! vendor request sent by our own [`transport`](crate::transport) and the answer streamed back), so it has
 //! no use for Pingora's proxy state machine (`HttpProxy`: downstream modules, cache phases,
 //! upstream hooks). Implementing `HttpServerApp` directly skips that machinery and its large
 //! futures, about 8 % of the instructions a passthrough request cost (see BENCHMARKS.md).
@@ -107,6 +107,9 @@ impl HttpServerApp for Gateway {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        // Requests a client sends back to back in one write are answered in order (RFC 9112,
+        // section 9.3.2): bytes read past this request's end start the next session.
+        session.set_pipelining_enabled(true);
         let read = tokio::select! {
             // Biased: a request already buffered is served, not dropped, when both are ready.
             biased;

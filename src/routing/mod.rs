@@ -79,6 +79,9 @@ pub struct Target {
     pub weight: u32,
     pub price: Option<Price>,
     pub health: Arc<TargetHealth>,
+    /// A direct `PROVIDER/MODEL` route: the model is the client's choice, so the vendor not
+    /// knowing it (404) is the client's mistake, not the provider's ill health.
+    pub direct: bool,
 }
 
 /// A public model name and the targets behind it.
@@ -201,11 +204,16 @@ impl RoutingTable {
         for (name, mc) in &config.models {
             let mut targets = Vec::new();
             let mut reasons = Vec::new();
-            for t in &mc.targets {
+            for (i, t) in mc.targets.iter().enumerate() {
                 match providers.get(&t.provider) {
                     Some(p) => targets.push(Target {
+                        upstream_model: {
+                            p.adapter
+                                .check_model(&t.model)
+                                .map_err(|e| format!("models.{name}.targets[{i}].model: {e}"))?;
+                            t.model.clone()
+                        },
                         provider: p.clone(),
-                        upstream_model: t.model.clone(),
                         weight: t.weight,
                         price: t.price,
                         health: {
@@ -214,6 +222,7 @@ impl RoutingTable {
                             h.set_policy(cb.failure_threshold, cb.cooldown);
                             h
                         },
+                        direct: false,
                     }),
                     None => reasons.push(format!(
                         "provider '{}' is disabled ({})",
@@ -320,6 +329,9 @@ impl RoutingTable {
         if let Some((provider, upstream_model)) = model.split_once('/') {
             if let Some(p) = self.providers.get(provider) {
                 if !upstream_model.is_empty() {
+                    // Decided here, before any attempt: a model the vendor could never serve is
+                    // the client's 400, and never reaches a URL or a breaker.
+                    p.adapter.check_model(upstream_model)?;
                     return Ok(Arc::new(Route {
                         public_name: model.to_string(),
                         strategy: Strategy::Fallback,
@@ -329,6 +341,7 @@ impl RoutingTable {
                             weight: 1,
                             price: None,
                             health: self.direct_health(p),
+                            direct: true,
                         }],
                         retry: RetryPolicy::default(),
                         cursor: AtomicUsize::new(0),

@@ -75,9 +75,22 @@ impl Answer {
     /// Reads up to the end of the answer's head; informational (1xx) heads are skipped.
     pub async fn read_head(mut stream: Stream) -> Result<(Answer, Head), ReadError> {
         let mut buf = BytesMut::with_capacity(FIRST_READ);
+        // How much of `buf` is known to hold no blank line: a head that drips in byte by byte
+        // is parsed once it is whole, not once per read (which would cost its length squared).
+        let mut scanned: usize = 0;
         loop {
-            if let Some(parsed) = parse_head(&buf)? {
+            // The first bytes are parsed at once too, so that garbage fails without waiting.
+            let worth_parsing =
+                scanned == 0 || blank_line_end(&buf[scanned.saturating_sub(3)..]).is_some();
+            scanned = buf.len();
+            let parsed = if worth_parsing {
+                parse_head(&buf)?
+            } else {
+                None
+            };
+            if let Some(parsed) = parsed {
                 buf.advance(parsed.len);
+                scanned = 0;
                 if parsed.informational {
                     continue;
                 }
@@ -211,6 +224,20 @@ async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<u
     stream.read_buf(buf).await
 }
 
+/// Where the first blank line (`\n\n` or `\n\r\n`, the end of a head) in `bytes` ends.
+fn blank_line_end(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(at) = bytes[from..].iter().position(|&b| b == b'\n') {
+        let lf = from + at;
+        match bytes.get(lf + 1) {
+            Some(b'\n') => return Some(lf + 2),
+            Some(b'\r') if bytes.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
+            _ => from = lf + 1,
+        }
+    }
+    None
+}
+
 fn find_crlf(bytes: &[u8]) -> Option<usize> {
     bytes.windows(2).position(|w| w == b"\r\n")
 }
@@ -297,7 +324,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<ParsedHead>, ReadError> {
             None => Body::UntilClose,
         }
     };
-    let keep_alive = body != Body::UntilClose && !close && (http11 || keep_alive_asked);
+    // Both framings at once is how responses are smuggled (RFC 9112, section 6.1): the body is
+    // read as chunked, but where this server thinks the answer ends is in doubt, so whatever
+    // follows on the connection could be taken for the next request's answer.
+    let framing_in_doubt = transfer_encoded && content_length.is_some();
+    let keep_alive =
+        body != Body::UntilClose && !close && !framing_in_doubt && (http11 || keep_alive_asked);
     let retry_after = retry_after_ms
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
         .map(|ms| ((ms / 1000.0).ceil() as u64).max(1).to_string())
@@ -426,6 +458,7 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"[..],
             b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
         ] {
             let (mut answer, _) = answered(vec![raw], false).await;
             assert_eq!(read_all(&mut answer).await.unwrap().concat(), b"ok");

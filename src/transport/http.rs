@@ -177,8 +177,8 @@ fn wire_head(
     // What Pingora's request-target parser refuses, and more: only visible ASCII can be
     // written into a request line without changing its meaning.
     if path_and_query.is_empty() || !path_and_query.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(AttemptError::Io(
-            "the request target has a byte HTTP/1.1 does not allow".into(),
+        return Err(AttemptError::Unsendable(
+            "the request target has a byte HTTP/1.1 does not allow",
         ));
     }
     let given = |name: &http::HeaderName| headers.iter().any(|(n, _)| n == name);
@@ -536,7 +536,10 @@ mod tests {
     fn a_target_that_would_change_the_request_line_is_refused() {
         for target in ["/v1/models/a b", "/v1\r\nx: y", "", "/v1/é"] {
             let err = wire_head(&upstream(), "POST", target, &[], Some(0)).unwrap_err();
-            assert!(matches!(err, AttemptError::Io(_)), "{target:?}: {err}");
+            assert!(
+                matches!(err, AttemptError::Unsendable(_)),
+                "{target:?}: {err}"
+            );
         }
     }
 

@@ -40,6 +40,10 @@ pub enum AttemptError {
     },
     #[error("connection failed: {0}")]
     Io(String),
+    /// The request cannot be written as HTTP/1.1. Adapters check what clients choose before any
+    /// attempt, so reaching this is the gateway's bug, never the provider's fault.
+    #[error("the request cannot be sent: {0}")]
+    Unsendable(&'static str),
 }
 
 impl AttemptError {

@@ -181,6 +181,22 @@ mod tests {
         }
     }
 
+    /// A message of 2 MiB, arriving a byte per read: the prelude is checked
+    /// once per read, the body's checksum once, at the end.
+    #[test]
+    fn a_huge_message_fed_byte_by_byte_costs_time_linear_in_its_length() {
+        let payload = vec![b'x'; 2 * 1024 * 1024];
+        let bytes = encode(&[(":event-type", "contentBlockDelta")], &payload);
+        let mut d = Decoder::default();
+        let mut out = Vec::new();
+        for byte in bytes.chunks(1) {
+            d.push(byte, &mut out).unwrap();
+        }
+        d.finish().unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].payload.len(), payload.len());
+    }
+
     #[test]
     fn corruption_and_cuts_are_errors_never_panics() {
         let bytes = two();

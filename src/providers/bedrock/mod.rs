@@ -18,6 +18,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
+use super::model_id::ModelIdRule;
 use super::{
     push_credentials, Answer, AttemptTarget, Endpoint, KeyScheme, ProbeRequest, ProviderAdapter,
     RenderedAnswer, Renewable, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
@@ -137,19 +138,14 @@ impl BedrockAdapter {
     }
 }
 
-/// Model ids carry `:` (`anthropic.claude-3-5-sonnet-20240620-v1:0`) and ARNs `/`: both are
-/// escaped in the path, as the AWS SDKs do.
-fn escape_model(model: &str) -> String {
-    model
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
+/// Model ids and inference-profile ARNs (`anthropic.claude-3-5-sonnet-20240620-v1:0`,
+/// `arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic…`), percent-encoded
+/// whole in the path as AWS's SDKs do.
+const BEDROCK_MODEL: ModelIdRule = ModelIdRule {
+    what: "a Bedrock model id",
+    punctuation: b"-._:/",
+    literal: b"",
+};
 
 impl BedrockAdapter {
     /// `POST /model/{id}/{operation}` with `body`, signed (or with the API key).
@@ -162,7 +158,7 @@ impl BedrockAdapter {
         let path_and_query = format!(
             "{}/model/{}/{operation}",
             target.endpoint.base_path,
-            escape_model(target.upstream_model)
+            BEDROCK_MODEL.segment(target.upstream_model)?
         );
         let mut headers = vec![(
             http::header::CONTENT_TYPE,
@@ -196,6 +192,10 @@ impl ProviderAdapter for BedrockAdapter {
         ProviderKind::Bedrock
     }
 
+    fn check_model(&self, model: &str) -> Result<(), GatewayError> {
+        BEDROCK_MODEL.check(model)
+    }
+
     fn renewable(&self) -> Option<&dyn Renewable> {
         match &self.signer {
             Signer::InstanceProfile(profile) => Some(profile),
@@ -209,12 +209,7 @@ impl ProviderAdapter for BedrockAdapter {
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
         let model = target.upstream_model;
-        if model.is_empty() {
-            return Err(GatewayError::invalid(
-                "a Bedrock model id is required",
-                Some("model"),
-            ));
-        }
+        BEDROCK_MODEL.check(model)?;
         let body = request::body(&request.canonical()?, model)?.to_string();
         let operation = if request.stream() {
             "converse-stream"

@@ -39,9 +39,12 @@ mod response;
 mod schema;
 mod stream;
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::HeaderValue;
 
+use super::model_id::ModelIdRule;
 use super::stream::SseFrame;
 use super::{
     push_credentials, Answer, AttemptTarget, KeyScheme, ProbeRequest, ProviderAdapter,
@@ -110,22 +113,26 @@ fn validates_signatures(model: &str) -> bool {
     major.parse::<u32>().is_ok_and(|m| m >= 3)
 }
 
+/// What Gemini accepts as a model name in its URLs (`gemini-2.5-flash`, `text-embedding-004`).
+const GEMINI_MODEL: ModelIdRule = ModelIdRule {
+    what: "a Gemini model name",
+    punctuation: b"-._",
+    literal: b"",
+};
+
 /// A target's model as Gemini names it in URLs (without `models/`), checked so that it cannot
 /// change the URL's meaning.
-fn gemini_model(upstream_model: &str) -> Result<&str, GatewayError> {
-    let model = upstream_model.trim_start_matches("models/");
-    if model.is_empty() || model.contains(['/', '?', '#', ' ', ':']) {
-        return Err(invalid(
-            format!("'{model}' is not a valid Gemini model name"),
-            "model",
-        ));
-    }
-    Ok(model)
+fn gemini_model(upstream_model: &str) -> Result<Cow<'_, str>, GatewayError> {
+    GEMINI_MODEL.segment(upstream_model.trim_start_matches("models/"))
 }
 
 impl ProviderAdapter for GeminiAdapter {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Gemini
+    }
+
+    fn check_model(&self, model: &str) -> Result<(), GatewayError> {
+        gemini_model(model).map(drop)
     }
 
     fn build_request(
@@ -134,7 +141,7 @@ impl ProviderAdapter for GeminiAdapter {
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
         let model = gemini_model(target.upstream_model)?;
-        let body = Self::request_body(&request.canonical()?, model)?;
+        let body = Self::request_body(&request.canonical()?, &model)?;
         let method = if request.stream() {
             "streamGenerateContent?alt=sse"
         } else {
@@ -180,7 +187,7 @@ impl ProviderAdapter for GeminiAdapter {
                 target.endpoint.base_path
             ),
             headers,
-            body: Bytes::from(embeddings::request_body(request, model)?),
+            body: Bytes::from(embeddings::request_body(request, &model)?),
         })
     }
 

@@ -42,10 +42,18 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// An error the upstream answered (an error status, or an error inside an answer that had not
-/// reached the client yet), with the outcome label of an error status.
-pub fn upstream_error(error: &GatewayError, policy: &RetryPolicy) -> (Fault, &'static str) {
+/// reached the client yet), with the outcome label of an error status. `direct` is a
+/// `PROVIDER/MODEL` route, whose model the client chose.
+pub fn upstream_error(
+    error: &GatewayError,
+    policy: &RetryPolicy,
+    direct: bool,
+) -> (Fault, &'static str) {
     let status = error.status();
     match status {
+        // The client named a model the vendor does not have: its mistake, which must not
+        // switch the provider off for everyone else.
+        404 if direct => (Fault::Request, "4xx"),
         429 => (
             Fault::RateLimited {
                 retry_after: error.retry_after().and_then(parse_retry_after),
@@ -93,6 +101,15 @@ pub fn transport_error(
             policy.retries_connect(),
             "io_error",
         ),
+        AttemptError::Unsendable(why) => {
+            return (
+                GatewayError::Internal(format!(
+                    "a request to provider '{provider}' cannot be sent: {why}"
+                )),
+                Fault::Request,
+                "invalid_request",
+            )
+        }
     };
     (error, Fault::Provider { retryable }, outcome)
 }
@@ -126,28 +143,28 @@ mod tests {
         // Every vendor's bad key arrives here as 401/403, whatever status the vendor used.
         for status in [401, 403, 404] {
             assert_eq!(
-                upstream_error(&upstream(status, None), &p),
+                upstream_error(&upstream(status, None), &p, false),
                 (Fault::Provider { retryable: true }, "4xx")
             );
         }
         assert_eq!(
-            upstream_error(&upstream(400, None), &p),
+            upstream_error(&upstream(400, None), &p, false),
             (Fault::Request, "4xx")
         );
         assert_eq!(
-            upstream_error(&upstream(422, None), &p),
+            upstream_error(&upstream(422, None), &p, false),
             (Fault::Request, "4xx")
         );
         assert_eq!(
-            upstream_error(&upstream(503, None), &p),
+            upstream_error(&upstream(503, None), &p, false),
             (Fault::Provider { retryable: true }, "5xx")
         );
         assert_eq!(
-            upstream_error(&GatewayError::BadGateway("x".into()), &p),
+            upstream_error(&GatewayError::BadGateway("x".into()), &p, false),
             (Fault::Provider { retryable: true }, "5xx")
         );
         assert_eq!(
-            upstream_error(&upstream(429, Some("7")), &p),
+            upstream_error(&upstream(429, Some("7")), &p, false),
             (
                 Fault::RateLimited {
                     retry_after: Some(Duration::from_secs(7)),
@@ -156,9 +173,19 @@ mod tests {
                 "429"
             )
         );
+        // On a direct route the client chose the model: the vendor not knowing it is the
+        // client's mistake; a bad key is still the provider's.
+        assert_eq!(
+            upstream_error(&upstream(404, None), &p, true),
+            (Fault::Request, "4xx")
+        );
+        assert_eq!(
+            upstream_error(&upstream(401, None), &p, true),
+            (Fault::Provider { retryable: true }, "4xx")
+        );
         let none = policy(vec![]);
         assert_eq!(
-            upstream_error(&upstream(401, None), &none),
+            upstream_error(&upstream(401, None), &none, false),
             (Fault::Provider { retryable: false }, "4xx")
         );
     }

@@ -63,7 +63,7 @@ impl Relay<'_> {
     /// A failure inside an answer that had not reached the client yet.
     fn answer_failure(&self, failure: StreamFailure) -> Attempt {
         let error = self.stream_failure_error(failure);
-        let (fault, _) = classify::upstream_error(&error, self.policy);
+        let (fault, _) = classify::upstream_error(&error, self.policy, self.target.direct);
         Attempt::Failed {
             error,
             fault,
@@ -91,7 +91,7 @@ impl Relay<'_> {
         if let GatewayError::Upstream { message, .. } = &mut error {
             *message = scrub_secret(message, self.api_key);
         }
-        let (fault, outcome) = classify::upstream_error(&error, self.policy);
+        let (fault, outcome) = classify::upstream_error(&error, self.policy, self.target.direct);
         Attempt::Failed {
             error,
             fault,
@@ -113,6 +113,14 @@ impl Relay<'_> {
         };
         ctx.waited += exchange.waited() - latency;
         self.gateway.transport.release(exchange);
+        // Native answers are passed on as they came: bytes that are not UTF-8 would reach the
+        // client as an invalid JSON 200.
+        if let Err(e) = std::str::from_utf8(&body) {
+            return Ok(self.answer_failure(StreamFailure::Malformed(format!(
+                "the answer is not valid UTF-8 (byte {})",
+                e.valid_up_to()
+            ))));
+        }
         let adapter = &*self.target.provider.adapter;
         let decoded = match request {
             ClientRequest::Embeddings(embeddings) => {
