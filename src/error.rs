@@ -17,6 +17,12 @@ pub enum GatewayError {
     Unauthorized,
     #[error("the API key '{key}' may not use model '{model}'")]
     ModelNotAllowed { key: String, model: String },
+    /// The key has a budget and the model has no price to count against it.
+    #[error(
+        "the API key '{key}' has a budget, and model '{model}' has no price to count against it; \
+         give its targets a `price` (or use a model the price catalog knows)"
+    )]
+    ModelNotPriced { key: String, model: String },
     #[error("{0}")]
     UnknownModel(String),
     #[error("no route for {method} {path}")]
@@ -66,7 +72,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { .. } => 400,
             GatewayError::Unauthorized => 401,
-            GatewayError::ModelNotAllowed { .. } => 403,
+            GatewayError::ModelNotAllowed { .. } | GatewayError::ModelNotPriced { .. } => 403,
             GatewayError::UnknownModel(_) | GatewayError::NotFound { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTooLarge { .. } => 413,
@@ -88,7 +94,9 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::BodyTooLarge { .. } => "invalid_request_error",
             GatewayError::Unauthorized => "authentication_error",
-            GatewayError::ModelNotAllowed { .. } => "permission_error",
+            GatewayError::ModelNotAllowed { .. } | GatewayError::ModelNotPriced { .. } => {
+                "permission_error"
+            }
             GatewayError::KeyLimited { .. } => "rate_limit_error",
             GatewayError::LimitsUnavailable(_) => "server_error",
             GatewayError::Upstream { kind, .. } => kind,
@@ -103,6 +111,7 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } => Some("invalid_request"),
             GatewayError::Unauthorized => Some("invalid_api_key"),
             GatewayError::ModelNotAllowed { .. } => Some("model_not_allowed"),
+            GatewayError::ModelNotPriced { .. } => Some("model_not_priced"),
             GatewayError::UnknownModel(_) => Some("model_not_found"),
             GatewayError::NotFound { .. } => Some("not_found"),
             GatewayError::MethodNotAllowed { .. } => Some("method_not_allowed"),

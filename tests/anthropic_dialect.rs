@@ -159,8 +159,15 @@ async fn anthropic_to_anthropic_passes_the_request_through_byte_for_byte() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-switchyard-provider"], "anthropic");
     let answer = resp.text().await.unwrap();
-    // The answer passes through unchanged as well.
-    assert_eq!(answer, ANTHROPIC_ANSWER);
+    // The answer passes through unchanged as well, but for its price (the catalog prices
+    // claude-sonnet-4-5), spliced into `usage` as OpenRouter does.
+    let cost = serde_json::from_str::<Value>(&answer).unwrap()["usage"]["cost"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no usage.cost in {answer}"));
+    assert!(cost > 0.0, "{answer}");
+    let expected = switchyard::accounting::with_usage_cost(ANTHROPIC_ANSWER.as_bytes(), cost)
+        .expect("the fixture has a usage object");
+    assert_eq!(answer, String::from_utf8(expected).unwrap());
 
     let seen = &anthropic.requests()[0];
     assert_eq!(seen.path, "/v1/messages");
@@ -192,8 +199,19 @@ async fn anthropic_to_anthropic_streams_pass_through_event_for_event() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let text = resp.text().await.unwrap();
-    let normalise = |s: &str| -> Vec<(String, Value)> { events(s) };
+    // Event for event, but for the price added to the closing usage.
+    let mut costs = 0;
+    let mut normalise = |s: &str| -> Vec<(String, Value)> {
+        let mut events = events(s);
+        for (_, data) in &mut events {
+            if let Some(usage) = data.get_mut("usage").and_then(Value::as_object_mut) {
+                costs += usize::from(usage.remove("cost").is_some());
+            }
+        }
+        events
+    };
     assert_eq!(normalise(&text), normalise(ANTHROPIC_STREAM));
+    assert_eq!(costs, 1, "one usage.cost, in message_delta: {text}");
     // Framing: every event named as its data's type, nothing else added.
     assert!(text.starts_with("event: message_start\ndata: "), "{text}");
 }

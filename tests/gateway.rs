@@ -661,7 +661,7 @@ async fn models_list_and_admin_endpoints() {
         .await
         .unwrap();
     for name in [
-        "switchyard_requests_total{model=\"mock\",provider=\"mock\",status=\"200\"} 1",
+        "switchyard_requests_total{dialect=\"openai\",model=\"mock\",provider=\"mock\",status=\"200\"} 1",
         "switchyard_request_duration_seconds_bucket",
         "switchyard_inflight_requests 0",
         "switchyard_tokens_total",

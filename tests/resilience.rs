@@ -537,7 +537,7 @@ async fn failed_health_probes_send_traffic_elsewhere_until_they_pass() {
     let metrics = gw.metrics().await;
     assert!(
         metrics
-            .contains("switchyard_target_healthy{model=\"primary-model\",provider=\"primary\"} 0"),
+            .contains("switchyard_target_healthy{model=\"duo\",provider=\"primary\",upstream_model=\"primary-model\"} 0"),
         "{metrics}"
     );
     let before = primary.request_count();

@@ -12,6 +12,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use crate::accounting::round_usd;
 use crate::limits::LIMITS;
 use crate::observability::metrics::METRICS;
 use crate::reload::Reloader;
@@ -142,6 +143,24 @@ pub fn routes_json(table: &RoutingTable) -> Value {
 
 /// Every client key: its models, limits, usage and what is left of its budget. Never a key or
 /// a digest of one.
+/// Sets `switchyard_key_budget_remaining_usd` of every key with a budget, as of now: read at
+/// scrape time (one call per key to Redis when it holds the counters) rather than kept up to
+/// date on the request path. A key whose spending cannot be read has no sample this scrape.
+async fn publish_budgets(table: &RoutingTable) {
+    let gauge = &METRICS.key_budget_remaining_usd;
+    gauge.reset();
+    for key in table.client_keys() {
+        let Some(budget) = key.policy.budget else {
+            continue;
+        };
+        if let Ok(usage) = LIMITS.usage(&key.policy).await {
+            gauge
+                .with_label_values(&[key.name.as_str(), budget.period.as_str()])
+                .set(round_usd((budget.amount_usd - usage.spent_usd).max(0.0)));
+        }
+    }
+}
+
 pub async fn keys_json(table: &RoutingTable) -> Value {
     let mut keys = Vec::with_capacity(table.client_keys().len());
     for key in table.client_keys() {
@@ -153,7 +172,10 @@ pub async fn keys_json(table: &RoutingTable) -> Value {
         };
         let (usage, error) = match usage {
             None => (Value::Null, Value::Null),
-            Some(Ok(u)) => (json!(u), Value::Null),
+            Some(Ok(mut u)) => {
+                u.spent_usd = round_usd(u.spent_usd);
+                (json!(u), Value::Null)
+            }
             Some(Err(e)) => (Value::Null, json!(e)),
         };
         let remaining = |limit: Option<u64>, used: &str| match (limit, usage.get(used)) {
@@ -162,13 +184,21 @@ pub async fn keys_json(table: &RoutingTable) -> Value {
         };
         let budget = p.budget.map(|b| {
             let spent = usage["spent_usd"].as_f64().unwrap_or(0.0);
-            json!({"amount_usd": b.amount_usd, "period": b.period.as_str(),
-                   "spent_usd": spent, "remaining_usd": (b.amount_usd - spent).max(0.0)})
+            json!({"amount_usd": round_usd(b.amount_usd), "period": b.period.as_str(),
+                   "spent_usd": round_usd(spent),
+                   "remaining_usd": round_usd((b.amount_usd - spent).max(0.0))})
         });
+        let model_limits: Vec<Value> = p
+            .model_limits()
+            .map(|(models, l)| {
+                json!({"models": models, "rpm": l.rpm, "tpm": l.tpm, "max_concurrent": l.max_concurrent})
+            })
+            .collect();
         keys.push(json!({
             "name": key.name,
             "models": if key.model_patterns.is_empty() { json!("*") } else { json!(key.model_patterns) },
             "limits": {"rpm": p.limits.rpm, "tpm": p.limits.tpm, "max_concurrent": p.limits.max_concurrent},
+            "model_limits": model_limits,
             "usage": usage,
             "remaining": {
                 "requests_this_minute": remaining(p.limits.rpm, "requests_this_minute"),
@@ -199,11 +229,14 @@ impl ServeHttp for AdminApp {
                     text(503, "no healthy target")
                 }
             }
-            ("GET", "/metrics") => reply(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                METRICS.render(),
-            ),
+            ("GET", "/metrics") => {
+                publish_budgets(&table).await;
+                reply(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    METRICS.render(),
+                )
+            }
             ("POST", "/admin/reload") => {
                 // Reading the file and compiling the table is short and bounded; it runs here
                 // rather than on a blocking pool because nothing else waits on this thread.

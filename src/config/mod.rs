@@ -431,8 +431,11 @@ pub struct TargetConfig {
 pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
-    /// Defaults to the input price when not given.
+    /// Prompt tokens read from the vendor's prompt cache; the input price when not given.
     pub cached_input_per_mtok: Option<f64>,
+    /// Prompt tokens written to the vendor's prompt cache (Anthropic, Bedrock); the input price
+    /// when not given.
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 /// Which failed outcomes an attempt may be retried (or failed over) on.

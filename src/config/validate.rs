@@ -37,16 +37,22 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
             if let Some(why) = &p.disabled {
                 warnings.push(format!("provider '{name}' is disabled: {why}"));
             }
+            if p.kind == ProviderKind::Mock && p.api_key.is_some() {
+                warnings.push(format!(
+                    "providers.{name}.api_key: ignored, the built-in mock needs no key"
+                ));
+            }
             providers.insert(name, p);
         }
     }
 
     let mut models = BTreeMap::new();
     for (name, raw_model) in raw.models {
-        if let Some(m) = model(&name, raw_model, &providers, &mut issues) {
+        if let Some(m) = model(&name, raw_model, &providers, &mut issues, &mut warnings) {
             models.insert(name, m);
         }
     }
+    warnings.extend(unmatched_key_globs(&auth, &providers, &models));
 
     if issues.0.is_empty() {
         Ok(Config {
@@ -706,11 +712,44 @@ fn mock_settings(
     }
 }
 
+/// Model globs of client keys that match nothing a client could ask for: neither a configured
+/// model nor a direct `PROVIDER/MODEL` of a configured provider. Usually a typo that silently
+/// locks the key out.
+fn unmatched_key_globs(
+    auth: &AuthSettings,
+    providers: &BTreeMap<String, ProviderConfig>,
+    models: &BTreeMap<String, ModelConfig>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (i, key) in auth.keys.iter().enumerate() {
+        for (j, pattern) in key.models.iter().enumerate() {
+            // Invalid globs are refused when the table is built, with their own message.
+            let Ok(glob) = globset::Glob::new(pattern) else {
+                continue;
+            };
+            let matcher = glob.compile_matcher();
+            let matches_model = models.keys().any(|m| matcher.is_match(m));
+            let matches_direct = pattern.split_once('/').is_some_and(|(provider, _)| {
+                globset::Glob::new(provider)
+                    .map(|g| g.compile_matcher())
+                    .is_ok_and(|p| providers.keys().any(|name| p.is_match(name)))
+            });
+            if !matches_model && !matches_direct {
+                warnings.push(format!(
+                    "auth.keys[{i}].models[{j}]: '{pattern}' matches no configured model or provider"
+                ));
+            }
+        }
+    }
+    warnings
+}
+
 fn model(
     name: &str,
     raw: RawModel,
     providers: &BTreeMap<String, ProviderConfig>,
     issues: &mut Issues,
+    warnings: &mut Vec<String>,
 ) -> Option<ModelConfig> {
     let path = format!("models.{name}");
     if name.is_empty() {
@@ -757,6 +796,12 @@ fn model(
                 continue;
             }
         };
+        if t.weight.is_some() && strategy != Strategy::Weighted {
+            warnings.push(format!(
+                "{tpath}.weight: ignored, only strategy `weighted` uses weights (this model's is `{}`)",
+                strategy.as_str()
+            ));
+        }
         let weight = match t.weight {
             None => 1,
             Some(w) if (0..=i64::from(u32::MAX)).contains(&w) => w as u32,
@@ -799,6 +844,7 @@ fn price(path: &str, raw: RawPrice, issues: &mut Issues) -> Price {
         input_per_mtok: check("input_per_mtok", raw.input_per_mtok).unwrap_or(0.0),
         output_per_mtok: check("output_per_mtok", raw.output_per_mtok).unwrap_or(0.0),
         cached_input_per_mtok: check("cached_input_per_mtok", raw.cached_input_per_mtok),
+        cache_write_per_mtok: check("cache_write_per_mtok", raw.cache_write_per_mtok),
     }
 }
 

@@ -61,6 +61,13 @@ impl KeyPolicy {
         self.limits.is_empty() && self.model_limits.is_empty() && self.budget.is_none()
     }
 
+    /// The per-model limits (`auth.keys[].limits[]`): their model globs and limits.
+    pub fn model_limits(&self) -> impl Iterator<Item = (&[String], Limits)> {
+        self.model_limits
+            .iter()
+            .map(|(_, globs, limits)| (globs.as_slice(), *limits))
+    }
+
     /// The scopes that apply to a request for `model`: the key's own, and every model limit
     /// whose globs match.
     fn scopes_for(&self, model: &str) -> Vec<usize> {

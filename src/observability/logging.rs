@@ -81,23 +81,35 @@ fn write_now(bytes: &[u8]) {
     let _ = std::io::stdout().lock().write_all(bytes);
 }
 
-/// Parses a `SWITCHYARD_LOG` value; unknown words fall back to `info`.
-pub fn parse_level(text: Option<&str>) -> LevelFilter {
-    match text.map(|t| t.trim().to_ascii_lowercase()).as_deref() {
+/// Parses a `SWITCHYARD_LOG` value: unset or empty is `info`; `None` for a word that is not a
+/// level.
+pub fn parse_level(text: Option<&str>) -> Option<LevelFilter> {
+    let level = match text.map(|t| t.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("info") => LevelFilter::Info,
         Some("off") => LevelFilter::Off,
         Some("error") => LevelFilter::Error,
         Some("warn") | Some("warning") => LevelFilter::Warn,
         Some("debug") => LevelFilter::Debug,
         Some("trace") => LevelFilter::Trace,
-        _ => LevelFilter::Info,
-    }
+        Some(_) => return None,
+    };
+    Some(level)
 }
 
-/// Installs the JSON logger with the level from `SWITCHYARD_LOG`. Safe to call more than once.
+/// Installs the JSON logger with the level from `SWITCHYARD_LOG` (`info` when it names no
+/// level, with a warning). Safe to call more than once.
 pub fn init() {
-    let level = parse_level(std::env::var("SWITCHYARD_LOG").ok().as_deref());
+    let asked = std::env::var("SWITCHYARD_LOG").ok();
+    let parsed = parse_level(asked.as_deref());
+    let level = parsed.unwrap_or(LevelFilter::Info);
     if log::set_boxed_logger(Box::new(JsonLogger { level })).is_ok() {
         log::set_max_level(level);
+    }
+    if parsed.is_none() {
+        log::warn!(
+            "SWITCHYARD_LOG={:?} is not a level (error, warn, info, debug, trace, off); logging at info",
+            asked.unwrap_or_default()
+        );
     }
 }
 
@@ -298,9 +310,9 @@ mod tests {
 
     #[test]
     fn level_parsing() {
-        assert_eq!(parse_level(None), LevelFilter::Info);
-        assert_eq!(parse_level(Some("DEBUG")), LevelFilter::Debug);
-        assert_eq!(parse_level(Some("off")), LevelFilter::Off);
-        assert_eq!(parse_level(Some("nonsense")), LevelFilter::Info);
+        assert_eq!(parse_level(None), Some(LevelFilter::Info));
+        assert_eq!(parse_level(Some("DEBUG")), Some(LevelFilter::Debug));
+        assert_eq!(parse_level(Some("off")), Some(LevelFilter::Off));
+        assert_eq!(parse_level(Some("nonsense")), None);
     }
 }

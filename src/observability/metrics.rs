@@ -37,6 +37,13 @@ pub struct Metrics {
     pub rate_limited_total: IntCounterVec,
     /// Failed calls to the limits backend (Redis), by the policy that decided the request.
     pub state_errors_total: IntCounterVec,
+    /// Per client key (configured names only): requests, tokens, cost, budget left.
+    pub key_requests_total: IntCounterVec,
+    pub key_tokens_total: IntCounterVec,
+    pub key_cost_usd_total: prometheus::CounterVec,
+    pub key_budget_remaining_usd: prometheus::GaugeVec,
+    /// Always 1; its labels say which build runs.
+    pub build_info: IntGaugeVec,
 }
 
 pub static METRICS: Lazy<Metrics> = Lazy::new(Metrics::new);
@@ -73,8 +80,8 @@ impl Metrics {
             families: Vec::new(),
             requests_total: counter(
                 "switchyard_requests_total",
-                "Client requests answered, by public model, answering provider and HTTP status.",
-                &["model", "provider", "status"],
+                "Model requests answered, by public model, answering provider, HTTP status and client dialect.",
+                &["model", "provider", "status", "dialect"],
             ),
             request_duration_seconds: histogram(
                 "switchyard_request_duration_seconds",
@@ -125,9 +132,9 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "switchyard_target_healthy",
-                        "1 when a routing target is considered healthy, else 0.",
+                        "1 when a routing target is considered healthy, else 0; model is the public model, upstream_model the provider's.",
                     ),
-                    &["provider", "model"],
+                    &["provider", "model", "upstream_model"],
                 )
                 .expect("valid metric"),
             ),
@@ -154,8 +161,68 @@ impl Metrics {
                 "Failed calls to the limits backend, by failure_mode (fail_open, fail_closed).",
                 &["failure_mode"],
             ),
+            key_requests_total: counter(
+                "switchyard_key_requests_total",
+                "Model requests by client key and HTTP status.",
+                &["key", "status"],
+            ),
+            key_tokens_total: counter(
+                "switchyard_key_tokens_total",
+                "Tokens used by client key, by kind (input, output, cached).",
+                &["key", "kind"],
+            ),
+            key_cost_usd_total: reg(
+                &registry,
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "switchyard_key_cost_usd_total",
+                        "Cost in USD of the answered requests of a client key.",
+                    ),
+                    &["key"],
+                )
+                .expect("valid metric"),
+            ),
+            key_budget_remaining_usd: reg(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "switchyard_key_budget_remaining_usd",
+                        "USD left in the current budget period of a client key (as of the scrape).",
+                    ),
+                    &["key", "period"],
+                )
+                .expect("valid metric"),
+            ),
+            build_info: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "switchyard_build_info",
+                        "Always 1: the version and allocator of the running build.",
+                    ),
+                    &["version", "allocator"],
+                )
+                .expect("valid metric"),
+            ),
             registry,
         };
+        let allocator = if cfg!(feature = "mimalloc") {
+            "mimalloc"
+        } else {
+            "system"
+        };
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), allocator])
+            .set(1);
+        // CPU, memory and file descriptors of this process (`process_*`), as every exporter has.
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            if let Err(e) = metrics.registry.register(Box::new(process)) {
+                log::warn!("no process metrics: {e}");
+            }
+        }
         // Both outcomes exist from the start, so a dashboard can rate() them.
         for result in ["ok", "error"] {
             metrics.config_reloads_total.with_label_values(&[result]);
@@ -165,7 +232,7 @@ impl Metrics {
 
     fn with_families(mut self) -> Self {
         use prometheus::core::Collector;
-        let kinds: [(&dyn Collector, &'static str); 13] = [
+        let kinds: [(&dyn Collector, &'static str); 18] = [
             (&self.requests_total, "counter"),
             (&self.request_duration_seconds, "histogram"),
             (&self.time_to_first_token_seconds, "histogram"),
@@ -179,6 +246,11 @@ impl Metrics {
             (&self.config_reloads_total, "counter"),
             (&self.rate_limited_total, "counter"),
             (&self.state_errors_total, "counter"),
+            (&self.key_requests_total, "counter"),
+            (&self.key_tokens_total, "counter"),
+            (&self.key_cost_usd_total, "counter"),
+            (&self.key_budget_remaining_usd, "gauge"),
+            (&self.build_info, "gauge"),
         ];
         self.families = kinds
             .iter()
@@ -229,6 +301,15 @@ mod tests {
             "switchyard_inflight_requests",
             "switchyard_config_reloads_total",
             "switchyard_rate_limited_total",
+            "switchyard_state_errors_total",
+            "switchyard_key_requests_total",
+            "switchyard_key_tokens_total",
+            "switchyard_key_cost_usd_total",
+            "switchyard_key_budget_remaining_usd",
+            "switchyard_build_info",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_cpu_seconds_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }

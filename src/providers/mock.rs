@@ -72,6 +72,7 @@ impl MockProvider {
             completion_tokens: tokens.len() as u64,
             cached_tokens: 0,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         };
         MockAnswer {
             id: format!("chatcmpl-mock{:016x}", fastrand::u64(..)),

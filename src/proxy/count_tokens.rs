@@ -49,6 +49,7 @@ pub(super) async fn handle(
         Err(err) => return respond::error(session, ctx, &err).await,
     };
     ctx.requested_model = Some(request.model.clone());
+    ctx.model_label = table.model_label(&request.model);
 
     let counter = strategy::order(&route, None)
         .into_iter()

@@ -68,6 +68,39 @@ impl Gateway {
     }
 }
 
+/// `%XX` escapes of a path decoded (lossily where they are not UTF-8).
+fn percent_decode(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The per-key series of a model request by the configured key `key`.
+fn record_key(key: &str, status: &str, ctx: &RequestCtx) {
+    METRICS
+        .key_requests_total
+        .with_label_values(&[key, status])
+        .inc();
+    if let Some(u) = ctx.usage {
+        for (kind, n) in [
+            ("input", u.prompt_tokens),
+            ("output", u.completion_tokens),
+            ("cached", u.cached_tokens),
+        ] {
+            METRICS
+                .key_tokens_total
+                .with_label_values(&[key, kind])
+                .inc_by(n);
+        }
+    }
+    if let Some(cost) = ctx.cost_usd {
+        METRICS
+            .key_cost_usd_total
+            .with_label_values(&[key])
+            .inc_by(cost);
+    }
+}
+
 /// The key a client presented: `Authorization: Bearer KEY`, else `x-api-key` (Anthropic SDKs),
 /// `api-key` (Azure OpenAI SDKs) or `x-goog-api-key` (Google SDKs).
 fn presented_key(session: &ServerSession) -> Option<&str> {
@@ -225,9 +258,21 @@ impl Gateway {
             ("GET", "/models") => {
                 ctx.endpoint = "models";
                 match authenticate(session, &table) {
-                    Ok(_) => {
-                        respond::json(session, ctx, 200, models::list_body(&table), None).await?
+                    Ok(key) => {
+                        let body = models::list_body(&table, key);
+                        respond::json(session, ctx, 200, body, None).await?
                     }
+                    Err(err) => respond::error(session, ctx, &err).await?,
+                }
+            }
+            ("GET", _) if route.starts_with("/models/") => {
+                ctx.endpoint = "models";
+                // Model ids may hold `/` (`PROVIDER/MODEL`) and arrive percent-encoded.
+                let id = percent_decode(&route["/models/".len()..]);
+                let answer = authenticate(session, &table)
+                    .and_then(|key| models::retrieve_body(&table, key, &id));
+                match answer {
+                    Ok(body) => respond::json(session, ctx, 200, body, None).await?,
                     Err(err) => respond::error(session, ctx, &err).await?,
                 }
             }
@@ -275,14 +320,26 @@ impl Gateway {
         };
         let provider = ctx.provider.as_deref().unwrap_or("none");
         let model = ctx.model_label.as_str();
-        METRICS
-            .requests_total
-            .with_label_values(&[model, provider, &status.to_string()])
-            .inc();
-        METRICS
-            .request_duration_seconds
-            .with_label_values(&[model, provider])
-            .observe(duration.as_secs_f64());
+        let status_label = status.to_string();
+        // Model listings and unknown paths are not model requests: counted in the access log
+        // only, so that request rates and error ratios describe model traffic.
+        let model_request = matches!(
+            ctx.endpoint,
+            "chat" | "messages" | "embeddings" | "count_tokens"
+        );
+        if model_request {
+            METRICS
+                .requests_total
+                .with_label_values(&[model, provider, &status_label, ctx.dialect.as_str()])
+                .inc();
+            METRICS
+                .request_duration_seconds
+                .with_label_values(&[model, provider])
+                .observe(duration.as_secs_f64());
+            if let Some(key) = ctx.client_key.as_deref() {
+                record_key(key, &status_label, ctx);
+            }
+        }
         if let Some(first) = ctx.first_byte_at {
             METRICS
                 .time_to_first_token_seconds
@@ -333,7 +390,7 @@ impl Gateway {
             completion_tokens: ctx.usage.map(|u| u.completion_tokens),
             cached_tokens: ctx.usage.map(|u| u.cached_tokens),
             total_tokens: ctx.usage.map(|u| u.total()),
-            cost_usd: ctx.cost_usd,
+            cost_usd: ctx.cost_usd.map(crate::accounting::round_usd),
             client_key: ctx.client_key.as_deref(),
             error: ctx
                 .error

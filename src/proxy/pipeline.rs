@@ -48,12 +48,12 @@ pub(super) async fn handle(
         return Ok(());
     };
     ctx.requested_model = Some(request.model().to_string());
+    ctx.model_label = table.model_label(request.model());
     ctx.stream = request.stream();
     let plan = match admit(&request, client_key).and_then(|()| plan(table, &request)) {
         Ok(plan) => plan,
         Err(err) => return respond::error(session, ctx, &err).await,
     };
-    ctx.model_label = model_label(table, &plan.routes[0]);
     let targets: Vec<&Target> = plan
         .routes
         .iter()
@@ -66,6 +66,10 @@ pub(super) async fn handle(
         );
         return respond::error(session, ctx, &err).await;
     }
+    let targets = match priced_for_budget(targets, client_key, request.model()) {
+        Ok(targets) => targets,
+        Err(err) => return respond::error(session, ctx, &err).await,
+    };
     if let Some(key) = client_key.filter(|k| !k.policy.is_unlimited()) {
         match Box::pin(LIMITS.admit(&key.policy, request.model(), estimate)).await {
             Ok(admission) => {
@@ -142,6 +146,29 @@ fn admit(request: &ClientRequest, client_key: Option<&ClientKey>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// A key with a budget spends only where the spending can be counted: unpriced targets are
+/// left out, and a model with none priced is refused (403) rather than served for free.
+fn priced_for_budget<'t>(
+    targets: Vec<&'t Target>,
+    client_key: Option<&ClientKey>,
+    model: &str,
+) -> Result<Vec<&'t Target>, GatewayError> {
+    let Some(key) = client_key.filter(|k| k.policy.budget.is_some()) else {
+        return Ok(targets);
+    };
+    if targets.iter().all(|t| t.price.is_some()) {
+        return Ok(targets);
+    }
+    let priced: Vec<&Target> = targets.into_iter().filter(|t| t.price.is_some()).collect();
+    if priced.is_empty() {
+        return Err(GatewayError::ModelNotPriced {
+            key: key.name.clone(),
+            model: model.to_string(),
+        });
+    }
+    Ok(priced)
 }
 
 /// The routes to try (the requested model, then OpenRouter-style fallback models) and the
@@ -307,16 +334,6 @@ fn unavailable(plan: &[&Target]) -> GatewayError {
             param: None,
             retry_after,
         }
-    }
-}
-
-/// A bounded metric label: configured model names as they are, direct `PROVIDER/MODEL`
-/// requests folded into `PROVIDER/*` so that clients cannot mint label values.
-fn model_label(table: &RoutingTable, route: &Route) -> String {
-    if table.is_configured_model(&route.public_name) {
-        route.public_name.clone()
-    } else {
-        format!("{}/*", route.targets[0].provider.name)
     }
 }
 

@@ -109,25 +109,27 @@ impl HealthChecker {
 
     /// Publishes the health of every configured target, and drops the series of targets a
     /// reload removed (`published` is what the last call published).
-    fn publish(&self, published: &mut HashSet<(String, String)>) {
+    fn publish(&self, published: &mut HashSet<[String; 3]>) {
         let table = self.table.load();
         let mut now = HashSet::new();
         for route in table.routes() {
             for target in &route.targets {
+                let labels = [
+                    target.provider.name.clone(),
+                    route.public_name.clone(),
+                    target.upstream_model.clone(),
+                ];
                 METRICS
                     .target_healthy
-                    .with_label_values(&[
-                        target.provider.name.as_str(),
-                        target.upstream_model.as_str(),
-                    ])
+                    .with_label_values(&labels.each_ref().map(String::as_str))
                     .set(i64::from(target.health.is_healthy()));
-                now.insert((target.provider.name.clone(), target.upstream_model.clone()));
+                now.insert(labels);
             }
         }
-        for (provider, model) in published.difference(&now) {
+        for labels in published.difference(&now) {
             let _ = METRICS
                 .target_healthy
-                .remove_label_values(&[provider.as_str(), model.as_str()]);
+                .remove_label_values(&labels.each_ref().map(String::as_str));
         }
         *published = now;
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
+use crate::accounting::catalog::{family_of, CATALOG};
 use crate::config::{Config, Price, ProviderConfig, ProviderKind, RetryPolicy, Secret, Strategy};
 use crate::error::GatewayError;
 use crate::limits::{KeyPolicy, LIMITS};
@@ -38,6 +39,35 @@ pub struct Provider {
     /// The vendor's wire format (the mock speaks OpenAI's).
     pub adapter: Box<dyn ProviderAdapter>,
     pub backend: Backend,
+    /// Where its targets without a configured price are priced.
+    pub pricing: Pricing,
+}
+
+/// Where a target's price comes from when its config gives none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pricing {
+    /// The built-in mock costs nothing.
+    Free,
+    /// The price catalog, under this vendor family.
+    Catalog(&'static str),
+    /// A host the catalog does not know (a local server): only configured prices.
+    Unknown,
+}
+
+impl Provider {
+    /// The price of `model` here when no config price is given.
+    pub fn default_price(&self, model: &str) -> Option<Price> {
+        match self.pricing {
+            Pricing::Free => Some(Price {
+                input_per_mtok: 0.0,
+                output_per_mtok: 0.0,
+                cached_input_per_mtok: None,
+                cache_write_per_mtok: None,
+            }),
+            Pricing::Catalog(family) => CATALOG.lookup(family, model).map(|e| e.price()),
+            Pricing::Unknown => None,
+        }
+    }
 }
 
 /// How a provider is reached.
@@ -161,6 +191,17 @@ impl RoutingTable {
                 disabled_providers.insert(name.clone(), why.clone());
                 continue;
             }
+            let pricing = match pc.kind {
+                ProviderKind::Mock => Pricing::Free,
+                kind => {
+                    let host = pc
+                        .base_url
+                        .as_ref()
+                        .and_then(|u| u.host_str())
+                        .unwrap_or("");
+                    family_of(kind, host).map_or(Pricing::Unknown, Pricing::Catalog)
+                }
+            };
             let (adapter, backend): (Box<dyn ProviderAdapter>, Backend) = match pc.kind {
                 ProviderKind::Mock => (
                     Box::new(OpenAiAdapter::new(ProviderKind::OpenAi)),
@@ -194,6 +235,7 @@ impl RoutingTable {
                     kind: pc.kind,
                     adapter,
                     backend,
+                    pricing,
                 }),
             );
         }
@@ -215,7 +257,7 @@ impl RoutingTable {
                         },
                         provider: p.clone(),
                         weight: t.weight,
-                        price: t.price,
+                        price: t.price.or_else(|| p.default_price(&t.model)),
                         health: {
                             let h = registry.target(&t.provider, &t.model);
                             let cb = config.providers[&t.provider].circuit_breaker;
@@ -339,7 +381,7 @@ impl RoutingTable {
                             provider: p.clone(),
                             upstream_model: upstream_model.to_string(),
                             weight: 1,
-                            price: None,
+                            price: p.default_price(upstream_model),
                             health: self.direct_health(p),
                             direct: true,
                         }],
@@ -371,6 +413,24 @@ impl RoutingTable {
     /// Whether a public model name is configured (used to bound metric labels).
     pub fn is_configured_model(&self, model: &str) -> bool {
         self.models.contains_key(model)
+    }
+
+    /// The `model` label of a request for `model`, bounded by the config: a configured name
+    /// (usable or not), `PROVIDER/*` for a direct route to a configured provider, else
+    /// `unknown`, so that clients cannot mint label values.
+    pub fn model_label(&self, model: &str) -> String {
+        if self.models.contains_key(model) || self.unavailable_models.contains_key(model) {
+            return model.to_string();
+        }
+        match model.split_once('/') {
+            Some((provider, _))
+                if self.providers.contains_key(provider)
+                    || self.disabled_providers.contains_key(provider) =>
+            {
+                format!("{provider}/*")
+            }
+            _ => crate::observability::metrics::UNKNOWN_LABEL.to_string(),
+        }
     }
 
     /// Configured providers that are switched off, with the reason.

@@ -176,7 +176,8 @@ mod tests {
 providers:
   a: { kind: mock }
   b: { kind: mock }
-  c: { kind: mock }
+  # A local server: the catalog has no price for it (a mock would cost a known $0).
+  c: { kind: openai-compatible, base_url: "http://127.0.0.1:9/v1" }
 models:
   m:
     strategy: fallback

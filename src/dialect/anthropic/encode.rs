@@ -11,7 +11,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::accounting::Usage;
+use crate::accounting::{round_usd, Usage};
 use crate::chat::{self, Event, StopReason};
 use crate::config::Price;
 
@@ -334,7 +334,7 @@ impl crate::dialect::StreamEncoder for StreamEncoder {
                 self.close(out);
                 let mut usage_out = usage_json(&usage.copied().unwrap_or_default());
                 if let (Some(u), Some(p)) = (usage, &self.price) {
-                    usage_out["cost"] = json!(u.cost(p));
+                    usage_out["cost"] = json!(round_usd(u.cost(p)));
                 }
                 event(
                     out,
@@ -381,6 +381,7 @@ mod tests {
             completion_tokens: 5,
             cached_tokens: 2,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         };
         for ev in [
             Event::Identity {

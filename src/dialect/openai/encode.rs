@@ -8,7 +8,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::accounting::Usage;
+use crate::accounting::{round_usd, Usage};
 use crate::chat::{self, now_unix, Event};
 use crate::config::Price;
 
@@ -373,7 +373,7 @@ impl ChunkWriter {
         if self.include_usage {
             let mut usage = usage.copied().unwrap_or_default().openai_json();
             if let Some(cost) = cost {
-                usage["cost"] = Value::from(cost);
+                usage["cost"] = Value::from(round_usd(cost));
             }
             self.write(out, &[], Some(usage));
         }
@@ -414,6 +414,7 @@ mod tests {
                 completion_tokens: 5,
                 cached_tokens: 2,
                 reasoning_tokens: 1,
+                cache_write_tokens: 0,
             },
         };
         let body = response_body(&response);

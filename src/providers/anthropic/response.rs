@@ -81,6 +81,7 @@ impl UsageWire {
             completion_tokens: self.output_tokens.unwrap_or(0),
             cached_tokens: cache_read,
             reasoning_tokens: 0,
+            cache_write_tokens: self.cache_creation_input_tokens.unwrap_or(0),
         }
     }
 

@@ -47,6 +47,7 @@ impl UsageWire {
             completion_tokens: self.output_tokens,
             cached_tokens: self.cache_read_input_tokens,
             reasoning_tokens: 0,
+            cache_write_tokens: self.cache_write_input_tokens,
         }
     }
 }

@@ -121,6 +121,7 @@ impl UsageWire {
             completion_tokens: self.candidates_token_count + self.thoughts_token_count,
             cached_tokens: self.cached_content_token_count,
             reasoning_tokens: self.thoughts_token_count,
+            cache_write_tokens: 0,
         }
     }
 }

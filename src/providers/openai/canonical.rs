@@ -704,7 +704,7 @@ mod tests {
                 "ToolCallArguments { choice: 0, index: 0, fragment: \"{}\" }",
                 "ToolCallStart { choice: 0, index: 1, id: \"b\", name: \"g\", arguments: \"{\\\"x\\\":1}\" }",
                 "Finish { choice: 0, reason: ToolUse }",
-                "End { usage: Some(Usage { prompt_tokens: 4, completion_tokens: 3, cached_tokens: 0, reasoning_tokens: 0 }) }",
+                "End { usage: Some(Usage { prompt_tokens: 4, completion_tokens: 3, cached_tokens: 0, reasoning_tokens: 0, cache_write_tokens: 0 }) }",
             ]
         );
     }

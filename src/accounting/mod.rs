@@ -1,5 +1,7 @@
 //! Token usage and its price.
 
+pub mod catalog;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::Price;
@@ -13,6 +15,9 @@ pub struct Usage {
     pub cached_tokens: u64,
     /// Part of `completion_tokens` spent on reasoning.
     pub reasoning_tokens: u64,
+    /// Part of `prompt_tokens` written to the provider's prompt cache (Anthropic and Bedrock
+    /// report it; it costs more than plain input there).
+    pub cache_write_tokens: u64,
 }
 
 impl Usage {
@@ -40,16 +45,26 @@ impl Usage {
         serde_json::to_value(self.openai()).unwrap_or_default()
     }
 
-    /// USD cost under `price`; cached prompt tokens use the cached price when one is set.
+    /// USD cost under `price`; cache reads and writes use their own prices when set. Exact:
+    /// budgets add it up, and only what is shown is rounded ([`round_usd`]).
     pub fn cost(&self, price: &Price) -> f64 {
         let cached = self.cached_tokens.min(self.prompt_tokens);
-        let uncached = self.prompt_tokens - cached;
+        let written = self.cache_write_tokens.min(self.prompt_tokens - cached);
+        let plain = self.prompt_tokens - cached - written;
         let cached_price = price.cached_input_per_mtok.unwrap_or(price.input_per_mtok);
-        (uncached as f64 * price.input_per_mtok
+        let write_price = price.cache_write_per_mtok.unwrap_or(price.input_per_mtok);
+        (plain as f64 * price.input_per_mtok
             + cached as f64 * cached_price
+            + written as f64 * write_price
             + self.completion_tokens as f64 * price.output_per_mtok)
             / 1_000_000.0
     }
+}
+
+/// `usd` rounded to whole micro-dollars, the unit money is shown and counted in: sums of
+/// floats otherwise show as `4.3100000000000005`.
+pub fn round_usd(usd: f64) -> f64 {
+    (usd * 1_000_000.0).round() / 1_000_000.0
 }
 
 /// OpenAI's `usage` object, as [`Usage::openai`] writes it.
@@ -72,8 +87,9 @@ struct ReasoningTokens {
     reasoning_tokens: u64,
 }
 
-/// `json` (an object) with `"cost": cost` added to its top-level `usage` object, OpenRouter's
-/// way of reporting the price of an answer; `None` when it has no `usage` object.
+/// `json` (an object) with `"cost": cost` (in micro-dollars) added to its top-level `usage`
+/// object, OpenRouter's way of reporting the price of an answer; `None` when it has no `usage`
+/// object.
 pub fn with_usage_cost(json: &[u8], cost: f64) -> Option<Vec<u8>> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
@@ -90,7 +106,7 @@ pub fn with_usage_cost(json: &[u8], cost: f64) -> Option<Vec<u8>> {
     let start = usage.as_ptr() as usize - json.as_ptr() as usize;
     let close = start + trimmed.len() - 1;
     let empty = usage[1..trimmed.len() - 1].trim().is_empty();
-    let cost = serde_json::to_string(&cost).ok()?;
+    let cost = serde_json::to_string(&round_usd(cost)).ok()?;
     let mut out = Vec::with_capacity(json.len() + cost.len() + 8);
     out.extend_from_slice(&json[..close]);
     if !empty {
@@ -140,6 +156,7 @@ impl From<OpenAiUsageWire> for Usage {
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
+            cache_write_tokens: 0,
         }
     }
 }
@@ -169,12 +186,13 @@ mod tests {
             prompt_tokens: 1_000_000,
             completion_tokens: 500_000,
             cached_tokens: 400_000,
-            reasoning_tokens: 0,
+            ..Usage::default()
         };
         let price = Price {
             input_per_mtok: 2.0,
             output_per_mtok: 10.0,
             cached_input_per_mtok: Some(0.5),
+            cache_write_per_mtok: None,
         };
         let expected = 0.6 * 2.0 + 0.4 * 0.5 + 0.5 * 10.0;
         assert!((usage.cost(&price) - expected).abs() < 1e-9);
@@ -183,5 +201,23 @@ mod tests {
             ..price
         };
         assert!((usage.cost(&no_cache_price) - (2.0 + 5.0)).abs() < 1e-9);
+        // Anthropic-style: 100k written to the cache at 1.25x the input price.
+        let writes = Usage {
+            prompt_tokens: 1_000_000,
+            cache_write_tokens: 100_000,
+            ..Usage::default()
+        };
+        let anthropic = Price {
+            cache_write_per_mtok: Some(2.5),
+            ..price
+        };
+        assert!((writes.cost(&anthropic) - (0.9 * 2.0 + 0.1 * 2.5)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn money_is_whole_micro_dollars() {
+        assert_eq!(round_usd(4.3100000000000005), 4.31);
+        assert_eq!(round_usd(0.000_000_4), 0.0);
+        assert_eq!(round_usd(0.000_000_6), 0.000_001);
     }
 }
