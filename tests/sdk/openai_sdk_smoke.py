@@ -4,7 +4,8 @@ Usage: python3 openai_sdk_smoke.py BASE_URL MODEL   (BASE_URL like http://127.0.
 
 (a) a plain chat completion: non-empty text, finish_reason stop or length, consistent usage;
 (b) a streamed one with stream_options.include_usage: non-empty text deltas, and exactly one
-    usage chunk, with no choices, as the very last chunk.
+    usage chunk, with no choices, as the very last chunk;
+(c) models.list names the model, and models.retrieve returns it.
 Prints a one-line JSON summary and exits 0, or prints the reason to stderr and exits 1.
 """
 import json
@@ -70,6 +71,12 @@ def run(base_url, model):
     check(usage_chunk.choices == [], f"stream: the usage chunk has choices: {usage_chunk!r}")
     check(usage_at[0] == len(chunks) - 1, f"stream: the usage chunk is #{usage_at[0]} of {len(chunks)}, not the last")
     check_usage(usage_chunk.usage, "stream")
+
+    # (c) the model listing and models.retrieve of the model used
+    listed = [m.id for m in client.models.list()]
+    check(model in listed, f"models.list: {model!r} not in {listed!r}")
+    retrieved = client.models.retrieve(model)
+    check(retrieved.id == model and retrieved.object == "model", f"models.retrieve: {retrieved!r}")
 
     return {
         "ok": True,

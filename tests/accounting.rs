@@ -1,0 +1,261 @@
+//! Money and what operators see of it, through the real binary: direct routes priced from the
+//! catalog and counted against budgets, unpriced models refused to keys with a budget, money in
+//! micro-dollars, per-key Prometheus series, the model list a key may see, and config
+//! warnings.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{client, Gateway, MockResponse, MockUpstream};
+
+/// An upstream that answers every chat request with 3 prompt and 1 completion tokens.
+async fn openai_upstream() -> MockUpstream {
+    MockUpstream::start(|req, _| {
+        let model = req.json()["model"].as_str().unwrap_or("?").to_string();
+        MockResponse::json(
+            200,
+            json!({"id": "c", "object": "chat.completion", "created": 1, "model": model,
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}),
+        )
+    })
+    .await
+}
+
+/// `openai` is priced by the catalog whatever its host; `local` (an OpenAI-compatible server
+/// on loopback) is not.
+fn config(upstream: &MockUpstream) -> String {
+    let u = upstream.url();
+    format!(
+        r#"
+server: {{ listen: ["{{{{listen}}}}"], admin_listen: "{{{{admin}}}}" }}
+auth:
+  keys:
+    - name: capped
+      key: sk-capped
+      models: ["openai/*", "local/*", "mock"]
+      budget_usd: {{ amount: 0.000001, period: total }}
+      limits: [{{ models: ["mock"], rpm: 50 }}]
+    - {{ name: free, key: sk-free, models: ["local/*", "mock"] }}
+providers:
+  openai: {{ kind: openai, base_url: "{u}/v1", api_key: sk-up, health_check: {{ enabled: false }} }}
+  local: {{ kind: openai-compatible, base_url: "{u}/v1", health_check: {{ enabled: false }} }}
+  mock: {{ kind: mock }}
+models:
+  mock: {{ targets: [{{ provider: mock, model: mock-1 }}] }}
+  pricey: {{ targets: [{{ provider: local, model: big, price: {{ input_per_mtok: 1, output_per_mtok: 2 }} }}] }}
+"#
+    )
+}
+
+async fn chat(gw: &Gateway, key: &str, model: &str) -> (u16, Value) {
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(key)
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("request to the gateway");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("a JSON answer"))
+}
+
+async fn get(url: String, key: Option<&str>) -> (u16, Value) {
+    let mut req = client().get(url);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.expect("request to the gateway");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// At most six decimals: micro-dollars, never `4.3100000000000005`.
+fn is_micro_dollars(v: &Value) -> bool {
+    let text = v.to_string();
+    text.split_once('.')
+        .is_none_or(|(_, decimals)| decimals.len() <= 6)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_routes_are_priced_from_the_catalog_and_count_against_budgets() {
+    let upstream = openai_upstream().await;
+    let gw = Gateway::start(&config(&upstream)).await;
+
+    // A model the catalog prices: gpt-4o-mini, 3 input and 1 output token cost > $0.000001.
+    let (status, body) = chat(&gw, "sk-capped", "openai/gpt-4o-mini").await;
+    assert_eq!(status, 200, "{body}");
+    let cost = body["usage"]["cost"]
+        .as_f64()
+        .expect("usage.cost on a priced answer");
+    assert!(cost > 0.0, "{body}");
+    assert!(is_micro_dollars(&body["usage"]["cost"]), "{body}");
+
+    let (_, keys) = get(format!("{}/admin/keys", gw.admin_url()), None).await;
+    let capped = &keys["keys"][0];
+    let budget = &capped["budget"];
+    assert!(budget["spent_usd"].as_f64().unwrap() > 0.0, "{keys}");
+    for field in ["amount_usd", "spent_usd", "remaining_usd"] {
+        assert!(is_micro_dollars(&budget[field]), "{field}: {keys}");
+    }
+    assert_eq!(
+        capped["model_limits"][0]["models"],
+        json!(["mock"]),
+        "{keys}"
+    );
+    assert_eq!(capped["model_limits"][0]["rpm"], 50, "{keys}");
+
+    // The budget is spent: the next paid call is refused, direct route or not.
+    let (status, body) = chat(&gw, "sk-capped", "openai/gpt-4o").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+    assert_eq!(upstream.request_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_with_a_budget_only_reach_priced_models() {
+    let upstream = openai_upstream().await;
+    let gw = Gateway::start(&config(&upstream)).await;
+
+    // Nothing prices a model of a local server: refused to the key with a budget, named.
+    let (status, body) = chat(&gw, "sk-capped", "local/llama3").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_priced");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("local/llama3"),
+        "{body}"
+    );
+    assert_eq!(upstream.request_count(), 0);
+    // A key without a budget may use it; a configured price makes it usable with one.
+    let (status, body) = chat(&gw, "sk-free", "local/llama3").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["usage"].get("cost").is_none(), "{body}");
+    // The mock is free, and priced as such.
+    let (status, body) = chat(&gw, "sk-capped", "mock").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["cost"], 0.0, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_has_its_own_prometheus_series() {
+    let upstream = openai_upstream().await;
+    let gw = Gateway::start(&config(&upstream)).await;
+    chat(&gw, "sk-capped", "openai/gpt-4o-mini").await;
+    chat(&gw, "sk-free", "mock").await;
+    chat(&gw, "sk-wrong", "mock").await;
+    let metrics = gw.metrics().await;
+    for line in [
+        "switchyard_key_requests_total{key=\"capped\",status=\"200\"} 1",
+        "switchyard_key_requests_total{key=\"free\",status=\"200\"} 1",
+        "switchyard_key_tokens_total{key=\"capped\",kind=\"input\"} 3",
+        "switchyard_key_tokens_total{key=\"capped\",kind=\"output\"} 1",
+        "switchyard_key_cost_usd_total{key=\"capped\"} 0.00000",
+        "switchyard_key_budget_remaining_usd{key=\"capped\",period=\"total\"} 0",
+        "switchyard_requests_total{dialect=\"openai\",model=\"openai/*\",provider=\"openai\",status=\"200\"} 1",
+        "switchyard_build_info{allocator=",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    // A key that does not exist never becomes a label.
+    assert!(!metrics.contains("sk-wrong"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sees_and_retrieves_only_its_own_models() {
+    let upstream = openai_upstream().await;
+    let gw = Gateway::start(&config(&upstream)).await;
+    let models = |key| get(format!("{}/v1/models", gw.url()), Some(key));
+    let ids = |list: &Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, list) = models("sk-free").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(ids(&list), vec!["mock"], "{list}");
+
+    let retrieve = |key, id: &str| get(format!("{}/v1/models/{id}", gw.url()), Some(key));
+    let (status, model) = retrieve("sk-free", "mock").await;
+    assert_eq!(status, 200, "{model}");
+    assert_eq!(model["id"], "mock");
+    assert_eq!(model["object"], "model");
+    // Configured but not this key's: as if it did not exist.
+    let (status, body) = retrieve("sk-free", "pricey").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found");
+    // Direct routes, slash and all (the SDK sends it unencoded, others encode it).
+    for id in ["openai/gpt-4o-mini", "openai%2Fgpt-4o-mini"] {
+        let (status, model) = retrieve("sk-capped", id).await;
+        assert_eq!(status, 200, "{id}: {model}");
+        assert_eq!(model["id"], "openai/gpt-4o-mini");
+        assert!(model["pricing"]["input_per_mtok"].as_f64().unwrap() > 0.0);
+        assert!(model["context_length"].as_u64().unwrap() > 0, "{model}");
+    }
+    let (status, _) = retrieve("sk-wrong", "mock").await;
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn config_that_would_be_silently_meaningless_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warn.yaml");
+    std::fs::write(
+        &path,
+        r#"
+auth:
+  keys: [{ name: a, key: sk-a, models: ["gtp-4o*", "mock", "mock/*"] }]
+providers:
+  mock: { kind: mock, api_key: sk-pointless }
+models:
+  mock: { targets: [{ provider: mock, model: m1, weight: 5 }] }
+"#,
+    )
+    .unwrap();
+    let out = support::run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    for warning in [
+        "models.mock.targets[0].weight: ignored",
+        "providers.mock.api_key: ignored",
+        "auth.keys[0].models[0]: 'gtp-4o*' matches no configured model",
+    ] {
+        assert!(text.contains(warning), "no warning {warning:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("models[1]") && !text.contains("models[2]"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_log_level_is_said_not_swallowed() {
+    let gw = Gateway::start_with_env(
+        r#"
+server: { listen: ["{{listen}}"], admin_listen: "{{admin}}" }
+providers: { mock: { kind: mock } }
+"#,
+        &[("SWITCHYARD_LOG", "verbose")],
+    )
+    .await;
+    assert!(
+        gw.wait_for_log(
+            "SWITCHYARD_LOG=\\\"verbose\\\" is not a level",
+            std::time::Duration::from_secs(5)
+        )
+        .await,
+        "{}",
+        gw.logs()
+    );
+}
