@@ -259,3 +259,45 @@ providers: { mock: { kind: mock } }
         gw.logs()
     );
 }
+
+/// Every metric the shipped Grafana dashboard and Prometheus alert rules query is one the
+/// gateway exports, so neither shows an empty panel or an alert that can never fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_alert_rules_only_query_exported_metrics() {
+    let upstream = openai_upstream().await;
+    let gw = Gateway::start(&config(&upstream)).await;
+    chat(&gw, "sk-capped", "mock").await;
+    let metrics = gw.metrics().await;
+    let read = |path: &str| {
+        std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let dashboard: Value = serde_json::from_str(&read("conf/grafana-dashboard.json")).unwrap();
+    let alerts: serde_yaml::Value = serde_yaml::from_str(&read("conf/prometheus-alerts.yaml"))
+        .expect("the alert rules are YAML");
+    let rules = alerts["groups"][0]["rules"].as_sequence().expect("rules");
+    assert!(rules.len() >= 5);
+    let mut exprs: Vec<String> = rules
+        .iter()
+        .map(|r| r["expr"].as_str().expect("every rule has an expr").to_string())
+        .collect();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for expr in &exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !(word.starts_with("switchyard_") || word.starts_with("process_")) {
+                continue;
+            }
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word);
+            assert!(
+                metrics.contains(&format!("# TYPE {family} ")),
+                "{family} (in {expr}) is not exported"
+            );
+        }
+    }
+}

@@ -149,10 +149,15 @@ pub fn routes_json(table: &RoutingTable) -> Value {
 async fn publish_budgets(table: &RoutingTable) {
     let gauge = &METRICS.key_budget_remaining_usd;
     gauge.reset();
+    METRICS.key_budget_usd.reset();
     for key in table.client_keys() {
         let Some(budget) = key.policy.budget else {
             continue;
         };
+        METRICS
+            .key_budget_usd
+            .with_label_values(&[key.name.as_str(), budget.period.as_str()])
+            .set(budget.amount_usd);
         if let Ok(usage) = LIMITS.usage(&key.policy).await {
             gauge
                 .with_label_values(&[key.name.as_str(), budget.period.as_str()])

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub key_tokens_total: IntCounterVec,
     pub key_cost_usd_total: prometheus::CounterVec,
     pub key_budget_remaining_usd: prometheus::GaugeVec,
+    pub key_budget_usd: prometheus::GaugeVec,
     /// Always 1; its labels say which build runs.
     pub build_info: IntGaugeVec,
 }
@@ -193,6 +194,17 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            key_budget_usd: reg(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "switchyard_key_budget_usd",
+                        "The budget of a client key per period, as configured.",
+                    ),
+                    &["key", "period"],
+                )
+                .expect("valid metric"),
+            ),
             build_info: reg(
                 &registry,
                 IntGaugeVec::new(
@@ -232,7 +244,7 @@ impl Metrics {
 
     fn with_families(mut self) -> Self {
         use prometheus::core::Collector;
-        let kinds: [(&dyn Collector, &'static str); 18] = [
+        let kinds: [(&dyn Collector, &'static str); 19] = [
             (&self.requests_total, "counter"),
             (&self.request_duration_seconds, "histogram"),
             (&self.time_to_first_token_seconds, "histogram"),
@@ -250,6 +262,7 @@ impl Metrics {
             (&self.key_tokens_total, "counter"),
             (&self.key_cost_usd_total, "counter"),
             (&self.key_budget_remaining_usd, "gauge"),
+            (&self.key_budget_usd, "gauge"),
             (&self.build_info, "gauge"),
         ];
         self.families = kinds
@@ -306,6 +319,7 @@ mod tests {
             "switchyard_key_tokens_total",
             "switchyard_key_cost_usd_total",
             "switchyard_key_budget_remaining_usd",
+            "switchyard_key_budget_usd",
             "switchyard_build_info",
             "process_resident_memory_bytes",
             "process_open_fds",
