@@ -127,7 +127,9 @@ fn classify<T>(
 ) -> Result<T, StoreError> {
     match outcome {
         Err(_) => Err(StoreError::Timeout),
-        Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+        Ok(Err(e))
+            if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() =>
+        {
             Err(StoreError::Unreachable(describe(&e)))
         }
         Ok(Err(e)) => Err(StoreError::Command(describe(&e))),
@@ -168,7 +170,11 @@ impl ScriptKeys {
     /// A fresh operation id's key, unique per call (128 random bits), for an idempotent script.
     fn operation(&self) -> String {
         let prefix = self.keys[0].get(..self.prefix_len).unwrap_or("");
-        format!("{prefix}op:{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+        format!(
+            "{prefix}op:{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        )
     }
 }
 
@@ -204,10 +210,14 @@ impl RedisStore {
         if now < self.pause_until_ms.load(Ordering::Acquire) {
             return Err(StoreError::Unreachable("reconnecting".into()));
         }
+        // One connect per (re)connection: the manager's own retries sleep a second or more
+        // between attempts (backon's minimum delay), and every command waits for that shared
+        // attempt — so after Redis came back, requests kept timing out behind a reconnect begun
+        // while it was down. Retrying is `run`'s job, once, on the request's own time.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(TIMEOUT)
             .set_response_timeout(TIMEOUT)
-            .set_number_of_retries(1);
+            .set_number_of_retries(0);
         let made = self
             .conn
             .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
