@@ -28,7 +28,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
     let mut warnings = Vec::new();
 
     let server = server(raw.server, &mut issues);
-    let state = state(raw.state, &mut issues);
+    let state = state(raw.state, &mut issues, &mut warnings);
     let auth = auth(raw.auth, &mut issues, &mut warnings);
 
     let mut providers = BTreeMap::new();
@@ -133,7 +133,7 @@ fn absolute_path(
     p
 }
 
-fn state(raw: RawState, issues: &mut Issues) -> StateSettings {
+fn state(raw: RawState, issues: &mut Issues, warnings: &mut Vec<String>) -> StateSettings {
     let backend = match raw.backend.as_deref() {
         None | Some("memory") => {
             if raw.url.is_some() {
@@ -178,13 +178,16 @@ fn state(raw: RawState, issues: &mut Issues) -> StateSettings {
         }
     };
     let snapshot = match raw.snapshot_path.filter(|p| !p.is_empty()) {
+        // Ignored rather than refused, so one file can switch backends by an environment
+        // variable (as the production example does).
+        Some(_) if matches!(backend, StateBackend::Redis { .. }) => {
+            warnings.push(
+                "state.snapshot_path is ignored with backend: redis (Redis keeps the counters)"
+                    .to_string(),
+            );
+            None
+        }
         Some(path) => {
-            if matches!(backend, StateBackend::Redis { .. }) {
-                issues.push(
-                    "state.snapshot_path",
-                    "only used with backend: memory (Redis keeps the counters)",
-                );
-            }
             let path = absolute_path("state.snapshot_path", Some(path), "", issues);
             if path.file_name().is_none() {
                 issues.push("state.snapshot_path", "must name a file");
@@ -1294,11 +1297,18 @@ auth:
             "{:?}",
             cfg.warnings
         );
-        let found = issues(
-            "state: { backend: redis, url: \"redis://h\", snapshot_path: spend.json, snapshot_interval_s: 0 }",
-        );
+        let cfg = parse(
+            "state: { backend: redis, url: \"redis://h\", snapshot_path: /x/spend.json }",
+            env,
+        )
+        .unwrap();
+        assert_eq!(cfg.state.snapshot, None);
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.contains("ignored with backend: redis")));
+        let found = issues("state: { snapshot_path: spend.json, snapshot_interval_s: 0 }");
         for expected in [
-            "state.snapshot_path: only used with backend: memory (Redis keeps the counters)",
             "state.snapshot_path: must be an absolute path",
             "state.snapshot_interval_s: must be a positive integer",
         ] {

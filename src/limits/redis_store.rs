@@ -340,3 +340,96 @@ impl RedisStore {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A throw-away `redis-server` on a free port, killed on drop; `None` when not installed.
+    struct Server(std::process::Child, u16);
+
+    impl Server {
+        fn start() -> Option<Server> {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .ok()?
+                .local_addr()
+                .ok()?
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok()?;
+            let server = Server(child, port);
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(server);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn a_repeated_operation_counts_once() {
+        let Some(server) = Server::start() else {
+            eprintln!("SKIPPED: redis-server is not installed");
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let url = crate::config::Secret::new(format!("redis://127.0.0.1:{}/0", server.1));
+            let store = RedisStore::new(&url).unwrap();
+            let keys = ScriptKeys::new("t:", "team", &[0], 7, 3);
+            // The same call sent twice, as a retry after a lost reply would.
+            let op = keys.operation();
+            let admit = |op: &str| {
+                let mut inv = ADMIT.prepare_invoke();
+                for k in &keys.keys {
+                    inv.key(k);
+                }
+                inv.key(op).arg(-1).arg(100).arg(10).arg(0).arg(0);
+                inv
+            };
+            let first: Vec<i64> = store.run(&admit(&op)).await.unwrap();
+            let again: Vec<i64> = store.run(&admit(&op)).await.unwrap();
+            assert_eq!(first, vec![0, 1, 100, 1]);
+            assert_eq!(again, first, "the first answer, counted once");
+            let other: Vec<i64> = store.run(&admit(&keys.operation())).await.unwrap();
+            assert_eq!(other, vec![0, 2, 200, 2]);
+
+            let settle = |op: &str| {
+                let mut inv = SETTLE.prepare_invoke();
+                for k in &keys.keys {
+                    inv.key(k);
+                }
+                inv.key(op).arg(-50).arg(1000).arg(0);
+                inv
+            };
+            let op = keys.operation();
+            let done: i64 = store.run(&settle(&op)).await.unwrap();
+            let repeated: i64 = store.run(&settle(&op)).await.unwrap();
+            assert_eq!((done, repeated), (1, 0));
+            assert_eq!(store.read(&keys).await.unwrap(), vec![1000, 2, 150, 1]);
+        });
+    }
+}
