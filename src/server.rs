@@ -75,6 +75,10 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
         "health checks",
         HealthChecker::new(table.clone(), transport),
     ));
+    server.add_service(background_service(
+        "state snapshots",
+        crate::limits::snapshot::SnapshotService,
+    ));
     // An absolute path, so that reloads find the file after a daemon changed its directory.
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let reloader = Arc::new(Reloader::new(path, table.clone(), config.server.clone()));

@@ -452,3 +452,290 @@ async fn answers_report_their_cost_in_both_dialects_json_and_stream() {
     let delta: Value = serde_json::from_str(delta).unwrap();
     assert!(close(&delta["usage"]["cost"]), "{delta}");
 }
+
+/// Spend of a memory-backend key, from `/admin/keys`.
+async fn spent(gw: &Gateway) -> f64 {
+    admin_keys(gw).await["keys"][0]["budget"]["spent_usd"]
+        .as_f64()
+        .expect("a budget")
+}
+
+async fn wait_for_spent(gw: &Gateway, expected: f64) -> f64 {
+    let mut now = spent(gw).await;
+    for _ in 0..40 {
+        if (now - expected).abs() < 1e-9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = spent(gw).await;
+    }
+    now
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_budget_spending_survives_an_upgrade_and_a_restart() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let snapshot = state_dir.path().join("spend.json");
+    // 0.001 USD an answer; `slow` streams its four tokens over a second.
+    let yaml = format!(
+        r#"
+server: {{ listen: ["{{{{listen}}}}"], admin_listen: "{{{{admin}}}}", grace_period_s: 1,
+          upgrade_sock: "{{{{dir}}}}/upgrade.sock", pid_file: "{{{{dir}}}}/switchyard.pid" }}
+state: {{ backend: memory, snapshot_path: "{}", snapshot_interval_s: 1 }}
+auth:
+  keys:
+    - {{ name: team, key: {KEY}, budget_usd: {{ amount: 0.004, period: monthly }} }}
+providers:
+  mock: {{ kind: mock, reply: "one two three four" }}
+  slow: {{ kind: mock, reply: "one two three four", tokens_per_second: 4 }}
+models:
+  mock: {{ targets: [{{ provider: mock, model: m, price: {{ input_per_mtok: 0, output_per_mtok: 250 }} }}] }}
+  slow: {{ targets: [{{ provider: slow, model: m, price: {{ input_per_mtok: 0, output_per_mtok: 250 }} }}] }}
+"#,
+        snapshot.display()
+    );
+    let mut old = Gateway::start(&yaml).await;
+    for _ in 0..2 {
+        assert_eq!(chat(&old, "mock", false).await.status(), 200);
+    }
+    assert!((spent(&old).await - 0.002).abs() < 1e-9);
+
+    // Graceful upgrade; a stream that started on the old process settles there after the new
+    // one has loaded the file.
+    let slow = tokio::spawn({
+        let url = old.url();
+        async move {
+            client()
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(KEY)
+                .json(&json!({"model": "slow", "stream": true,
+                              "messages": [{"role": "user", "content": "hello"}]}))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut new = old.start_upgrade();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    old.signal("QUIT");
+    new.wait_ready().await;
+    let body = slow.await.unwrap();
+    assert!(body.contains("[DONE]"), "{body}");
+    assert!(
+        old.wait_exit(Duration::from_secs(20)).await.is_some(),
+        "the old process did not exit"
+    );
+    assert!(
+        old.logs().contains("budget spending of 1 key(s) written"),
+        "the old process merged at exit: {}",
+        old.logs()
+    );
+    // The new process picks up what the old one added, at its next merge.
+    let after_upgrade = wait_for_spent(&new, 0.003).await;
+    assert!(
+        (after_upgrade - 0.003).abs() < 1e-9,
+        "after the upgrade: {after_upgrade}\n{}",
+        new.logs()
+    );
+    // One more answer reaches the budget; the next is refused.
+    assert_eq!(chat(&new, "mock", false).await.status(), 200);
+    let resp = chat(&new, "mock", false).await;
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+
+    // A plain restart on the same file: the key stays at its budget.
+    new.signal("TERM");
+    assert!(new.wait_exit(Duration::from_secs(20)).await.is_some());
+    let restarted = Gateway::start(&yaml).await;
+    let after_restart = spent(&restarted).await;
+    assert!(
+        (after_restart - 0.004).abs() < 1e-9,
+        "after the restart: {after_restart}"
+    );
+    let resp = chat(&restarted, "mock", false).await;
+    assert_eq!(resp.status(), 429, "the first request after the restart");
+    let file: Value = serde_json::from_slice(&std::fs::read(&snapshot).unwrap()).unwrap();
+    assert_eq!(file["keys"]["team"]["period"], "monthly");
+    assert_eq!(file["keys"]["team"]["spent_nano_usd"], 4_000_000);
+}
+
+/// One command to Redis in RESP, its reply's first line.
+fn redis_command(port: u16, args: &[&str]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.write_all(cmd.as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_redis_connections_cost_no_request() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start_on(free_port()).expect("redis-server starts");
+    let failing = failing_upstream().await;
+    let state = |mode: &str| {
+        format!(
+            "state: {{ backend: redis, url: \"{}\", failure_mode: {mode}, key_prefix: \"k{}{mode}:\" }}",
+            redis.url(),
+            std::process::id()
+        )
+    };
+    let open = Gateway::start(&config(&state("fail_open"), "rpm: 1000", &failing.url())).await;
+    let closed = Gateway::start(&config(&state("fail_closed"), "rpm: 1000", &failing.url())).await;
+    fresh_minute().await;
+    for gw in [&open, &closed] {
+        assert_eq!(chat(gw, "mock", false).await.status(), 200);
+    }
+    let mut expected = 1;
+    for round in 0..3 {
+        let killed = redis_command(redis.port, &["CLIENT", "KILL", "TYPE", "normal"]);
+        assert!(
+            killed.starts_with(':') && killed != ":0",
+            "CLIENT KILL: {killed}"
+        );
+        expected += 1;
+        for gw in [&open, &closed] {
+            let resp = chat(gw, "mock", false).await;
+            assert_eq!(
+                resp.status(),
+                200,
+                "round {round}: {}",
+                resp.text().await.unwrap()
+            );
+        }
+    }
+    // The server's own idle timeout closes both connections.
+    assert_eq!(
+        redis_command(redis.port, &["CONFIG", "SET", "timeout", "1"]),
+        "+OK"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    expected += 1;
+    for gw in [&open, &closed] {
+        assert_eq!(
+            chat(gw, "mock", false).await.status(),
+            200,
+            "after an idle cut"
+        );
+    }
+    // Every request was counted (fail_open did not admit one blind) and none failed over.
+    for gw in [&open, &closed] {
+        let keys = admin_keys(gw).await;
+        assert_eq!(keys["keys"][0]["usage"]["requests_this_minute"], expected);
+        let metrics = gw.metrics().await;
+        assert!(
+            !metrics.contains("switchyard_state_errors_total{"),
+            "{}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("state_errors"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_under_load_gives_no_wrong_answer() {
+    if !redis_available() {
+        return;
+    }
+    let port = free_port();
+    let redis = Redis::start_on(port).expect("redis-server starts");
+    let failing = failing_upstream().await;
+    let state = format!(
+        "state: {{ backend: redis, url: \"{}\", failure_mode: fail_closed, key_prefix: \"r{}:\" }}",
+        redis.url(),
+        std::process::id()
+    );
+    let gw = Gateway::start(&config(&state, "rpm: 100000", &failing.url())).await;
+    let url = gw.url();
+    let t0 = std::time::Instant::now();
+    // 200 requests, four at a time, over about three seconds.
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let http = client();
+                let mut seen = Vec::new();
+                for _ in 0..50 {
+                    let started = t0.elapsed();
+                    let resp = http
+                        .post(format!("{url}/v1/chat/completions"))
+                        .bearer_auth(KEY)
+                        .json(&json!({"model": "mock", "max_tokens": 5,
+                                      "messages": [{"role": "user", "content": "hi"}]}))
+                        .send()
+                        .await
+                        .expect("gateway answers");
+                    let status = resp.status().as_u16();
+                    let body: Value = resp.json().await.unwrap_or(Value::Null);
+                    seen.push((started, t0.elapsed(), status, body));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                seen
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let down_at = t0.elapsed();
+    drop(redis);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let redis = Redis::start_on(port).expect("redis-server restarts");
+    let back_at = t0.elapsed();
+    // The first request once Redis is back is answered.
+    let resp = chat(&gw, "mock", false).await;
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert_eq!(
+        status,
+        200,
+        "first request after the restart: {body}\n{}",
+        gw.logs()
+    );
+    let mut seen = Vec::new();
+    for w in workers {
+        seen.extend(w.await.unwrap());
+    }
+    let mut wrong = Vec::new();
+    let (mut refused, mut after) = (0, 0);
+    for (started, ended, status, body) in &seen {
+        after += usize::from(*started > back_at);
+        let right = match status {
+            200 => true,
+            // fail_closed while Redis is down: only for requests that overlapped the outage.
+            503 => {
+                refused += 1;
+                body["error"]["code"] == "limits_unavailable"
+                    && *ended >= down_at
+                    && *started <= back_at
+            }
+            _ => false,
+        };
+        if !right {
+            wrong.push(format!("{status} at {started:?}..{ended:?}: {body}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers (Redis down {down_at:?}..{back_at:?}): {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    assert!(after >= 40, "too few requests after the restart: {after}");
+    assert_eq!(seen.len(), 200);
+    eprintln!("{refused} of 200 refused while Redis was down; {after} after it was back");
+    drop(redis);
+}

@@ -222,6 +222,17 @@ pub struct StateSettings {
     pub failure_mode: FailureMode,
     /// Prefix of every Redis key, so several gateways can share one Redis.
     pub key_prefix: String,
+    /// Where the memory backend keeps budget spending across restarts and upgrades.
+    pub snapshot: Option<SnapshotSettings>,
+}
+
+/// `state.snapshot_path` and `state.snapshot_interval_s` (memory backend only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    /// Absolute; a `.lock` file next to it serialises writers.
+    pub path: PathBuf,
+    /// How often the file is brought up to date while serving.
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -41,6 +41,8 @@ pub struct RawState {
     pub url: Option<String>,
     pub failure_mode: Option<String>,
     pub key_prefix: Option<String>,
+    pub snapshot_path: Option<String>,
+    pub snapshot_interval_s: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

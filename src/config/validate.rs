@@ -28,7 +28,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
     let mut warnings = Vec::new();
 
     let server = server(raw.server, &mut issues);
-    let state = state(raw.state, &mut issues);
+    let state = state(raw.state, &mut issues, &mut warnings);
     let auth = auth(raw.auth, &mut issues, &mut warnings);
 
     let mut providers = BTreeMap::new();
@@ -53,6 +53,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
         }
     }
     warnings.extend(unmatched_key_globs(&auth, &providers, &models));
+
+    let budgets = auth.keys.iter().filter(|k| k.budget.is_some()).count();
+    if budgets > 0 && matches!(state.backend, StateBackend::Memory) && state.snapshot.is_none() {
+        // Allowed (a test or a throw-away instance), but a restart or upgrade forgets spending.
+        warnings.push(format!(
+            "{budgets} key(s) have budget_usd on state.backend: memory without state.snapshot_path: \
+             spending starts again from 0 at every restart and upgrade"
+        ));
+    }
 
     if issues.0.is_empty() {
         Ok(Config {
@@ -130,7 +139,7 @@ fn absolute_path(
     p
 }
 
-fn state(raw: RawState, issues: &mut Issues) -> StateSettings {
+fn state(raw: RawState, issues: &mut Issues, warnings: &mut Vec<String>) -> StateSettings {
     let backend = match raw.backend.as_deref() {
         None | Some("memory") => {
             if raw.url.is_some() {
@@ -174,10 +183,44 @@ fn state(raw: RawState, issues: &mut Issues) -> StateSettings {
             FailureMode::FailOpen
         }
     };
+    let snapshot = match raw.snapshot_path.filter(|p| !p.is_empty()) {
+        // Ignored rather than refused, so one file can switch backends by an environment
+        // variable (as the production example does).
+        Some(_) if matches!(backend, StateBackend::Redis { .. }) => {
+            warnings.push(
+                "state.snapshot_path is ignored with backend: redis (Redis keeps the counters)"
+                    .to_string(),
+            );
+            None
+        }
+        Some(path) => {
+            let path = absolute_path("state.snapshot_path", Some(path), "", issues);
+            if path.file_name().is_none() {
+                issues.push("state.snapshot_path", "must name a file");
+            }
+            let interval = positive(
+                "state.snapshot_interval_s",
+                raw.snapshot_interval_s,
+                10,
+                issues,
+            );
+            Some(SnapshotSettings {
+                path,
+                interval: Duration::from_secs(interval),
+            })
+        }
+        None => {
+            if raw.snapshot_interval_s.is_some() {
+                issues.push("state.snapshot_interval_s", "only used with snapshot_path");
+            }
+            None
+        }
+    };
     StateSettings {
         backend,
         failure_mode,
         key_prefix: raw.key_prefix.unwrap_or_else(|| "switchyard:".to_string()),
+        snapshot,
     }
 }
 
@@ -964,8 +1007,8 @@ fn millis(path: &str, value: Option<i64>, default: Duration, issues: &mut Issues
 #[cfg(test)]
 mod tests {
     use crate::config::{
-        parse, Budget, BudgetPeriod, ConfigError, FailureMode, Limits, ProviderKind, StateBackend,
-        Strategy,
+        parse, Budget, BudgetPeriod, ConfigError, FailureMode, Limits, ProviderKind,
+        SnapshotSettings, StateBackend, Strategy,
     };
 
     fn env(name: &str) -> Option<String> {
@@ -1271,6 +1314,58 @@ auth:
         assert_eq!(
             issues("state: { backend: redis, url: \"http://x\" }"),
             vec!["state.url: not a redis:// or rediss:// URL with a host"]
+        );
+    }
+
+    #[test]
+    fn snapshots_keep_memory_budgets_or_warn() {
+        let budgeted =
+            "auth: { keys: [{ name: a, key: k, budget_usd: { amount: 5, period: monthly } }] }";
+        let cfg = parse(
+            &format!("state: {{ snapshot_path: /var/lib/switchyard/spend.json, snapshot_interval_s: 3 }}\n{budgeted}"),
+            env,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.state.snapshot,
+            Some(SnapshotSettings {
+                path: "/var/lib/switchyard/spend.json".into(),
+                interval: std::time::Duration::from_secs(3)
+            })
+        );
+        assert!(!cfg.warnings.iter().any(|w| w.contains("snapshot_path")));
+        // Without a snapshot, budgets on memory are allowed but warned about.
+        let cfg = parse(budgeted, env).unwrap();
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("without state.snapshot_path")),
+            "{:?}",
+            cfg.warnings
+        );
+        let cfg = parse(
+            "state: { backend: redis, url: \"redis://h\", snapshot_path: /x/spend.json }",
+            env,
+        )
+        .unwrap();
+        assert_eq!(cfg.state.snapshot, None);
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.contains("ignored with backend: redis")));
+        let found = issues("state: { snapshot_path: spend.json, snapshot_interval_s: 0 }");
+        for expected in [
+            "state.snapshot_path: must be an absolute path",
+            "state.snapshot_interval_s: must be a positive integer",
+        ] {
+            assert!(
+                found.contains(&expected.to_string()),
+                "{expected}: {found:?}"
+            );
+        }
+        assert_eq!(
+            issues("state: { snapshot_interval_s: 5 }"),
+            vec!["state.snapshot_interval_s: only used with snapshot_path"]
         );
     }
 

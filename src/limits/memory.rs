@@ -1,7 +1,10 @@
 //! In-process counters: lock-free atomics, one set per key and limit scope, kept by key name
 //! across reloads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use super::period::budget_period;
+use crate::config::BudgetPeriod;
 
 /// Bits of a packed window word that hold the count; the rest hold the window number.
 const COUNT_BITS: u32 = 40;
@@ -107,10 +110,76 @@ impl ScopeCounters {
 }
 
 /// Spending of one key in its current budget period, in nano-USD.
+///
+/// `spent` is what admission compares with the budget. With a snapshot file, it also holds what
+/// other processes on the same file added (an upgrade's old process draining next to the new
+/// one); `unflushed` is this process's own part not yet merged into the file, so that every
+/// nano-dollar reaches the file exactly once.
 #[derive(Debug, Default)]
 pub struct BudgetCounter {
     period: AtomicU64,
     spent: AtomicU64,
+    unflushed: AtomicU64,
+    /// The budget period kind of the key's config ([`PeriodKind`] as a number; 0: not
+    /// configured in this process), so a snapshot can name the period.
+    kind: AtomicU8,
+}
+
+/// Which calendar a counter's period number counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodKind {
+    /// A key with limits but no budget: its spending is shown, never reset.
+    NoBudget,
+    Budget(BudgetPeriod),
+}
+
+impl PeriodKind {
+    fn code(self) -> u8 {
+        match self {
+            PeriodKind::NoBudget => 1,
+            PeriodKind::Budget(BudgetPeriod::Daily) => 2,
+            PeriodKind::Budget(BudgetPeriod::Weekly) => 3,
+            PeriodKind::Budget(BudgetPeriod::Monthly) => 4,
+            PeriodKind::Budget(BudgetPeriod::Total) => 5,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => PeriodKind::NoBudget,
+            2 => PeriodKind::Budget(BudgetPeriod::Daily),
+            3 => PeriodKind::Budget(BudgetPeriod::Weekly),
+            4 => PeriodKind::Budget(BudgetPeriod::Monthly),
+            5 => PeriodKind::Budget(BudgetPeriod::Total),
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeriodKind::NoBudget => "none",
+            PeriodKind::Budget(p) => p.as_str(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "none" => PeriodKind::NoBudget,
+            "daily" => PeriodKind::Budget(BudgetPeriod::Daily),
+            "weekly" => PeriodKind::Budget(BudgetPeriod::Weekly),
+            "monthly" => PeriodKind::Budget(BudgetPeriod::Monthly),
+            "total" => PeriodKind::Budget(BudgetPeriod::Total),
+            _ => return None,
+        })
+    }
+
+    /// The number of the period containing `now` (as admission numbers it).
+    pub fn period_at(self, now: u64) -> u64 {
+        match self {
+            PeriodKind::NoBudget => 0,
+            PeriodKind::Budget(p) => budget_period(p, now).0,
+        }
+    }
 }
 
 impl BudgetCounter {
@@ -122,7 +191,21 @@ impl BudgetCounter {
         }
     }
 
+    /// Counts this process's spending.
     pub fn add(&self, period: u64, nano_usd: u64) {
+        self.enter(period);
+        self.spent.fetch_add(nano_usd, Ordering::AcqRel);
+        self.unflushed.fetch_add(nano_usd, Ordering::AcqRel);
+    }
+
+    /// Counts spending that is already in the snapshot file (loaded, or merged by another
+    /// process): it limits admission but is not written again.
+    pub fn add_known(&self, period: u64, nano_usd: u64) {
+        self.enter(period);
+        self.spent.fetch_add(nano_usd, Ordering::AcqRel);
+    }
+
+    fn enter(&self, period: u64) {
         let old = self.period.load(Ordering::Acquire);
         if old != period
             && self
@@ -133,8 +216,40 @@ impl BudgetCounter {
             // A new period starts from nothing; spending recorded meanwhile by another thread
             // in the old period is lost with it, which is what a reset means.
             self.spent.store(0, Ordering::Release);
+            self.unflushed.store(0, Ordering::Release);
         }
-        self.spent.fetch_add(nano_usd, Ordering::AcqRel);
+    }
+
+    /// This process's spending not yet in the file, and the period it belongs to. A period
+    /// change racing with this attributes the amount to the new period.
+    pub fn take_unflushed(&self) -> (u64, u64) {
+        let amount = self.unflushed.swap(0, Ordering::AcqRel);
+        (self.period.load(Ordering::Acquire), amount)
+    }
+
+    /// Gives back what [`Self::take_unflushed`] took when the file could not be written.
+    pub fn restore_unflushed(&self, period: u64, nano_usd: u64) {
+        if self.period.load(Ordering::Acquire) == period {
+            self.unflushed.fetch_add(nano_usd, Ordering::AcqRel);
+        }
+    }
+
+    pub fn set_kind(&self, kind: PeriodKind) {
+        self.kind.store(kind.code(), Ordering::Release);
+    }
+
+    /// The kind set by the config, else `fallback` (a name only the snapshot knows) is taken.
+    pub fn kind_or(&self, fallback: Option<PeriodKind>) -> Option<PeriodKind> {
+        match PeriodKind::from_code(self.kind.load(Ordering::Acquire)) {
+            Some(kind) => Some(kind),
+            None => {
+                let kind = fallback?;
+                let _ =
+                    self.kind
+                        .compare_exchange(0, kind.code(), Ordering::AcqRel, Ordering::Acquire);
+                PeriodKind::from_code(self.kind.load(Ordering::Acquire))
+            }
+        }
     }
 }
 
@@ -177,6 +292,18 @@ mod tests {
         assert_eq!(b.spent(4), 0);
         b.add(4, 1);
         assert_eq!(b.spent(4), 1);
+        // Known spending limits admission but is not this process's to write.
+        b.add_known(4, 10);
+        assert_eq!(b.spent(4), 11);
+        assert_eq!(b.take_unflushed(), (4, 1));
+        assert_eq!(b.take_unflushed(), (4, 0));
+        b.restore_unflushed(4, 1);
+        b.add(5, 2);
+        assert_eq!(
+            b.take_unflushed(),
+            (5, 2),
+            "a new period drops the old one's rest"
+        );
     }
 
     #[test]

@@ -19,10 +19,11 @@
 mod memory;
 pub mod period;
 mod redis_store;
+pub mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -30,11 +31,14 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use once_cell::sync::Lazy;
 use serde::Serialize;
 
-use crate::config::{self, Budget, FailureMode, Limits, StateBackend, StateSettings};
+use crate::config::{
+    self, Budget, FailureMode, Limits, SnapshotSettings, StateBackend, StateSettings,
+};
 use crate::error::GatewayError;
 use crate::observability::metrics::METRICS;
-use memory::{BudgetCounter, ScopeCounters};
+use memory::{BudgetCounter, PeriodKind, ScopeCounters};
 use redis_store::{AdmitReply, RedisStore, ScriptKeys};
+use snapshot::Snapshots;
 
 /// The process's limiter; counters and the backend survive reloads.
 pub static LIMITS: Lazy<Limiter> = Lazy::new(Limiter::default);
@@ -186,6 +190,8 @@ pub struct Limiter {
     store: ArcSwap<Store>,
     /// Milliseconds since the epoch of the last backend warning, to keep logs readable.
     last_warning_ms: AtomicU64,
+    /// The memory backend's spending file, from the first config that names one.
+    snapshots: OnceLock<Snapshots>,
 }
 
 impl Default for Limiter {
@@ -200,6 +206,7 @@ impl Default for Limiter {
                 settings: (None, FailureMode::FailOpen, String::new()),
             }),
             last_warning_ms: AtomicU64::new(0),
+            snapshots: OnceLock::new(),
         }
     }
 }
@@ -223,6 +230,9 @@ fn nano_usd(usd: f64) -> u64 {
 impl Limiter {
     /// Applies a config's `state`. An unchanged one keeps its store (and Redis connection).
     pub fn configure(&self, state: &StateSettings) -> Result<(), String> {
+        if let Some(settings) = &state.snapshot {
+            self.configure_snapshot(settings)?;
+        }
         let url = match &state.backend {
             StateBackend::Memory => None,
             StateBackend::Redis { url } => Some(url.expose().to_string()),
@@ -242,6 +252,54 @@ impl Limiter {
             settings,
         }));
         Ok(())
+    }
+
+    /// Loads the spending file at the first config that names one (at start, normally); it is
+    /// merged from then on. A file that cannot be read or written stops the start: starting
+    /// from zero would silently give every key its budget back.
+    fn configure_snapshot(&self, settings: &SnapshotSettings) -> Result<(), String> {
+        if let Some(current) = self.snapshots.get() {
+            current.set_interval(settings.interval);
+            if current.path() != settings.path {
+                log::warn!(
+                    "state.snapshot_path changed; spending stays in {} until a restart or graceful upgrade",
+                    current.path().display()
+                );
+            }
+            return Ok(());
+        }
+        let snapshots = Snapshots::new(settings);
+        let keys = snapshots
+            .merge(&self.budgets)
+            .map_err(|e| format!("state.snapshot_path: {e}"))?;
+        log::info!(
+            "budget spending of {keys} key(s) loaded from {}",
+            settings.path.display()
+        );
+        // Two configures racing here would both have merged, which is harmless: merges add
+        // only what was not in the file yet.
+        let _ = self.snapshots.set(snapshots);
+        Ok(())
+    }
+
+    /// Brings the spending file up to date (see [`snapshot`]); `why` is for the logs.
+    pub fn merge_snapshot(&self, why: &str) {
+        let Some(snapshots) = self.snapshots.get() else {
+            return;
+        };
+        match snapshots.merge(&self.budgets) {
+            Ok(_) if why == "interval" => {}
+            Ok(keys) => log::info!(
+                "budget spending of {keys} key(s) written to {} ({why})",
+                snapshots.path().display()
+            ),
+            Err(e) => log::error!("budget spending not saved ({why}): {e}"),
+        }
+    }
+
+    /// How often the spending file is merged; `None` without one.
+    pub fn snapshot_interval(&self) -> Option<Duration> {
+        self.snapshots.get().map(Snapshots::interval)
     }
 
     /// Compiles a configured key's limits, with its counters (kept by name across reloads).
@@ -265,6 +323,10 @@ impl Limiter {
             .entry(key.name.clone())
             .or_insert_with(|| Arc::new(BudgetCounter::default()))
             .clone();
+        budget_counter.set_kind(
+            key.budget
+                .map_or(PeriodKind::NoBudget, |b| PeriodKind::Budget(b.period)),
+        );
         Ok(KeyPolicy {
             name: key.name.clone(),
             limits: key.limits,

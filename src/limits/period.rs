@@ -87,6 +87,21 @@ pub fn budget_period(period: BudgetPeriod, now: u64) -> (u64, Option<Duration>) 
     }
 }
 
+/// When budget period `number` (as [`budget_period`] numbers them) starts, in seconds since the
+/// epoch; 0 for `total`.
+pub fn period_start(period: BudgetPeriod, number: u64) -> u64 {
+    let days = match period {
+        BudgetPeriod::Daily => number as i64,
+        BudgetPeriod::Weekly => number as i64 * 7 - 3,
+        BudgetPeriod::Monthly => {
+            let n = number as i64;
+            days_from_civil(n / 12, (n % 12 + 1) as u32)
+        }
+        BudgetPeriod::Total => 0,
+    };
+    (days.max(0) as u64) * 86_400
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +130,26 @@ mod tests {
             )
         );
         assert_eq!(budget_period(BudgetPeriod::Total, t), (0, None));
+        // Each period starts where the previous one's remaining time ends.
+        for p in [
+            BudgetPeriod::Daily,
+            BudgetPeriod::Weekly,
+            BudgetPeriod::Monthly,
+        ] {
+            let (n, left) = budget_period(p, t);
+            let start = period_start(p, n);
+            assert!(start <= t, "{p:?}");
+            assert_eq!(budget_period(p, start).0, n, "{p:?}");
+            assert_eq!(budget_period(p, start - 1).0, n - 1, "{p:?}");
+            assert_eq!(budget_period(p, t + left.unwrap().as_secs()).0, n + 1);
+        }
+        assert_eq!(
+            unix_from_rfc3339("2026-12-07T00:00:00Z"),
+            Some(period_start(
+                BudgetPeriod::Weekly,
+                budget_period(BudgetPeriod::Weekly, t).0 + 1
+            ))
+        );
         assert_eq!(year_month(0), (1970, 1));
         assert_eq!(unix_from_rfc3339("2026-12-03T06:00:00Z"), Some(t));
         assert_eq!(unix_from_rfc3339("1970-01-01T00:00:01.5Z"), Some(1));

@@ -2,6 +2,14 @@
 //! Lua script each (one round trip, atomic across all the key's counters), over redis-rs's
 //! multiplexed, self-reconnecting `ConnectionManager`.
 //!
+//! A connection Redis or something in between dropped (`CLIENT KILL`, the server's `timeout`, a
+//! restart or failover, a proxy's idle cut) is only noticed by the next command, which fails;
+//! the manager then reconnects. So a command that fails on the connection is sent once more, on
+//! the new one, before Redis counts as unreachable. A failed send may still have run (the reply
+//! was lost, not the request), so both scripts are idempotent: each call carries a random
+//! operation id, and its key `{prefix}op:{id}` (kept 10 s, longer than any retry) records that
+//! it ran — a repeated settlement does nothing, a repeated admission returns the first answer.
+//!
 //! Keys (under `state.key_prefix`, named after the client key's configured name, never the key):
 //! `{prefix}{name}:s{scope}:req:{minute}`, `…:tok:{minute}` (expire after two minutes),
 //! `{prefix}{name}:s{scope}:conc` (in-flight requests; expires ten minutes after its last change,
@@ -17,25 +25,33 @@ use tokio::sync::OnceCell;
 
 use crate::config::Secret;
 
-/// Longest wait for Redis on the request path.
+/// Longest wait for one Redis call on the request path; a call retried on a fresh connection
+/// waits at most twice that.
 const TIMEOUT: Duration = Duration::from_millis(250);
 /// After a failed connect, how long requests skip Redis instead of each waiting for it.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
-/// KEYS: budget, then (requests, tokens, in-flight) per scope. ARGV: budget limit in nano-USD
-/// (-1: none), tokens to reserve, then (rpm, tpm, concurrency) limits per scope (0: none).
-/// Returns {0, requests, tokens, in_flight} of scope 0 when admitted, else {reason, scope,
-/// count} with reason 1 rpm, 2 tpm, 3 concurrency, 4 budget.
+/// KEYS: budget, then (requests, tokens, in-flight) per scope, then the operation id's key.
+/// ARGV: budget limit in nano-USD (-1: none), tokens to reserve, then (rpm, tpm, concurrency)
+/// limits per scope (0: none). Returns {0, requests, tokens, in_flight} of scope 0 when
+/// admitted, else {reason, scope, count} with reason 1 rpm, 2 tpm, 3 concurrency, 4 budget.
+/// A refusal counts nothing, so only admissions are recorded under the operation id.
 static ADMIT: Lazy<redis::Script> = Lazy::new(|| {
     redis::Script::new(
         r#"
+local op = KEYS[#KEYS]
+local done = redis.call('GET', op)
+if done then
+  local r, t, c = string.match(done, '^(%d+):(%d+):(%d+)$')
+  return {0, tonumber(r), tonumber(t), tonumber(c)}
+end
 local budget = tonumber(ARGV[1])
 if budget >= 0 then
   local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
   if spent >= budget then return {4, 0, spent} end
 end
 local tokens = tonumber(ARGV[2])
-local scopes = (#KEYS - 1) / 3
+local scopes = (#KEYS - 2) / 3
 for i = 0, scopes - 1 do
   local rpm, tpm, conc = tonumber(ARGV[3 + 3*i]), tonumber(ARGV[4 + 3*i]), tonumber(ARGV[5 + 3*i])
   local r = tonumber(redis.call('GET', KEYS[2 + 3*i]) or '0')
@@ -55,18 +71,20 @@ for i = 0, scopes - 1 do
   redis.call('EXPIRE', KEYS[4 + 3*i], 600)
   if i == 0 then first = {0, r, t, c} end
 end
+redis.call('SET', op, first[2] .. ':' .. first[3] .. ':' .. first[4], 'PX', 10000)
 return first
 "#,
     )
 });
 
 /// KEYS as for [`ADMIT`]. ARGV: token correction (signed), cost in nano-USD, budget TTL in
-/// seconds (0: none).
+/// seconds (0: none). Returns 0 when the operation id had already run.
 static SETTLE: Lazy<redis::Script> = Lazy::new(|| {
     redis::Script::new(
         r#"
+if not redis.call('SET', KEYS[#KEYS], 1, 'NX', 'PX', 10000) then return 0 end
 local delta = tonumber(ARGV[1])
-local scopes = (#KEYS - 1) / 3
+local scopes = (#KEYS - 2) / 3
 for i = 0, scopes - 1 do
   if delta ~= 0 and redis.call('EXISTS', KEYS[3 + 3*i]) == 1 then
     local t = redis.call('INCRBY', KEYS[3 + 3*i], delta)
@@ -102,6 +120,23 @@ fn describe(e: &redis::RedisError) -> String {
     format!("{:?}", e.kind())
 }
 
+/// Sorts a call's outcome: connection-level failures are [`StoreError::Unreachable`] (worth
+/// one retry on a fresh connection), our own timeout is not (Redis is slow, not gone).
+fn classify<T>(
+    outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+) -> Result<T, StoreError> {
+    match outcome {
+        Err(_) => Err(StoreError::Timeout),
+        Ok(Err(e))
+            if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() =>
+        {
+            Err(StoreError::Unreachable(describe(&e)))
+        }
+        Ok(Err(e)) => Err(StoreError::Command(describe(&e))),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
 pub struct RedisStore {
     client: redis::Client,
     conn: OnceCell<ConnectionManager>,
@@ -113,6 +148,7 @@ pub struct RedisStore {
 /// The keys of one request's counters, for a script.
 pub struct ScriptKeys {
     pub keys: Vec<String>,
+    prefix_len: usize,
 }
 
 impl ScriptKeys {
@@ -125,7 +161,20 @@ impl ScriptKeys {
             keys.push(format!("{prefix}{name}:s{s}:tok:{minute}"));
             keys.push(format!("{prefix}{name}:s{s}:conc"));
         }
-        ScriptKeys { keys }
+        ScriptKeys {
+            keys,
+            prefix_len: prefix.len(),
+        }
+    }
+
+    /// A fresh operation id's key, unique per call (128 random bits), for an idempotent script.
+    fn operation(&self) -> String {
+        let prefix = self.keys[0].get(..self.prefix_len).unwrap_or("");
+        format!(
+            "{prefix}op:{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        )
     }
 }
 
@@ -161,10 +210,14 @@ impl RedisStore {
         if now < self.pause_until_ms.load(Ordering::Acquire) {
             return Err(StoreError::Unreachable("reconnecting".into()));
         }
+        // One connect per (re)connection: the manager's own retries sleep a second or more
+        // between attempts (backon's minimum delay), and every command waits for that shared
+        // attempt — so after Redis came back, requests kept timing out behind a reconnect begun
+        // while it was down. Retrying is `run`'s job, once, on the request's own time.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(TIMEOUT)
             .set_response_timeout(TIMEOUT)
-            .set_number_of_retries(1);
+            .set_number_of_retries(0);
         let made = self
             .conn
             .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
@@ -179,19 +232,43 @@ impl RedisStore {
         }
     }
 
+    /// Runs a script; a failure on the connection is retried once, on the connection the
+    /// manager has started to make in its place (safe: the scripts are idempotent).
     async fn run<T: redis::FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.connection().await?;
-        match tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut conn)).await {
-            Err(_) => Err(StoreError::Timeout),
-            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() => {
-                Err(StoreError::Unreachable(describe(&e)))
+        match self.run_once(invocation).await {
+            Err(StoreError::Unreachable(first)) => {
+                log::debug!("redis connection failed ({first}); retrying on a fresh one");
+                self.run_once(invocation).await
             }
-            Ok(Err(e)) => Err(StoreError::Command(describe(&e))),
-            Ok(Ok(v)) => Ok(v),
+            other => other,
         }
+    }
+
+    async fn run_once<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.connection().await?;
+        classify(tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut conn)).await)
+    }
+
+    /// Runs a read-only command, retried like [`Self::run`].
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        match self.query_once(cmd).await {
+            Err(StoreError::Unreachable(_)) => self.query_once(cmd).await,
+            other => other,
+        }
+    }
+
+    async fn query_once<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.connection().await?;
+        classify(tokio::time::timeout(TIMEOUT, cmd.query_async(&mut conn)).await)
     }
 
     /// Checks every limit and, when all pass, counts the request in each.
@@ -206,6 +283,7 @@ impl RedisStore {
         for k in &keys.keys {
             invocation.key(k);
         }
+        invocation.key(keys.operation());
         invocation
             .arg(budget_nano.map_or(-1, |b| b.min(i64::MAX as u64) as i64))
             .arg(tokens);
@@ -239,6 +317,7 @@ impl RedisStore {
         for k in &keys.keys {
             invocation.key(k);
         }
+        invocation.key(keys.operation());
         invocation
             .arg(token_delta)
             .arg(cost_nano)
@@ -250,20 +329,107 @@ impl RedisStore {
     /// Current counts for the admin API: the budget, then (requests, tokens, in flight) per
     /// scope, in the order of `keys`.
     pub async fn read(&self, keys: &ScriptKeys) -> Result<Vec<u64>, StoreError> {
-        let mut conn = self.connection().await?;
         let mut cmd = redis::cmd("MGET");
         for k in &keys.keys {
             cmd.arg(k);
         }
-        let values: Vec<Option<i64>> =
-            match tokio::time::timeout(TIMEOUT, cmd.query_async(&mut conn)).await {
-                Err(_) => return Err(StoreError::Timeout),
-                Ok(Err(e)) => return Err(StoreError::Command(describe(&e))),
-                Ok(Ok(v)) => v,
-            };
+        let values: Vec<Option<i64>> = self.query(&cmd).await?;
         Ok(values
             .into_iter()
             .map(|v| v.unwrap_or(0).max(0) as u64)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A throw-away `redis-server` on a free port, killed on drop; `None` when not installed.
+    struct Server(std::process::Child, u16);
+
+    impl Server {
+        fn start() -> Option<Server> {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .ok()?
+                .local_addr()
+                .ok()?
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok()?;
+            let server = Server(child, port);
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(server);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn a_repeated_operation_counts_once() {
+        let Some(server) = Server::start() else {
+            eprintln!("SKIPPED: redis-server is not installed");
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let url = crate::config::Secret::new(format!("redis://127.0.0.1:{}/0", server.1));
+            let store = RedisStore::new(&url).unwrap();
+            let keys = ScriptKeys::new("t:", "team", &[0], 7, 3);
+            // The same call sent twice, as a retry after a lost reply would.
+            let op = keys.operation();
+            let admit = |op: &str| {
+                let mut inv = ADMIT.prepare_invoke();
+                for k in &keys.keys {
+                    inv.key(k);
+                }
+                inv.key(op).arg(-1).arg(100).arg(10).arg(0).arg(0);
+                inv
+            };
+            let first: Vec<i64> = store.run(&admit(&op)).await.unwrap();
+            let again: Vec<i64> = store.run(&admit(&op)).await.unwrap();
+            assert_eq!(first, vec![0, 1, 100, 1]);
+            assert_eq!(again, first, "the first answer, counted once");
+            let other: Vec<i64> = store.run(&admit(&keys.operation())).await.unwrap();
+            assert_eq!(other, vec![0, 2, 200, 2]);
+
+            let settle = |op: &str| {
+                let mut inv = SETTLE.prepare_invoke();
+                for k in &keys.keys {
+                    inv.key(k);
+                }
+                inv.key(op).arg(-50).arg(1000).arg(0);
+                inv
+            };
+            let op = keys.operation();
+            let done: i64 = store.run(&settle(&op)).await.unwrap();
+            let repeated: i64 = store.run(&settle(&op)).await.unwrap();
+            assert_eq!((done, repeated), (1, 0));
+            assert_eq!(store.read(&keys).await.unwrap(), vec![1000, 2, 150, 1]);
+        });
     }
 }
