@@ -10,6 +10,7 @@
 pub mod accounting;
 pub mod admin;
 pub mod auth;
+pub mod calendar;
 pub mod chat;
 pub mod cli;
 pub mod config;

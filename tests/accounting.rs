@@ -278,7 +278,12 @@ async fn the_dashboard_and_alert_rules_only_query_exported_metrics() {
     assert!(rules.len() >= 5);
     let mut exprs: Vec<String> = rules
         .iter()
-        .map(|r| r["expr"].as_str().expect("every rule has an expr").to_string())
+        .map(|r| {
+            r["expr"]
+                .as_str()
+                .expect("every rule has an expr")
+                .to_string()
+        })
         .collect();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {

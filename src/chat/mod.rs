@@ -11,9 +11,30 @@ mod event;
 mod request;
 mod response;
 
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::config::Price;
+
 pub use event::{Event, EventSink};
 pub use request::{
     parse_data_url, Content, ContentPart, FilePart, FunctionCall, FunctionDef, ImageUrl, Message,
     Request, Tool, ToolCall,
 };
 pub use response::{now_unix, Choice, Response, StopReason, ToolCallOut};
+
+/// How the client wants its stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamSettings {
+    /// The client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// The answering target's price: the usage the client gets carries the cost.
+    pub price: Option<Price>,
+}
+
+/// `value` as JSON bytes, written through `io::Write` into a `Vec`: `Value`'s `Display` goes
+/// through `fmt::Write`, a call per token, at about three times the instructions.
+pub fn json_bytes(value: &Value) -> Bytes {
+    // Keys of a `Value` are strings: serializing one cannot fail.
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}

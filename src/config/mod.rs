@@ -6,6 +6,7 @@
 
 pub mod env;
 pub mod raw;
+mod service_account;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use url::Url;
 
+pub use service_account::ServiceAccountKey;
 pub use validate::validate;
 
 /// The default config path when neither `--config` nor `$SWITCHYARD_CONFIG` is given.
@@ -328,7 +330,7 @@ pub struct ProviderConfig {
     pub aws_credentials: Option<AwsCredentials>,
     /// `kind: vertex`: the Google Cloud project, and the service-account key file's JSON.
     pub project: Option<String>,
-    pub service_account: Option<Secret>,
+    pub service_account: Option<ServiceAccountKey>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeouts: Timeouts,
     /// Active probes; `None` when switched off (`health_check.enabled: false`).

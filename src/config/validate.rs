@@ -636,7 +636,7 @@ fn vertex(
     kind: ProviderKind,
     raw: &RawProvider,
     issues: &mut Issues,
-) -> (Option<String>, Option<Secret>, Option<String>) {
+) -> (Option<String>, Option<ServiceAccountKey>, Option<String>) {
     if kind != ProviderKind::Vertex {
         for (field, is_set) in [
             ("project", raw.project.is_some()),
@@ -690,12 +690,16 @@ fn vertex(
             }
         }
     };
-    let secret = Secret::new(json);
-    if let Err(e) = crate::transport::google_auth::TokenSource::new(&secret, Timeouts::default()) {
-        issues.push(format!("{path}.service_account"), e.to_string());
-        return (project, None, None);
+    match ServiceAccountKey::parse(&json) {
+        Ok(key) => (project, Some(key), None),
+        Err(why) => {
+            issues.push(
+                format!("{path}.service_account"),
+                format!("the service account JSON is not usable: {why}"),
+            );
+            (project, None, None)
+        }
     }
-    (project, Some(secret), None)
 }
 
 /// Provider kinds whose adapter exists in this build.

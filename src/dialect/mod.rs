@@ -9,9 +9,9 @@ pub mod raw_object;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::chat::StreamSettings;
 use crate::chat::{self, Event};
 use crate::error::GatewayError;
-use crate::providers::StreamSettings;
 
 /// Which API the client spoke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

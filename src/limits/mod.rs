@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use once_cell::sync::Lazy;
 use serde::Serialize;
+use std::sync::LazyLock;
 
 use crate::config::{
     self, Budget, FailureMode, Limits, SnapshotSettings, StateBackend, StateSettings,
@@ -41,7 +41,7 @@ use redis_store::{AdmitReply, RedisStore, ScriptKeys};
 use snapshot::Snapshots;
 
 /// The process's limiter; counters and the backend survive reloads.
-pub static LIMITS: Lazy<Limiter> = Lazy::new(Limiter::default);
+pub static LIMITS: LazyLock<Limiter> = LazyLock::new(Limiter::default);
 
 /// Tokens reserved for the answer of a request that sets no output budget.
 pub const DEFAULT_OUTPUT_RESERVATION: u64 = 1024;

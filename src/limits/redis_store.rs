@@ -19,8 +19,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use once_cell::sync::Lazy;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::LazyLock;
 use tokio::sync::OnceCell;
 
 use crate::config::Secret;
@@ -36,7 +36,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// limits per scope (0: none). Returns {0, requests, tokens, in_flight} of scope 0 when
 /// admitted, else {reason, scope, count} with reason 1 rpm, 2 tpm, 3 concurrency, 4 budget.
 /// A refusal counts nothing, so only admissions are recorded under the operation id.
-static ADMIT: Lazy<redis::Script> = Lazy::new(|| {
+static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r#"
 local op = KEYS[#KEYS]
@@ -79,7 +79,7 @@ return first
 
 /// KEYS as for [`ADMIT`]. ARGV: token correction (signed), cost in nano-USD, budget TTL in
 /// seconds (0: none). Returns 0 when the operation id had already run.
-static SETTLE: Lazy<redis::Script> = Lazy::new(|| {
+static SETTLE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r#"
 if not redis.call('SET', KEYS[#KEYS], 1, 'NX', 'PX', 10000) then return 0 end

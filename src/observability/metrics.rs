@@ -4,11 +4,11 @@
 //! are bounded: configured model and provider names, status codes, outcome words. A model name the
 //! client invented never becomes a label (see [`model_label`]).
 
-use once_cell::sync::Lazy;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use std::sync::LazyLock;
 
 /// Buckets from 1 ms to 5 min: LLM calls span four orders of magnitude.
 const DURATION_BUCKETS: &[f64] = &[
@@ -47,7 +47,7 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
 }
 
-pub static METRICS: Lazy<Metrics> = Lazy::new(Metrics::new);
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The label used for requests whose model did not resolve to anything configured.
 pub const UNKNOWN_LABEL: &str = "unknown";

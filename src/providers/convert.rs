@@ -2,17 +2,11 @@
 
 use std::collections::HashSet;
 
-use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::error::GatewayError;
 
-/// `value` as JSON bytes, written through `io::Write` into a `Vec`: `Value`'s `Display` goes
-/// through `fmt::Write`, a call per token, at about three times the instructions.
-pub fn json_bytes(value: &Value) -> Bytes {
-    // Keys of a `Value` are strings: serializing one cannot fail.
-    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
-}
+pub use crate::chat::json_bytes;
 
 /// A conversation turn: role and content blocks (or parts).
 pub type Turn = (&'static str, Vec<Value>);

@@ -6,6 +6,7 @@
 //! truncates with `finish_reason: "length"`, and optional `latency_ms` / `tokens_per_second` make
 //! it as slow as a real model.
 
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -15,6 +16,8 @@ use crate::accounting::Usage;
 use crate::config::MockSettings;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::openai::ChatRequest;
+use crate::providers::UpstreamRequest;
+use crate::transport::{AttemptError, Exchange, LocalExchange};
 
 /// How much of the user's message the default reply quotes back.
 const ECHO_LIMIT_CHARS: usize = 200;
@@ -279,6 +282,68 @@ fn estimate_prompt_tokens(request: &ChatRequest) -> u64 {
         .map(|c| content_text(c).chars().count())
         .sum();
     (chars as u64).div_ceil(4) + 4 * msgs.len() as u64 + 3
+}
+
+// The fake server's side of the exchange.
+
+/// Answers `req` as an OpenAI server would, after the mock's configured latency: it reads the
+/// request the OpenAI adapter built and answers with OpenAI JSON or SSE bytes.
+pub async fn serve(mock: &MockProvider, req: &UpstreamRequest) -> Result<Exchange, AttemptError> {
+    if req.path_and_query.ends_with("/embeddings") {
+        return embeddings(mock, req).await;
+    }
+    // The adapter wrote this body; it always parses.
+    let request = ChatRequest::parse(&req.body)
+        .map_err(|e| AttemptError::Io(format!("mock cannot read the request: {e}")))?;
+    let answer = mock.answer(&request, &request.model);
+    let latency = mock.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let interval = mock.token_interval();
+    let mut chunks = VecDeque::new();
+    if !request.stream {
+        chunks.push_back((false, answer.json()));
+    } else {
+        let usage = request.include_usage;
+        match interval {
+            Some(_) => {
+                chunks.push_back((false, answer.role_chunk(usage)));
+                chunks
+                    .extend((0..answer.tokens.len()).map(|i| (true, answer.token_chunk(i, usage))));
+                chunks.push_back((false, answer.closing_chunks(usage)));
+            }
+            // Without a token rate the whole stream is ready at once: one piece.
+            None => {
+                let mut all = answer.role_chunk(usage).to_vec();
+                for i in 0..answer.tokens.len() {
+                    all.extend_from_slice(&answer.token_chunk(i, usage));
+                }
+                all.extend_from_slice(&answer.closing_chunks(usage));
+                chunks.push_back((false, Bytes::from(all)));
+            }
+        }
+    }
+    Ok(Exchange::Local(LocalExchange::new(
+        chunks, interval, latency,
+    )))
+}
+
+/// `POST /embeddings`: deterministic vectors, one per input.
+async fn embeddings(mock: &MockProvider, req: &UpstreamRequest) -> Result<Exchange, AttemptError> {
+    let request = EmbeddingsRequest::parse(&req.body)
+        .map_err(|e| AttemptError::Io(format!("mock cannot read the request: {e}")))?;
+    let latency = mock.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let (vectors, usage) = mock.embed(&request);
+    let body = request.answer(&request.model, &vectors, &usage);
+    Ok(Exchange::Local(LocalExchange::new(
+        VecDeque::from([(false, body)]),
+        None,
+        latency,
+    )))
 }
 
 #[cfg(test)]

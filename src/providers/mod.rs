@@ -29,45 +29,15 @@ use http::{HeaderName, HeaderValue};
 
 use crate::accounting::Usage;
 use crate::chat::{self, EventSink};
-use crate::config::{Price, ProviderConfig, ProviderKind, Secret};
+use crate::config::{ProviderConfig, ProviderKind, Secret};
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::{self, ClientRequest, Dialect};
 use crate::error::GatewayError;
-
-/// Where a provider lives, split out of its `base_url` once at config load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// The `Host` header value: the host, plus the port when it is not the scheme's default.
-    pub authority: String,
-    /// The base URL's path without a trailing slash (`/v1`, or empty).
-    pub base_path: String,
-}
-
-impl Endpoint {
-    pub fn from_url(url: &url::Url) -> Option<Endpoint> {
-        let tls = match url.scheme() {
-            "https" => true,
-            "http" => false,
-            _ => return None,
-        };
-        let host = url.host_str()?.to_string();
-        let port = url.port_or_known_default()?;
-        let authority = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.clone(),
-        };
-        Some(Endpoint {
-            tls,
-            host,
-            port,
-            authority,
-            base_path: url.path().trim_end_matches('/').to_string(),
-        })
-    }
-}
+// Adapters build these for the transport, which owns them: it sends them and knows nothing of
+// vendors.
+pub use crate::transport::{Endpoint, ProbeRequest, UpstreamRequest};
+// How the client wants its stream: the dialect's encoder and the vendor's decoder both read it.
+pub use crate::chat::StreamSettings;
 
 /// What an adapter needs to know about the attempt it builds a request for.
 pub struct AttemptTarget<'a> {
@@ -76,24 +46,6 @@ pub struct AttemptTarget<'a> {
     pub endpoint: &'a Endpoint,
     pub api_key: Option<&'a Secret>,
     pub extra_headers: &'a [(HeaderName, HeaderValue)],
-}
-
-/// A vendor request, ready for the transport (which adds `Host` and `Content-Length`).
-#[derive(Debug, Clone)]
-pub struct UpstreamRequest {
-    pub path_and_query: String,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
-}
-
-/// A cheap `GET` that tells whether a provider is up and accepts the gateway's key.
-#[derive(Debug, Clone)]
-pub struct ProbeRequest {
-    pub path_and_query: String,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Another host than the provider's, when its cheap `GET` lives elsewhere (Bedrock's
-    /// control plane).
-    pub endpoint: Option<Endpoint>,
 }
 
 /// How a vendor wants the provider key sent.
@@ -194,15 +146,6 @@ pub enum StreamReader {
     Native(Box<dyn StreamDecoder>),
     /// Decodes the vendor's events into canonical ones.
     Events(Box<dyn EventDecoder>),
-}
-
-/// How the client wants its stream.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StreamSettings {
-    /// The client asked for `stream_options.include_usage`.
-    pub include_usage: bool,
-    /// The answering target's price: the usage the client gets carries the cost.
-    pub price: Option<Price>,
 }
 
 /// Credentials that expire and are renewed before they do.

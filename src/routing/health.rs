@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use once_cell::sync::Lazy;
+use std::sync::LazyLock;
 
 /// Consecutive failures that open a breaker, unless the provider's config says otherwise.
 pub const FAILURE_THRESHOLD: u32 = 3;
@@ -22,7 +22,7 @@ pub const MAX_COOLDOWN: Duration = Duration::from_secs(300);
 const EWMA_ALPHA: f64 = 0.3;
 
 /// Time origin for the millisecond timestamps kept in atomics.
-static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// Milliseconds since [`EPOCH`], offset so that small values are always in the past.
 fn now_ms() -> u64 {

@@ -26,8 +26,8 @@ use crate::transport::Upstream;
 use health::{HealthRegistry, TargetHealth};
 
 /// The health records of the running process; they outlive routing tables.
-pub static HEALTH: once_cell::sync::Lazy<HealthRegistry> =
-    once_cell::sync::Lazy::new(HealthRegistry::default);
+pub static HEALTH: std::sync::LazyLock<HealthRegistry> =
+    std::sync::LazyLock::new(HealthRegistry::default);
 
 /// The live table, swapped whole on reload.
 pub type TableHandle = Arc<ArcSwap<RoutingTable>>;
@@ -91,7 +91,7 @@ impl HttpBackend {
 
 /// Where the mock's fake OpenAI server "lives", for the paths the adapter builds.
 pub fn mock_endpoint() -> &'static Endpoint {
-    static ENDPOINT: once_cell::sync::Lazy<Endpoint> = once_cell::sync::Lazy::new(|| Endpoint {
+    static ENDPOINT: std::sync::LazyLock<Endpoint> = std::sync::LazyLock::new(|| Endpoint {
         tls: false,
         host: "mock".into(),
         port: 0,

@@ -24,8 +24,8 @@ use pingora::upstreams::peer::{HttpPeer, Peer};
 use super::h1::{Answer, ReadError};
 use super::pool::Pool;
 use super::AttemptError;
+use super::{Endpoint, ProbeRequest, UpstreamRequest};
 use crate::config::Timeouts;
-use crate::providers::{Endpoint, ProbeRequest, UpstreamRequest};
 
 /// How long a resolved address is used before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);

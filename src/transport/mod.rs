@@ -1,17 +1,16 @@
 //! How vendor requests travel: one [`TransportConnector`] that opens connections for every
 //! provider's requests and health probes, one pool of idle connections (`pool`), the resolved
 //! address of each upstream, and one exchange per attempt — over HTTP(S) to a vendor ([`http`],
-//! its answers read by `h1`) or to the built-in mock, a fake vendor in the same process
-//! ([`mock`]).
+//! its answers read by `h1`) or an answer made in the process ([`local`], the built-in mock's).
 //!
 //! Adapters build an [`UpstreamRequest`]; this module sends it and hands back the status and the
 //! body, chunk by chunk. Nothing here knows a vendor's format.
 
-pub mod google_auth;
 mod h1;
 pub mod http;
-pub mod mock;
+pub mod local;
 mod pool;
+mod request;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +19,10 @@ use bytes::Bytes;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::ErrorType;
 
-use crate::providers::{ProbeRequest, UpstreamRequest};
 pub use http::{HttpExchange, Upstream};
-pub use mock::MockExchange;
+pub use local::LocalExchange;
 use pool::Pool;
+pub use request::{Endpoint, ProbeRequest, UpstreamRequest};
 
 /// Idle connections kept for reuse to one upstream address.
 const MAX_IDLE_PER_PEER: usize = 1024;
@@ -134,18 +133,18 @@ impl Transport {
 }
 
 /// One upstream answer whose status is known and whose body is read piece by piece.
-// HTTP is the common case: boxing it to shrink the rare mock variant would allocate per attempt.
+// HTTP is the common case: boxing it to shrink the rare local variant would allocate per attempt.
 #[allow(clippy::large_enum_variant)]
 pub enum Exchange {
     Http(HttpExchange),
-    Mock(MockExchange),
+    Local(LocalExchange),
 }
 
 impl Exchange {
     pub fn status(&self) -> u16 {
         match self {
             Exchange::Http(x) => x.status,
-            Exchange::Mock(_) => 200,
+            Exchange::Local(_) => 200,
         }
     }
 
@@ -153,7 +152,7 @@ impl Exchange {
     pub fn take_retry_after(&mut self) -> Option<String> {
         match self {
             Exchange::Http(x) => x.retry_after.take(),
-            Exchange::Mock(_) => None,
+            Exchange::Local(_) => None,
         }
     }
 
@@ -161,7 +160,7 @@ impl Exchange {
     pub fn waited(&self) -> Duration {
         match self {
             Exchange::Http(x) => x.waited,
-            Exchange::Mock(x) => x.waited,
+            Exchange::Local(x) => x.waited,
         }
     }
 
@@ -169,7 +168,7 @@ impl Exchange {
     pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
         match self {
             Exchange::Http(x) => x.read_chunk().await,
-            Exchange::Mock(x) => Ok(x.read_chunk().await),
+            Exchange::Local(x) => Ok(x.read_chunk().await),
         }
     }
 
@@ -177,7 +176,7 @@ impl Exchange {
     pub async fn read_all(&mut self, limit: usize) -> Result<Bytes, AttemptError> {
         match self {
             Exchange::Http(x) => x.read_all(limit).await,
-            Exchange::Mock(x) => Ok(x.read_all().await),
+            Exchange::Local(x) => Ok(x.read_all().await),
         }
     }
 }

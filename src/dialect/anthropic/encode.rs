@@ -77,7 +77,7 @@ pub fn response_body(response: &chat::Response) -> bytes::Bytes {
         "stop_sequence": null,
         "usage": usage_json(&response.usage),
     });
-    crate::providers::convert::json_bytes(&body)
+    crate::chat::json_bytes(&body)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -12,8 +12,8 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
+use crate::calendar::unix_from_rfc3339;
 use crate::config::{Secret, Timeouts};
-use crate::limits::period::unix_from_rfc3339;
 use crate::providers::{Endpoint, Renewable};
 use crate::transport::{Transport, Upstream};
 

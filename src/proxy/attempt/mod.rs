@@ -143,7 +143,9 @@ pub async fn run(
             )
             .await
         }
-        Backend::Mock(mock) => Box::pin(transport::mock::send(mock, &upstream_request)).await,
+        Backend::Mock(mock) => {
+            Box::pin(crate::providers::mock::serve(mock, &upstream_request)).await
+        }
     };
     // The vendor body has been sent; it need not live as long as the answer.
     drop(upstream_request);

@@ -13,24 +13,12 @@ use ring::rand::SystemRandom;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use serde::Deserialize;
 
-use super::{Transport, Upstream};
-use crate::config::{Secret, Timeouts};
-use crate::providers::Endpoint;
+use crate::config::{Secret, ServiceAccountKey, Timeouts};
+use crate::transport::{Endpoint, Transport, Upstream};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
-const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// A token this close to expiry is renewed.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
-
-#[derive(Deserialize)]
-struct ServiceAccountWire {
-    client_email: String,
-    private_key: String,
-    #[serde(default)]
-    private_key_id: Option<String>,
-    #[serde(default)]
-    token_uri: Option<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -56,37 +44,18 @@ pub struct TokenSource {
     renewing: tokio::sync::Mutex<()>,
 }
 
-/// The DER bytes of a PEM block.
-fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
-    let body: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .map(str::trim)
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
-}
-
 impl TokenSource {
-    /// From a service-account JSON key file's text.
-    pub fn new(json: &Secret, timeouts: Timeouts) -> Result<TokenSource, TokenError> {
-        let account: ServiceAccountWire = serde_json::from_str(json.expose())
-            .map_err(|e| TokenError::Account(format!("not a service-account key file ({e})")))?;
-        let der = pem_to_der(&account.private_key)
-            .ok_or_else(|| TokenError::Account("private_key is not PEM".into()))?;
-        let key = RsaKeyPair::from_pkcs8(&der)
+    /// For the service account whose key the config checked.
+    pub fn new(account: &ServiceAccountKey, timeouts: Timeouts) -> Result<TokenSource, TokenError> {
+        let key = RsaKeyPair::from_pkcs8(&account.private_key_der)
             .map_err(|_| TokenError::Account("private_key is not a PKCS#8 RSA key".into()))?;
-        let token_uri = account
-            .token_uri
-            .unwrap_or_else(|| DEFAULT_TOKEN_URI.to_string());
-        let endpoint = url::Url::parse(&token_uri)
-            .ok()
-            .and_then(|u| Endpoint::from_url(&u))
+        let endpoint = Endpoint::from_url(&account.token_uri)
             .ok_or_else(|| TokenError::Account("token_uri is not an http(s) URL".into()))?;
         Ok(TokenSource {
-            email: account.client_email,
-            key_id: account.private_key_id,
+            email: account.client_email.clone(),
+            key_id: account.private_key_id.clone(),
             key,
-            token_uri,
+            token_uri: account.token_uri.to_string(),
             upstream: Upstream::new(endpoint, timeouts),
             current: ArcSwapOption::empty(),
             renewing: tokio::sync::Mutex::new(()),
@@ -205,7 +174,7 @@ impl TokenSource {
 }
 
 #[async_trait::async_trait]
-impl crate::providers::Renewable for TokenSource {
+impl super::Renewable for TokenSource {
     async fn renew(&self, transport: &Transport) -> Result<Option<Secret>, String> {
         self.token(transport)
             .await

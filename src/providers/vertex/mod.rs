@@ -1,6 +1,6 @@
 //! Google Cloud Vertex AI (`kind: vertex`): Gemini and Anthropic models of one project and
 //! region, authorized with OAuth tokens from a service account
-//! ([`TokenSource`](crate::transport::google_auth::TokenSource)).
+//! ([`TokenSource`](auth::TokenSource)).
 //!
 //! A target's model picks the publisher: `claude-*` models are Anthropic's
 //! (`…/publishers/anthropic/models/{m}:rawPredict`, `:streamRawPredict`; the Messages body
@@ -29,7 +29,9 @@ use crate::chat::EventSink;
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
-use crate::transport::google_auth::TokenSource;
+use auth::TokenSource;
+
+mod auth;
 
 const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 
