@@ -1,4 +1,4 @@
-//! The command line: `switchyard serve | check | keys hash`, per the SPEC.
+//! The command line: `switchyard serve | check | keys hash` (README, "Command line").
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -6,9 +6,8 @@ use switchyard::cli::{self, Cli, Command, KeysCommand};
 use switchyard::observability::logging;
 use switchyard::server::{self, StartMode};
 
-/// With `--features mimalloc`: mimalloc instead of glibc's malloc. It cuts CPU per request by
-/// about a quarter (allocation was a quarter of user time) but nearly doubles the memory of many
-/// open streams (10,000: 944 MiB against 506 MiB), so it is opt-in; see BENCHMARKS.md.
+/// With `--features mimalloc`: mimalloc instead of glibc's malloc: less CPU per request, more
+/// memory per open stream, so it is opt-in; BENCHMARKS.md has the measured trade.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -2,7 +2,7 @@
 
 use crate::accounting::Usage;
 
-/// Why a choice ended, in the vocabulary shared by the dialects (§5.8 of the reference).
+/// Why a choice ended, in the vocabulary shared by the dialects (docs/translation.md §5.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StopReason {
     /// The model finished its turn (also a vendor's unknown or unspecified reason).

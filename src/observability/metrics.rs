@@ -1,4 +1,4 @@
-//! Prometheus metrics, named as in the SPEC table.
+//! Prometheus metrics, named as the README's "Metrics" paragraph lists them.
 //!
 //! All metrics live in one process-wide [`Metrics`] registry created on first use. Label values
 //! are bounded: configured model and provider names, status codes, outcome words. A model name the

@@ -1,8 +1,8 @@
 //! HTTP(S) to vendor APIs: address resolution, pooled connections and one exchange.
 //!
-//! This is Pattern B of the Pingora guide: the gateway originates its own upstream request
-//! instead of taking the proxy path, because the body has to be read, translated and possibly
-//! re-sent to another vendor, and stock Pingora cannot forward a pre-read body over 64 KiB.
+//! The gateway originates its own upstream request instead of taking Pingora's proxy path,
+//! because the body has to be read, translated and possibly re-sent to another vendor, and
+//! Pingora's proxy cannot forward a body it already read when it is over 64 KiB.
 //! Only the connecting (TCP, TLS) is Pingora's [`TransportConnector`]: the request head is
 //! written here (see [`wire_head`]), the answer read by [`super::h1`], idle connections kept by
 //! [`super::pool`].

@@ -1,4 +1,4 @@
-//! Anthropic Messages request → canonical request (§5.6 of the reference).
+//! Anthropic Messages request → canonical request (docs/translation.md §5.6).
 //!
 //! - `system` (string or text blocks, `cache_control` kept) becomes the leading system message.
 //! - A user turn's `tool_result` blocks become tool messages placed before the rest of that

@@ -1,5 +1,5 @@
 //! Rendering canonical answers as Anthropic Messages: the `message` object and the SSE event
-//! sequence (§5.7 of the reference).
+//! sequence (docs/translation.md §5.7).
 //!
 //! Streams follow Anthropic's order exactly: `message_start`, `ping`, then per content block
 //! `content_block_start`, its deltas and `content_block_stop`, then `message_delta` with the stop
@@ -26,7 +26,7 @@ fn message_id(id: &str) -> String {
     }
 }
 
-/// Anthropic's usage: its `input_tokens` exclude the cached ones (§5.9).
+/// Anthropic's usage: its `input_tokens` exclude the cached ones (docs/translation.md §5.9).
 fn usage_json(usage: &Usage) -> Value {
     let cached = usage.cached_tokens.min(usage.prompt_tokens);
     json!({

@@ -1,4 +1,5 @@
-//! Anthropic errors (HTTP bodies and stream `error` events) → the client's error (§5.10).
+//! Anthropic errors (HTTP bodies and stream `error` events) → the client's error
+//! (docs/translation.md §5.10).
 
 use serde::Deserialize;
 
@@ -19,7 +20,8 @@ struct ErrorWire {
     message: Option<String>,
 }
 
-/// Maps an Anthropic error (HTTP body or stream `error` event) to the client's error (§5.10).
+/// Maps an Anthropic error (HTTP body or stream `error` event) to the client's error
+/// (docs/translation.md §5.10).
 pub fn decode_anthropic_error(
     provider: Option<&str>,
     status: u16,

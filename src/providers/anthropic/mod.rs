@@ -1,7 +1,8 @@
 //! Anthropic Messages API (`kind: anthropic`): [`request`] (canonical → Anthropic), [`response`]
 //! and [`stream`] (Anthropic → canonical, or passed through to Anthropic clients), [`errors`].
 //!
-//! Translation follows the mapping tables of the reference (§5.1–5.3, 5.8–5.10). Decisions where
+//! Translation follows the mapping tables of docs/translation.md (§5.1–5.3, 5.8–5.10). Decisions
+//! where
 //! vendors differ:
 //! - All system and developer messages become the top-level `system` blocks, in order.
 //! - `max_tokens` is required by Anthropic: `max_completion_tokens`, else `max_tokens`, else

@@ -1,4 +1,4 @@
-//! Canonical request → Anthropic Messages request (§5.1 of the reference).
+//! Canonical request → Anthropic Messages request (docs/translation.md §5.1).
 
 use std::collections::HashSet;
 

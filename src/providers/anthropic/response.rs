@@ -1,4 +1,4 @@
-//! Anthropic `message` answers → canonical answers (§5.2, §5.8, §5.9 of the reference).
+//! Anthropic `message` answers → canonical answers (docs/translation.md §5.2, §5.8, §5.9).
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use crate::accounting::Usage;
 use crate::chat::{self, now_unix, StopReason, ToolCallOut};
 use crate::providers::{Answer, StreamFailure};
 
-/// The canonical stop reason for an Anthropic `stop_reason` (§5.8).
+/// The canonical stop reason for an Anthropic `stop_reason` (docs/translation.md §5.8).
 pub fn finish_reason(stop_reason: Option<&str>, has_tool_calls: bool) -> StopReason {
     match stop_reason {
         Some("max_tokens") | Some("model_context_window_exceeded") => StopReason::MaxTokens,
@@ -71,7 +71,8 @@ pub(super) struct UsageWire {
 }
 
 impl UsageWire {
-    /// Anthropic's input excludes cached tokens; OpenAI's prompt includes them (§5.9).
+    /// Anthropic's input excludes cached tokens; OpenAI's prompt includes them (docs/translation.md
+    /// §5.9).
     pub(super) fn to_usage(self) -> Usage {
         let cache_read = self.cache_read_input_tokens.unwrap_or(0);
         Usage {

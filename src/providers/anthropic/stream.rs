@@ -1,5 +1,5 @@
-//! Anthropic streams: translated into canonical events for other dialects (§5.3 of the
-//! reference), or relayed event for event to Anthropic clients.
+//! Anthropic streams: translated into canonical events for other dialects (docs/translation.md
+//! §5.3), or relayed event for event to Anthropic clients.
 
 use serde::Deserialize;
 

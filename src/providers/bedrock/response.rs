@@ -12,7 +12,7 @@ use crate::error::GatewayError;
 use crate::providers::convert::upstream_message;
 use crate::providers::{openai_error_type, EventDecoder, StreamFailure};
 
-/// The canonical stop reason for a Converse `stopReason` (§5.8).
+/// The canonical stop reason for a Converse `stopReason` (docs/translation.md §5.8).
 pub fn stop_reason(reason: Option<&str>, has_tool_calls: bool) -> StopReason {
     match reason {
         Some("max_tokens" | "model_context_window_exceeded") => StopReason::MaxTokens,
@@ -38,7 +38,7 @@ struct UsageWire {
 }
 
 impl UsageWire {
-    /// Bedrock's input excludes cached tokens, like Anthropic's (§5.9).
+    /// Bedrock's input excludes cached tokens, like Anthropic's (docs/translation.md §5.9).
     fn to_usage(self) -> Usage {
         Usage {
             prompt_tokens: self.input_tokens
@@ -155,7 +155,7 @@ struct ErrorWire {
 }
 
 /// Maps a Bedrock error (an HTTP body, or an exception inside a stream, `exception` naming its
-/// type) to the client's error (§5.10).
+/// type) to the client's error (docs/translation.md §5.10).
 pub fn decode_error(
     provider: Option<&str>,
     status: u16,

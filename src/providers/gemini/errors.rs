@@ -1,5 +1,5 @@
 //! Gemini errors (HTTP bodies, also as arrays, and errors inside a stream) → the client's error
-//! (§3.5, §5.10 of the reference).
+//! (docs/translation.md §3.5, §5.10).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -65,7 +65,8 @@ fn retry_delay_seconds(delay: &str) -> Option<String> {
     (secs.is_finite() && secs >= 0.0).then(|| (secs.ceil() as u64).to_string())
 }
 
-/// Maps a Gemini error (HTTP body or in-stream object) to the client's error (§5.10). `status`
+/// Maps a Gemini error (HTTP body or in-stream object) to the client's error (docs/translation.md
+/// §5.10). `status`
 /// is the HTTP status, 200 for an error inside a stream. `provider` prefixes the message;
 /// stream decoders pass `None` and the caller adds it.
 pub fn decode_gemini_error(

@@ -2,7 +2,7 @@
 //! [`request`] (canonical → Gemini, with [`schema`] reducing JSON schemas to Gemini's subset),
 //! [`response`] and [`stream`] (Gemini → canonical), [`errors`].
 //!
-//! Translation follows the reference (§3, §5.4, §5.5, §5.8–5.10). Decisions:
+//! Translation follows docs/translation.md (§3, §5.4, §5.5, §5.8–5.10). Decisions:
 //! - System and developer messages become `systemInstruction`, in order; consecutive turns of
 //!   one role are merged, and empty parts are never sent (Gemini rejects them).
 //! - Tool results need the function *name*, which OpenAI tool messages lack: it is looked up from

@@ -1,4 +1,4 @@
-//! Canonical request → Gemini `GenerateContentRequest` (§5.4 of the reference).
+//! Canonical request → Gemini `GenerateContentRequest` (docs/translation.md §5.4).
 
 use std::collections::HashMap;
 

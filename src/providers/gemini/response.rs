@@ -1,4 +1,4 @@
-//! Gemini answers → canonical answers (§5.5, §5.8, §5.9 of the reference).
+//! Gemini answers → canonical answers (docs/translation.md §5.5, §5.8, §5.9).
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -8,7 +8,7 @@ use super::*;
 use crate::accounting::Usage;
 use crate::chat::{self, now_unix, StopReason, ToolCallOut};
 
-/// The canonical stop reason for a Gemini `finishReason` (§5.8).
+/// The canonical stop reason for a Gemini `finishReason` (docs/translation.md §5.8).
 pub fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> StopReason {
     if has_tool_calls {
         return StopReason::ToolUse;
@@ -114,7 +114,8 @@ pub(super) struct UsageWire {
 }
 
 impl UsageWire {
-    /// Thoughts are output the client pays for: they count as completion tokens (§5.9).
+    /// Thoughts are output the client pays for: they count as completion tokens
+    /// (docs/translation.md §5.9).
     pub(super) fn to_usage(self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_token_count,

@@ -1,6 +1,6 @@
-//! JSON Schema (OpenAI tools, `response_format`) → Gemini's OpenAPI-subset `Schema` (§3.6 of
-//! the reference): `$ref`s inlined within a byte budget, `null` unions as `nullable`, `const` as
-//! `enum`, unsupported keywords and formats removed, recursive or dangling references refused.
+//! JSON Schema (OpenAI tools, `response_format`) → Gemini's OpenAPI-subset `Schema`
+//! (docs/translation.md §3.6): `$ref`s inlined within a byte budget, `null` unions as `nullable`,
+//! `const` as `enum`, unsupported keywords and formats removed, recursive or dangling references refused.
 
 use std::collections::HashMap;
 
@@ -24,7 +24,8 @@ const SCHEMA_KEEP: [&str; 12] = [
     "nullable",
 ];
 
-/// Reduces a JSON Schema to what Gemini accepts (§3.6), inlining local `$ref`s. `param` names
+/// Reduces a JSON Schema to what Gemini accepts (docs/translation.md §3.6), inlining local `$ref`s.
+/// `param` names
 /// the request field the schema came from, for the 400 when it cannot be expressed.
 pub fn sanitize_schema(schema: &Value, param: &'static str) -> Result<Value, GatewayError> {
     let mut sanitizer = Sanitizer {

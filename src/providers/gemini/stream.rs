@@ -177,7 +177,7 @@ mod tests {
         }
     }
 
-    // ---- request-side tricky cases (reference §6) ----
+    // ---- request-side tricky cases (docs/translation.md §6) ----
 
     #[test]
     fn case35_crlf_split_reads_and_blank_events() {

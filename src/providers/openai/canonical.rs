@@ -1,5 +1,5 @@
 //! OpenAI Chat Completions for clients of another dialect: the canonical request as an OpenAI
-//! body, and OpenAI answers and chunks as canonical ones (§5.6, §5.7 of the reference).
+//! body, and OpenAI answers and chunks as canonical ones (docs/translation.md §5.6, §5.7).
 //!
 //! Decisions:
 //! - `max_tokens` goes as `max_completion_tokens` to OpenAI and Azure, as `max_tokens` to
