@@ -7,7 +7,8 @@
 //!   until that process listens for the sockets, then sends itself SIGQUIT, on which Pingora hands
 //!   the listening sockets over and drains.
 //!
-//! SIGTERM (graceful stop), SIGQUIT (socket hand-over) and SIGINT (fast stop) are Pingora's own.
+//! SIGTERM (graceful stop), SIGQUIT (socket hand-over) and SIGINT (fast stop) are Pingora's,
+//! through [`crate::process::signals`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,9 +19,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::BackgroundService;
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::SignalKind;
 use tokio::sync::broadcast;
 
+use crate::process::signals::{listen, next, successor_waiting};
 use crate::reload::Reloader;
 
 const FILE_POLL: Duration = Duration::from_millis(500);
@@ -77,25 +79,6 @@ async fn draining_phase(phases: &mut Option<broadcast::Receiver<ExecutionPhase>>
     }
 }
 
-fn listen(kind: SignalKind, name: &str) -> Option<Signal> {
-    match signal(kind) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::error!("cannot listen for {name}: {e}");
-            None
-        }
-    }
-}
-
-async fn next(signal: &mut Option<Signal>) {
-    match signal.as_mut() {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending::<()>().await,
-    }
-}
-
 /// The running binary's path, even when a package upgrade replaced the file under it.
 fn own_binary() -> std::io::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -116,12 +99,15 @@ async fn upgrade(config: &Path, upgrade_sock: &Path, daemon: bool) -> Result<(),
     if daemon {
         command.arg("--daemon");
     }
+    // systemd's watchdog variables name this process; without the PID the new process, which
+    // becomes the service's main process, takes the watchdog over.
+    command.env_remove("WATCHDOG_PID");
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
     let started = Instant::now();
     loop {
-        if upgrade_sock.exists() {
+        if successor_waiting(upgrade_sock) {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {

@@ -19,6 +19,7 @@ pub mod dialect;
 pub mod error;
 pub mod limits;
 pub mod observability;
+pub mod process;
 pub mod providers;
 pub mod proxy;
 pub mod reload;

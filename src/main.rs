@@ -2,8 +2,11 @@ use clap::Parser;
 
 use std::io::Read;
 
+use pingora::server::RunArgs;
+
 use switchyard::cli::{self, Cli, Command, KeysCommand};
 use switchyard::observability::logging;
+use switchyard::process::{listen, signals::Signals};
 use switchyard::server::{self, StartMode};
 
 /// With `--features mimalloc`: mimalloc instead of glibc's malloc: less CPU per request, more
@@ -50,7 +53,19 @@ fn main() {
                 upgrade: args.upgrade,
                 daemon: args.daemon,
             };
-            let server = match server::build(&config, &args.config.path(), mode) {
+            // Before anything starts (and before a daemon detaches from the terminal): a port
+            // that cannot be bound is one line and exit code 1.
+            let mut addrs = config.server.listen.clone();
+            addrs.extend(config.server.admin_listen);
+            let sockets = match listen::bind(&addrs, mode.upgrade) {
+                Ok(sockets) => sockets,
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            };
+            listen::exit_on_listener_panic();
+            let server = match server::build(&config, &args.config.path(), mode, sockets) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("cannot start: {e}");
@@ -72,7 +87,11 @@ fn main() {
                     .admin_listen
                     .map_or("off".to_string(), |a| a.to_string())
             );
-            server.run_forever();
+            let signals = Signals::new(config.server.upgrade_sock.clone());
+            server.run(RunArgs {
+                shutdown_signal: Box::new(signals),
+            });
+            std::process::exit(0);
         }
     }
 }

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::config::{self, ServerSettings};
 use crate::observability::metrics::METRICS;
+use crate::process::systemd;
 use crate::routing::{RoutingTable, TableHandle};
 
 /// What a successful reload did.
@@ -78,6 +79,17 @@ impl Reloader {
     /// Loads the config file and swaps it in, or leaves everything as it was.
     pub fn reload(&self, trigger: &str) -> Result<ReloadReport, String> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        systemd::reloading();
+        let result = self.reload_locked(&mut state, trigger);
+        systemd::reloaded();
+        result
+    }
+
+    fn reload_locked(
+        &self,
+        state: &mut ReloadState,
+        trigger: &str,
+    ) -> Result<ReloadReport, String> {
         state.last_hash = file_hash(&self.path).unwrap_or(0);
         let result = config::load(&self.path)
             .map_err(|e| e.to_string())

@@ -17,6 +17,9 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::control::Control;
+use crate::process::inflight::InFlight;
+use crate::process::lifecycle::Lifecycle;
+use crate::process::listen::{PreBound, Sockets};
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::routing::checks::HealthChecker;
@@ -30,8 +33,14 @@ pub struct StartMode {
     pub daemon: bool,
 }
 
-/// Builds the server with the client and admin services; `run_forever` is left to the caller.
-pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, String> {
+/// Builds the server with the client and admin services, listening on `sockets` (bound
+/// beforehand, see [`crate::process::listen`]); running it is left to the caller.
+pub fn build(
+    config: &Config,
+    path: &Path,
+    mode: StartMode,
+    mut sockets: Sockets,
+) -> Result<Server, String> {
     let table = RoutingTable::build(config)?;
     crate::limits::LIMITS.configure(&config.state)?;
     let table = Arc::new(ArcSwap::from_pointee(table));
@@ -53,13 +62,20 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // Subscribed before bootstrap so that no phase is missed.
     let phases = server.watch_execution_phase();
+    let lifecycle_phases = server.watch_execution_phase();
     server.bootstrap();
     let draining = Arc::new(AtomicBool::new(false));
+    let inflight = Arc::new(InFlight::default());
     let transport = Arc::new(Transport::default());
 
     let mut proxy = Service::new(
         "switchyard".to_string(),
-        Gateway::new(table.clone(), transport.clone(), draining.clone()),
+        Gateway::new(
+            table.clone(),
+            transport.clone(),
+            draining.clone(),
+            inflight.clone(),
+        ),
     );
     for addr in &config.server.listen {
         // No user-space read buffer on client connections: Pingora's default is a zero-filled
@@ -69,7 +85,7 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
             ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::default().read(0));
         proxy.add_listener(listener);
     }
-    server.add_service(proxy);
+    server.add_service(PreBound::new(proxy, sockets.take(&config.server.listen)));
 
     server.add_service(background_service(
         "health checks",
@@ -100,7 +116,11 @@ pub fn build(config: &Config, path: &Path, mode: StartMode) -> Result<Server, St
         );
         admin.threads = Some(1);
         admin.add_tcp(&addr.to_string());
-        server.add_service(admin);
+        server.add_service(PreBound::new(admin, sockets.take(&[addr])));
     }
+    server.add_service(background_service(
+        "lifecycle",
+        Lifecycle::new(lifecycle_phases, inflight, mode.upgrade),
+    ));
     Ok(server)
 }

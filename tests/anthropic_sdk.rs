@@ -24,8 +24,9 @@
 //! (`sk-client-abc`; the SDK sends it as `x-api-key`, or, from anthropic 2.x on, as
 //! `Authorization: Bearer`) never reached any upstream, in a header, the path or the body.
 //!
-//! Needs `python3` with the `anthropic` package (`pip install anthropic`). Without it the test
-//! says so loudly and passes, so that `cargo test` works on a machine with only the Rust toolchain.
+//! Needs `$SWITCHYARD_PYTHON` (else `python3`) with the `anthropic` package (`.ci/run` installs
+//! it in a virtualenv). Without it the test says so loudly and passes, so that `cargo test` works
+//! on a machine with only the Rust toolchain — except under CI (`CI` set), where it fails.
 
 mod support;
 
@@ -77,11 +78,7 @@ fn think_answer() -> String {
 }
 
 fn sdk_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import anthropic"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    support::python::sdk_available("anthropic")
 }
 
 /// What the client asked for, read off the last user message the upstream received.
@@ -674,7 +671,7 @@ enum Vendor {
 async fn run_script(gateway_url: String, model: &str) -> Output {
     let model = model.to_string();
     tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        Command::new(support::python::python())
             .arg(SCRIPT)
             .arg(&gateway_url)
             .arg(&model)
@@ -689,8 +686,8 @@ async fn run_script(gateway_url: String, model: &str) -> Output {
             .output()
     })
     .await
-    .expect("the thread running python3 panicked")
-    .expect("could not start python3")
+    .expect("the thread running the SDK's Python panicked")
+    .expect("could not start the SDK's Python")
 }
 
 /// Checks on every request one upstream received: the provider's key in the vendor's auth header,
@@ -770,9 +767,6 @@ fn check_upstream_requests(model: &str, vendor: Vendor, requests: &[RecordedRequ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_anthropic_python_sdk_against_every_vendor() {
     if !sdk_available() {
-        eprintln!(
-            "SKIPPED: python3 with the `anthropic` package is not installed (pip install anthropic)"
-        );
         return;
     }
     let openai = MockUpstream::start(|req, _| openai_style_answer(req, Flavor::OpenAi)).await;

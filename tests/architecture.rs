@@ -3,7 +3,7 @@
 //! ones above it. A new `crate::x` path in module `y` fails here until `x` is added to `y`'s
 //! row below, which the acyclicity check only allows for a module beneath `y`.
 //!
-//! Layers, bottom up: `error`, `calendar`, `auth`, `observability` (leaves) → `config` →
+//! Layers, bottom up: `error`, `calendar`, `auth`, `observability`, `process` (leaves) → `config` →
 //! `transport` (HTTP/1.1 to upstreams; no vendor knowledge), `accounting` → `chat` (the
 //! canonical model) → `dialect` (client formats) → `providers` (vendor adapters; they read the
 //! client's parsed request for pass-throughs) and `limits` → `routing` → `proxy`, `admin`,
@@ -17,6 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("calendar", &[]),
     ("auth", &[]),
     ("observability", &[]),
+    ("process", &[]),
     ("config", &["auth", "error"]),
     ("transport", &["config"]),
     ("accounting", &["config"]),
@@ -58,6 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error",
             "limits",
             "observability",
+            "process",
             "providers",
             "routing",
             "transport",
@@ -67,8 +69,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "admin",
         &["accounting", "limits", "observability", "reload", "routing"],
     ),
-    ("reload", &["config", "limits", "observability", "routing"]),
-    ("control", &["observability", "reload"]),
+    (
+        "reload",
+        &["config", "limits", "observability", "process", "routing"],
+    ),
+    ("control", &["observability", "process", "reload"]),
     (
         "server",
         &[
@@ -77,6 +82,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "control",
             "limits",
             "observability",
+            "process",
             "proxy",
             "reload",
             "routing",

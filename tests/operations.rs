@@ -520,15 +520,34 @@ fn systemd_unit_verifies() {
     ))
     .unwrap();
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
-    assert!(unit.contains("switchyard serve"));
-    // verify checks that ExecStart exists: point it at the binary under test.
+    // Type=notify, following the new main process of an in-place upgrade without a PID file.
+    for line in ["Type=notify", "NotifyAccess=all", "WatchdogSec="] {
+        assert!(unit.contains(line), "{line} missing from the unit");
+    }
+    assert!(!unit.contains("PIDFile=") && !unit.contains("--daemon"));
+    // ExecStart names the binary where the README's install step puts it.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let installed = "/usr/local/bin/switchyard";
+    assert!(
+        readme.contains("cargo install --path . --root /usr/local"),
+        "the README's install step must put the binary at {installed}"
+    );
+    assert!(
+        unit.contains(&format!("ExecStart={installed} serve --config ")),
+        "ExecStart must run {installed}"
+    );
+    // verify checks that ExecStart exists. Where the README's install was done, the unit is
+    // verified as shipped; elsewhere ExecStart points at the binary under test.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.service");
-    std::fs::write(
-        &path,
-        unit.replace("/usr/bin/switchyard", env!("CARGO_BIN_EXE_switchyard")),
-    )
-    .unwrap();
+    let shipped = std::path::Path::new(installed).exists();
+    let text = if shipped {
+        unit.clone()
+    } else {
+        unit.replace(installed, env!("CARGO_BIN_EXE_switchyard"))
+    };
+    std::fs::write(&path, text).unwrap();
     let out = std::process::Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
@@ -537,6 +556,6 @@ fn systemd_unit_verifies() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && !stderr.contains("switchyard.service:"),
-        "systemd-analyze verify: {stderr}"
+        "systemd-analyze verify (unit as shipped: {shipped}): {stderr}"
     );
 }

@@ -1,7 +1,8 @@
 //! The official `openai` Python SDK, used as a new user would, against the real binary.
 //!
-//! Needs `python3` with the `openai` package (`.ci/run` installs it). Without it the test says so
-//! loudly and passes, so that `cargo test` works on a machine with only the Rust toolchain.
+//! Needs `$SWITCHYARD_PYTHON` (else `python3`) with the `openai` package (`.ci/run` installs it
+//! in a virtualenv). Without it the test says so loudly and passes, so that `cargo test` works on
+//! a machine with only the Rust toolchain — except under CI (`CI` set), where it fails.
 
 mod support;
 
@@ -11,11 +12,7 @@ use serde_json::{json, Value};
 use support::{Gateway, MockResponse, MockUpstream};
 
 fn sdk_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import openai"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    support::python::sdk_available("openai")
 }
 
 fn upstream_answer(req: &support::RecordedRequest) -> MockResponse {
@@ -56,9 +53,6 @@ fn upstream_answer(req: &support::RecordedRequest) -> MockResponse {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_python_sdk_gets_completions_and_streams() {
     if !sdk_available() {
-        eprintln!(
-            "SKIPPED: python3 with the `openai` package is not installed (pip install openai)"
-        );
         return;
     }
     let upstream = MockUpstream::start(|req, _| upstream_answer(req)).await;
@@ -81,14 +75,14 @@ models:
         let out = tokio::task::spawn_blocking({
             let model = model.to_string();
             move || {
-                Command::new("python3")
+                Command::new(support::python::python())
                     .args([script, &base_url, &model])
                     .output()
             }
         })
         .await
         .expect("join")
-        .expect("run python3");
+        .expect("run the SDK's Python");
         assert!(
             out.status.success(),
             "SDK run for {model} failed:\nstdout: {}\nstderr: {}\ngateway logs:\n{}",
@@ -213,9 +207,6 @@ fn vendor_tool_answer(req: &support::RecordedRequest) -> MockResponse {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_python_sdk_gets_tool_calls_from_every_vendor() {
     if !sdk_available() {
-        eprintln!(
-            "SKIPPED: python3 with the `openai` package is not installed (pip install openai)"
-        );
         return;
     }
     let upstream = MockUpstream::start(|req, _| vendor_tool_answer(req)).await;
@@ -242,14 +233,14 @@ models:
         let out = tokio::task::spawn_blocking({
             let model = model.to_string();
             move || {
-                Command::new("python3")
+                Command::new(support::python::python())
                     .args([script, &base_url, &model])
                     .output()
             }
         })
         .await
         .expect("join")
-        .expect("run python3");
+        .expect("run the SDK's Python");
         assert!(
             out.status.success(),
             "SDK tool run for {model} failed:\nstdout: {}\nstderr: {}\ngateway logs:\n{}",

@@ -42,11 +42,16 @@ impl Log for JsonLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
+        let msg = record.args().to_string();
+        let level = effective_level(record.level(), record.target(), &msg);
+        if level > self.level {
+            return;
+        }
         let line = json!({
             "ts": timestamp(),
-            "level": level_name(record.level()),
+            "level": level_name(level),
             "target": record.target(),
-            "msg": record.args().to_string(),
+            "msg": msg,
         });
         write_line(&line);
     }
@@ -54,6 +59,20 @@ impl Log for JsonLogger {
     fn flush(&self) {
         let _ = std::io::stdout().flush();
     }
+}
+
+/// Pingora's level for a record, except where Pingora calls a normal step an error: a process
+/// started with `--upgrade` logs "No incoming socket transfer" at error level each second it
+/// waits for the old one's sockets, which every graceful upgrade does for a moment. That is
+/// info; giving up waiting is still an error (logged by Pingora as "Giving up ...").
+fn effective_level(level: Level, target: &str, msg: &str) -> Level {
+    if level == Level::Error
+        && target == "pingora_core::server::transfer_fd"
+        && msg.starts_with("No incoming socket transfer")
+    {
+        return Level::Info;
+    }
+    level
 }
 
 fn level_name(level: Level) -> &'static str {
@@ -306,6 +325,19 @@ mod tests {
             assert!(flush_access(Duration::from_secs(5)));
             std::thread::sleep(ACCESS_TICK * 3);
         }
+    }
+
+    #[test]
+    fn waiting_for_the_sockets_of_an_upgrade_is_not_an_error() {
+        let target = "pingora_core::server::transfer_fd";
+        let waiting = "No incoming socket transfer, sleep 1s and try again";
+        assert_eq!(effective_level(Level::Error, target, waiting), Level::Info);
+        let gave_up = "Giving up reading socket from: /run/x.sock, error: EAGAIN";
+        assert_eq!(effective_level(Level::Error, target, gave_up), Level::Error);
+        assert_eq!(
+            effective_level(Level::Error, "switchyard", waiting),
+            Level::Error
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::dialect::Dialect;
 use crate::error::GatewayError;
 use crate::observability::logging::{self, AccessRecord};
 use crate::observability::metrics::METRICS;
+use crate::process::inflight::InFlight;
 use crate::routing::{ClientKey, RoutingTable, TableHandle};
 use crate::transport::Transport;
 use ctx::{request_id, RequestCtx};
@@ -46,16 +47,24 @@ pub struct Gateway {
     /// are dropped then instead of holding the shutdown up.
     stopping: AtomicBool,
     shutdown: Notify,
+    /// Requests in progress, which a stopping process waits for.
+    inflight: Arc<InFlight>,
 }
 
 impl Gateway {
-    pub fn new(table: TableHandle, transport: Arc<Transport>, draining: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        table: TableHandle,
+        transport: Arc<Transport>,
+        draining: Arc<AtomicBool>,
+        inflight: Arc<InFlight>,
+    ) -> Self {
         Gateway {
             table,
             transport,
             draining,
             stopping: AtomicBool::new(false),
             shutdown: Notify::new(),
+            inflight,
         }
     }
 
@@ -160,6 +169,8 @@ impl HttpServerApp for Gateway {
                 return None;
             }
         }
+        // Held until the answer is finished below, its last bytes included.
+        let _inflight = self.inflight.enter();
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }

@@ -8,6 +8,8 @@
 //! Each integration test file includes this with `mod support;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod python;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
