@@ -306,3 +306,38 @@ async fn the_dashboard_and_alert_rules_only_query_exported_metrics() {
         }
     }
 }
+
+/// `count_tokens` goes through the same admission as every model endpoint: the key's models
+/// and its rate limit (it uses no tokens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_tokens_is_admitted_like_every_model_request() {
+    let gw = Gateway::start(
+        r#"
+server: { listen: ["{{listen}}"], admin_listen: "{{admin}}" }
+auth:
+  keys: [{ name: one, key: sk-one, models: ["mock"], rpm: 1 }]
+providers: { mock: { kind: mock } }
+models:
+  mock: { targets: [{ provider: mock, model: m1 }] }
+  other: { targets: [{ provider: mock, model: m2 }] }
+"#,
+    )
+    .await;
+    let count = |model: &str| {
+        client()
+            .post(format!("{}/v1/messages/count_tokens", gw.url()))
+            .header("x-api-key", "sk-one")
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let resp = count("other").await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = count("mock").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "0");
+    let resp = count("mock").await.unwrap();
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+}

@@ -11,13 +11,13 @@ use bytes::Bytes;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use super::admission::admit;
 use super::body::read_or_refuse;
 use super::ctx::RequestCtx;
 use super::{respond, Gateway};
 use crate::dialect::anthropic::MessagesRequest;
-use crate::error::GatewayError;
 use crate::providers::AttemptTarget;
-use crate::routing::{strategy, Backend, ClientKey, RoutingTable};
+use crate::routing::{strategy, Backend, ClientKey, Route, RoutingTable};
 
 /// Largest count answer read from an upstream (it is a few bytes).
 const MAX_COUNT_BYTES: usize = 64 * 1024;
@@ -32,42 +32,47 @@ pub(super) async fn handle(
     let Some(body) = read_or_refuse(session, ctx, table.max_body_bytes).await? else {
         return Ok(());
     };
-    let admitted =
-        MessagesRequest::parse_count(body, &session.req_header().headers).and_then(|request| {
-            if let Some(key) = client_key.filter(|k| !k.allows(&request.model)) {
-                return Err(GatewayError::ModelNotAllowed {
-                    key: key.name.clone(),
-                    model: request.model.clone(),
-                });
-            }
-            // The model must exist, as for a real request.
-            let route = table.resolve(&request.model)?;
-            Ok((request, route))
-        });
-    let (request, route) = match admitted {
-        Ok(admitted) => admitted,
+    let planned = MessagesRequest::parse_count(body, &session.req_header().headers)
+        // The model must exist, as for a real request.
+        .and_then(|request| Ok((table.resolve(&request.model)?, request)));
+    let (route, request) = match planned {
+        Ok(planned) => planned,
         Err(err) => return respond::error(session, ctx, &err).await,
     };
     ctx.requested_model = Some(request.model.clone());
     ctx.model_label = table.model_label(&request.model);
+    // Counted like any request of the key (its rate and concurrency); it uses no tokens.
+    if let Err(err) = admit(ctx, client_key, std::iter::once(request.model.as_str()), 0).await {
+        return respond::error(session, ctx, &err).await;
+    }
+    let answered = answer(gateway, session, ctx, &route, &request).await;
+    Box::pin(ctx.settle(Some(0))).await;
+    answered
+}
 
-    let counter = strategy::order(&route, None)
-        .into_iter()
-        .find_map(|target| {
-            let Backend::Http(http) = &target.provider.backend else {
-                return None;
-            };
-            let upstream_request = target.provider.adapter.count_tokens_request(
-                &request,
-                &AttemptTarget {
-                    upstream_model: &target.upstream_model,
-                    endpoint: &http.upstream.endpoint,
-                    api_key: http.api_key(),
-                    extra_headers: &http.config.headers,
-                },
-            )?;
-            Some((target, http, upstream_request))
-        });
+/// The count, from the model's first target that can count, else estimated.
+async fn answer(
+    gateway: &Gateway,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    route: &Route,
+    request: &MessagesRequest,
+) -> pingora::Result<()> {
+    let counter = strategy::order(route, None).into_iter().find_map(|target| {
+        let Backend::Http(http) = &target.provider.backend else {
+            return None;
+        };
+        let upstream_request = target.provider.adapter.count_tokens_request(
+            request,
+            &AttemptTarget {
+                upstream_model: &target.upstream_model,
+                endpoint: &http.upstream.endpoint,
+                api_key: http.api_key(),
+                extra_headers: &http.config.headers,
+            },
+        )?;
+        Some((target, http, upstream_request))
+    });
     if let Some((target, http, upstream_request)) = counter {
         let provider = target.provider.name.as_str();
         match upstream_count(gateway, &http.upstream, &upstream_request).await {

@@ -9,6 +9,7 @@
 //! `request_filter`: read the head, answer, record metrics and the access log, hand the
 //! connection back for reuse, and drop idle keep-alive connections at shutdown.
 
+mod admission;
 mod attempt;
 mod body;
 mod count_tokens;

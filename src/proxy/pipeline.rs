@@ -1,22 +1,20 @@
 //! The model endpoints of every dialect (`POST /v1/chat/completions`, `POST /v1/messages`,
-//! `POST /v1/embeddings`), as
-//! explicit stages: **parse** the body in the client's dialect, **admit** it (the key may use the
-//! models), **plan** the targets, **attempt** them under the retry policy, **render** what
-//! failed as an error in the client's dialect.
+//! `POST /v1/embeddings`), as explicit stages: **parse** the body in the client's dialect,
+//! **plan** the targets (the model and its fallbacks resolved, ordered by strategy and provider
+//! preferences, unpriced ones left out for keys with a budget), **admit** it
+//! ([`admission`](super::admission): the key's models, limits and budget), **attempt** the targets
+//! under the retry policy ([`Retry`] decides; this module sends), **settle** the limits, and
+//! **render** what failed as an error in the client's dialect.
 //!
-//! Failure semantics: targets are tried in the order of the model's strategy (healthy first);
-//! a retryable failure (per `retry.on`) moves on to the next target at once. When every target
-//! failed, the round repeats after `retry.backoff_ms` (doubling each round, with jitter), up to
-//! `retry.attempts` rounds. A 429 opens its target's breaker for the Retry-After time and takes it
-//! out of this request, so a rate-limited provider is never hammered. A 400-class error is the
-//! request's own fault and goes straight back to the client. Once the first byte of an answer has
+//! A 429 opens its target's breaker for the Retry-After time, a 400-class error is the request's
+//! own fault and goes straight back to the client, and once the first byte of an answer has
 //! reached the client nothing is retried: a failure ends the stream with an error event.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use pingora::protocols::http::ServerSession;
 
+use super::admission::admit;
 use super::attempt::{self, Attempt, Fault};
 use super::body::read_or_refuse;
 use super::ctx::RequestCtx;
@@ -28,14 +26,12 @@ use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::openai::ChatRequest;
 use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
-use crate::limits::{DEFAULT_OUTPUT_RESERVATION, LIMITS};
+use crate::limits::DEFAULT_OUTPUT_RESERVATION;
 use crate::observability::metrics::METRICS;
 use crate::routing::health::BreakerState;
+use crate::routing::retry::{Gate, Retry, Step};
 use crate::routing::strategy::{self, ProviderPreferences};
 use crate::routing::{ClientKey, Route, RoutingTable, Target};
-
-/// The longest pause between retry rounds.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 pub(super) async fn handle(
     gateway: &Gateway,
@@ -50,7 +46,7 @@ pub(super) async fn handle(
     ctx.requested_model = Some(request.model().to_string());
     ctx.model_label = table.model_label(request.model());
     ctx.stream = request.stream();
-    let plan = match admit(&request, client_key).and_then(|()| plan(table, &request)) {
+    let plan = match plan(table, &request) {
         Ok(plan) => plan,
         Err(err) => return respond::error(session, ctx, &err).await,
     };
@@ -70,17 +66,8 @@ pub(super) async fn handle(
         Ok(targets) => targets,
         Err(err) => return respond::error(session, ctx, &err).await,
     };
-    if let Some(key) = client_key.filter(|k| !k.policy.is_unlimited()) {
-        match Box::pin(LIMITS.admit(&key.policy, request.model(), estimate)).await {
-            Ok(admission) => {
-                ctx.rate_headers = Some(admission.headers.clone());
-                ctx.settlement = Some((key.policy.clone(), admission));
-            }
-            Err(refusal) => {
-                ctx.rate_headers = Some(refusal.headers);
-                return respond::error(session, ctx, &refusal.error).await;
-            }
-        }
+    if let Err(err) = admit(ctx, client_key, request.models(), estimate).await {
+        return respond::error(session, ctx, &err).await;
     }
     let policy = &plan.routes[0].retry;
     let outcome = run_attempts(gateway, session, ctx, &request, &targets, policy).await;
@@ -132,22 +119,6 @@ async fn parse(
     }
 }
 
-/// The key may use every model the request names.
-fn admit(request: &ClientRequest, client_key: Option<&ClientKey>) -> Result<(), GatewayError> {
-    let Some(key) = client_key else {
-        return Ok(());
-    };
-    for model in request.models() {
-        if !key.allows(model) {
-            return Err(GatewayError::ModelNotAllowed {
-                key: key.name.clone(),
-                model: model.to_string(),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// A key with a budget spends only where the spending can be counted: unpriced targets are
 /// left out, and a model with none priced is refused (403) rather than served for free.
 fn priced_for_budget<'t>(
@@ -155,7 +126,8 @@ fn priced_for_budget<'t>(
     client_key: Option<&ClientKey>,
     model: &str,
 ) -> Result<Vec<&'t Target>, GatewayError> {
-    let Some(key) = client_key.filter(|k| k.policy.budget.is_some()) else {
+    // A model the key may not use is refused as such by admission.
+    let Some(key) = client_key.filter(|k| k.policy.budget.is_some() && k.allows(model)) else {
         return Ok(targets);
     };
     if targets.iter().all(|t| t.price.is_some()) {
@@ -193,7 +165,21 @@ fn plan(table: &RoutingTable, request: &ClientRequest) -> Result<Plan, GatewayEr
     })
 }
 
-/// Tries the plan under the retry policy. Returns the error to send when no attempt answered.
+/// The breakers of a plan's targets, as the retry loop asks about them.
+struct PlanGate<'p>(&'p [&'p Target]);
+
+impl Gate for PlanGate<'_> {
+    fn try_acquire(&self, target: usize) -> bool {
+        self.0[target].health.try_acquire()
+    }
+
+    fn is_open(&self, target: usize) -> bool {
+        self.0[target].health.state() == BreakerState::Open
+    }
+}
+
+/// Tries the plan under the retry policy ([`Retry`] decides what comes next). Returns the error
+/// to send when no attempt answered.
 async fn run_attempts(
     gateway: &Gateway,
     session: &mut ServerSession,
@@ -202,86 +188,68 @@ async fn run_attempts(
     plan: &[&Target],
     policy: &RetryPolicy,
 ) -> pingora::Result<Option<GatewayError>> {
-    let mut excluded = vec![false; plan.len()];
+    let gate = PlanGate(plan);
+    let mut retry = Retry::new(plan.len(), policy);
     let mut tried: Vec<String> = Vec::new();
     let mut last_error = None;
-    for round in 0..policy.attempts.max(1) {
-        if round > 0 {
-            // Waiting only makes sense if some target may be tried after the pause.
-            let any_left = plan
-                .iter()
-                .enumerate()
-                .any(|(i, t)| !excluded[i] && t.health.state() != BreakerState::Open);
-            if !any_left {
-                break;
-            }
-            let pause = backoff(policy.backoff, round);
-            tokio::time::sleep(pause).await;
-            ctx.waited += pause;
-        }
-        for (i, target) in plan.iter().enumerate() {
-            if excluded[i] || !target.health.try_acquire() {
+    loop {
+        let i = match retry.next(&gate) {
+            Step::Try(i) => i,
+            Step::Pause(pause) => {
+                tokio::time::sleep(pause).await;
+                ctx.waited += pause;
                 continue;
             }
-            ctx.attempts += 1;
-            if ctx.attempts > 1 {
-                METRICS
-                    .fallbacks_total
-                    .with_label_values(&[ctx.model_label.as_str()])
-                    .inc();
+            Step::GiveUp => break,
+        };
+        let target = plan[i];
+        ctx.attempts += 1;
+        if ctx.attempts > 1 {
+            METRICS
+                .fallbacks_total
+                .with_label_values(&[ctx.model_label.as_str()])
+                .inc();
+        }
+        ctx.provider = Some(target.provider.name.clone());
+        ctx.upstream_model = Some(target.upstream_model.clone());
+        let outcome = match attempt::run(gateway, session, ctx, request, target, policy).await {
+            Ok(o) => o,
+            Err(e) => {
+                // The client went away: that says nothing about the provider.
+                target.health.record_neutral();
+                record_attempt(&target.provider.name, "client_gone");
+                return Err(e);
             }
-            ctx.provider = Some(target.provider.name.clone());
-            ctx.upstream_model = Some(target.upstream_model.clone());
-            let outcome = match attempt::run(gateway, session, ctx, request, target, policy).await {
-                Ok(o) => o,
-                Err(e) => {
-                    // The client went away: that says nothing about the provider.
-                    target.health.record_neutral();
-                    record_attempt(&target.provider.name, "client_gone");
-                    return Err(e);
+        };
+        match outcome {
+            Attempt::Answered { healthy, latency } => {
+                if healthy {
+                    target.health.record_success(latency);
+                    record_attempt(&target.provider.name, "ok");
+                } else {
+                    target.health.record_failure();
+                    record_attempt(&target.provider.name, "stream_error");
                 }
-            };
-            match outcome {
-                Attempt::Answered { healthy, latency } => {
-                    if healthy {
-                        target.health.record_success(latency);
-                        record_attempt(&target.provider.name, "ok");
-                    } else {
-                        target.health.record_failure();
-                        record_attempt(&target.provider.name, "stream_error");
+                return Ok(None);
+            }
+            Attempt::Failed {
+                error,
+                fault,
+                outcome,
+            } => {
+                record_attempt(&target.provider.name, outcome);
+                tried.push(format!("{} ({})", target.provider.name, error));
+                match &fault {
+                    Fault::Request => target.health.record_neutral(),
+                    Fault::RateLimited { retry_after, .. } => {
+                        target.health.record_rate_limited(*retry_after)
                     }
-                    return Ok(None);
+                    Fault::Provider { .. } => target.health.record_failure(),
                 }
-                Attempt::Failed {
-                    error,
-                    fault,
-                    outcome,
-                } => {
-                    record_attempt(&target.provider.name, outcome);
-                    tried.push(format!("{} ({})", target.provider.name, error));
-                    let retryable = match fault {
-                        Fault::Request => {
-                            target.health.record_neutral();
-                            return Ok(Some(error));
-                        }
-                        Fault::RateLimited {
-                            retry_after,
-                            retryable,
-                        } => {
-                            target.health.record_rate_limited(retry_after);
-                            excluded[i] = true;
-                            retryable
-                        }
-                        Fault::Provider { retryable } => {
-                            target.health.record_failure();
-                            retryable
-                        }
-                    };
-                    if !retryable {
-                        return Ok(Some(error));
-                    }
-                    last_error = Some(error);
+                if !retry.failed(i, &fault) {
+                    return Ok(Some(error));
                 }
+                last_error = Some(error);
             }
         }
     }
@@ -289,15 +257,6 @@ async fn run_attempts(
         return Ok(Some(unavailable(plan)));
     }
     Ok(Some(all_failed(last_error, &tried)))
-}
-
-/// The pause before retry round `round` (1-based): doubling, capped, with ±25% jitter so that
-/// many clients failing together do not retry together.
-fn backoff(base: Duration, round: u32) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << (round - 1).min(16))
-        .min(MAX_BACKOFF);
-    exp.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
 /// Every target's breaker is open: nothing was sent. A rate limit says 429, else 503; both with

@@ -6,6 +6,7 @@
 
 pub mod checks;
 pub mod health;
+pub mod retry;
 pub mod strategy;
 
 use std::collections::HashMap;

@@ -11,22 +11,7 @@ use crate::config::RetryPolicy;
 use crate::error::GatewayError;
 use crate::transport::AttemptError;
 
-/// Whose fault a failed attempt was, which decides what happens next.
-#[derive(Debug, PartialEq)]
-pub enum Fault {
-    /// The provider failed (5xx, timeout, connect error, reset, broken answer, its key or model
-    /// refused). Counts against the target's breaker; another attempt may follow when the retry
-    /// policy lists the outcome.
-    Provider { retryable: bool },
-    /// The provider rate-limited us (429). Its breaker opens for the Retry-After time, and this
-    /// request does not try it again; another target may answer when the policy lists 429.
-    RateLimited {
-        retry_after: Option<Duration>,
-        retryable: bool,
-    },
-    /// The request itself is wrong (400-class): no other target would answer differently.
-    Request,
-}
+pub use crate::routing::retry::Fault;
 
 /// `Retry-After` as seconds or an HTTP date.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
