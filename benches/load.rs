@@ -785,6 +785,7 @@ fn cpu_time(pid: u32) -> Duration {
             .unwrap_or(0)
     };
     // utime and stime are fields 14 and 15 of the line; the fields after the name start at 3.
+    // SAFETY: sysconf reads a constant of the system; it takes no pointers.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz)
 }
@@ -847,7 +848,7 @@ fn main() {
     let gateway_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_switchyard"));
     let me = std::env::current_exe().unwrap();
     let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
+        .map(std::num::NonZero::get)
         .unwrap_or(1);
     let client_cpus = if cpus > 1 {
         format!("1-{}", cpus - 1)
@@ -919,7 +920,7 @@ fn main() {
     if let Some(err) = gateway.stderr.take() {
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("gateway: {line}")
+                eprintln!("gateway: {line}");
             }
         });
     }

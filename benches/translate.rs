@@ -139,7 +139,7 @@ fn vendor(
                     },
                 )
                 .unwrap()
-        })
+        });
     });
     group.throughput(Throughput::Bytes(stream.len() as u64));
     group.bench_function("stream_100_chunks", |b| {
@@ -158,7 +158,7 @@ fn vendor(
             }
             decoder.finish(&mut out).unwrap();
             out
-        })
+        });
     });
     group.finish();
 }

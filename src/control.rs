@@ -147,7 +147,11 @@ impl BackgroundService for Control {
         let mut poll = tokio::time::interval(FILE_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending: Option<u64> = None;
-        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut phases = self
+            .phases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,

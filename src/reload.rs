@@ -78,7 +78,10 @@ impl Reloader {
 
     /// Loads the config file and swaps it in, or leaves everything as it was.
     pub fn reload(&self, trigger: &str) -> Result<ReloadReport, String> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         systemd::reloading();
         let result = self.reload_locked(&mut state, trigger);
         systemd::reloaded();
@@ -147,7 +150,10 @@ impl Reloader {
     /// The hash of the file's content when it differs from what was last loaded or rejected.
     pub fn file_changed(&self) -> Option<u64> {
         let hash = file_hash(&self.path)?;
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (hash != state.last_hash).then_some(hash)
     }
 }

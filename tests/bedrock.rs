@@ -237,7 +237,7 @@ async fn signed_converse_answers_json_and_streams_for_both_dialects() {
         upstream
             .requests()
             .last()
-            .map(|r| r.body_text())
+            .map(support::RecordedRequest::body_text)
             .unwrap_or_default()
     );
     let v: Value = resp.json().await.unwrap();
@@ -420,7 +420,10 @@ models:
             resp.status(),
             200,
             "{:?}",
-            runtime.requests().last().map(|r| r.body_text())
+            runtime
+                .requests()
+                .last()
+                .map(support::RecordedRequest::body_text)
         );
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "from the role");

@@ -101,7 +101,7 @@ async fn hostile_direct_models_are_400s_that_never_reach_a_provider_or_its_break
         "anthropic/a\u{1}",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     for i in 0..100 {
         let model = &hostile[i % hostile.len()];

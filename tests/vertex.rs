@@ -141,7 +141,10 @@ models:
             resp.status(),
             200,
             "{model}: {:?}",
-            tokens.requests().last().map(|r| r.body_text())
+            tokens
+                .requests()
+                .last()
+                .map(support::RecordedRequest::body_text)
         );
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], text, "{model}");

@@ -212,7 +212,7 @@ impl Default for Limiter {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn globs(path: &str, patterns: &[String]) -> Result<GlobSet, String> {

@@ -62,7 +62,12 @@ impl Lifecycle {
 #[async_trait]
 impl BackgroundService for Lifecycle {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        let Some(mut phases) = self.phases.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        let Some(mut phases) = self
+            .phases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
             return;
         };
         let watchdog = systemd::watchdog_interval();

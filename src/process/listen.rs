@@ -95,7 +95,7 @@ impl<S: ServiceWithDependents> ServiceWithDependents for PreBound<S> {
         }
         self.inner
             .start_service(fds, shutdown, listeners_per_fd, ready_notifier)
-            .await
+            .await;
     }
 
     fn name(&self) -> &str {

@@ -192,7 +192,7 @@ impl HttpServerApp for Gateway {
         }
         self.record(
             &session,
-            served.as_ref().err().map(|e| e.as_ref()),
+            served.as_ref().err().map(std::convert::AsRef::as_ref),
             &mut ctx,
         );
         if served.is_err() {
@@ -272,7 +272,7 @@ impl Gateway {
                 match authenticate(session, &table) {
                     Ok(key) => {
                         let body = models::list_body(&table, key);
-                        respond::json(session, ctx, 200, body, None).await?
+                        respond::json(session, ctx, 200, body, None).await?;
                     }
                     Err(err) => respond::error(session, ctx, &err).await?,
                 }

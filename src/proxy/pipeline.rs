@@ -242,7 +242,7 @@ async fn run_attempts(
                 match &fault {
                     Fault::Request => target.health.record_neutral(),
                     Fault::RateLimited { retry_after, .. } => {
-                        target.health.record_rate_limited(*retry_after)
+                        target.health.record_rate_limited(*retry_after);
                     }
                     Fault::Provider { .. } => target.health.record_failure(),
                 }

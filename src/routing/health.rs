@@ -211,7 +211,10 @@ pub struct HealthRegistry {
 impl HealthRegistry {
     /// The shared probe verdict of a provider (healthy until a probe says otherwise).
     pub fn provider(&self, provider: &str) -> Arc<AtomicBool> {
-        let mut map = self.providers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(provider.to_string())
             .or_insert_with(|| Arc::new(AtomicBool::new(true)))
             .clone()
@@ -221,7 +224,10 @@ impl HealthRegistry {
     /// on the request path.
     pub fn target(&self, provider: &str, model: &str) -> Arc<TargetHealth> {
         let probe = self.provider(provider);
-        let mut map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .targets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry((provider.to_string(), model.to_string()))
             .or_insert_with(|| Arc::new(TargetHealth::new(probe)))
             .clone()
@@ -229,7 +235,10 @@ impl HealthRegistry {
 
     /// Forgets targets no table uses any more.
     pub fn retain(&self, keep: &dyn Fn(&str, &str) -> bool) {
-        let mut map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .targets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.retain(|(p, m), _| keep(p, m));
     }
 }

@@ -142,7 +142,7 @@ pub fn order_with<'a>(
         match p.sort {
             Some(SortBy::Price) => sort_by_key(&mut targets, price_key),
             Some(SortBy::Latency) | Some(SortBy::Throughput) => {
-                sort_by_key(&mut targets, latency_key)
+                sort_by_key(&mut targets, latency_key);
             }
             None => {}
         }

@@ -408,7 +408,7 @@ pub fn canonical(body: &[u8], stream: bool) -> Result<chat::Request<'_>, Gateway
                             signature,
                         }),
                         BlockWire::RedactedThinking { data } => {
-                            parts.push(ContentPart::RedactedThinking { data })
+                            parts.push(ContentPart::RedactedThinking { data });
                         }
                         BlockWire::ToolUse { id, name, input } => calls.push(chat::ToolCall {
                             id,
@@ -470,7 +470,7 @@ pub fn canonical(body: &[u8], stream: bool) -> Result<chat::Request<'_>, Gateway
         Some(t) if t.kind == "enabled" => {
             thinking_budget = Some(t.budget_tokens.ok_or_else(|| {
                 GatewayError::invalid("thinking.budget_tokens: Field required", Some("thinking"))
-            })?)
+            })?);
         }
         Some(t) if t.kind == "adaptive" => reasoning_effort = Some("medium"),
         Some(t) if t.kind == "disabled" => {}

@@ -148,7 +148,7 @@ impl crate::dialect::StreamEncoder for StreamEncoder {
             Event::Finish { choice, reason } => w.finish(out, choice, reason.openai()),
             Event::End { usage } => {
                 let cost = usage.zip(self.price.as_ref()).map(|(u, p)| u.cost(p));
-                w.end(out, usage, cost)
+                w.end(out, usage, cost);
             }
         }
     }

@@ -49,7 +49,7 @@ fn user_blocks(content: &Content<'_>) -> Result<Vec<Value>, GatewayError> {
                         cache_control: Some(cache),
                     } => blocks.push(json!({"type": "text", "text": text, "cache_control": cache})),
                     ContentPart::Text { text, .. } => {
-                        blocks.push(json!({"type": "text", "text": text}))
+                        blocks.push(json!({"type": "text", "text": text}));
                     }
                     ContentPart::Thinking { .. } | ContentPart::RedactedThinking { .. } => {
                         return Err(invalid(
@@ -58,10 +58,10 @@ fn user_blocks(content: &Content<'_>) -> Result<Vec<Value>, GatewayError> {
                         ))
                     }
                     ContentPart::Refusal { refusal } => {
-                        blocks.push(json!({"type": "text", "text": refusal}))
+                        blocks.push(json!({"type": "text", "text": refusal}));
                     }
                     ContentPart::ImageUrl { image_url } => {
-                        blocks.push(media_block(&image_url.url)?)
+                        blocks.push(media_block(&image_url.url)?);
                     }
                     ContentPart::File { file } => {
                         if file.file_id.is_some() {
@@ -135,7 +135,7 @@ fn build_messages(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
                 // Text parts stay separate blocks, so their cache breakpoints stay in place.
                 Some(content @ Content::Parts(_)) => system.extend(user_blocks(content)?),
                 Some(Content::Text(text)) if !text.is_empty() => {
-                    system.push(json!({"type": "text", "text": text}))
+                    system.push(json!({"type": "text", "text": text}));
                 }
                 _ => {}
             },
@@ -285,7 +285,7 @@ impl AnthropicAdapter {
                 "logit_bias",
             ));
         }
-        for (key, _) in params.rest.iter() {
+        for (key, _) in &params.rest {
             let key = key.as_str();
             if key == "audio" || key == "modalities" {
                 return Err(GatewayError::invalid(

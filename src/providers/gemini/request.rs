@@ -233,7 +233,7 @@ fn check_fields(params: &chat::Request<'_>) -> Result<(), GatewayError> {
             "logit_bias",
         ));
     }
-    for (key, value) in params.rest.iter() {
+    for (key, value) in &params.rest {
         match key.as_str() {
             "audio" if !value.is_null() => {
                 return Err(invalid(
