@@ -108,9 +108,6 @@ pub(super) fn provider(
             None
         }
     };
-    if disabled.is_none() && !kind_is_supported(kind) {
-        disabled = Some(format!("kind {kind} is not supported by this build yet"));
-    }
 
     let mut headers = Vec::new();
     for (h, v) in &raw.headers {
@@ -363,21 +360,6 @@ fn vertex(
             (project, None, None)
         }
     }
-}
-
-/// Provider kinds whose adapter exists in this build.
-fn kind_is_supported(kind: ProviderKind) -> bool {
-    matches!(
-        kind,
-        ProviderKind::Vertex
-            | ProviderKind::Bedrock
-            | ProviderKind::OpenAi
-            | ProviderKind::OpenAiCompatible
-            | ProviderKind::AzureOpenAi
-            | ProviderKind::Anthropic
-            | ProviderKind::Gemini
-            | ProviderKind::Mock
-    )
 }
 
 fn mock_settings(
