@@ -1,0 +1,157 @@
+//! `state:`: where counters and spending live (memory or Redis), what happens when Redis
+//! fails, and snapshots of the in-memory state.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::{absolute_path, positive, Issues};
+use crate::config::raw::RawState;
+use crate::config::{FailureMode, Secret, SnapshotSettings, StateBackend, StateSettings};
+
+pub(super) fn state(
+    raw: RawState,
+    issues: &mut Issues,
+    warnings: &mut Vec<String>,
+) -> StateSettings {
+    let backend = match raw.backend.as_deref() {
+        None | Some("memory") => {
+            if raw.url.is_some() {
+                issues.push("state.url", "only used with backend: redis");
+            }
+            StateBackend::Memory
+        }
+        Some("redis") => match raw.url.filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let ok = Url::parse(&url)
+                    .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss") && u.host().is_some());
+                if !ok {
+                    // The URL may carry a password: it is not repeated in the message.
+                    issues.push("state.url", "not a redis:// or rediss:// URL with a host");
+                }
+                StateBackend::Redis {
+                    url: Secret::new(url),
+                }
+            }
+            None => {
+                issues.push("state.url", "required with backend: redis");
+                StateBackend::Memory
+            }
+        },
+        Some(other) => {
+            issues.push(
+                "state.backend",
+                format!("unknown backend '{other}' (expected memory or redis)"),
+            );
+            StateBackend::Memory
+        }
+    };
+    let failure_mode = match raw.failure_mode.as_deref() {
+        None | Some("fail_open") => FailureMode::FailOpen,
+        Some("fail_closed") => FailureMode::FailClosed,
+        Some(other) => {
+            issues.push(
+                "state.failure_mode",
+                format!("unknown mode '{other}' (expected fail_open or fail_closed)"),
+            );
+            FailureMode::FailOpen
+        }
+    };
+    let snapshot = match raw.snapshot_path.filter(|p| !p.is_empty()) {
+        // Ignored rather than refused, so one file can switch backends by an environment
+        // variable (as the production example does).
+        Some(_) if matches!(backend, StateBackend::Redis { .. }) => {
+            warnings.push(
+                "state.snapshot_path is ignored with backend: redis (Redis keeps the counters)"
+                    .to_string(),
+            );
+            None
+        }
+        Some(path) => {
+            let path = absolute_path("state.snapshot_path", Some(path), "", issues);
+            if path.file_name().is_none() {
+                issues.push("state.snapshot_path", "must name a file");
+            }
+            let interval = positive(
+                "state.snapshot_interval_s",
+                raw.snapshot_interval_s,
+                10,
+                issues,
+            );
+            Some(SnapshotSettings {
+                path,
+                interval: Duration::from_secs(interval),
+            })
+        }
+        None => {
+            if raw.snapshot_interval_s.is_some() {
+                issues.push("state.snapshot_interval_s", "only used with snapshot_path");
+            }
+            None
+        }
+    };
+    StateSettings {
+        backend,
+        failure_mode,
+        key_prefix: raw.key_prefix.unwrap_or_else(|| "switchyard:".to_string()),
+        snapshot,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{env, issues};
+    use crate::config::{parse, SnapshotSettings};
+
+    #[test]
+    fn snapshots_keep_memory_budgets_or_warn() {
+        let budgeted =
+            "auth: { keys: [{ name: a, key: k, budget_usd: { amount: 5, period: monthly } }] }";
+        let cfg = parse(
+            &format!("state: {{ snapshot_path: /var/lib/switchyard/spend.json, snapshot_interval_s: 3 }}\n{budgeted}"),
+            env,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.state.snapshot,
+            Some(SnapshotSettings {
+                path: "/var/lib/switchyard/spend.json".into(),
+                interval: std::time::Duration::from_secs(3)
+            })
+        );
+        assert!(!cfg.warnings.iter().any(|w| w.contains("snapshot_path")));
+        // Without a snapshot, budgets on memory are allowed but warned about.
+        let cfg = parse(budgeted, env).unwrap();
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("without state.snapshot_path")),
+            "{:?}",
+            cfg.warnings
+        );
+        let cfg = parse(
+            "state: { backend: redis, url: \"redis://h\", snapshot_path: /x/spend.json }",
+            env,
+        )
+        .unwrap();
+        assert_eq!(cfg.state.snapshot, None);
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.contains("ignored with backend: redis")));
+        let found = issues("state: { snapshot_path: spend.json, snapshot_interval_s: 0 }");
+        for expected in [
+            "state.snapshot_path: must be an absolute path",
+            "state.snapshot_interval_s: must be a positive integer",
+        ] {
+            assert!(
+                found.contains(&expected.to_string()),
+                "{expected}: {found:?}"
+            );
+        }
+        assert_eq!(
+            issues("state: { snapshot_interval_s: 5 }"),
+            vec!["state.snapshot_interval_s: only used with snapshot_path"]
+        );
+    }
+}
