@@ -1,9 +1,9 @@
 //! The client-facing service: a Pingora [`HttpServerApp`] that answers every request itself.
 //!
 //! Switchyard terminates and originates (the body is read and parsed, a target chosen, the
-//! vendor request sent by our own [`transport`](crate::transport) and the answer streamed back), so it has
-//! no use for Pingora's proxy state machine (`HttpProxy`: downstream modules, cache phases,
-//! upstream hooks). Implementing `HttpServerApp` directly skips that machinery and its large
+//! vendor request sent by our own [`transport`](crate::transport) and the answer streamed
+//! back), so it has no use for Pingora's proxy state machine (`HttpProxy`: downstream modules,
+//! cache phases, upstream hooks). Implementing `HttpServerApp` directly skips that machinery and its large
 //! futures (docs/bench-log.md, issue 13's second session, has the measurement).
 //! [`Gateway::process_new_http`] does what `HttpProxy` did for a request answered in its
 //! `request_filter`: read the head, answer, record metrics and the access log, hand the
