@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{client, sse_data, Gateway};
+use support::{client, Gateway};
 
 /// Two mock providers; `chat` is served by `target`, `temp` exists when `with_temp`.
 fn config(target: &str, with_temp: bool, extra_server: &str) -> String {
@@ -35,51 +35,6 @@ models:
     )
 }
 
-/// One request to `chat`; Ok(provider) only when the answer is complete (streams end in [DONE]).
-/// Connections are kept alive and reused, as SDKs do, and nothing is retried: a request lost on a
-/// connection the gateway closed under it fails the test.
-async fn complete_request(
-    http: &reqwest::Client,
-    url: &str,
-    stream: bool,
-) -> Result<String, String> {
-    let resp = http
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&json!({"model": "chat", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let status = resp.status();
-    let provider = resp
-        .headers()
-        .get("x-switchyard-provider")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body = resp.text().await.map_err(|e| format!("body: {e}"))?;
-    if status != 200 {
-        return Err(format!("status {status}: {body}"));
-    }
-    if stream {
-        let data = sse_data(&body);
-        if data.last().map(String::as_str) != Some("[DONE]")
-            || data.iter().any(|d| d.contains("\"error\""))
-        {
-            return Err(format!("truncated stream: {data:?}"));
-        }
-    } else {
-        let v: Value = serde_json::from_str(&body).map_err(|e| format!("json: {e}"))?;
-        if v["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap_or("")
-            .is_empty()
-        {
-            return Err(format!("empty answer: {body}"));
-        }
-    }
-    Ok(provider)
-}
-
 /// Runs `workers` loops of requests (half streamed) until `stop`; returns (ok count, failures).
 fn load(
     url: String,
@@ -97,7 +52,7 @@ fn load(
                 let http = client();
                 let mut i = 0usize;
                 while !stop.load(Ordering::SeqCst) {
-                    match complete_request(&http, &url, (w + i) % 2 == 0).await {
+                    match support::complete_chat(&http, &url, (w + i) % 2 == 0).await {
                         Ok(_) => {
                             ok.fetch_add(1, Ordering::SeqCst);
                         }
@@ -136,7 +91,9 @@ async fn reloads_under_load_drop_nothing_and_apply_at_once() {
         let (status, body) = admin_reload(&gw).await;
         assert_eq!(status, 200, "{body}");
         // The very next request follows the new table.
-        let provider = complete_request(&http, &gw.url(), false).await.unwrap();
+        let provider = support::complete_chat(&http, &gw.url(), false)
+            .await
+            .unwrap();
         assert_eq!(provider, target, "reload {i} did not apply at once");
         let temp = http
             .post(format!("{}/v1/chat/completions", gw.url()))
@@ -205,7 +162,9 @@ async fn bad_configs_are_rejected_by_every_reload_path() {
             "{what}: {body}"
         );
         assert_eq!(
-            complete_request(&http, &gw.url(), false).await.unwrap(),
+            support::complete_chat(&http, &gw.url(), false)
+                .await
+                .unwrap(),
             "one",
             "{what}"
         );
@@ -213,7 +172,9 @@ async fn bad_configs_are_rejected_by_every_reload_path() {
         gw.signal("HUP");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
-            complete_request(&http, &gw.url(), true).await.unwrap(),
+            support::complete_chat(&http, &gw.url(), true)
+                .await
+                .unwrap(),
             "one",
             "{what}"
         );
@@ -222,7 +183,9 @@ async fn bad_configs_are_rejected_by_every_reload_path() {
     gw.write_config(&config("nobody", false, ""));
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(
-        complete_request(&http, &gw.url(), false).await.unwrap(),
+        support::complete_chat(&http, &gw.url(), false)
+            .await
+            .unwrap(),
         "one"
     );
     let logs = gw.logs();
@@ -247,7 +210,11 @@ async fn bad_configs_are_rejected_by_every_reload_path() {
     // A good file is picked up by the watcher, and a changed listen address is reported.
     gw.write_config(&config("two", false, "  threads: 3"));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while complete_request(&http, &gw.url(), false).await.unwrap() != "two" {
+    while support::complete_chat(&http, &gw.url(), false)
+        .await
+        .unwrap()
+        != "two"
+    {
         assert!(
             Instant::now() < deadline,
             "the file watcher did not load the good config"
@@ -331,7 +298,7 @@ async fn graceful_upgrade_hands_the_sockets_over_without_failures() {
     assert_eq!(admin_reload(&old).await.0, 200);
     let long_stream = tokio::spawn({
         let url = old.url();
-        async move { complete_request(&client(), &url, true).await }
+        async move { support::complete_chat(&client(), &url, true).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -359,7 +326,9 @@ async fn graceful_upgrade_hands_the_sockets_over_without_failures() {
         .await
         .unwrap()
         .expect("the long stream survived the upgrade");
-    assert!(complete_request(&client(), &new.url(), true).await.is_ok());
+    assert!(support::complete_chat(&client(), &new.url(), true)
+        .await
+        .is_ok());
     assert!(
         old.logs().contains("listener sockets sent"),
         "{}",
@@ -418,7 +387,7 @@ async fn sigterm_lets_open_streams_finish() {
     let stream = tokio::spawn({
         let url = gw.url();
         async move {
-            let result = complete_request(&client(), &url, true).await;
+            let result = support::complete_chat(&client(), &url, true).await;
             (result, Instant::now())
         }
     });
@@ -433,7 +402,9 @@ async fn sigterm_lets_open_streams_finish() {
     );
     // New connections are refused once the process stops accepting.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(complete_request(&client(), &gw.url(), false).await.is_err());
+    assert!(support::complete_chat(&client(), &gw.url(), false)
+        .await
+        .is_err());
     let status = gw.wait_exit(Duration::from_secs(15)).await;
     assert!(status.is_some(), "no exit after the grace period");
 }
@@ -442,8 +413,12 @@ async fn sigterm_lets_open_streams_finish() {
 async fn metrics_parse_as_prometheus_text_with_every_spec_name() {
     let gw = Gateway::start(&config("one", false, "")).await;
     let http = client();
-    complete_request(&http, &gw.url(), false).await.unwrap();
-    complete_request(&http, &gw.url(), true).await.unwrap();
+    support::complete_chat(&http, &gw.url(), false)
+        .await
+        .unwrap();
+    support::complete_chat(&http, &gw.url(), true)
+        .await
+        .unwrap();
     let text = gw.metrics().await;
     for line in text.lines().filter(|l| !l.is_empty()) {
         if let Some(rest) = line.strip_prefix('#') {

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use support::{client, sse_data, Gateway};
+use serde_json::Value;
+use support::{client, Gateway};
 
 /// One mock model `chat` streaming eight words at `tokens_per_second`, with a 30 s grace period
 /// (so a stop that waits it out is obvious).
@@ -30,30 +30,6 @@ models:
   chat: {{ targets: [{{ provider: one, model: one-model }}] }}
 "#
     )
-}
-
-/// A complete answer from `chat` (streams must end in [DONE] without an error event).
-async fn chat(http: &reqwest::Client, url: &str, stream: bool) -> Result<(), String> {
-    let resp = http
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&json!({"model": "chat", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(|e| format!("body: {e}"))?;
-    if status != 200 {
-        return Err(format!("status {status}: {body}"));
-    }
-    if stream {
-        let data = sse_data(&body);
-        if data.last().map(String::as_str) != Some("[DONE]")
-            || data.iter().any(|d| d.contains("\"error\""))
-        {
-            return Err(format!("truncated stream: {data:?}"));
-        }
-    }
-    Ok(())
 }
 
 /// Runs `switchyard serve` on `yaml` and waits up to 20 s for it to exit; the exit status (None
@@ -136,7 +112,9 @@ async fn sigterm_on_an_idle_gateway_exits_at_once() {
     let mut gw = Gateway::start(&config(0)).await;
     // An idle keep-alive connection from the client must not hold the stop up either.
     let http = client();
-    chat(&http, &gw.url(), true).await.unwrap();
+    support::complete_chat(&http, &gw.url(), true)
+        .await
+        .unwrap();
     let stopped = Instant::now();
     gw.signal("TERM");
     let status = gw.wait_exit(Duration::from_secs(10)).await;
@@ -161,7 +139,7 @@ async fn sigterm_waits_for_a_stream_in_flight_and_exits_right_after_it() {
     let stream = tokio::spawn({
         let url = gw.url();
         async move {
-            let result = chat(&client(), &url, true).await;
+            let result = support::complete_chat(&client(), &url, true).await;
             (result, Instant::now())
         }
     });
@@ -215,7 +193,7 @@ async fn sigquit_with_no_new_process_to_take_the_sockets_keeps_serving() {
     // Pingora alone would retry the hand-over for 5 s, wait 5 s more and then stop accepting.
     let until = Instant::now() + Duration::from_secs(12);
     while Instant::now() < until {
-        chat(&http, &old.url(), false)
+        support::complete_chat(&http, &old.url(), false)
             .await
             .unwrap_or_else(|e| panic!("the old process stopped serving: {e}\n{}", old.logs()));
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -233,7 +211,9 @@ async fn sigquit_with_no_new_process_to_take_the_sockets_keeps_serving() {
     old.signal("QUIT");
     new.wait_ready().await;
     assert!(old.wait_exit(Duration::from_secs(20)).await.is_some());
-    chat(&http, &new.url(), true).await.unwrap();
+    support::complete_chat(&http, &new.url(), true)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +235,9 @@ async fn an_in_place_upgrade_logs_no_error() {
         .unwrap();
     let new_pid = after["pid"].as_u64().unwrap();
     assert_ne!(new_pid, u64::from(old.pid()));
-    chat(&http, &old.url(), true).await.unwrap();
+    support::complete_chat(&http, &old.url(), true)
+        .await
+        .unwrap();
     // The new process is the old one's child and writes to the same pipes.
     let logs = old.logs();
     let _ = Command::new("kill")

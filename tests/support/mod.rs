@@ -33,6 +33,8 @@ pub use upstream::*;
 
 use std::sync::{Mutex, MutexGuard};
 
+use serde_json::{json, Value};
+
 /// Locks a mutex even if a panicking thread poisoned it: the data here stays usable.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -62,4 +64,51 @@ pub fn sse_data(body: &str) -> Vec<String> {
             (!data.is_empty()).then(|| data.join("\n"))
         })
         .collect()
+}
+
+#[allow(dead_code)] // Only the process and operations tests load a gateway this way.
+/// One request to the model `chat` at `url`; Ok(the answering provider) only when the answer is
+/// complete (a non-empty message, or a stream that ends in [DONE] without an error event).
+/// Connections are kept alive and reused, as SDKs do, and nothing is retried: a request lost on a
+/// connection the gateway closed under it fails the test.
+pub async fn complete_chat(
+    http: &reqwest::Client,
+    url: &str,
+    stream: bool,
+) -> Result<String, String> {
+    let resp = http
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": "chat", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = resp.status();
+    let provider = resp
+        .headers()
+        .get("x-switchyard-provider")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp.text().await.map_err(|e| format!("body: {e}"))?;
+    if status != 200 {
+        return Err(format!("status {status}: {body}"));
+    }
+    if stream {
+        let data = sse_data(&body);
+        if data.last().map(String::as_str) != Some("[DONE]")
+            || data.iter().any(|d| d.contains("\"error\""))
+        {
+            return Err(format!("truncated stream: {data:?}"));
+        }
+    } else {
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("json: {e}"))?;
+        if v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty()
+        {
+            return Err(format!("empty answer: {body}"));
+        }
+    }
+    Ok(provider)
 }
