@@ -652,14 +652,7 @@ async fn models_list_and_admin_endpoints() {
             .status(),
         200
     );
-    let metrics = client()
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     for name in [
         "switchyard_requests_total{dialect=\"openai\",model=\"mock\",provider=\"mock\",status=\"200\"} 1",
         "switchyard_request_duration_seconds_bucket",

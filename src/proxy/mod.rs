@@ -320,10 +320,6 @@ impl Gateway {
         error: Option<&pingora::Error>,
         ctx: &mut RequestCtx,
     ) {
-        if ctx.counted_inflight {
-            METRICS.inflight_requests.dec();
-            ctx.counted_inflight = false;
-        }
         let duration = ctx.started.elapsed();
         let status = match (ctx.status, session.response_written()) {
             (0, Some(resp)) => resp.status.as_u16(),
@@ -409,5 +405,10 @@ impl Gateway {
                 .as_deref()
                 .or_else(|| error.map(|e| e.etype().as_str())),
         });
+        // Last, so that a scrape that sees no request in flight sees every answered one counted.
+        if ctx.counted_inflight {
+            METRICS.inflight_requests.dec();
+            ctx.counted_inflight = false;
+        }
     }
 }

@@ -323,16 +323,27 @@ impl Gateway {
         format!("http://127.0.0.1:{}", self.admin_port)
     }
 
-    /// The Prometheus text of `GET /metrics` on the admin listener.
+    /// The Prometheus text of `GET /metrics` on the admin listener, once every request the
+    /// tests made has been recorded: a request is counted just after its last byte reached the
+    /// client, so a scrape right after an answer could miss it. Waits up to 2 s for
+    /// `switchyard_inflight_requests 0`, then returns what it has (a test that keeps a request
+    /// in flight on purpose gets its metrics all the same).
     pub async fn metrics(&self) -> String {
-        client()
-            .get(format!("{}/metrics", self.admin_url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let text = client()
+                .get(format!("{}/metrics", self.admin_url()))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.contains("switchyard_inflight_requests 0") || Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The gateway's temp dir (its working directory, holding config.yaml).
