@@ -138,6 +138,20 @@ fn bedrock(req: &RecordedRequest) -> MockResponse {
         );
     }
     assert!(body["messages"].is_array(), "{body}");
+    // As AWS documents and real Bedrock answers: tool blocks need declared tools.
+    let tool_blocks = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["content"].as_array().into_iter().flatten())
+        .any(|b| b.get("toolUse").is_some() || b.get("toolResult").is_some());
+    if tool_blocks && body.get("toolConfig").is_none() {
+        return MockResponse::json(
+            400,
+            json!({"message": "The toolConfig field must be defined when using toolUse and toolResult content blocks."}),
+        )
+        .with_header("x-amzn-errortype", "ValidationException");
+    }
     let weather = body.to_string().contains("weather");
     if req.path.ends_with("/converse") {
         let content = if weather {
@@ -430,4 +444,68 @@ models:
     }
     // Fetched once (token, role, keys), then reused while they are fresh.
     assert_eq!(imds.request_count(), 3);
+}
+
+/// A conversation with tool calls in its history but no tools declared (none given, or
+/// `tool_choice: "none"`, which Converse cannot express) is one Bedrock accepts: the history
+/// goes as text, for both client dialects, JSON and streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_history_without_declared_tools_is_accepted() {
+    let (upstream, _backup, gw) = start().await;
+    let history = json!([
+        {"role": "user", "content": "What time is it in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_time", "arguments": "{\"city\":\"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "14:05"},
+        {"role": "user", "content": "Thanks. Say hello."}
+    ]);
+    let tools = json!([{"type": "function", "function": {"name": "get_time",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    for stream in [false, true] {
+        for extra in [json!({}), json!({"tools": tools, "tool_choice": "none"})] {
+            let mut body = json!({"model": "claude", "stream": stream, "messages": history});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let resp = chat(&gw, body.clone()).await;
+            assert_eq!(resp.status(), 200, "{body}");
+            let text = resp.text().await.unwrap();
+            assert!(text.contains("Bon"), "{body}: {text}");
+        }
+    }
+    // The same history from an Anthropic client.
+    let resp = client()
+        .post(format!("{}/v1/messages", gw.url()))
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude", "max_tokens": 100, "messages": [
+            {"role": "user", "content": "What time is it in Paris?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "14:05"},
+                                         {"type": "text", "text": "Thanks. Say hello."}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = upstream.requests();
+    assert_eq!(sent.len(), 5);
+    for req in &sent {
+        let body = req.json();
+        assert!(body.get("toolConfig").is_none(), "{body}");
+        let text = body["messages"].to_string();
+        assert!(
+            text.contains("[tool call ") && text.contains("[tool result "),
+            "{text}"
+        );
+        assert!(text.contains("14:05"), "{text}");
+    }
+    // With tools declared and left to choose, the blocks and the toolConfig stay.
+    let resp = chat(
+        &gw,
+        json!({"model": "claude", "messages": history, "tools": tools}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let last = upstream.requests().pop().unwrap().json();
+    assert!(last["toolConfig"]["tools"].is_array(), "{last}");
+    assert!(last["messages"].to_string().contains("toolUse"), "{last}");
 }

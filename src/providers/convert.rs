@@ -74,6 +74,23 @@ pub fn push_tool_result(turns: &mut Vec<Turn>, block: Value, is_result: impl Fn(
     }
 }
 
+/// A past tool call written as text, for a request that declares no tools: vendors that refuse
+/// tool blocks without declared tools (Bedrock Converse, Anthropic) still read what happened,
+/// and the model cannot call a tool the client did not offer.
+pub fn tool_call_text(id: &str, name: &str, arguments: &str) -> String {
+    let arguments = if arguments.trim().is_empty() {
+        "{}"
+    } else {
+        arguments
+    };
+    format!("[tool call {id}: {name}({arguments})]")
+}
+
+/// A past tool result written as text (see [`tool_call_text`]).
+pub fn tool_result_text(id: &str, result: &str) -> String {
+    format!("[tool result {id}: {result}]")
+}
+
 /// Tool-call `arguments` (a JSON text) as an object: empty means no arguments; anything that is
 /// not a JSON object is the client's error.
 pub fn tool_arguments(arguments: &str) -> Result<Value, GatewayError> {

@@ -11,8 +11,8 @@ use super::{
 use crate::chat::{self, parse_data_url, Content, ContentPart};
 use crate::error::GatewayError;
 use crate::providers::convert::{
-    answered_call, push_tool_result, push_turn, require_turns, tool_arguments, unsupported_role,
-    Turn,
+    answered_call, push_tool_result, push_turn, require_turns, tool_arguments, tool_call_text,
+    tool_result_text, unsupported_role, Turn,
 };
 
 /// Makes an id acceptable to Anthropic (`^[a-zA-Z0-9_-]+$`), deterministically.
@@ -125,6 +125,10 @@ fn media_block(url: &str) -> Result<Value, GatewayError> {
 
 /// The `system` blocks and the alternating turns of a conversation.
 fn build_messages(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>), GatewayError> {
+    // Anthropic refuses tool_use/tool_result blocks in a request that defines no tools; the
+    // history's calls and results then go as text. (With tools and `tool_choice: "none"` the
+    // blocks stay: Anthropic has a "none" choice.)
+    let declares_tools = params.tools.as_ref().is_some_and(|t| !t.is_empty());
     let mut system = Vec::new();
     let mut turns: Vec<Turn> = Vec::new();
     // Tool-call ids of the latest assistant turn that still await their results.
@@ -174,9 +178,15 @@ fn build_messages(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
                 for call in message.tool_calls.iter().flatten() {
                     let input = tool_arguments(&call.function.arguments)?;
                     let id = sanitize_tool_id(&call.id);
-                    open_calls.insert(id.clone());
-                    blocks.push(json!({"type": "tool_use", "id": id,
-                                       "name": call.function.name, "input": input}));
+                    blocks.push(if declares_tools {
+                        json!({"type": "tool_use", "id": id,
+                               "name": call.function.name, "input": input})
+                    } else {
+                        let text =
+                            tool_call_text(&id, &call.function.name, &call.function.arguments);
+                        json!({"type": "text", "text": text})
+                    });
+                    open_calls.insert(id);
                 }
                 push_turn(&mut turns, "assistant", blocks);
             }
@@ -187,8 +197,18 @@ fn build_messages(params: &chat::Request<'_>) -> Result<(Vec<Value>, Vec<Turn>),
                     sanitize_tool_id,
                 )?;
                 let content = message.text();
-                let block = json!({"type": "tool_result", "tool_use_id": id, "content": content});
-                push_tool_result(&mut turns, block, |b| b["type"] == "tool_result");
+                if declares_tools {
+                    let block =
+                        json!({"type": "tool_result", "tool_use_id": id, "content": content});
+                    push_tool_result(&mut turns, block, |b| b["type"] == "tool_result");
+                } else {
+                    let text = tool_result_text(&id, &content);
+                    push_turn(
+                        &mut turns,
+                        "user",
+                        vec![json!({"type": "text", "text": text})],
+                    );
+                }
             }
             other => return Err(unsupported_role(other)),
         }
@@ -490,6 +510,38 @@ mod tests {
         assert_eq!(body, json(fixture!("request_tool_history.anthropic.json")));
     }
 
+    /// Anthropic refuses tool blocks in a request that defines no tools ("Requests which
+    /// include tool_use or tool_result blocks must define tools"): the history goes as text.
+    #[test]
+    fn tool_history_without_tools_goes_as_text() {
+        let mut request = json(fixture!("request_tool_history.openai.json"));
+        request.as_object_mut().unwrap().remove("tools");
+        let body = body_for(request).unwrap();
+        assert!(body.get("tools").is_none());
+        let text = body["messages"].to_string();
+        assert!(
+            !text.contains("tool_use") && !text.contains("tool_result"),
+            "{text}"
+        );
+        assert_eq!(
+            body["messages"][1]["content"],
+            serde_json::json!([
+                {"type": "text", "text": "[tool call call_a1: get_weather({\"city\":\"Paris\"})]"},
+                {"type": "text", "text": "[tool call functions_get_weather_1: get_weather({})]"}
+            ])
+        );
+        assert_eq!(
+            body["messages"][2]["content"][0]["text"],
+            "[tool result call_a1: {\"temp_c\":18}]"
+        );
+        // With tools and tool_choice "none", the blocks stay: Anthropic has a "none" choice.
+        let mut none = json(fixture!("request_tool_history.openai.json"));
+        none["tool_choice"] = serde_json::json!("none");
+        let body = body_for(none).unwrap();
+        assert_eq!(body["tool_choice"]["type"], "none");
+        assert_eq!(body["messages"][1]["content"][0]["type"], "tool_use");
+    }
+
     #[test]
     fn refuses_what_anthropic_cannot_honour() {
         let base = |extra: Value| {
@@ -537,7 +589,8 @@ mod tests {
             body_for(serde_json::json!({"model": "c", "messages": [
                 {"role": "user", "content": "x"},
                 {"role": "assistant", "content": null, "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": args}}]},
-                {"role": "tool", "tool_call_id": "a", "content": "r"}]}))
+                {"role": "tool", "tool_call_id": "a", "content": "r"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}]}))
         };
         assert_eq!(
             with_args("{}").unwrap()["messages"][1]["content"][0]["input"],

@@ -4,7 +4,9 @@
 //! - Images and PDFs (data URLs) become `image` / `document` blocks with base64 `bytes`; URLs
 //!   cannot be fetched by Converse and are refused.
 //! - Tool results become `toolResult` blocks leading the next user turn; ids are made to match
-//!   `^[a-zA-Z0-9_-]+$` the same way on both sides of a call.
+//!   `^[a-zA-Z0-9_-]+$` the same way on both sides of a call. Converse refuses tool blocks
+//!   without declared tools: when the request declares none (no `tools`, or `tool_choice:
+//!   "none"`, which Converse cannot express), past calls and results are sent as text.
 //! - `max_tokens`, `temperature`, `top_p` and `stop` go into `inferenceConfig`; `top_k` and, for
 //!   Anthropic models, thinking go into `additionalModelRequestFields`.
 //! - Refused with a 400 naming the parameter: `n` > 1, `logprobs`, `logit_bias`,
@@ -18,8 +20,8 @@ use crate::chat::{self, parse_data_url, Content, ContentPart};
 use crate::error::GatewayError;
 use crate::providers::anthropic::sanitize_tool_id;
 use crate::providers::convert::{
-    answered_call, push_tool_result, push_turn, require_turns, tool_arguments, unsupported_role,
-    Turn,
+    answered_call, push_tool_result, push_turn, require_turns, tool_arguments, tool_call_text,
+    tool_result_text, unsupported_role, Turn,
 };
 
 /// Fields with no Converse equivalent that change nothing about the answer.
@@ -133,6 +135,11 @@ pub fn body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayErr
         ));
     }
 
+    // Converse refuses toolUse/toolResult blocks unless a toolConfig declares tools, and has no
+    // tool choice "none". Without declared tools (none given, or "none") the history's tool
+    // calls and results go as text: the model reads what happened and cannot call a tool.
+    let declares_tools = params.tools.as_ref().is_some_and(|t| !t.is_empty())
+        && !matches!(&params.tool_choice, Some(Value::String(s)) if s == "none");
     let mut system = Vec::new();
     let mut turns: Vec<Turn> = Vec::new();
     let mut open_calls: HashSet<String> = HashSet::new();
@@ -160,11 +167,14 @@ pub fn body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayErr
                 open_calls.clear();
                 for call in message.tool_calls.iter().flatten() {
                     let id = sanitize_tool_id(&call.id);
-                    open_calls.insert(id.clone());
-                    blocks.push(
+                    let input = tool_arguments(&call.function.arguments)?;
+                    blocks.push(if declares_tools {
                         json!({"toolUse": {"toolUseId": id, "name": call.function.name,
-                        "input": tool_arguments(&call.function.arguments)?}}),
-                    );
+                                           "input": input}})
+                    } else {
+                        json!({"text": tool_call_text(&id, &call.function.name, &call.function.arguments)})
+                    });
+                    open_calls.insert(id);
                 }
                 push_turn(&mut turns, "assistant", blocks);
             }
@@ -175,8 +185,17 @@ pub fn body(params: &chat::Request<'_>, model: &str) -> Result<Value, GatewayErr
                     sanitize_tool_id,
                 )?;
                 let text = message.text();
-                let block = json!({"toolResult": {"toolUseId": id, "content": [{"text": text}]}});
-                push_tool_result(&mut turns, block, |b| b.get("toolResult").is_some());
+                if declares_tools {
+                    let block =
+                        json!({"toolResult": {"toolUseId": id, "content": [{"text": text}]}});
+                    push_tool_result(&mut turns, block, |b| b.get("toolResult").is_some());
+                } else {
+                    push_turn(
+                        &mut turns,
+                        "user",
+                        vec![json!({"text": tool_result_text(&id, &text)})],
+                    );
+                }
             }
             other => return Err(unsupported_role(other)),
         }
