@@ -126,6 +126,9 @@ fn bedrock(req: &RecordedRequest) -> MockResponse {
         );
     }
     let body = req.json();
+    if req.path.starts_with("/model/amazon.titan-embed") {
+        return titan(&body);
+    }
     if req.path.ends_with("/invoke") {
         assert_eq!(req.path, "/model/cohere.embed-english-v3/invoke");
         assert_eq!(
@@ -192,6 +195,29 @@ fn bedrock(req: &RecordedRequest) -> MockResponse {
     event_stream(frames)
 }
 
+/// Titan embeddings as AWS documents them: exactly one `inputText` per call (a list is a
+/// ValidationException); the vector here is [its length, its dimensions or 2], and a text
+/// "fail" is refused, to fail one part of a batch.
+fn titan(body: &Value) -> MockResponse {
+    let refuse = |message: &str| {
+        MockResponse::json(400, json!({ "message": message }))
+            .with_header("x-amzn-errortype", "ValidationException")
+    };
+    let Some(text) = body["inputText"].as_str() else {
+        return refuse("inputText must be a string");
+    };
+    if text == "fail" {
+        return refuse("Malformed input request: the text is refused");
+    }
+    let dims = body["dimensions"].as_u64().unwrap_or(2) as usize;
+    let mut embedding = vec![0.5f32; dims];
+    embedding[0] = text.len() as f32;
+    MockResponse::json(
+        200,
+        json!({"embedding": embedding, "inputTextTokenCount": text.len()}),
+    )
+}
+
 async fn start() -> (MockUpstream, MockUpstream, Gateway) {
     let upstream = MockUpstream::start(|req, _| bedrock(req)).await;
     let backup = MockUpstream::start(|req, _| {
@@ -214,6 +240,7 @@ providers:
 models:
   claude: {{ targets: [{{ provider: aws, model: "{MODEL}", price: {{ input_per_mtok: 3, output_per_mtok: 15 }} }}] }}
   embed: {{ targets: [{{ provider: aws, model: cohere.embed-english-v3 }}] }}
+  titan: {{ targets: [{{ provider: aws, model: "amazon.titan-embed-text-v2:0" }}] }}
   guarded:
     strategy: fallback
     targets: [{{ provider: wrongkey, model: "{MODEL}" }}, {{ provider: backup, model: gpt }}]
@@ -508,4 +535,97 @@ async fn tool_history_without_declared_tools_is_accepted() {
     let last = upstream.requests().pop().unwrap().json();
     assert!(last["toolConfig"]["tools"].is_array(), "{last}");
     assert!(last["messages"].to_string().contains("toolUse"), "{last}");
+}
+
+/// Titan takes one input per call: a batch is one signed InvokeModel per input, answered as one
+/// list in input order with the tokens summed, in floats and in base64; one refused part fails
+/// the whole request with Bedrock's status and message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn titan_embeddings_take_a_batch_one_call_per_input() {
+    use base64::Engine as _;
+    let (upstream, _backup, gw) = start().await;
+    let embed = |body: Value| {
+        client()
+            .post(format!("{}/v1/embeddings", gw.url()))
+            .json(&body)
+            .send()
+    };
+    let inputs = ["a", "bb", "ccc"];
+    let resp = embed(json!({"model": "titan", "input": inputs, "encoding_format": "float"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    for (i, text) in inputs.iter().enumerate() {
+        assert_eq!(v["data"][i]["index"], i, "{v}");
+        assert_eq!(v["data"][i]["embedding"][0], text.len() as f64, "{v}");
+    }
+    assert_eq!(v["usage"]["prompt_tokens"], 6, "{v}");
+    let calls: Vec<Value> = upstream
+        .requests()
+        .iter()
+        .map(RecordedRequest::json)
+        .collect();
+    assert_eq!(calls.len(), 3);
+    for req in &upstream.requests() {
+        verify(req, SECRET).unwrap();
+        assert_eq!(req.path, "/model/amazon.titan-embed-text-v2%3A0/invoke");
+    }
+
+    // The SDKs' default: base64 of little-endian f32s, with dimensions.
+    let resp = embed(
+        json!({"model": "titan", "input": inputs, "encoding_format": "base64", "dimensions": 4}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    for (i, text) in inputs.iter().enumerate() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v["data"][i]["embedding"].as_str().unwrap())
+            .unwrap();
+        let floats: Vec<f32> = bytes
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(floats, vec![text.len() as f32, 0.5, 0.5, 0.5], "{v}");
+    }
+
+    // One refused part: the whole request fails with Bedrock's own status and message.
+    let resp = embed(json!({"model": "titan", "input": ["a", "fail", "c"]}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the text is refused"),
+        "{v}"
+    );
+}
+
+/// The official `openai` SDK (base64 by default, then float) gets Titan batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_sdk_gets_titan_batches() {
+    // Skipped without the SDK, except under CI, where that fails the run.
+    if !support::python::sdk_available("openai") {
+        return;
+    }
+    let (_upstream, _backup, gw) = start().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/openai_sdk_embeddings.py"
+    );
+    let out = std::process::Command::new(support::python::python())
+        .args([script, &format!("{}/v1", gw.url()), "titan", "2"])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

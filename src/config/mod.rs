@@ -336,6 +336,9 @@ pub struct ProviderConfig {
     /// Active probes; `None` when switched off (`health_check.enabled: false`).
     pub health_check_interval: Option<Duration>,
     pub circuit_breaker: CircuitBreaker,
+    /// Requests one client request may have in flight here at once when it needs several
+    /// (Bedrock Titan embeddings: one call per input).
+    pub max_parallel_requests: usize,
     pub mock: MockSettings,
     /// Why the provider is switched off (empty key, unsupported kind); `None` when usable.
     pub disabled: Option<String>,

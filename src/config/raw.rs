@@ -108,6 +108,9 @@ pub struct RawProvider {
     pub timeouts: RawTimeouts,
     pub health_check: Option<RawHealthCheck>,
     pub circuit_breaker: Option<RawCircuitBreaker>,
+    /// Requests one client request may have in flight to this provider at once, when the vendor
+    /// takes one input per call (Bedrock Titan embeddings: one call per input).
+    pub max_parallel_requests: Option<i64>,
     /// `kind: mock` only: delay before the first byte of an answer.
     pub latency_ms: Option<i64>,
     /// `kind: mock` only: streaming speed; 0 or absent sends all tokens at once.

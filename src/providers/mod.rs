@@ -209,6 +209,33 @@ pub trait ProviderAdapter: Send + Sync {
         ))
     }
 
+    /// The vendor requests for `POST /v1/embeddings` when one call cannot carry them all:
+    /// several, sent at once (bounded by the provider's `max_parallel_requests`) and answered
+    /// together by [`Self::decode_embeddings_parts`]. `None` (the default) when
+    /// [`Self::build_embeddings`]'s one request does.
+    fn build_embeddings_parts(
+        &self,
+        request: &EmbeddingsRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Option<Result<Vec<UpstreamRequest>, GatewayError>> {
+        let _ = (request, target);
+        None
+    }
+
+    /// The answers to [`Self::build_embeddings_parts`]'s requests, in their order, as one
+    /// OpenAI `list`.
+    fn decode_embeddings_parts(
+        &self,
+        request: &EmbeddingsRequest,
+        model: &str,
+        bodies: &[Bytes],
+    ) -> Result<RenderedAnswer, StreamFailure> {
+        let _ = (request, model, bodies);
+        Err(StreamFailure::Malformed(
+            "this provider kind sends embeddings in one request".into(),
+        ))
+    }
+
     /// The vendor's embeddings answer as OpenAI's `list` (for the upstream `model`).
     fn decode_embeddings(
         &self,

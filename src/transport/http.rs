@@ -261,13 +261,7 @@ async fn connect(
             phase,
             after: limit,
         }),
-        Ok(Err(e)) => {
-            let mut err = AttemptError::from_pingora(&e, true);
-            if let AttemptError::Timeout { after, .. } = &mut err {
-                *after = timeouts.connect;
-            }
-            Err(err)
-        }
+        Ok(Err(e)) => Err(AttemptError::connecting(&e, timeouts.connect)),
         Ok(Ok(stream)) => Ok(stream),
     }
 }
@@ -438,7 +432,7 @@ pub(super) async fn call(
         let mut stream = connector
             .new_stream(&peer.peer)
             .await
-            .map_err(|e| AttemptError::from_pingora(&e, true))?;
+            .map_err(|e| AttemptError::connecting(&e, upstream.timeouts.connect))?;
         write_request(&mut stream, &head, body)
             .await
             .map_err(|e| AttemptError::Io(format!("writing the request: {e}")))?;

@@ -46,15 +46,16 @@ pub enum AttemptError {
 }
 
 impl AttemptError {
-    fn from_pingora(e: &pingora::Error, connecting: bool) -> AttemptError {
-        let text = e.etype().as_str().to_string();
+    /// A failure to open a connection whose connect timeout is `connect_timeout`. A timeout
+    /// there means no answer to the connection request at all: the server is down, a firewall
+    /// drops it, or its listen backlog is full.
+    fn connecting(e: &pingora::Error, connect_timeout: Duration) -> AttemptError {
         match e.etype() {
             ErrorType::ConnectTimedout => AttemptError::Timeout {
-                phase: "connect",
-                after: Duration::ZERO,
+                phase: "the server to accept the connection",
+                after: connect_timeout,
             },
-            _ if connecting => AttemptError::Connect(text),
-            _ => AttemptError::Io(text),
+            other => AttemptError::Connect(other.as_str().to_string()),
         }
     }
 }
@@ -178,5 +179,27 @@ impl Exchange {
             Exchange::Http(x) => x.read_all(limit).await,
             Exchange::Local(x) => Ok(x.read_all().await),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection the server never accepted (down, filtered, or a full listen backlog) says
+    /// so, with the configured timeout, not "after 0 ms".
+    #[test]
+    fn a_connect_timeout_names_what_happened_and_the_configured_limit() {
+        let timed_out = pingora::Error::new(ErrorType::ConnectTimedout);
+        let err = AttemptError::connecting(&timed_out, Duration::from_millis(2000));
+        assert_eq!(
+            err.to_string(),
+            "timed out waiting for the server to accept the connection after 2000 ms"
+        );
+        let refused = pingora::Error::new(ErrorType::ConnectRefused);
+        assert!(matches!(
+            AttemptError::connecting(&refused, Duration::from_millis(2000)),
+            AttemptError::Connect(_)
+        ));
     }
 }

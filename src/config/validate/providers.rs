@@ -8,6 +8,9 @@ use http::{HeaderName, HeaderValue};
 use url::Url;
 
 use super::{non_negative, positive, Issues};
+
+/// Calls one client request may have in flight to a provider when it needs several.
+const DEFAULT_PARALLEL_REQUESTS: usize = 4;
 use crate::config::raw::RawProvider;
 use crate::config::{
     AwsCredentials, CircuitBreaker, MockSettings, ProviderConfig, ProviderKind, Secret,
@@ -183,6 +186,17 @@ pub(super) fn provider(
     };
 
     let mock = mock_settings(&path, kind, &raw, issues);
+    let max_parallel_requests = match raw.max_parallel_requests {
+        None => DEFAULT_PARALLEL_REQUESTS,
+        Some(n) if (1..=64).contains(&n) => n as usize,
+        Some(_) => {
+            issues.push(
+                format!("{path}.max_parallel_requests"),
+                "must be between 1 and 64",
+            );
+            DEFAULT_PARALLEL_REQUESTS
+        }
+    };
 
     if raw.api_version.is_some() && kind != ProviderKind::AzureOpenAi {
         issues.push(
@@ -205,6 +219,7 @@ pub(super) fn provider(
         timeouts,
         health_check_interval,
         circuit_breaker,
+        max_parallel_requests,
         mock,
         disabled,
     })
@@ -471,6 +486,24 @@ mod tests {
         assert!(found
             .iter()
             .any(|i| i.starts_with("providers.v.service_account: cannot read the key file")));
+    }
+
+    #[test]
+    fn parallel_requests_default_and_bounds() {
+        let cfg = parse(
+            "providers: { b: { kind: bedrock, region: eu-west-1, aws_access_key_id: AKID, aws_secret_access_key: s, max_parallel_requests: 8 }, m: { kind: mock } }",
+            env,
+        )
+        .unwrap();
+        assert_eq!(cfg.providers["b"].max_parallel_requests, 8);
+        assert_eq!(cfg.providers["m"].max_parallel_requests, 4);
+        let found = issues("providers: { m: { kind: mock, max_parallel_requests: 0 } }");
+        assert!(
+            found
+                .iter()
+                .any(|i| i.contains("providers.m.max_parallel_requests")),
+            "{found:?}"
+        );
     }
 
     #[test]

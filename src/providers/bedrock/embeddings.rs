@@ -1,7 +1,8 @@
 //! `POST /v1/embeddings` on Bedrock, through InvokeModel (`/model/{id}/invoke`) in the model
 //! family's own body: Amazon Titan (`amazon.titan-embed-*`: one text per call, `dimensions`,
-//! token count in the answer) and Cohere (`cohere.embed-*`: a batch of texts, no token count:
-//! estimated at about four characters a token).
+//! token count in the answer; a batch is one call per input, answered together in order) and
+//! Cohere (`cohere.embed-*`: a batch of texts, no token count: estimated at about four
+//! characters a token).
 
 use serde::Deserialize;
 use serde_json::json;
@@ -15,6 +16,64 @@ fn is_cohere(model: &str) -> bool {
     model.contains("cohere.")
 }
 
+fn is_titan(model: &str) -> bool {
+    model.contains("titan-embed")
+}
+
+/// Titan's body for one input.
+fn titan_body(request: &EmbeddingsRequest, text: &str) -> Result<Vec<u8>, GatewayError> {
+    let mut body = json!({ "inputText": text });
+    if let Some(d) = request.dimensions() {
+        body["dimensions"] = json!(d);
+    }
+    serde_json::to_vec(&body)
+        .map_err(|e| GatewayError::Internal(format!("cannot encode upstream request: {e}")))
+}
+
+/// One Titan body per input, for a batch (`None` for a single input or another family).
+pub(super) fn titan_batch(
+    request: &EmbeddingsRequest,
+    model: &str,
+) -> Option<Result<Vec<Vec<u8>>, GatewayError>> {
+    if !is_titan(model) {
+        return None;
+    }
+    let texts = match request.texts() {
+        Ok(texts) if texts.len() > 1 => texts,
+        Ok(_) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(texts.iter().map(|t| titan_body(request, t)).collect())
+}
+
+/// The answers to a Titan batch, in input order, as one OpenAI `list`; tokens summed.
+pub(super) fn decode_titan_batch(
+    request: &EmbeddingsRequest,
+    model: &str,
+    bodies: &[bytes::Bytes],
+) -> Result<RenderedAnswer, StreamFailure> {
+    let mut vectors = Vec::with_capacity(bodies.len());
+    let mut tokens = 0;
+    for body in bodies {
+        let wire: TitanWire = serde_json::from_slice(body).map_err(|e| {
+            StreamFailure::Malformed(format!("answer is not a Bedrock embedding: {e}"))
+        })?;
+        tokens += wire.input_text_token_count.unwrap_or(0);
+        vectors.push(wire.embedding);
+    }
+    if tokens == 0 {
+        tokens = request.estimated_tokens();
+    }
+    let usage = Usage {
+        prompt_tokens: tokens,
+        ..Usage::default()
+    };
+    Ok(RenderedAnswer {
+        body: request.answer(model, &vectors, &usage),
+        usage: Some(usage),
+    })
+}
+
 /// The InvokeModel body for `model`.
 pub(super) fn request_body(
     request: &EmbeddingsRequest,
@@ -23,18 +82,15 @@ pub(super) fn request_body(
     let texts = request.texts()?;
     let body = if is_cohere(model) {
         json!({"texts": texts, "input_type": "search_document"})
-    } else if model.contains("titan-embed") {
+    } else if is_titan(model) {
+        // A batch goes through `titan_batch`: one call per input.
         let [text] = texts.as_slice() else {
             return Err(GatewayError::invalid(
-                "Titan embedding models take one input per request",
+                "Titan embedding models take one input per call; send a batch as several",
                 Some("input"),
             ));
         };
-        let mut body = json!({ "inputText": text });
-        if let Some(d) = request.dimensions() {
-            body["dimensions"] = json!(d);
-        }
-        body
+        return titan_body(request, text);
     } else {
         return Err(GatewayError::invalid(
             format!("'{model}' is not a Bedrock embedding model this gateway knows (amazon.titan-embed-*, cohere.embed-*)"),

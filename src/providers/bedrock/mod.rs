@@ -237,6 +237,30 @@ impl ProviderAdapter for BedrockAdapter {
         embeddings::decode(request, model, &body)
     }
 
+    /// Titan takes one input per call: a batch is one signed InvokeModel per input.
+    fn build_embeddings_parts(
+        &self,
+        request: &EmbeddingsRequest,
+        target: &AttemptTarget<'_>,
+    ) -> Option<Result<Vec<UpstreamRequest>, GatewayError>> {
+        let bodies = embeddings::titan_batch(request, target.upstream_model)?;
+        Some(bodies.and_then(|bodies| {
+            bodies
+                .into_iter()
+                .map(|body| self.signed(target, "invoke", body))
+                .collect()
+        }))
+    }
+
+    fn decode_embeddings_parts(
+        &self,
+        request: &EmbeddingsRequest,
+        model: &str,
+        bodies: &[Bytes],
+    ) -> Result<RenderedAnswer, StreamFailure> {
+        embeddings::decode_titan_batch(request, model, bodies)
+    }
+
     fn decode_response(&self, body: Bytes, _native: bool) -> Result<Answer, StreamFailure> {
         response::decode(&body, "bedrock").map(Answer::Chat)
     }

@@ -117,6 +117,42 @@ pub async fn run(
         api_key,
         extra_headers,
     };
+    let relay = relay::Relay {
+        gateway,
+        target,
+        policy,
+        api_key,
+    };
+    if let (ClientRequest::Embeddings(embeddings), Backend::Http(http)) =
+        (request, &provider.backend)
+    {
+        // A vendor that takes one input per call (Bedrock Titan): several calls, one answer.
+        match provider
+            .adapter
+            .build_embeddings_parts(embeddings, &attempt_target)
+        {
+            Some(Ok(parts)) => {
+                let parallel = http.config.max_parallel_requests;
+                return Box::pin(relay.embeddings_parts(
+                    session,
+                    ctx,
+                    embeddings,
+                    &http.upstream,
+                    parallel,
+                    parts,
+                ))
+                .await;
+            }
+            Some(Err(error)) => {
+                return Ok(Attempt::Failed {
+                    error,
+                    fault: Fault::Request,
+                    outcome: "invalid_request",
+                })
+            }
+            None => {}
+        }
+    }
     let built = match request {
         ClientRequest::Embeddings(embeddings) => provider
             .adapter
@@ -155,12 +191,6 @@ pub async fn run(
     };
     ctx.waited += exchange.waited();
 
-    let relay = relay::Relay {
-        gateway,
-        target,
-        policy,
-        api_key,
-    };
     if !(200..300).contains(&exchange.status()) {
         return Ok(Box::pin(relay.error_status(exchange)).await);
     }

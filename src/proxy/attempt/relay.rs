@@ -10,19 +10,28 @@ use super::classify;
 use super::{finish_accounting, Attempt};
 use crate::accounting::with_usage_cost;
 use crate::config::{RetryPolicy, Secret};
+use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
 use crate::providers::convert::upstream_message;
-use crate::providers::{client_answer, client_stream, scrub_secret, StreamFailure, StreamSettings};
+use crate::providers::{
+    client_answer, client_stream, scrub_secret, RenderedAnswer, StreamFailure, StreamSettings,
+    UpstreamRequest,
+};
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::{respond, Gateway};
 use crate::routing::Target;
-use crate::transport::Exchange;
+use crate::transport::{Exchange, Upstream};
+use futures_util::StreamExt;
 
 /// Largest non-streamed answer accepted from an upstream.
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 /// Largest error body read from an upstream (only its message is used).
 const MAX_ERROR_BYTES: usize = 256 * 1024;
+
+/// One part of a request sent in several, in flight.
+type PartFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, Attempt>> + Send + 'a>>;
 
 /// What relaying one attempt's answer needs to know.
 pub(super) struct Relay<'a> {
@@ -128,10 +137,20 @@ impl Relay<'_> {
             }
             _ => client_answer(adapter, body, ctx.dialect),
         };
-        let answer = match decoded {
-            Ok(answer) => answer,
-            Err(failure) => return Ok(self.answer_failure(failure)),
-        };
+        match decoded {
+            Ok(answer) => self.answered(session, ctx, answer, latency).await,
+            Err(failure) => Ok(self.answer_failure(failure)),
+        }
+    }
+
+    /// Sends a complete answer to the client, counted and priced.
+    async fn answered(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+        answer: RenderedAnswer,
+        latency: Duration,
+    ) -> pingora::Result<Attempt> {
         finish_accounting(ctx, self.target, answer.usage);
         Box::pin(ctx.settle(answer.usage.map(|u| u.total()))).await;
         // The answer reports its own price, OpenRouter-style, in either dialect.
@@ -146,6 +165,65 @@ impl Relay<'_> {
             healthy: true,
             latency: Some(latency),
         })
+    }
+
+    /// Embeddings sent as several requests (one per input, for vendors that take one), at most
+    /// `parallel` at a time, and answered as one list in input order. The first part that fails
+    /// fails the whole request as that part's own failure would (its status, fault and
+    /// outcome); the parts still in flight are dropped.
+    pub async fn embeddings_parts(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+        request: &EmbeddingsRequest,
+        upstream: &Upstream,
+        parallel: usize,
+        parts: Vec<UpstreamRequest>,
+    ) -> pingora::Result<Attempt> {
+        let started = Instant::now();
+        // Futures made first and boxed: a stream that maps a borrowing closure makes the
+        // request's future fail the `Send` check (a known limit of async fn type inference).
+        let mut calls: Vec<PartFuture<'_>> = Vec::with_capacity(parts.len());
+        for part in &parts {
+            calls.push(Box::pin(self.part(upstream, part)));
+        }
+        let mut answers = futures_util::stream::iter(calls).buffered(parallel.max(1));
+        let mut bodies = Vec::with_capacity(parts.len());
+        while let Some(answer) = answers.next().await {
+            match answer {
+                Ok(body) => bodies.push(body),
+                Err(failed) => return Ok(failed),
+            }
+        }
+        drop(answers);
+        let latency = started.elapsed();
+        ctx.waited += latency;
+        let decoded = self.target.provider.adapter.decode_embeddings_parts(
+            request,
+            &self.target.upstream_model,
+            &bodies,
+        );
+        match decoded {
+            Ok(answer) => self.answered(session, ctx, answer, latency).await,
+            Err(failure) => Ok(self.answer_failure(failure)),
+        }
+    }
+
+    /// One part of a request sent in several: its body, or the failed attempt it makes.
+    async fn part(&self, upstream: &Upstream, request: &UpstreamRequest) -> Result<Bytes, Attempt> {
+        let transport = &self.gateway.transport;
+        let mut exchange = Box::pin(transport.send(upstream, request, Instant::now()))
+            .await
+            .map_err(|e| Attempt::transport_failure(self.provider(), e, self.policy))?;
+        if !(200..300).contains(&exchange.status()) {
+            return Err(Box::pin(self.error_status(exchange)).await);
+        }
+        let body = exchange
+            .read_all(MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| Attempt::transport_failure(self.provider(), e, self.policy))?;
+        transport.release(exchange);
+        Ok(body)
     }
 
     pub async fn stream(
