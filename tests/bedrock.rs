@@ -500,21 +500,25 @@ async fn tool_history_without_declared_tools_is_accepted() {
             assert!(text.contains("Bon"), "{body}: {text}");
         }
     }
-    // The same history from an Anthropic client.
-    let resp = client()
-        .post(format!("{}/v1/messages", gw.url()))
-        .header("anthropic-version", "2023-06-01")
-        .json(&json!({"model": "claude", "max_tokens": 100, "messages": [
-            {"role": "user", "content": "What time is it in Paris?"},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {"city": "Paris"}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "14:05"},
-                                         {"type": "text", "text": "Thanks. Say hello."}]}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    // The same history from an Anthropic client, JSON and streamed.
+    for stream in [false, true] {
+        let resp = client()
+            .post(format!("{}/v1/messages", gw.url()))
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": "claude", "max_tokens": 100, "stream": stream, "messages": [
+                {"role": "user", "content": "What time is it in Paris?"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "14:05"},
+                                             {"type": "text", "text": "Thanks. Say hello."}]}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("Bon"), "{text}");
+    }
     let sent = upstream.requests();
-    assert_eq!(sent.len(), 5);
+    assert_eq!(sent.len(), 6);
     for req in &sent {
         let body = req.json();
         assert!(body.get("toolConfig").is_none(), "{body}");
