@@ -477,6 +477,20 @@ mod tests {
         assert!(answer.into_reusable().is_some());
     }
 
+    /// A head that drips in a byte per segment is read as one (and parsed once it is whole).
+    #[tokio::test]
+    async fn a_head_arriving_byte_by_byte_is_read_whole() {
+        let raw: &'static [u8] =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: b\r\n\r\nok";
+        let parts: Vec<&'static [u8]> = raw.chunks(1).collect();
+        let (mut answer, head) = answered(parts, false).await;
+        assert_eq!(head.status, 200);
+        assert_eq!(read_all(&mut answer).await.unwrap().concat(), b"ok");
+        assert_eq!(blank_line_end(b"a\r\nb\r\n\r\nrest"), Some(8));
+        assert_eq!(blank_line_end(b"a\n\nrest"), Some(3));
+        assert_eq!(blank_line_end(b"a\r\nb\r\n"), None);
+    }
+
     #[test]
     fn malformed_heads_are_refused() {
         for raw in [
