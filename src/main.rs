@@ -41,6 +41,14 @@ fn main() {
                 eprintln!("{}: invalid config:\n{e}", arg.path().display());
                 std::process::exit(1);
             }
+            // `serve` refuses to start on a spending snapshot it cannot read; say so here first.
+            if let Some(settings) = &config.state.snapshot {
+                let snapshots = switchyard::limits::snapshot::Snapshots::new(settings);
+                if let Err(e) = snapshots.check() {
+                    eprintln!("{}: state.snapshot_path: {e}", arg.path().display());
+                    std::process::exit(1);
+                }
+            }
             print!("{}", cli::summary(&config));
         }
         Command::Serve(args) => {

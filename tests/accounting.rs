@@ -341,3 +341,31 @@ models:
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
 }
+
+/// `switchyard check` reads the spending snapshot as `serve` would: a file that is not one
+/// fails the check, naming it, before a start would.
+#[test]
+fn check_refuses_a_snapshot_file_serve_could_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("spend.json");
+    let path = dir.path().join("cfg.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "state: {{ backend: memory, snapshot_path: {} }}\nproviders: {{ mock: {{ kind: mock }} }}\n",
+            snapshot.display()
+        ),
+    )
+    .unwrap();
+    let check = || support::run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+    // No file yet: fine, the first merge writes it.
+    assert!(check().status.success());
+    std::fs::write(&snapshot, "not json").unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("state.snapshot_path") && err.contains("spend.json"),
+        "{err}"
+    );
+}

@@ -151,6 +151,12 @@ impl Snapshots {
         &self.path
     }
 
+    /// Whether the file (if there is one yet) can be read as a snapshot, without taking its
+    /// lock or changing it: what `switchyard check` asks.
+    pub fn check(&self) -> Result<(), SnapshotError> {
+        self.read().map(drop)
+    }
+
     pub fn interval(&self) -> Duration {
         Duration::from_secs(self.interval_s.load(Ordering::Relaxed))
     }
