@@ -618,18 +618,7 @@ async fn official_openai_sdk_gets_titan_batches() {
         return;
     }
     let (_upstream, _backup, gw) = start().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/sdk/openai_sdk_embeddings.py"
-    );
-    let out = std::process::Command::new(support::python::python())
-        .args([script, &format!("{}/v1", gw.url()), "titan", "2"])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let base_url = format!("{}/v1", gw.url());
+    support::python::run_script("openai_sdk_embeddings.py", &[&base_url, "titan", "2"])
+        .unwrap_or_else(|e| panic!("titan: {e}"));
 }

@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use base64::Engine as _;
 use serde_json::{json, Value};
 use support::{client, Gateway, MockResponse, MockUpstream, RecordedRequest};
@@ -238,21 +236,10 @@ async fn official_openai_sdk_gets_embeddings() {
         return;
     }
     let (_openai, gemini, gw) = start().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/sdk/openai_sdk_embeddings.py"
-    );
+    let base_url = format!("{}/v1", gw.url());
     for (model, dims) in [("mock", "8"), ("embed-compat", "4"), ("embed-gemini", "4")] {
-        let out = Command::new(support::python::python())
-            .args([script, &format!("{}/v1", gw.url()), model, dims])
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "{model}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        support::python::run_script("openai_sdk_embeddings.py", &[&base_url, model, dims])
+            .unwrap_or_else(|e| panic!("{model}: {e}"));
     }
     assert!(
         gemini.script_panics().is_empty(),

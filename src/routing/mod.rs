@@ -102,6 +102,12 @@ pub fn mock_endpoint() -> &'static Endpoint {
     &ENDPOINT
 }
 
+/// `model` as `provider`'s vendor can serve it (see [`ProviderAdapter::check_model`]).
+fn checked_model(provider: &Provider, model: &str) -> Result<String, GatewayError> {
+    provider.adapter.check_model(model)?;
+    Ok(model.to_string())
+}
+
 /// One place a public model can be served from.
 #[derive(Clone)]
 pub struct Target {
@@ -250,12 +256,8 @@ impl RoutingTable {
             for (i, t) in mc.targets.iter().enumerate() {
                 match providers.get(&t.provider) {
                     Some(p) => targets.push(Target {
-                        upstream_model: {
-                            p.adapter
-                                .check_model(&t.model)
-                                .map_err(|e| format!("models.{name}.targets[{i}].model: {e}"))?;
-                            t.model.clone()
-                        },
+                        upstream_model: checked_model(p, &t.model)
+                            .map_err(|e| format!("models.{name}.targets[{i}].model: {e}"))?,
                         provider: p.clone(),
                         weight: t.weight,
                         price: t.price.or_else(|| p.default_price(&t.model)),
@@ -411,11 +413,6 @@ impl RoutingTable {
             .unwrap_or_else(TargetHealth::detached)
     }
 
-    /// Whether a public model name is configured (used to bound metric labels).
-    pub fn is_configured_model(&self, model: &str) -> bool {
-        self.models.contains_key(model)
-    }
-
     /// The `model` label of a request for `model`, bounded by the config: a configured name
     /// (usable or not), `PROVIDER/*` for a direct route to a configured provider, else
     /// `unknown`, so that clients cannot mint label values.
@@ -528,7 +525,9 @@ auth:
         assert_eq!(route.targets[0].provider.name, "local");
         assert_eq!(route.targets[0].upstream_model, "llama3:8b");
         assert_eq!(route.public_name, "local/llama3:8b");
-        assert!(!t.is_configured_model("local/llama3:8b"));
+        assert_eq!(t.model_label("local/llama3:8b"), "local/*");
+        assert_eq!(t.model_label("fast"), "fast");
+        assert_eq!(t.model_label("nobody/x"), "unknown");
     }
 
     #[test]

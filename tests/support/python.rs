@@ -33,3 +33,23 @@ pub fn sdk_available(package: &str) -> bool {
     }
     available
 }
+
+/// Runs `tests/sdk/<script>` with `args` under [`python`]: its stdout when it exits 0, else
+/// what it printed on both streams.
+pub fn run_script(script: &str, args: &[&str]) -> Result<String, String> {
+    let path = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{script} failed:\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}

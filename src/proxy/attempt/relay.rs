@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use pingora::protocols::http::ServerSession;
 
 use super::classify;
@@ -22,7 +23,6 @@ use crate::proxy::ctx::RequestCtx;
 use crate::proxy::{respond, Gateway};
 use crate::routing::Target;
 use crate::transport::{Exchange, Upstream};
-use futures_util::StreamExt;
 
 /// Largest non-streamed answer accepted from an upstream.
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
