@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod openai;
 pub mod raw_object;
+pub mod responses;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -20,6 +21,8 @@ pub enum Dialect {
     OpenAi,
     /// Anthropic Messages (`POST /v1/messages`).
     Anthropic,
+    /// OpenAI Responses (`POST /v1/responses`); its errors are OpenAI's.
+    Responses,
 }
 
 impl Dialect {
@@ -28,41 +31,90 @@ impl Dialect {
         match self {
             Dialect::OpenAi => "openai",
             Dialect::Anthropic => "anthropic",
+            Dialect::Responses => "responses",
         }
     }
 
     /// An error as this dialect's JSON body, and the HTTP status to send it with.
     pub fn error_body(self, err: &GatewayError) -> (u16, Bytes) {
         match self {
-            Dialect::OpenAi => (err.status(), openai::error_body(err)),
+            Dialect::OpenAi | Dialect::Responses => (err.status(), openai::error_body(err)),
             Dialect::Anthropic => anthropic::error_body(err),
         }
     }
 
-    /// The event that ends a stream failing after it started.
+    /// The event that ends a stream failing after it started, for dialects whose encoders
+    /// keep no state for it ([`StreamEncoder::fail`]).
     pub fn stream_error_event(self, err: &GatewayError) -> Bytes {
         match self {
             Dialect::OpenAi => openai::stream_error_event(err),
             Dialect::Anthropic => anthropic::stream_error_event(err),
+            Dialect::Responses => responses::encode::stream_error_event(err),
         }
     }
+}
 
-    /// A finished canonical answer as this dialect's JSON body.
-    pub fn response_body(self, response: &chat::Response) -> Bytes {
+/// What a client wants its answer in: a dialect, and for the Responses dialect the request's own
+/// response id and echoed parameters.
+pub trait ClientFormat {
+    fn dialect(&self) -> Dialect;
+
+    /// A finished canonical answer as the client's JSON body.
+    fn response_body(&self, response: &chat::Response) -> Bytes;
+
+    /// An encoder of canonical stream events into the client's SSE.
+    fn stream_encoder(&self, settings: StreamSettings) -> Box<dyn StreamEncoder>;
+}
+
+impl ClientFormat for Dialect {
+    fn dialect(&self) -> Dialect {
+        *self
+    }
+
+    fn response_body(&self, response: &chat::Response) -> Bytes {
         match self {
             Dialect::OpenAi => openai::encode::response_body(response),
             Dialect::Anthropic => anthropic::encode::response_body(response),
+            Dialect::Responses => {
+                responses::encode::response_body(response, &responses::ResponseMeta::fresh())
+            }
         }
     }
 
-    /// An encoder of canonical stream events into this dialect's SSE.
-    pub fn stream_encoder(self, settings: StreamSettings) -> Box<dyn StreamEncoder> {
+    fn stream_encoder(&self, settings: StreamSettings) -> Box<dyn StreamEncoder> {
         match self {
             Dialect::OpenAi => Box::new(openai::encode::StreamEncoder::new(
                 settings.include_usage,
                 settings.price,
             )),
             Dialect::Anthropic => Box::new(anthropic::encode::StreamEncoder::new(settings.price)),
+            Dialect::Responses => Box::new(responses::encode::StreamEncoder::new(
+                std::sync::Arc::new(responses::ResponseMeta::fresh()),
+                settings.price,
+            )),
+        }
+    }
+}
+
+impl ClientFormat for &ClientRequest {
+    fn dialect(&self) -> Dialect {
+        ClientRequest::dialect(self)
+    }
+
+    fn response_body(&self, response: &chat::Response) -> Bytes {
+        match self {
+            ClientRequest::Responses(r) => responses::encode::response_body(response, &r.meta),
+            _ => ClientRequest::dialect(self).response_body(response),
+        }
+    }
+
+    fn stream_encoder(&self, settings: StreamSettings) -> Box<dyn StreamEncoder> {
+        match self {
+            ClientRequest::Responses(r) => Box::new(responses::encode::StreamEncoder::new(
+                r.meta.clone(),
+                settings.price,
+            )),
+            _ => ClientRequest::dialect(self).stream_encoder(settings),
         }
     }
 }
@@ -70,6 +122,20 @@ impl Dialect {
 /// Writes canonical stream events as one dialect's SSE bytes.
 pub trait StreamEncoder: Send {
     fn encode(&mut self, event: Event<'_>, out: &mut Vec<u8>);
+
+    /// Writes the end of a stream that failed after it started, when the dialect's ending
+    /// depends on what was sent (Responses numbers its events); `false` leaves it to
+    /// [`Dialect::stream_error_event`].
+    fn fail(&mut self, error: &GatewayError, out: &mut Vec<u8>) -> bool {
+        let _ = (error, out);
+        false
+    }
+
+    /// The whole answer as one JSON body, once the stream ended, for dialects that keep
+    /// answers (Responses); `None` for the others.
+    fn finished(&mut self) -> Option<Bytes> {
+        None
+    }
 }
 
 /// A parsed client request, in the dialect it arrived in.
@@ -82,6 +148,7 @@ pub enum ClientRequest {
     Anthropic(anthropic::MessagesRequest),
     /// `POST /v1/embeddings` (OpenAI's format).
     Embeddings(openai::embeddings::EmbeddingsRequest),
+    Responses(responses::ResponsesRequest),
 }
 
 impl ClientRequest {
@@ -89,6 +156,7 @@ impl ClientRequest {
         match self {
             ClientRequest::OpenAi(_) | ClientRequest::Embeddings(_) => Dialect::OpenAi,
             ClientRequest::Anthropic(_) => Dialect::Anthropic,
+            ClientRequest::Responses(_) => Dialect::Responses,
         }
     }
 
@@ -98,6 +166,7 @@ impl ClientRequest {
             ClientRequest::OpenAi(r) => &r.model,
             ClientRequest::Anthropic(r) => &r.model,
             ClientRequest::Embeddings(r) => &r.model,
+            ClientRequest::Responses(r) => &r.model,
         }
     }
 
@@ -105,6 +174,7 @@ impl ClientRequest {
         match self {
             ClientRequest::OpenAi(r) => r.stream,
             ClientRequest::Anthropic(r) => r.stream,
+            ClientRequest::Responses(r) => r.stream,
             ClientRequest::Embeddings(_) => false,
         }
     }
@@ -113,7 +183,8 @@ impl ClientRequest {
     pub fn include_usage(&self) -> bool {
         match self {
             ClientRequest::OpenAi(r) => r.include_usage,
-            ClientRequest::Anthropic(_) => true,
+            // Anthropic and Responses streams always carry usage.
+            ClientRequest::Anthropic(_) | ClientRequest::Responses(_) => true,
             ClientRequest::Embeddings(_) => false,
         }
     }
@@ -122,7 +193,7 @@ impl ClientRequest {
     pub fn fallback_models(&self) -> &[String] {
         match self {
             ClientRequest::OpenAi(r) => &r.fallback_models,
-            ClientRequest::Anthropic(_) | ClientRequest::Embeddings(_) => &[],
+            _ => &[],
         }
     }
 
@@ -131,6 +202,7 @@ impl ClientRequest {
         match self {
             ClientRequest::OpenAi(r) => r.max_output_tokens(),
             ClientRequest::Anthropic(r) => r.max_tokens,
+            ClientRequest::Responses(r) => r.max_output_tokens,
             // Embeddings have no output tokens.
             ClientRequest::Embeddings(_) => Some(0),
         }
@@ -145,7 +217,7 @@ impl ClientRequest {
     pub fn provider_preferences(&self) -> Option<&Value> {
         match self {
             ClientRequest::OpenAi(r) => r.provider_preferences.as_ref(),
-            ClientRequest::Anthropic(_) | ClientRequest::Embeddings(_) => None,
+            _ => None,
         }
     }
 
@@ -154,6 +226,7 @@ impl ClientRequest {
         match self {
             ClientRequest::OpenAi(r) => r.canonical(),
             ClientRequest::Anthropic(r) => r.canonical(),
+            ClientRequest::Responses(r) => r.canonical(),
             ClientRequest::Embeddings(_) => Err(GatewayError::invalid(
                 "an embeddings request is not a chat request",
                 None,

@@ -128,7 +128,11 @@ impl ProviderAdapter for AzureAdapter {
         decode_openai_embeddings(body)
     }
 
-    fn decode_response(&self, body: Bytes, native: bool) -> Result<Answer, StreamFailure> {
+    fn decode_response(
+        &self,
+        body: Bytes,
+        native: Option<Dialect>,
+    ) -> Result<Answer, StreamFailure> {
         self.body.decode_response(body, native)
     }
 
@@ -148,7 +152,7 @@ impl ProviderAdapter for AzureAdapter {
         })
     }
 
-    fn stream_decoder(&self, native: bool, settings: StreamSettings) -> StreamReader {
+    fn stream_decoder(&self, native: Option<Dialect>, settings: StreamSettings) -> StreamReader {
         self.body.stream_decoder(native, settings)
     }
 

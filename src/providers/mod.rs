@@ -31,7 +31,7 @@ use crate::accounting::Usage;
 use crate::chat::{self, EventSink};
 use crate::config::{ProviderConfig, ProviderKind, Secret};
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
-use crate::dialect::{self, ClientRequest, Dialect};
+use crate::dialect::{self, ClientFormat, ClientRequest, Dialect};
 use crate::error::GatewayError;
 // Adapters build these for the transport, which owns them: it sends them and knows nothing of
 // vendors.
@@ -128,6 +128,20 @@ pub trait StreamDecoder: Send {
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure>;
     /// Usage seen so far (the final figure once `finish` succeeded).
     fn usage(&self) -> Option<Usage>;
+    /// Writes the end of a stream that failed after it started, when the client's dialect
+    /// ends it depending on what was sent ([`StreamEncoder::fail`]); `false` leaves it to
+    /// [`Dialect::stream_error_event`].
+    ///
+    /// [`StreamEncoder::fail`]: crate::dialect::StreamEncoder::fail
+    fn fail(&mut self, error: &GatewayError, out: &mut Vec<u8>) -> bool {
+        let _ = (error, out);
+        false
+    }
+    /// The whole answer as one JSON body once the stream ended, for dialects that keep
+    /// answers (Responses).
+    fn finished(&mut self) -> Option<Bytes> {
+        None
+    }
 }
 
 /// Turns a vendor's stream bytes into canonical events, incrementally.
@@ -161,7 +175,8 @@ pub trait Renewable: Send + Sync {
 
 /// One vendor's wire format.
 ///
-/// `native` in the decoding methods is true when the client speaks [`Self::native_dialect`]:
+/// `native` in the decoding methods is the client's dialect when the adapter
+/// [`speaks`](Self::speaks) it:
 /// the request was then passed through, and the answer goes back as the vendor sent it.
 pub trait ProviderAdapter: Send + Sync {
     fn kind(&self) -> ProviderKind;
@@ -169,6 +184,13 @@ pub trait ProviderAdapter: Send + Sync {
     /// The client dialect this vendor speaks, if any.
     fn native_dialect(&self) -> Option<Dialect> {
         None
+    }
+
+    /// Whether a client speaking `dialect` is passed through to this vendor. Vendors that
+    /// speak several dialects (OpenAI: Chat Completions and, where the host has it,
+    /// Responses) say so here.
+    fn speaks(&self, dialect: Dialect) -> bool {
+        self.native_dialect() == Some(dialect)
     }
 
     /// Whether `model` is an id this vendor could serve, checked before any attempt of a direct
@@ -180,7 +202,8 @@ pub trait ProviderAdapter: Send + Sync {
     }
 
     /// Builds the vendor request for one attempt: the client's own body (but for `model`) when
-    /// the client speaks [`Self::native_dialect`], else a translation of its canonical form.
+    /// the adapter [`speaks`](Self::speaks) the client's dialect, else a translation of its
+    /// canonical form.
     fn build_request(
         &self,
         request: &ClientRequest,
@@ -188,10 +211,14 @@ pub trait ProviderAdapter: Send + Sync {
     ) -> Result<UpstreamRequest, GatewayError>;
 
     /// Decodes a successful JSON answer.
-    fn decode_response(&self, body: Bytes, native: bool) -> Result<Answer, StreamFailure>;
+    fn decode_response(
+        &self,
+        body: Bytes,
+        native: Option<Dialect>,
+    ) -> Result<Answer, StreamFailure>;
 
     /// A reader for one streamed answer.
-    fn stream_decoder(&self, native: bool, settings: StreamSettings) -> StreamReader;
+    fn stream_decoder(&self, native: Option<Dialect>, settings: StreamSettings) -> StreamReader;
 
     /// The vendor request for `POST /v1/embeddings`; vendors without embeddings refuse.
     fn build_embeddings(
@@ -290,13 +317,15 @@ pub struct RenderedAnswer {
     pub usage: Option<Usage>,
 }
 
-/// Decodes a vendor's JSON answer and renders it for a client speaking `client`.
+/// Decodes a vendor's JSON answer and renders it for `client` (a dialect, or the client's
+/// request when its answer repeats it).
 pub fn client_answer(
     adapter: &dyn ProviderAdapter,
     body: Bytes,
-    client: Dialect,
+    client: impl ClientFormat,
 ) -> Result<RenderedAnswer, StreamFailure> {
-    let native = adapter.native_dialect() == Some(client);
+    let dialect = client.dialect();
+    let native = Some(dialect).filter(|d| adapter.speaks(*d));
     let answer = adapter.decode_response(body, native)?;
     let usage = answer.usage();
     let body = match answer {
@@ -306,14 +335,15 @@ pub fn client_answer(
     Ok(RenderedAnswer { body, usage })
 }
 
-/// The whole way from a vendor's stream bytes to a `client` dialect's stream bytes: the
-/// vendor's own events passed through, or its canonical events encoded for the client.
+/// The whole way from a vendor's stream bytes to the client's stream bytes: the vendor's own
+/// events passed through, or its canonical events encoded for the client.
 pub fn client_stream(
     adapter: &dyn ProviderAdapter,
-    client: Dialect,
+    client: impl ClientFormat,
     settings: StreamSettings,
 ) -> Box<dyn StreamDecoder> {
-    let native = adapter.native_dialect() == Some(client);
+    let dialect = client.dialect();
+    let native = Some(dialect).filter(|d| adapter.speaks(*d));
     match adapter.stream_decoder(native, settings) {
         StreamReader::Native(relay) => relay,
         StreamReader::Events(events) => Box::new(stream::Translated::new(

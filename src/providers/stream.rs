@@ -146,4 +146,12 @@ impl StreamDecoder for Translated {
     fn usage(&self) -> Option<Usage> {
         self.decoder.usage()
     }
+
+    fn fail(&mut self, error: &crate::error::GatewayError, out: &mut Vec<u8>) -> bool {
+        self.encoder.fail(error, out)
+    }
+
+    fn finished(&mut self) -> Option<bytes::Bytes> {
+        self.encoder.finished()
+    }
 }

@@ -24,6 +24,7 @@ use crate::config::RetryPolicy;
 use crate::dialect::anthropic::MessagesRequest;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::openai::ChatRequest;
+use crate::dialect::responses::ResponsesRequest;
 use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
 use crate::limits::DEFAULT_OUTPUT_RESERVATION;
@@ -104,6 +105,8 @@ async fn parse(
         // Kept as bytes: Anthropic upstreams get them unchanged.
         Dialect::Anthropic => MessagesRequest::parse(body, &session.req_header().headers)
             .map(ClientRequest::Anthropic),
+        // Kept as bytes: Responses upstreams get them unchanged.
+        Dialect::Responses => ResponsesRequest::parse(body).map(ClientRequest::Responses),
     };
     match parsed {
         Ok(request) => {

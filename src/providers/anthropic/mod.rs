@@ -158,8 +158,12 @@ impl ProviderAdapter for AnthropicAdapter {
         native_request(request, target, "/v1/messages/count_tokens").ok()
     }
 
-    fn decode_response(&self, body: Bytes, native: bool) -> Result<Answer, StreamFailure> {
-        response::decode(body, native)
+    fn decode_response(
+        &self,
+        body: Bytes,
+        native: Option<Dialect>,
+    ) -> Result<Answer, StreamFailure> {
+        response::decode(body, native.is_some())
     }
 
     fn probe_request(&self, target: &AttemptTarget<'_>) -> Option<ProbeRequest> {
@@ -175,8 +179,8 @@ impl ProviderAdapter for AnthropicAdapter {
         })
     }
 
-    fn stream_decoder(&self, native: bool, settings: StreamSettings) -> StreamReader {
-        if native {
+    fn stream_decoder(&self, native: Option<Dialect>, settings: StreamSettings) -> StreamReader {
+        if native.is_some() {
             return StreamReader::Native(Box::new(SseFrame::new(
                 stream::AnthropicPassthrough::new(settings.price),
             )));

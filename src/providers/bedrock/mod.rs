@@ -26,6 +26,7 @@ use super::{
 use crate::config::{AwsCredentials, ProviderKind};
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::ClientRequest;
+use crate::dialect::Dialect;
 use crate::error::GatewayError;
 
 pub use response::{decode_error, stop_reason};
@@ -261,7 +262,11 @@ impl ProviderAdapter for BedrockAdapter {
         embeddings::decode_titan_batch(request, model, bodies)
     }
 
-    fn decode_response(&self, body: Bytes, _native: bool) -> Result<Answer, StreamFailure> {
+    fn decode_response(
+        &self,
+        body: Bytes,
+        _native: Option<Dialect>,
+    ) -> Result<Answer, StreamFailure> {
         response::decode(&body, "bedrock").map(Answer::Chat)
     }
 
@@ -309,7 +314,7 @@ impl ProviderAdapter for BedrockAdapter {
         })
     }
 
-    fn stream_decoder(&self, _native: bool, _settings: StreamSettings) -> StreamReader {
+    fn stream_decoder(&self, _native: Option<Dialect>, _settings: StreamSettings) -> StreamReader {
         StreamReader::Events(Box::new(response::StreamDecoder::default()))
     }
 

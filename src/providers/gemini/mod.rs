@@ -53,6 +53,7 @@ use super::{
 use crate::config::ProviderKind;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::ClientRequest;
+use crate::dialect::Dialect;
 use crate::error::GatewayError;
 
 pub use errors::decode_gemini_error;
@@ -165,7 +166,11 @@ impl ProviderAdapter for GeminiAdapter {
         })
     }
 
-    fn decode_response(&self, body: Bytes, _native: bool) -> Result<Answer, StreamFailure> {
+    fn decode_response(
+        &self,
+        body: Bytes,
+        _native: Option<Dialect>,
+    ) -> Result<Answer, StreamFailure> {
         response::decode(&body)
     }
 
@@ -210,7 +215,7 @@ impl ProviderAdapter for GeminiAdapter {
         })
     }
 
-    fn stream_decoder(&self, _native: bool, _settings: StreamSettings) -> StreamReader {
+    fn stream_decoder(&self, _native: Option<Dialect>, _settings: StreamSettings) -> StreamReader {
         StreamReader::Events(Box::new(SseFrame::new(
             stream::GeminiStreamDecoder::default(),
         )))

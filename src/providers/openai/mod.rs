@@ -103,8 +103,12 @@ impl ProviderAdapter for OpenAiAdapter {
         decode_openai_embeddings(body)
     }
 
-    fn decode_response(&self, body: Bytes, native: bool) -> Result<Answer, StreamFailure> {
-        if native {
+    fn decode_response(
+        &self,
+        body: Bytes,
+        native: Option<Dialect>,
+    ) -> Result<Answer, StreamFailure> {
+        if native.is_some() {
             decode_openai_response(body)
         } else {
             canonical::decode_response(&body).map(Answer::Chat)
@@ -121,8 +125,8 @@ impl ProviderAdapter for OpenAiAdapter {
         })
     }
 
-    fn stream_decoder(&self, native: bool, settings: StreamSettings) -> StreamReader {
-        if native {
+    fn stream_decoder(&self, native: Option<Dialect>, settings: StreamSettings) -> StreamReader {
+        if native.is_some() {
             StreamReader::Native(openai_stream_decoder(settings))
         } else {
             StreamReader::Events(Box::new(SseFrame::new(canonical::StreamDecoder::default())))

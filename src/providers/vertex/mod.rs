@@ -28,6 +28,7 @@ use crate::accounting::Usage;
 use crate::chat::EventSink;
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::dialect::ClientRequest;
+use crate::dialect::Dialect;
 use crate::error::GatewayError;
 use auth::TokenSource;
 
@@ -154,15 +155,19 @@ impl ProviderAdapter for VertexAdapter {
         })
     }
 
-    fn decode_response(&self, body: Bytes, _native: bool) -> Result<Answer, StreamFailure> {
+    fn decode_response(
+        &self,
+        body: Bytes,
+        _native: Option<Dialect>,
+    ) -> Result<Answer, StreamFailure> {
         if anthropic_shaped(&body) {
-            AnthropicAdapter.decode_response(body, false)
+            AnthropicAdapter.decode_response(body, None)
         } else {
-            GeminiAdapter.decode_response(body, false)
+            GeminiAdapter.decode_response(body, None)
         }
     }
 
-    fn stream_decoder(&self, _native: bool, _settings: StreamSettings) -> StreamReader {
+    fn stream_decoder(&self, _native: Option<Dialect>, _settings: StreamSettings) -> StreamReader {
         StreamReader::Events(Box::new(SseFrame::new(Sniffing::Unknown)))
     }
 

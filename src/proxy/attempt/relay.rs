@@ -135,7 +135,7 @@ impl Relay<'_> {
             ClientRequest::Embeddings(embeddings) => {
                 adapter.decode_embeddings(embeddings, &self.target.upstream_model, body)
             }
-            _ => client_answer(adapter, body, ctx.dialect),
+            _ => client_answer(adapter, body, request),
         };
         match decoded {
             Ok(answer) => self.answered(session, ctx, answer, latency).await,
@@ -238,7 +238,7 @@ impl Relay<'_> {
             include_usage: request.include_usage(),
             price: self.target.price,
         };
-        let mut decoder = client_stream(&*self.target.provider.adapter, ctx.dialect, settings);
+        let mut decoder = client_stream(&*self.target.provider.adapter, request, settings);
         // Reused for every chunk and copied out at its exact size: each open stream keeps only
         // its largest translated chunk, not a fresh 4 KiB buffer per chunk.
         let mut out: Vec<u8> = Vec::with_capacity(1024);
