@@ -27,6 +27,15 @@ pub enum GatewayError {
     UnknownModel(String),
     #[error("no route for {method} {path}")]
     NotFound { method: String, path: String },
+    /// A stored response that does not exist, expired, or belongs to another key.
+    #[error("{message}")]
+    ResponseNotFound {
+        message: String,
+        param: Option<&'static str>,
+    },
+    /// The store of Responses answers cannot be reached.
+    #[error("{0}")]
+    StoreUnavailable(String),
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
     #[error("request body exceeds the limit of {limit} bytes")]
@@ -73,11 +82,13 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } => 400,
             GatewayError::Unauthorized => 401,
             GatewayError::ModelNotAllowed { .. } | GatewayError::ModelNotPriced { .. } => 403,
-            GatewayError::UnknownModel(_) | GatewayError::NotFound { .. } => 404,
+            GatewayError::UnknownModel(_)
+            | GatewayError::NotFound { .. }
+            | GatewayError::ResponseNotFound { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::KeyLimited { .. } => 429,
-            GatewayError::LimitsUnavailable(_) => 503,
+            GatewayError::LimitsUnavailable(_) | GatewayError::StoreUnavailable(_) => 503,
             GatewayError::Upstream { status, .. } => *status,
             GatewayError::BadGateway(_) => 502,
             GatewayError::GatewayTimeout(_) => 504,
@@ -91,6 +102,7 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. }
             | GatewayError::UnknownModel(_)
             | GatewayError::NotFound { .. }
+            | GatewayError::ResponseNotFound { .. }
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::BodyTooLarge { .. } => "invalid_request_error",
             GatewayError::Unauthorized => "authentication_error",
@@ -98,7 +110,9 @@ impl GatewayError {
                 "permission_error"
             }
             GatewayError::KeyLimited { .. } => "rate_limit_error",
-            GatewayError::LimitsUnavailable(_) => "server_error",
+            GatewayError::LimitsUnavailable(_) | GatewayError::StoreUnavailable(_) => {
+                "server_error"
+            }
             GatewayError::Upstream { kind, .. } => kind,
             GatewayError::BadGateway(_) | GatewayError::Internal(_) => "server_error",
             GatewayError::GatewayTimeout(_) => "timeout",
@@ -113,7 +127,10 @@ impl GatewayError {
             GatewayError::ModelNotAllowed { .. } => Some("model_not_allowed"),
             GatewayError::ModelNotPriced { .. } => Some("model_not_priced"),
             GatewayError::UnknownModel(_) => Some("model_not_found"),
-            GatewayError::NotFound { .. } => Some("not_found"),
+            GatewayError::NotFound { .. } | GatewayError::ResponseNotFound { .. } => {
+                Some("not_found")
+            }
+            GatewayError::StoreUnavailable(_) => Some("store_unavailable"),
             GatewayError::MethodNotAllowed { .. } => Some("method_not_allowed"),
             GatewayError::BodyTooLarge { .. } => Some("request_too_large"),
             GatewayError::KeyLimited { code, .. } => Some(code),
@@ -127,7 +144,8 @@ impl GatewayError {
 
     pub fn param(&self) -> Option<&str> {
         match self {
-            GatewayError::InvalidRequest { param, .. } => *param,
+            GatewayError::InvalidRequest { param, .. }
+            | GatewayError::ResponseNotFound { param, .. } => *param,
             GatewayError::Upstream { param, .. } => param.as_deref(),
             _ => None,
         }

@@ -339,6 +339,9 @@ pub struct ProviderConfig {
     /// Requests one client request may have in flight here at once when it needs several
     /// (Bedrock Titan embeddings: one call per input).
     pub max_parallel_requests: usize,
+    /// OpenAI kinds: Responses clients pass through to the host's own `/responses` (default for
+    /// `openai` and `azure-openai`; `openai-compatible` hosts opt in).
+    pub responses_api: bool,
     pub mock: MockSettings,
     /// Why the provider is switched off (empty key, unsupported kind); `None` when usable.
     pub disabled: Option<String>,

@@ -33,6 +33,9 @@ const AZURE_DEPLOYMENT: ModelIdRule = ModelIdRule {
 pub struct AzureAdapter {
     body: OpenAiAdapter,
     api_version: String,
+    /// Responses clients pass through to `/openai/v1/responses` (the v1 API, whatever
+    /// `api_version` says: Azure serves Responses only there).
+    responses_api: bool,
 }
 
 impl AzureAdapter {
@@ -40,7 +43,14 @@ impl AzureAdapter {
         AzureAdapter {
             body: OpenAiAdapter::new(ProviderKind::AzureOpenAi),
             api_version: api_version.unwrap_or(DEFAULT_API_VERSION).to_string(),
+            responses_api: false,
         }
+    }
+
+    pub fn with_responses_api(mut self, served: bool) -> Self {
+        self.responses_api = served;
+        self.body = self.body.with_responses_api(served);
+        self
     }
 
     fn path(&self, base_path: &str, deployment: &str) -> Result<String, GatewayError> {
@@ -74,6 +84,10 @@ impl ProviderAdapter for AzureAdapter {
         Some(Dialect::OpenAi)
     }
 
+    fn speaks(&self, dialect: Dialect) -> bool {
+        self.body.speaks(dialect)
+    }
+
     fn check_model(&self, model: &str) -> Result<(), GatewayError> {
         if self.api_version == "v1" {
             BODY_ONLY.check(model)
@@ -87,6 +101,17 @@ impl ProviderAdapter for AzureAdapter {
         request: &ClientRequest,
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
+        if let ClientRequest::Responses(responses) = request {
+            if self.responses_api {
+                let path = format!("{}/openai/v1/responses", target.endpoint.base_path);
+                return OpenAiAdapter::responses_request(
+                    responses,
+                    target,
+                    path,
+                    KeyScheme::Header("api-key"),
+                );
+            }
+        }
         let path_and_query = self.path(&target.endpoint.base_path, target.upstream_model)?;
         let body = self.body.body_for(request, target.upstream_model)?;
         let mut headers = Vec::with_capacity(3 + target.extra_headers.len());

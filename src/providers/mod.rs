@@ -362,14 +362,18 @@ pub fn adapter_for(config: &ProviderConfig) -> Option<Box<dyn ProviderAdapter>> 
                 .as_ref()
                 .and_then(|u| u.host_str())
                 .unwrap_or("");
-            Some(Box::new(openai::OpenAiAdapter::with_quirks(
-                config.kind,
-                openai::Quirks::for_host(config.kind, host),
-            )))
+            Some(Box::new(
+                openai::OpenAiAdapter::with_quirks(
+                    config.kind,
+                    openai::Quirks::for_host(config.kind, host),
+                )
+                .with_responses_api(config.responses_api),
+            ))
         }
-        ProviderKind::AzureOpenAi => Some(Box::new(azure::AzureAdapter::new(
-            config.api_version.as_deref(),
-        ))),
+        ProviderKind::AzureOpenAi => Some(Box::new(
+            azure::AzureAdapter::new(config.api_version.as_deref())
+                .with_responses_api(config.responses_api),
+        )),
         ProviderKind::Anthropic => Some(Box::new(anthropic::AnthropicAdapter)),
         ProviderKind::Bedrock => Some(Box::new(bedrock::BedrockAdapter::with_signer(
             config.region.as_deref().unwrap_or("us-east-1"),

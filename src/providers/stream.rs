@@ -17,6 +17,16 @@ pub trait SseHandler<O: ?Sized>: Send {
     /// stream was never seen.
     fn end(&mut self, out: &mut O) -> Result<(), StreamFailure>;
     fn usage(&self) -> Option<Usage>;
+    /// See [`StreamDecoder::fail`]; pass-through relays of a dialect that numbers its events
+    /// write their own ending.
+    fn fail(&mut self, error: &crate::error::GatewayError, out: &mut O) -> bool {
+        let _ = (error, out);
+        false
+    }
+    /// See [`StreamDecoder::finished`].
+    fn finished(&mut self) -> Option<bytes::Bytes> {
+        None
+    }
 }
 
 /// The incremental SSE parser in front of a vendor's [`SseHandler`]: an [`EventDecoder`] for
@@ -99,6 +109,14 @@ impl<T: SseHandler<Vec<u8>>> StreamDecoder for SseFrame<T> {
 
     fn usage(&self) -> Option<Usage> {
         self.handler.usage()
+    }
+
+    fn fail(&mut self, error: &crate::error::GatewayError, out: &mut Vec<u8>) -> bool {
+        self.handler.fail(error, out)
+    }
+
+    fn finished(&mut self) -> Option<bytes::Bytes> {
+        self.handler.finished()
     }
 }
 

@@ -17,6 +17,7 @@ pub mod ctx;
 mod models;
 mod pipeline;
 mod respond;
+mod responses;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -243,12 +244,17 @@ impl Gateway {
         match (method.as_str(), route) {
             (
                 "POST",
-                "/chat/completions" | "/embeddings" | "/messages" | "/messages/count_tokens",
+                "/chat/completions"
+                | "/embeddings"
+                | "/messages"
+                | "/messages/count_tokens"
+                | "/responses",
             ) => {
                 let counting = route == "/messages/count_tokens";
                 (ctx.endpoint, ctx.dialect) = match route {
                     "/chat/completions" => ("chat", Dialect::OpenAi),
                     "/embeddings" => ("embeddings", Dialect::OpenAi),
+                    "/responses" => ("responses", Dialect::Responses),
                     _ if counting => ("count_tokens", Dialect::Anthropic),
                     _ => ("messages", Dialect::Anthropic),
                 };
@@ -288,13 +294,20 @@ impl Gateway {
                     Err(err) => respond::error(session, ctx, &err).await?,
                 }
             }
+            ("GET" | "DELETE", _) if route.starts_with("/responses/") => {
+                (ctx.endpoint, ctx.dialect) = ("stored_response", Dialect::Responses);
+                let id = percent_decode(&route["/responses/".len()..]);
+                let delete = method == http::Method::DELETE;
+                responses::handle(session, ctx, &table, delete, &id).await?;
+            }
             (
                 _,
                 "/chat/completions"
                 | "/embeddings"
                 | "/messages"
                 | "/messages/count_tokens"
-                | "/models",
+                | "/models"
+                | "/responses",
             ) => {
                 let err = GatewayError::MethodNotAllowed {
                     method: method.to_string(),
@@ -333,7 +346,7 @@ impl Gateway {
         // only, so that request rates and error ratios describe model traffic.
         let model_request = matches!(
             ctx.endpoint,
-            "chat" | "messages" | "embeddings" | "count_tokens"
+            "chat" | "messages" | "embeddings" | "count_tokens" | "responses"
         );
         if model_request {
             METRICS

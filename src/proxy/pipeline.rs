@@ -19,6 +19,7 @@ use super::attempt::{self, Attempt, Fault};
 use super::body::read_or_refuse;
 use super::ctx::RequestCtx;
 use super::respond;
+use super::responses;
 use super::Gateway;
 use crate::config::RetryPolicy;
 use crate::dialect::anthropic::MessagesRequest;
@@ -41,9 +42,17 @@ pub(super) async fn handle(
     table: &RoutingTable,
     client_key: Option<&ClientKey>,
 ) -> pingora::Result<()> {
-    let Some((request, estimate)) = parse(session, ctx, table).await? else {
+    let Some((mut request, mut estimate)) = parse(session, ctx, table).await? else {
         return Ok(());
     };
+    if let ClientRequest::Responses(responses) = &mut request {
+        let owner = client_key.map(|k| k.name.as_str());
+        if let Err(err) = Box::pin(responses::load_history(responses, owner)).await {
+            return respond::error(session, ctx, &err).await;
+        }
+        // The earlier turns are part of the prompt.
+        estimate += responses.history.as_ref().map_or(0, |h| h.len() as u64 / 4);
+    }
     ctx.requested_model = Some(request.model().to_string());
     ctx.model_label = table.model_label(request.model());
     ctx.stream = request.stream();

@@ -198,6 +198,21 @@ pub(super) fn provider(
         }
     };
 
+    let openai_kind = matches!(
+        kind,
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::AzureOpenAi
+    );
+    if raw.responses_api.is_some() && !openai_kind {
+        issues.push(
+            format!("{path}.responses_api"),
+            "only applies to kinds openai, openai-compatible and azure-openai",
+        );
+    }
+    let responses_api = raw.responses_api.unwrap_or(matches!(
+        kind,
+        ProviderKind::OpenAi | ProviderKind::AzureOpenAi
+    ));
+
     if raw.api_version.is_some() && kind != ProviderKind::AzureOpenAi {
         issues.push(
             format!("{path}.api_version"),
@@ -220,6 +235,7 @@ pub(super) fn provider(
         health_check_interval,
         circuit_breaker,
         max_parallel_requests,
+        responses_api: responses_api && openai_kind,
         mock,
         disabled,
     })

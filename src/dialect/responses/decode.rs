@@ -245,10 +245,7 @@ struct Turns<'a> {
 impl<'a> Turns<'a> {
     /// The assistant message the next assistant-side item belongs to.
     fn assistant(&mut self) -> &mut chat::Message<'a> {
-        let continues = self
-            .messages
-            .last()
-            .is_some_and(|m| m.role == "assistant");
+        let continues = self.messages.last().is_some_and(|m| m.role == "assistant");
         if !continues {
             self.messages.push(chat::Message {
                 role: "assistant".into(),
@@ -532,7 +529,11 @@ pub fn canonical<'a>(
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
-    let tool_choice = wire.tool_choice.filter(|v| !v.is_null()).map(tool_choice).transpose()?;
+    let tool_choice = wire
+        .tool_choice
+        .filter(|v| !v.is_null())
+        .map(tool_choice)
+        .transpose()?;
     let response_format = match wire.text.and_then(|t| t.format) {
         Some(format) => response_format(format)?,
         None => None,
@@ -611,13 +612,18 @@ mod tests {
         .to_string();
         let req = canonical(body.as_bytes(), Some(history.as_bytes()), false).unwrap();
         let roles: Vec<&str> = req.messages.iter().map(|m| m.role.as_ref()).collect();
-        assert_eq!(roles, ["user", "assistant", "tool", "tool", "user", "system"]);
+        assert_eq!(
+            roles,
+            ["user", "assistant", "tool", "tool", "user", "system"]
+        );
         let assistant = &req.messages[1];
         let Some(Content::Parts(parts)) = &assistant.content else {
             panic!("assistant parts: {assistant:?}");
         };
-        assert!(matches!(&parts[0], ContentPart::Thinking { thinking, signature: Some(s) }
-            if thinking == "Need the tool." && s == "sig-1"));
+        assert!(
+            matches!(&parts[0], ContentPart::Thinking { thinking, signature: Some(s) }
+            if thinking == "Need the tool." && s == "sig-1")
+        );
         assert!(matches!(&parts[1], ContentPart::Text { text, .. } if text == "Checking."));
         let calls = assistant.tool_calls.as_ref().unwrap();
         assert_eq!(calls.len(), 2);
@@ -643,7 +649,10 @@ mod tests {
         let req = canonical(body.as_bytes(), None, false).unwrap();
         let tool = &req.tools.as_ref().unwrap()[0];
         let function = tool.function.as_ref().unwrap();
-        assert_eq!((tool.kind.as_ref(), function.name.as_ref()), ("function", "f"));
+        assert_eq!(
+            (tool.kind.as_ref(), function.name.as_ref()),
+            ("function", "f")
+        );
         assert_eq!(function.parameters, Some(json!({"type": "object"})));
         assert_eq!(
             req.tool_choice,
@@ -660,12 +669,30 @@ mod tests {
     #[test]
     fn refuses_what_other_vendors_cannot_do_naming_it() {
         let cases = [
-            (json!({"input": "x", "tools": [{"type": "web_search"}]}), "web_search"),
-            (json!({"input": "x", "tool_choice": {"type": "file_search"}}), "file_search"),
-            (json!({"input": [{"type": "item_reference", "id": "x"}]}), "item_reference"),
-            (json!({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]}), "file ids"),
-            (json!({"input": [{"role": "critic", "content": "x"}]}), "critic"),
-            (json!({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}), "schema"),
+            (
+                json!({"input": "x", "tools": [{"type": "web_search"}]}),
+                "web_search",
+            ),
+            (
+                json!({"input": "x", "tool_choice": {"type": "file_search"}}),
+                "file_search",
+            ),
+            (
+                json!({"input": [{"type": "item_reference", "id": "x"}]}),
+                "item_reference",
+            ),
+            (
+                json!({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]}),
+                "file ids",
+            ),
+            (
+                json!({"input": [{"role": "critic", "content": "x"}]}),
+                "critic",
+            ),
+            (
+                json!({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}),
+                "schema",
+            ),
             (json!({"input": []}), "at least one message"),
         ];
         for (body, named) in cases {

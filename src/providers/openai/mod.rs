@@ -20,6 +20,7 @@ mod canonical;
 mod errors;
 mod request;
 mod response;
+pub mod responses;
 mod stream;
 
 use bytes::Bytes;
@@ -31,6 +32,7 @@ use super::{
 };
 use crate::config::ProviderKind;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
+use crate::dialect::responses::ResponsesRequest;
 use crate::dialect::{ClientRequest, Dialect};
 use crate::error::GatewayError;
 
@@ -42,6 +44,8 @@ pub use stream::{openai_stream_decoder, OpenAiStreamDecoder};
 pub struct OpenAiAdapter {
     kind: ProviderKind,
     quirks: Quirks,
+    /// The host serves the Responses API: Responses clients pass through.
+    responses_api: bool,
 }
 
 impl OpenAiAdapter {
@@ -50,7 +54,35 @@ impl OpenAiAdapter {
     }
 
     pub fn with_quirks(kind: ProviderKind, quirks: Quirks) -> Self {
-        OpenAiAdapter { kind, quirks }
+        OpenAiAdapter {
+            kind,
+            quirks,
+            responses_api: false,
+        }
+    }
+
+    /// Passes Responses clients through to the host's `/responses` (`responses_api: true`).
+    pub fn with_responses_api(mut self, served: bool) -> Self {
+        self.responses_api = served;
+        self
+    }
+
+    /// The request of a Responses client, for a host that serves the API at `path`.
+    pub fn responses_request(
+        request: &ResponsesRequest,
+        target: &AttemptTarget<'_>,
+        path_and_query: String,
+        scheme: KeyScheme,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let body = request.upstream_body(target.upstream_model)?;
+        let mut headers = Vec::with_capacity(4 + target.extra_headers.len());
+        headers.extend(Self::content_headers(request.stream));
+        push_credentials(&mut headers, target, scheme)?;
+        Ok(UpstreamRequest {
+            path_and_query,
+            headers,
+            body,
+        })
     }
 }
 
@@ -63,11 +95,25 @@ impl ProviderAdapter for OpenAiAdapter {
         Some(Dialect::OpenAi)
     }
 
+    fn speaks(&self, dialect: Dialect) -> bool {
+        match dialect {
+            Dialect::OpenAi => true,
+            Dialect::Responses => self.responses_api,
+            Dialect::Anthropic => false,
+        }
+    }
+
     fn build_request(
         &self,
         request: &ClientRequest,
         target: &AttemptTarget<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
+        if let ClientRequest::Responses(responses) = request {
+            if self.responses_api {
+                let path = format!("{}/responses", target.endpoint.base_path);
+                return Self::responses_request(responses, target, path, KeyScheme::Bearer);
+            }
+        }
         let body = self.body_for(request, target.upstream_model)?;
         let mut headers = Vec::with_capacity(4 + target.extra_headers.len());
         headers.extend(Self::content_headers(request.stream()));
@@ -108,7 +154,9 @@ impl ProviderAdapter for OpenAiAdapter {
         body: Bytes,
         native: Option<Dialect>,
     ) -> Result<Answer, StreamFailure> {
-        if native.is_some() {
+        if native == Some(Dialect::Responses) {
+            responses::decode_responses_json(body)
+        } else if native.is_some() {
             decode_openai_response(body)
         } else {
             canonical::decode_response(&body).map(Answer::Chat)
@@ -126,7 +174,9 @@ impl ProviderAdapter for OpenAiAdapter {
     }
 
     fn stream_decoder(&self, native: Option<Dialect>, settings: StreamSettings) -> StreamReader {
-        if native.is_some() {
+        if native == Some(Dialect::Responses) {
+            StreamReader::Native(responses::responses_stream_relay(settings))
+        } else if native.is_some() {
             StreamReader::Native(openai_stream_decoder(settings))
         } else {
             StreamReader::Events(Box::new(SseFrame::new(canonical::StreamDecoder::default())))

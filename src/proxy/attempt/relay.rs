@@ -12,15 +12,16 @@ use super::{finish_accounting, Attempt};
 use crate::accounting::with_usage_cost;
 use crate::config::{RetryPolicy, Secret};
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
+use crate::dialect::responses::ResponsesRequest;
 use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
 use crate::providers::convert::upstream_message;
 use crate::providers::{
-    client_answer, client_stream, scrub_secret, RenderedAnswer, StreamFailure, StreamSettings,
-    UpstreamRequest,
+    client_answer, client_stream, scrub_secret, RenderedAnswer, StreamDecoder, StreamFailure,
+    StreamSettings, UpstreamRequest,
 };
 use crate::proxy::ctx::RequestCtx;
-use crate::proxy::{respond, Gateway};
+use crate::proxy::{respond, responses, Gateway};
 use crate::routing::Target;
 use crate::transport::{Exchange, Upstream};
 
@@ -137,19 +138,25 @@ impl Relay<'_> {
             }
             _ => client_answer(adapter, body, request),
         };
+        let kept = match request {
+            ClientRequest::Responses(responses) => Some(responses),
+            _ => None,
+        };
         match decoded {
-            Ok(answer) => self.answered(session, ctx, answer, latency).await,
+            Ok(answer) => self.answered(session, ctx, answer, latency, kept).await,
             Err(failure) => Ok(self.answer_failure(failure)),
         }
     }
 
-    /// Sends a complete answer to the client, counted and priced.
+    /// Sends a complete answer to the client, counted and priced; a Responses answer is
+    /// stored first, so that a client continuing the conversation at once finds it.
     async fn answered(
         &self,
         session: &mut ServerSession,
         ctx: &mut RequestCtx,
         answer: RenderedAnswer,
         latency: Duration,
+        kept: Option<&ResponsesRequest>,
     ) -> pingora::Result<Attempt> {
         finish_accounting(ctx, self.target, answer.usage);
         Box::pin(ctx.settle(answer.usage.map(|u| u.total()))).await;
@@ -160,6 +167,9 @@ impl Relay<'_> {
                 .unwrap_or(answer.body),
             None => answer.body,
         };
+        if let Some(request) = kept {
+            Box::pin(responses::keep(request, ctx.client_key.as_deref(), &body)).await;
+        }
         respond::json(session, ctx, 200, body, None).await?;
         Ok(Attempt::Answered {
             healthy: true,
@@ -204,7 +214,7 @@ impl Relay<'_> {
             &bodies,
         );
         match decoded {
-            Ok(answer) => self.answered(session, ctx, answer, latency).await,
+            Ok(answer) => self.answered(session, ctx, answer, latency, None).await,
             Err(failure) => Ok(self.answer_failure(failure)),
         }
     }
@@ -255,7 +265,7 @@ impl Relay<'_> {
                 }
                 Err(e) => {
                     let (error, _, _) = classify::transport_error(self.provider(), e, self.policy);
-                    return broken(session, ctx, &error, latency).await;
+                    return broken(session, ctx, &mut *decoder, &error, latency).await;
                 }
             };
             if let Err(failure) = step {
@@ -269,13 +279,18 @@ impl Relay<'_> {
                         .await?;
                 }
                 let error = self.stream_failure_error(failure);
-                return broken(session, ctx, &error, latency).await;
+                return broken(session, ctx, &mut *decoder, &error, latency).await;
             }
             if end {
                 finish_accounting(ctx, self.target, decoder.usage());
                 // Boxed: held inline, the Redis call would enlarge every open stream's future.
                 let used = ctx.usage.map(|u| u.total());
                 Box::pin(ctx.settle(used)).await;
+                if let (ClientRequest::Responses(request), Some(body)) =
+                    (request, decoder.finished())
+                {
+                    Box::pin(responses::keep(request, ctx.client_key.as_deref(), &body)).await;
+                }
             }
             if !out.is_empty() || end {
                 if !started {
@@ -300,14 +315,24 @@ impl Relay<'_> {
     }
 }
 
-/// Ends a stream that broke after it started with the dialect's error event.
+/// Ends a stream that broke after it started with the dialect's error event (the decoder's,
+/// when the dialect numbers its events).
 async fn broken(
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
+    decoder: &mut dyn StreamDecoder,
     error: &GatewayError,
     latency: Option<Duration>,
 ) -> pingora::Result<Attempt> {
-    Box::pin(respond::stream_error(session, ctx, error)).await?;
+    let mut ending = Vec::new();
+    if decoder.fail(error, &mut ending) {
+        ctx.error = Some(error.to_string());
+        session
+            .write_response_body(Bytes::from(ending), true)
+            .await?;
+    } else {
+        Box::pin(respond::stream_error(session, ctx, error)).await?;
+    }
     Ok(Attempt::Answered {
         healthy: false,
         latency,
