@@ -15,6 +15,7 @@ pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod conversation;
 pub mod dialect;
 pub mod error;
 pub mod limits;

@@ -6,8 +6,8 @@
 //! Layers, bottom up: `error`, `calendar`, `auth`, `observability`, `process` (leaves) → `config` →
 //! `transport` (HTTP/1.1 to upstreams; no vendor knowledge), `accounting` → `chat` (the
 //! canonical model) → `dialect` (client formats) → `providers` (vendor adapters; they read the
-//! client's parsed request for pass-throughs) and `limits` → `routing` → `proxy`, `admin`,
-//! `reload` → `control`, `server`, `cli`.
+//! client's parsed request for pass-throughs) and `limits` → `routing`, `conversation` (stored
+//! Responses API answers) → `proxy`, `admin`, `reload` → `control`, `server`, `cli`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -36,6 +36,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("limits", &["calendar", "config", "error", "observability"]),
+    (
+        "conversation",
+        &["config", "error", "limits", "observability"],
+    ),
     (
         "routing",
         &[
@@ -71,7 +75,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "reload",
-        &["config", "limits", "observability", "process", "routing"],
+        &[
+            "config",
+            "conversation",
+            "limits",
+            "observability",
+            "process",
+            "routing",
+        ],
     ),
     ("control", &["observability", "process", "reload"]),
     (
@@ -80,6 +91,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "admin",
             "config",
             "control",
+            "conversation",
             "limits",
             "observability",
             "process",

@@ -217,8 +217,8 @@ impl BudgetPeriod {
     }
 }
 
-/// Where limit and budget counters live.
-#[derive(Debug, Clone, Default)]
+/// Where limit and budget counters, and stored Responses API answers, live.
+#[derive(Debug, Clone)]
 pub struct StateSettings {
     pub backend: StateBackend,
     pub failure_mode: FailureMode,
@@ -226,6 +226,29 @@ pub struct StateSettings {
     pub key_prefix: String,
     /// Where the memory backend keeps budget spending across restarts and upgrades.
     pub snapshot: Option<SnapshotSettings>,
+    /// How long a stored response can be read back (`state.responses_ttl_s`).
+    pub responses_ttl: Duration,
+    /// At most this many stored responses on the memory backend, the oldest evicted first
+    /// (`state.responses_max_entries`; Redis's own memory policy applies to the other).
+    pub responses_max_entries: usize,
+}
+
+/// `state.responses_ttl_s` when absent: 30 days, as long as OpenAI keeps responses.
+pub const DEFAULT_RESPONSES_TTL_S: u64 = 30 * 24 * 3600;
+/// `state.responses_max_entries` when absent.
+pub const DEFAULT_RESPONSES_MAX_ENTRIES: u64 = 10_000;
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            backend: StateBackend::default(),
+            failure_mode: FailureMode::default(),
+            key_prefix: String::new(),
+            snapshot: None,
+            responses_ttl: Duration::from_secs(DEFAULT_RESPONSES_TTL_S),
+            responses_max_entries: DEFAULT_RESPONSES_MAX_ENTRIES as usize,
+        }
+    }
 }
 
 /// `state.snapshot_path` and `state.snapshot_interval_s` (memory backend only).

@@ -43,6 +43,8 @@ pub struct RawState {
     pub key_prefix: Option<String>,
     pub snapshot_path: Option<String>,
     pub snapshot_interval_s: Option<i64>,
+    pub responses_ttl_s: Option<i64>,
+    pub responses_max_entries: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -37,7 +37,10 @@ use crate::config::{
 use crate::error::GatewayError;
 use crate::observability::metrics::METRICS;
 use memory::{BudgetCounter, PeriodKind, ScopeCounters};
-use redis_store::{AdmitReply, RedisStore, ScriptKeys};
+#[cfg(test)]
+pub(crate) use redis_store::test_server;
+use redis_store::{AdmitReply, ScriptKeys};
+pub use redis_store::{RedisStore, StoreError};
 use snapshot::Snapshots;
 
 /// The process's limiter; counters and the backend survive reloads.

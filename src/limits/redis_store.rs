@@ -255,7 +255,8 @@ impl RedisStore {
         classify(tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut conn)).await)
     }
 
-    /// Runs a read-only command, retried like [`Self::run`].
+    /// Runs a command that may run twice (a read, or a write whose repeat changes nothing),
+    /// retried like [`Self::run`].
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         match self.query_once(cmd).await {
             Err(StoreError::Unreachable(_)) => self.query_once(cmd).await,
@@ -269,6 +270,29 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         let mut conn = self.connection().await?;
         classify(tokio::time::timeout(TIMEOUT, cmd.query_async(&mut conn)).await)
+    }
+
+    /// `GET key`: the value's bytes, `None` when there is none.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.query(redis::cmd("GET").arg(key)).await
+    }
+
+    /// `SET key value PX ttl` (at least 1 ms).
+    pub async fn set_px(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        // Redis refuses an expiry beyond what its clock can add; a century is far enough.
+        let ms = ms.clamp(1, 100 * 365 * 24 * 3600 * 1000);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(ms);
+        let _: () = self.query(&cmd).await?;
+        Ok(())
+    }
+
+    /// `DEL key`: whether it was there. When the first send ran but its reply was lost, the
+    /// retry finds nothing and answers false.
+    pub async fn del(&self, key: &str) -> Result<bool, StoreError> {
+        let removed: i64 = self.query(redis::cmd("DEL").arg(key)).await?;
+        Ok(removed > 0)
     }
 
     /// Checks every limit and, when all pass, counts the request in each.
@@ -341,15 +365,17 @@ impl RedisStore {
     }
 }
 
+/// A throw-away `redis-server` for tests, shared with the other modules that use Redis.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_server {
+    use std::time::Duration;
 
-    /// A throw-away `redis-server` on a free port, killed on drop; `None` when not installed.
-    struct Server(std::process::Child, u16);
+    /// A `redis-server` on a free port, without persistence, killed on drop.
+    pub(crate) struct Server(std::process::Child, pub(crate) u16);
 
     impl Server {
-        fn start() -> Option<Server> {
+        /// `None` when it is not installed or did not start.
+        pub(crate) fn start() -> Option<Server> {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .ok()?
                 .local_addr()
@@ -363,6 +389,8 @@ mod tests {
                     "127.0.0.1",
                     "--save",
                     "",
+                    "--appendonly",
+                    "no",
                 ])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -377,6 +405,10 @@ mod tests {
             }
             None
         }
+
+        pub(crate) fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/0", self.1)
+        }
     }
 
     impl Drop for Server {
@@ -385,6 +417,12 @@ mod tests {
             let _ = self.0.wait();
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_server::Server;
+    use super::*;
 
     #[test]
     fn a_repeated_operation_counts_once() {

@@ -1,5 +1,5 @@
 //! `state:`: where counters and spending live (memory or Redis), what happens when Redis
-//! fails, and snapshots of the in-memory state.
+//! fails, snapshots of the in-memory state, and how long stored responses are kept.
 
 use std::time::Duration;
 
@@ -7,7 +7,10 @@ use url::Url;
 
 use super::{absolute_path, positive, Issues};
 use crate::config::raw::RawState;
-use crate::config::{FailureMode, Secret, SnapshotSettings, StateBackend, StateSettings};
+use crate::config::{
+    FailureMode, Secret, SnapshotSettings, StateBackend, StateSettings,
+    DEFAULT_RESPONSES_MAX_ENTRIES, DEFAULT_RESPONSES_TTL_S,
+};
 
 pub(super) fn state(
     raw: RawState,
@@ -90,11 +93,31 @@ pub(super) fn state(
             None
         }
     };
+    let responses_ttl = positive(
+        "state.responses_ttl_s",
+        raw.responses_ttl_s,
+        DEFAULT_RESPONSES_TTL_S,
+        issues,
+    );
+    let responses_max_entries = positive(
+        "state.responses_max_entries",
+        raw.responses_max_entries,
+        DEFAULT_RESPONSES_MAX_ENTRIES,
+        issues,
+    );
+    if raw.responses_max_entries.is_some() && matches!(backend, StateBackend::Redis { .. }) {
+        warnings.push(
+            "state.responses_max_entries is ignored with backend: redis (Redis's maxmemory policy applies)"
+                .to_string(),
+        );
+    }
     StateSettings {
         backend,
         failure_mode,
         key_prefix: raw.key_prefix.unwrap_or_else(|| "switchyard:".to_string()),
         snapshot,
+        responses_ttl: Duration::from_secs(responses_ttl),
+        responses_max_entries: usize::try_from(responses_max_entries).unwrap_or(usize::MAX),
     }
 }
 
@@ -153,5 +176,40 @@ mod tests {
             issues("state: { snapshot_interval_s: 5 }"),
             vec!["state.snapshot_interval_s: only used with snapshot_path"]
         );
+    }
+
+    #[test]
+    fn responses_retention_has_defaults_and_must_be_positive() {
+        let cfg = parse("{}", env).unwrap();
+        assert_eq!(
+            cfg.state.responses_ttl,
+            std::time::Duration::from_secs(2_592_000)
+        );
+        assert_eq!(cfg.state.responses_max_entries, 10_000);
+        let cfg = parse(
+            "state: { responses_ttl_s: 60, responses_max_entries: 5 }",
+            env,
+        )
+        .unwrap();
+        assert_eq!(cfg.state.responses_ttl, std::time::Duration::from_secs(60));
+        assert_eq!(cfg.state.responses_max_entries, 5);
+        assert!(!cfg.warnings.iter().any(|w| w.contains("responses")));
+        assert_eq!(
+            issues("state: { responses_ttl_s: 0, responses_max_entries: -1 }"),
+            vec![
+                "state.responses_ttl_s: must be a positive integer",
+                "state.responses_max_entries: must be a positive integer",
+            ]
+        );
+        // The cap is the memory backend's; with Redis it is ignored, with a warning.
+        let cfg = parse(
+            "state: { backend: redis, url: \"redis://h\", responses_max_entries: 5 }",
+            env,
+        )
+        .unwrap();
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.contains("state.responses_max_entries is ignored with backend: redis")));
     }
 }

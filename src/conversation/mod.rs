@@ -1,0 +1,393 @@
+//! Stored Responses API answers, for `previous_response_id` and `GET`/`DELETE
+//! /v1/responses/{id}`.
+//!
+//! A response belongs to the client key that created it, by the key's configured name (never
+//! the key): only a caller with that same owner can read or delete it, and to everyone else it
+//! is absent (the caller answers 404 either way, so nobody learns that an id exists). Without
+//! client auth the owner is `None`, and a response stored then is visible only to owner `None`
+//! — not to keys configured by a later reload.
+//!
+//! Responses live where `state.backend` says: in this process (a map capped at
+//! `state.responses_max_entries`, the oldest evicted first) or in Redis, shared by every
+//! instance on it, under `{state.key_prefix}resp:{id}`. Either way they expire
+//! `state.responses_ttl_s` after they were stored. A reload that keeps the backend keeps the
+//! stored responses (and the Redis connection); a new TTL or cap applies to what is stored next.
+//!
+//! The Redis value is the owner, length-prefixed, then the body: `-` + body without an owner,
+//! `+{len}:{owner}` + body with one. A body can therefore not forge an owner, and a value that
+//! does not decode (another key under the prefix) counts as absent.
+
+mod memory;
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::config::{StateBackend, StateSettings, DEFAULT_RESPONSES_MAX_ENTRIES};
+use crate::limits::RedisStore;
+pub use crate::limits::StoreError;
+use memory::MemoryResponses;
+
+/// A stored response: who may read it and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// The configured name of the client key that created it; `None` without client auth.
+    pub owner: Option<String>,
+    /// Opaque bytes (the JSON the caller built).
+    pub body: Bytes,
+}
+
+impl StoredResponse {
+    /// The Redis value: the owner, length-prefixed, then the body.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 16);
+        match &self.owner {
+            None => out.push(b'-'),
+            Some(owner) => {
+                out.push(b'+');
+                out.extend_from_slice(owner.len().to_string().as_bytes());
+                out.push(b':');
+                out.extend_from_slice(owner.as_bytes());
+            }
+        }
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// The inverse of [`Self::encode`]; `None` for anything it did not write.
+    fn decode(value: Vec<u8>) -> Option<StoredResponse> {
+        let value = Bytes::from(value);
+        match value.first()? {
+            b'-' => Some(StoredResponse {
+                owner: None,
+                body: value.slice(1..),
+            }),
+            b'+' => {
+                let colon = value.iter().position(|&b| b == b':')?;
+                let len: usize = std::str::from_utf8(&value[1..colon]).ok()?.parse().ok()?;
+                let end = colon.checked_add(1)?.checked_add(len)?;
+                let owner = std::str::from_utf8(value.get(colon + 1..end)?).ok()?;
+                Some(StoredResponse {
+                    owner: Some(owner.to_string()),
+                    body: value.slice(end..),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The process's response store; its contents survive reloads that keep `state.backend`.
+pub static RESPONSES: LazyLock<ResponseStore> = LazyLock::new(ResponseStore::default);
+
+/// Where responses go now, from the last [`ResponseStore::configure`].
+struct Current {
+    /// The URL (kept to tell an unchanged backend) and its store; `None`: memory.
+    redis: Option<(String, Arc<RedisStore>)>,
+    prefix: String,
+    ttl: Duration,
+    max_entries: usize,
+}
+
+pub struct ResponseStore {
+    /// The memory backend's entries, kept across reloads (emptied when Redis takes over).
+    memory: MemoryResponses,
+    current: ArcSwap<Current>,
+}
+
+impl Default for ResponseStore {
+    fn default() -> Self {
+        let defaults = StateSettings::default();
+        ResponseStore {
+            memory: MemoryResponses::default(),
+            current: ArcSwap::from_pointee(Current {
+                redis: None,
+                prefix: defaults.key_prefix,
+                ttl: defaults.responses_ttl,
+                max_entries: DEFAULT_RESPONSES_MAX_ENTRIES as usize,
+            }),
+        }
+    }
+}
+
+impl ResponseStore {
+    /// Applies a config's `state`. An unchanged Redis URL keeps its connection; staying on
+    /// memory keeps the stored responses.
+    pub fn configure(&self, state: &StateSettings) -> Result<(), String> {
+        let old = self.current.load();
+        let redis = match &state.backend {
+            StateBackend::Memory => None,
+            StateBackend::Redis { url } => match &old.redis {
+                Some((same, store)) if same == url.expose() => Some((same.clone(), store.clone())),
+                _ => Some((url.expose().to_string(), Arc::new(RedisStore::new(url)?))),
+            },
+        };
+        if redis.is_some() && old.redis.is_none() {
+            self.memory.clear();
+        }
+        self.current.store(Arc::new(Current {
+            redis,
+            prefix: state.key_prefix.clone(),
+            ttl: state.responses_ttl,
+            max_entries: state.responses_max_entries,
+        }));
+        Ok(())
+    }
+
+    /// Stores `body` as `id`, for `owner`, replacing what `id` held.
+    pub async fn put(&self, id: &str, owner: Option<&str>, body: Bytes) -> Result<(), StoreError> {
+        let current = self.current.load_full();
+        let response = StoredResponse {
+            owner: owner.map(str::to_string),
+            body,
+        };
+        match &current.redis {
+            None => {
+                self.memory.put(
+                    id,
+                    response,
+                    current.ttl,
+                    current.max_entries,
+                    Instant::now(),
+                );
+                Ok(())
+            }
+            Some((_, redis)) => {
+                redis
+                    .set_px(&key(&current.prefix, id), &response.encode(), current.ttl)
+                    .await
+            }
+        }
+    }
+
+    /// The body of `id`; `None` when it is absent, expired, or not `owner`'s.
+    pub async fn get(&self, id: &str, owner: Option<&str>) -> Result<Option<Bytes>, StoreError> {
+        let current = self.current.load_full();
+        match &current.redis {
+            None => Ok(self.memory.get(id, owner, Instant::now())),
+            Some((_, redis)) => Ok(fetch(redis, &key(&current.prefix, id))
+                .await?
+                .filter(|r| r.owner.as_deref() == owner)
+                .map(|r| r.body)),
+        }
+    }
+
+    /// Removes `id`; false when it is absent, expired, or not `owner`'s.
+    pub async fn delete(&self, id: &str, owner: Option<&str>) -> Result<bool, StoreError> {
+        let current = self.current.load_full();
+        match &current.redis {
+            None => Ok(self.memory.delete(id, owner, Instant::now())),
+            Some((_, redis)) => {
+                let key = key(&current.prefix, id);
+                // Ids are the gateway's own random ones: nobody else writes this key between
+                // the owner check and the delete.
+                match fetch(redis, &key).await? {
+                    Some(r) if r.owner.as_deref() == owner => redis.del(&key).await,
+                    _ => Ok(false),
+                }
+            }
+        }
+    }
+}
+
+fn key(prefix: &str, id: &str) -> String {
+    format!("{prefix}resp:{id}")
+}
+
+async fn fetch(redis: &RedisStore, key: &str) -> Result<Option<StoredResponse>, StoreError> {
+    Ok(redis.get_bytes(key).await?.and_then(|value| {
+        let decoded = StoredResponse::decode(value);
+        if decoded.is_none() {
+            log::debug!("{key} does not hold a stored response; treated as absent");
+        }
+        decoded
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::limits::test_server::Server;
+
+    fn memory_settings(ttl: Duration, max_entries: usize) -> StateSettings {
+        StateSettings {
+            responses_ttl: ttl,
+            responses_max_entries: max_entries,
+            ..StateSettings::default()
+        }
+    }
+
+    fn redis_settings(url: &str, prefix: &str, ttl: Duration) -> StateSettings {
+        StateSettings {
+            backend: StateBackend::Redis {
+                url: Secret::new(url.to_string()),
+            },
+            key_prefix: prefix.to_string(),
+            responses_ttl: ttl,
+            ..StateSettings::default()
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn body(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    /// Put, get and delete with owners, and expiry, on whichever backend `store` is set to.
+    async fn exercise(store: &ResponseStore, short_ttl: impl Fn() -> StateSettings) {
+        store
+            .put("resp_1", Some("a"), body("{\"id\":\"resp_1\"}"))
+            .await
+            .unwrap();
+        store.put("resp_2", None, body("{}")).await.unwrap();
+        let got = store.get("resp_1", Some("a")).await.unwrap();
+        assert_eq!(got.as_deref(), Some(&b"{\"id\":\"resp_1\"}"[..]));
+        assert_eq!(store.get("resp_1", Some("b")).await.unwrap(), None);
+        assert_eq!(store.get("resp_1", None).await.unwrap(), None);
+        assert_eq!(store.get("resp_2", None).await.unwrap(), Some(body("{}")));
+        assert_eq!(store.get("resp_2", Some("a")).await.unwrap(), None);
+        assert_eq!(store.get("resp_x", Some("a")).await.unwrap(), None);
+        assert!(!store.delete("resp_1", Some("b")).await.unwrap());
+        assert!(!store.delete("resp_1", None).await.unwrap());
+        assert!(store.get("resp_1", Some("a")).await.unwrap().is_some());
+        assert!(store.delete("resp_1", Some("a")).await.unwrap());
+        assert!(!store.delete("resp_1", Some("a")).await.unwrap());
+        assert_eq!(store.get("resp_1", Some("a")).await.unwrap(), None);
+
+        // A body that looks like a framed owner stays a body.
+        store.put("resp_3", None, body("+1:a{}")).await.unwrap();
+        assert_eq!(store.get("resp_3", Some("a")).await.unwrap(), None);
+        assert_eq!(
+            store.get("resp_3", None).await.unwrap(),
+            Some(body("+1:a{}"))
+        );
+
+        store.configure(&short_ttl()).unwrap();
+        store.put("resp_4", Some("a"), body("{}")).await.unwrap();
+        assert!(store.get("resp_4", Some("a")).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(store.get("resp_4", Some("a")).await.unwrap(), None);
+        assert!(!store.delete("resp_4", Some("a")).await.unwrap());
+        // Stored before the TTL changed: kept for the TTL it was stored with.
+        assert_eq!(store.get("resp_2", None).await.unwrap(), Some(body("{}")));
+    }
+
+    #[test]
+    fn memory_backend_scopes_expires_and_survives_reloads() {
+        let store = ResponseStore::default();
+        store
+            .configure(&memory_settings(Duration::from_secs(60), 100))
+            .unwrap();
+        block_on(exercise(&store, || {
+            memory_settings(Duration::from_millis(400), 100)
+        }));
+        // A reload that stays on memory keeps what is stored; a smaller cap evicts the oldest.
+        store
+            .configure(&memory_settings(Duration::from_secs(60), 2))
+            .unwrap();
+        block_on(async {
+            assert!(store.get("resp_2", None).await.unwrap().is_some());
+            store.put("resp_5", None, body("5")).await.unwrap();
+            assert_eq!(store.memory.len(), 2);
+            assert_eq!(store.get("resp_2", None).await.unwrap(), None, "oldest");
+            assert!(store.get("resp_3", None).await.unwrap().is_some());
+            assert!(store.get("resp_5", None).await.unwrap().is_some());
+        });
+    }
+
+    #[test]
+    fn the_frame_round_trips_and_refuses_what_it_did_not_write() {
+        for owner in [None, Some("team:a"), Some("")] {
+            let r = StoredResponse {
+                owner: owner.map(str::to_string),
+                body: body("+3:abc{\"x\":1}"),
+            };
+            assert_eq!(StoredResponse::decode(r.encode()), Some(r));
+        }
+        for bad in [&b""[..], b"42", b"+x:a", b"+9:ab", b"+:"] {
+            assert_eq!(StoredResponse::decode(bad.to_vec()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn redis_backend_scopes_expires_and_keeps_its_connection() {
+        let Some(server) = Server::start() else {
+            eprintln!("SKIPPED redis_backend_scopes_expires_and_keeps_its_connection: redis-server is not installed or did not start");
+            return;
+        };
+        let url = server.url();
+        let store = ResponseStore::default();
+        // Something in memory before the switch is gone after it.
+        block_on(store.put("resp_mem", None, body("m"))).unwrap();
+        store
+            .configure(&redis_settings(&url, "t:", Duration::from_secs(60)))
+            .unwrap();
+        assert_eq!(store.memory.len(), 0);
+        let connection = store.current.load().redis.as_ref().unwrap().1.clone();
+        block_on(async {
+            assert_eq!(store.get("resp_mem", None).await.unwrap(), None);
+            exercise(&store, || {
+                redis_settings(&url, "t:", Duration::from_millis(400))
+            })
+            .await;
+            // The keys are where the operator expects them, framed.
+            let raw = connection.get_bytes("t:resp:resp_2").await.unwrap();
+            assert_eq!(raw.as_deref(), Some(&b"-{}"[..]));
+            // Another key under the prefix is not a response, and is not deleted.
+            connection
+                .set_px("t:resp:counter", b"17", Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert_eq!(store.get("counter", None).await.unwrap(), None);
+            assert!(!store.delete("counter", None).await.unwrap());
+            assert!(connection
+                .get_bytes("t:resp:counter")
+                .await
+                .unwrap()
+                .is_some());
+        });
+        // Same URL: same connection; the prefix still applies.
+        store
+            .configure(&redis_settings(&url, "u:", Duration::from_secs(60)))
+            .unwrap();
+        let now = store.current.load().redis.as_ref().unwrap().1.clone();
+        assert!(Arc::ptr_eq(&connection, &now));
+        block_on(async {
+            assert_eq!(store.get("resp_2", None).await.unwrap(), None);
+            store.put("resp_6", Some("a"), body("6")).await.unwrap();
+            let raw = connection.get_bytes("u:resp:resp_6").await.unwrap();
+            assert_eq!(raw.as_deref(), Some(&b"+1:a6"[..]));
+        });
+    }
+
+    #[test]
+    fn an_unreachable_redis_is_an_error_without_its_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = ResponseStore::default();
+        let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
+        store
+            .configure(&redis_settings(&url, "t:", Duration::from_secs(60)))
+            .unwrap();
+        block_on(async {
+            let err = store.get("resp_1", None).await.unwrap_err();
+            assert!(matches!(err, StoreError::Unreachable(_)), "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+            let err = store.put("resp_1", None, body("{}")).await.unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        });
+    }
+}
