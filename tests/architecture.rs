@@ -59,6 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "accounting",
             "chat",
             "config",
+            "conversation",
             "dialect",
             "error",
             "limits",

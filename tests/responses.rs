@@ -51,13 +51,19 @@ fn responses_host(req: &RecordedRequest) -> MockResponse {
     let body = req.json();
     let model = body["model"].as_str().unwrap_or("?").to_string();
     let input = body["input"].to_string();
-    let call = body["tools"].is_array() && !input.contains("function_call_output");
+    let answered = input.contains("function_call_output");
+    let call = body["tools"].is_array() && !answered;
+    let text = if answered {
+        "It is 18 degrees."
+    } else {
+        "Hello there"
+    };
     let item = if call {
         json!({"type": "function_call", "id": "fc_up", "call_id": "call_up", "name": "get_weather",
                "arguments": "{\"location\":\"SF\"}", "status": "completed"})
     } else {
         json!({"type": "message", "id": "msg_up", "status": "completed", "role": "assistant",
-               "content": [{"type": "output_text", "text": "Hello there", "annotations": []}]})
+               "content": [{"type": "output_text", "text": text, "annotations": []}]})
     };
     let id = format!("resp_up{}", fastrand::u32(..));
     if body["stream"] != json!(true) {
@@ -68,55 +74,69 @@ fn responses_host(req: &RecordedRequest) -> MockResponse {
     }
     let mut started = responses_object(&id, &model, json!([]), "in_progress");
     started["usage"] = Value::Null;
-    let mut events = vec![
-        responses_event("response.created", 0, json!({"response": started})),
-        responses_event("response.in_progress", 1, json!({"response": started})),
+    let mut events: Vec<(&str, Value)> = vec![
+        ("response.created", json!({"response": started})),
+        ("response.in_progress", json!({"response": started})),
     ];
     let mut added = item.clone();
     added["status"] = json!("in_progress");
+    let arguments = "{\"location\":\"SF\"}";
     if call {
         added["arguments"] = json!("");
-        events.push(responses_event(
-            "response.output_item.added",
-            2,
-            json!({"output_index": 0, "item": added}),
-        ));
-        events.push(responses_event(
-            "response.function_call_arguments.delta",
-            3,
-            json!({"item_id": "fc_up", "output_index": 0, "delta": "{\"location\":\"SF\"}"}),
-        ));
-        events.push(responses_event(
-            "response.function_call_arguments.done",
-            4,
-            json!({"item_id": "fc_up", "output_index": 0, "arguments": "{\"location\":\"SF\"}"}),
-        ));
+        events.extend([
+            (
+                "response.output_item.added",
+                json!({"output_index": 0, "item": added}),
+            ),
+            (
+                "response.function_call_arguments.delta",
+                json!({"item_id": "fc_up", "output_index": 0, "delta": arguments}),
+            ),
+            (
+                "response.function_call_arguments.done",
+                json!({"item_id": "fc_up", "output_index": 0, "arguments": arguments}),
+            ),
+        ]);
     } else {
         added["content"] = json!([]);
-        events.push(responses_event(
-            "response.output_item.added",
-            2,
-            json!({"output_index": 0, "item": added}),
-        ));
-        events.push(responses_event(
-            "response.content_part.added",
-            3,
-            json!({"item_id": "msg_up", "output_index": 0, "content_index": 0,
-                   "part": {"type": "output_text", "text": "", "annotations": []}}),
-        ));
-        events.push(responses_event("response.output_text.delta", 4,
-            json!({"item_id": "msg_up", "output_index": 0, "content_index": 0, "delta": "Hello there"})));
+        let part = json!({"type": "output_text", "text": text, "annotations": []});
+        let at = json!({"item_id": "msg_up", "output_index": 0, "content_index": 0});
+        let with = |extra: Value| {
+            let mut v = at.clone();
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            v
+        };
+        events.extend([
+            (
+                "response.output_item.added",
+                json!({"output_index": 0, "item": added}),
+            ),
+            (
+                "response.content_part.added",
+                with(json!({"part": {"type": "output_text", "text": "", "annotations": []}})),
+            ),
+            ("response.output_text.delta", with(json!({"delta": text}))),
+            ("response.output_text.done", with(json!({"text": text}))),
+            ("response.content_part.done", with(json!({"part": part}))),
+        ]);
     }
-    events.push(responses_event(
-        "response.output_item.done",
-        5,
-        json!({"output_index": 0, "item": item}),
-    ));
-    events.push(responses_event(
-        "response.completed",
-        6,
-        json!({"response": responses_object(&id, &model, json!([item]), "completed")}),
-    ));
+    events.extend([
+        (
+            "response.output_item.done",
+            json!({"output_index": 0, "item": item}),
+        ),
+        (
+            "response.completed",
+            json!({"response": responses_object(&id, &model, json!([item]), "completed")}),
+        ),
+    ]);
+    let events = events
+        .into_iter()
+        .enumerate()
+        .map(|(seq, (kind, data))| responses_event(kind, seq as u64, data))
+        .collect();
     MockResponse::sse(events)
 }
 
@@ -594,7 +614,7 @@ async fn hosts_that_serve_responses_get_the_body_unchanged_but_for_model() {
     )
     .await;
     assert_eq!(
-        status, 502,
+        status, 404,
         "the fake has no chat route here, which proves the path"
     );
     assert_eq!(upstream.requests()[before].path, "/v1/chat/completions");
