@@ -339,6 +339,9 @@ pub struct ProviderConfig {
     /// Requests one client request may have in flight here at once when it needs several
     /// (Bedrock Titan embeddings: one call per input).
     pub max_parallel_requests: usize,
+    /// The host serves legacy `POST /completions` (OpenAI kinds only): `POST /v1/completions`
+    /// passes through rather than being mapped onto chat.
+    pub completions_api: bool,
     pub mock: MockSettings,
     /// Why the provider is switched off (empty key, unsupported kind); `None` when usable.
     pub disabled: Option<String>,

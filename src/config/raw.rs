@@ -111,6 +111,9 @@ pub struct RawProvider {
     /// Requests one client request may have in flight to this provider at once, when the vendor
     /// takes one input per call (Bedrock Titan embeddings: one call per input).
     pub max_parallel_requests: Option<i64>,
+    /// `kind: openai` / `openai-compatible` only: the host serves `POST /completions`, so
+    /// legacy completions pass through instead of being mapped onto chat.
+    pub completions_api: Option<bool>,
     /// `kind: mock` only: delay before the first byte of an answer.
     pub latency_ms: Option<i64>,
     /// `kind: mock` only: streaming speed; 0 or absent sends all tokens at once.

@@ -362,10 +362,13 @@ pub fn adapter_for(config: &ProviderConfig) -> Option<Box<dyn ProviderAdapter>> 
                 .as_ref()
                 .and_then(|u| u.host_str())
                 .unwrap_or("");
-            Some(Box::new(openai::OpenAiAdapter::with_quirks(
-                config.kind,
-                openai::Quirks::for_host(config.kind, host),
-            )))
+            Some(Box::new(
+                openai::OpenAiAdapter::with_quirks(
+                    config.kind,
+                    openai::Quirks::for_host(config.kind, host),
+                )
+                .with_completions_api(config.completions_api),
+            ))
         }
         ProviderKind::AzureOpenAi => Some(Box::new(azure::AzureAdapter::new(
             config.api_version.as_deref(),

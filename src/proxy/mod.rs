@@ -243,11 +243,16 @@ impl Gateway {
         match (method.as_str(), route) {
             (
                 "POST",
-                "/chat/completions" | "/embeddings" | "/messages" | "/messages/count_tokens",
+                "/chat/completions"
+                | "/completions"
+                | "/embeddings"
+                | "/messages"
+                | "/messages/count_tokens",
             ) => {
                 let counting = route == "/messages/count_tokens";
                 (ctx.endpoint, ctx.dialect) = match route {
                     "/chat/completions" => ("chat", Dialect::OpenAi),
+                    "/completions" => ("completions", Dialect::Completions),
                     "/embeddings" => ("embeddings", Dialect::OpenAi),
                     _ if counting => ("count_tokens", Dialect::Anthropic),
                     _ => ("messages", Dialect::Anthropic),
@@ -291,6 +296,7 @@ impl Gateway {
             (
                 _,
                 "/chat/completions"
+                | "/completions"
                 | "/embeddings"
                 | "/messages"
                 | "/messages/count_tokens"
@@ -333,7 +339,7 @@ impl Gateway {
         // only, so that request rates and error ratios describe model traffic.
         let model_request = matches!(
             ctx.endpoint,
-            "chat" | "messages" | "embeddings" | "count_tokens"
+            "chat" | "completions" | "messages" | "embeddings" | "count_tokens"
         );
         if model_request {
             METRICS

@@ -198,6 +198,15 @@ pub(super) fn provider(
         }
     };
 
+    if raw.completions_api.is_some()
+        && !matches!(kind, ProviderKind::OpenAi | ProviderKind::OpenAiCompatible)
+    {
+        issues.push(
+            format!("{path}.completions_api"),
+            "only applies to kinds openai and openai-compatible",
+        );
+    }
+
     if raw.api_version.is_some() && kind != ProviderKind::AzureOpenAi {
         issues.push(
             format!("{path}.api_version"),
@@ -220,6 +229,7 @@ pub(super) fn provider(
         health_check_interval,
         circuit_breaker,
         max_parallel_requests,
+        completions_api: raw.completions_api.unwrap_or(false),
         mock,
         disabled,
     })
@@ -486,6 +496,26 @@ mod tests {
         assert!(found
             .iter()
             .any(|i| i.starts_with("providers.v.service_account: cannot read the key file")));
+    }
+
+    #[test]
+    fn completions_api_is_for_openai_kinds_only() {
+        let cfg = parse(
+            "providers: { v: { kind: openai-compatible, base_url: 'http://h/v1', completions_api: true }, o: { kind: openai, api_key: k } }",
+            env,
+        )
+        .unwrap();
+        assert!(cfg.providers["v"].completions_api);
+        assert!(!cfg.providers["o"].completions_api);
+        let found =
+            issues("providers: { a: { kind: anthropic, api_key: k, completions_api: true } }");
+        assert!(
+            found.contains(
+                &"providers.a.completions_api: only applies to kinds openai and openai-compatible"
+                    .to_string()
+            ),
+            "{found:?}"
+        );
     }
 
     #[test]
