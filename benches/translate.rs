@@ -68,6 +68,7 @@ fn parse(client: Dialect, body: &[u8]) -> ClientRequest {
             MessagesRequest::parse(bytes::Bytes::copy_from_slice(body), &http::HeaderMap::new())
                 .unwrap(),
         ),
+        other => panic!("no bench for the {} dialect", other.as_str()),
     }
 }
 
@@ -120,6 +121,7 @@ fn vendor(
     let body = match client {
         Dialect::OpenAi => typical_request(),
         Dialect::Anthropic => typical_anthropic_request(),
+        other => panic!("no bench for the {} dialect", other.as_str()),
     };
     let endpoint = Endpoint::from_url(&url::Url::parse(base_url).unwrap()).unwrap();
     let key = Secret::new("sk-bench");

@@ -365,6 +365,9 @@ pub struct ProviderConfig {
     /// OpenAI kinds: Responses clients pass through to the host's own `/responses` (default for
     /// `openai` and `azure-openai`; `openai-compatible` hosts opt in).
     pub responses_api: bool,
+    /// The host serves legacy `POST /completions` (OpenAI kinds only): `POST /v1/completions`
+    /// passes through rather than being mapped onto chat.
+    pub completions_api: bool,
     pub mock: MockSettings,
     /// Why the provider is switched off (empty key, unsupported kind); `None` when usable.
     pub disabled: Option<String>,

@@ -116,6 +116,9 @@ pub struct RawProvider {
     /// OpenAI kinds: whether the host serves the Responses API (`POST /responses`), so that
     /// Responses clients are passed through rather than translated to Chat Completions.
     pub responses_api: Option<bool>,
+    /// `kind: openai` / `openai-compatible` only: the host serves `POST /completions`, so
+    /// legacy completions pass through instead of being mapped onto chat.
+    pub completions_api: Option<bool>,
     /// `kind: mock` only: delay before the first byte of an answer.
     pub latency_ms: Option<i64>,
     /// `kind: mock` only: streaming speed; 0 or absent sends all tokens at once.

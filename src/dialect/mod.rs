@@ -23,6 +23,8 @@ pub enum Dialect {
     Anthropic,
     /// OpenAI Responses (`POST /v1/responses`); its errors are OpenAI's.
     Responses,
+    /// OpenAI legacy text completions (`POST /v1/completions`); its errors are OpenAI's.
+    Completions,
 }
 
 impl Dialect {
@@ -32,13 +34,16 @@ impl Dialect {
             Dialect::OpenAi => "openai",
             Dialect::Anthropic => "anthropic",
             Dialect::Responses => "responses",
+            Dialect::Completions => "completions",
         }
     }
 
     /// An error as this dialect's JSON body, and the HTTP status to send it with.
     pub fn error_body(self, err: &GatewayError) -> (u16, Bytes) {
         match self {
-            Dialect::OpenAi | Dialect::Responses => (err.status(), openai::error_body(err)),
+            Dialect::OpenAi | Dialect::Responses | Dialect::Completions => {
+                (err.status(), openai::error_body(err))
+            }
             Dialect::Anthropic => anthropic::error_body(err),
         }
     }
@@ -47,7 +52,7 @@ impl Dialect {
     /// keep no state for it ([`StreamEncoder::fail`]).
     pub fn stream_error_event(self, err: &GatewayError) -> Bytes {
         match self {
-            Dialect::OpenAi => openai::stream_error_event(err),
+            Dialect::OpenAi | Dialect::Completions => openai::stream_error_event(err),
             Dialect::Anthropic => anthropic::stream_error_event(err),
             Dialect::Responses => responses::encode::stream_error_event(err),
         }
@@ -78,6 +83,7 @@ impl ClientFormat for Dialect {
             Dialect::Responses => {
                 responses::encode::response_body(response, &responses::ResponseMeta::fresh())
             }
+            Dialect::Completions => openai::completions::response_body(response),
         }
     }
 
@@ -90,6 +96,10 @@ impl ClientFormat for Dialect {
             Dialect::Anthropic => Box::new(anthropic::encode::StreamEncoder::new(settings.price)),
             Dialect::Responses => Box::new(responses::encode::StreamEncoder::new(
                 std::sync::Arc::new(responses::ResponseMeta::fresh()),
+                settings.price,
+            )),
+            Dialect::Completions => Box::new(openai::completions::StreamEncoder::new(
+                settings.include_usage,
                 settings.price,
             )),
         }
@@ -149,6 +159,8 @@ pub enum ClientRequest {
     /// `POST /v1/embeddings` (OpenAI's format).
     Embeddings(openai::embeddings::EmbeddingsRequest),
     Responses(responses::ResponsesRequest),
+    /// `POST /v1/completions` (OpenAI's legacy text completions).
+    Completions(openai::completions::CompletionsRequest),
 }
 
 impl ClientRequest {
@@ -157,6 +169,7 @@ impl ClientRequest {
             ClientRequest::OpenAi(_) | ClientRequest::Embeddings(_) => Dialect::OpenAi,
             ClientRequest::Anthropic(_) => Dialect::Anthropic,
             ClientRequest::Responses(_) => Dialect::Responses,
+            ClientRequest::Completions(_) => Dialect::Completions,
         }
     }
 
@@ -167,6 +180,7 @@ impl ClientRequest {
             ClientRequest::Anthropic(r) => &r.model,
             ClientRequest::Embeddings(r) => &r.model,
             ClientRequest::Responses(r) => &r.model,
+            ClientRequest::Completions(r) => &r.model,
         }
     }
 
@@ -175,6 +189,7 @@ impl ClientRequest {
             ClientRequest::OpenAi(r) => r.stream,
             ClientRequest::Anthropic(r) => r.stream,
             ClientRequest::Responses(r) => r.stream,
+            ClientRequest::Completions(r) => r.stream,
             ClientRequest::Embeddings(_) => false,
         }
     }
@@ -183,6 +198,7 @@ impl ClientRequest {
     pub fn include_usage(&self) -> bool {
         match self {
             ClientRequest::OpenAi(r) => r.include_usage,
+            ClientRequest::Completions(r) => r.include_usage,
             // Anthropic and Responses streams always carry usage.
             ClientRequest::Anthropic(_) | ClientRequest::Responses(_) => true,
             ClientRequest::Embeddings(_) => false,
@@ -203,6 +219,7 @@ impl ClientRequest {
             ClientRequest::OpenAi(r) => r.max_output_tokens(),
             ClientRequest::Anthropic(r) => r.max_tokens,
             ClientRequest::Responses(r) => r.max_output_tokens,
+            ClientRequest::Completions(r) => Some(r.max_output_tokens()),
             // Embeddings have no output tokens.
             ClientRequest::Embeddings(_) => Some(0),
         }
@@ -227,6 +244,7 @@ impl ClientRequest {
             ClientRequest::OpenAi(r) => r.canonical(),
             ClientRequest::Anthropic(r) => r.canonical(),
             ClientRequest::Responses(r) => r.canonical(),
+            ClientRequest::Completions(r) => r.canonical(),
             ClientRequest::Embeddings(_) => Err(GatewayError::invalid(
                 "an embeddings request is not a chat request",
                 None,

@@ -367,7 +367,8 @@ pub fn adapter_for(config: &ProviderConfig) -> Option<Box<dyn ProviderAdapter>> 
                     config.kind,
                     openai::Quirks::for_host(config.kind, host),
                 )
-                .with_responses_api(config.responses_api),
+                .with_responses_api(config.responses_api)
+                .with_completions_api(config.completions_api),
             ))
         }
         ProviderKind::AzureOpenAi => Some(Box::new(

@@ -245,6 +245,7 @@ impl Gateway {
             (
                 "POST",
                 "/chat/completions"
+                | "/completions"
                 | "/embeddings"
                 | "/messages"
                 | "/messages/count_tokens"
@@ -253,6 +254,7 @@ impl Gateway {
                 let counting = route == "/messages/count_tokens";
                 (ctx.endpoint, ctx.dialect) = match route {
                     "/chat/completions" => ("chat", Dialect::OpenAi),
+                    "/completions" => ("completions", Dialect::Completions),
                     "/embeddings" => ("embeddings", Dialect::OpenAi),
                     "/responses" => ("responses", Dialect::Responses),
                     _ if counting => ("count_tokens", Dialect::Anthropic),
@@ -303,6 +305,7 @@ impl Gateway {
             (
                 _,
                 "/chat/completions"
+                | "/completions"
                 | "/embeddings"
                 | "/messages"
                 | "/messages/count_tokens"
@@ -346,7 +349,7 @@ impl Gateway {
         // only, so that request rates and error ratios describe model traffic.
         let model_request = matches!(
             ctx.endpoint,
-            "chat" | "messages" | "embeddings" | "count_tokens" | "responses"
+            "chat" | "completions" | "messages" | "embeddings" | "count_tokens" | "responses"
         );
         if model_request {
             METRICS

@@ -23,6 +23,7 @@ use super::responses;
 use super::Gateway;
 use crate::config::RetryPolicy;
 use crate::dialect::anthropic::MessagesRequest;
+use crate::dialect::openai::completions::CompletionsRequest;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::openai::ChatRequest;
 use crate::dialect::responses::ResponsesRequest;
@@ -116,6 +117,10 @@ async fn parse(
             .map(ClientRequest::Anthropic),
         // Kept as bytes: Responses upstreams get them unchanged.
         Dialect::Responses => ResponsesRequest::parse(body).map(ClientRequest::Responses),
+        // Kept as bytes: hosts with the endpoint get them spliced.
+        Dialect::Completions => {
+            CompletionsRequest::from_bytes(body).map(ClientRequest::Completions)
+        }
     };
     match parsed {
         Ok(request) => {

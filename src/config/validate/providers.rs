@@ -212,6 +212,14 @@ pub(super) fn provider(
         kind,
         ProviderKind::OpenAi | ProviderKind::AzureOpenAi
     ));
+    if raw.completions_api.is_some()
+        && !matches!(kind, ProviderKind::OpenAi | ProviderKind::OpenAiCompatible)
+    {
+        issues.push(
+            format!("{path}.completions_api"),
+            "only applies to kinds openai and openai-compatible",
+        );
+    }
 
     if raw.api_version.is_some() && kind != ProviderKind::AzureOpenAi {
         issues.push(
@@ -236,6 +244,7 @@ pub(super) fn provider(
         circuit_breaker,
         max_parallel_requests,
         responses_api: responses_api && openai_kind,
+        completions_api: raw.completions_api.unwrap_or(false),
         mock,
         disabled,
     })
@@ -502,6 +511,26 @@ mod tests {
         assert!(found
             .iter()
             .any(|i| i.starts_with("providers.v.service_account: cannot read the key file")));
+    }
+
+    #[test]
+    fn completions_api_is_for_openai_kinds_only() {
+        let cfg = parse(
+            "providers: { v: { kind: openai-compatible, base_url: 'http://h/v1', completions_api: true }, o: { kind: openai, api_key: k } }",
+            env,
+        )
+        .unwrap();
+        assert!(cfg.providers["v"].completions_api);
+        assert!(!cfg.providers["o"].completions_api);
+        let found =
+            issues("providers: { a: { kind: anthropic, api_key: k, completions_api: true } }");
+        assert!(
+            found.contains(
+                &"providers.a.completions_api: only applies to kinds openai and openai-compatible"
+                    .to_string()
+            ),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! every field a client sends (including ones newer than this code) reaches an OpenAI-compatible
 //! upstream unchanged.
 
+pub mod completions;
 pub mod embeddings;
 pub mod encode;
 mod messages;
@@ -82,6 +83,46 @@ fn field_value(fields: &mut RawObject, key: &str) -> Result<Option<Value>, Gatew
         .map_err(|e| GatewayError::invalid(format!("invalid {key}: {e}"), None))
 }
 
+/// `stream` and `stream_options` taken out of the body: whether to stream, whether the client
+/// asked for `stream_options.include_usage`, and the other `stream_options` keys.
+pub(crate) fn stream_fields(
+    fields: &mut RawObject,
+) -> Result<(bool, bool, Map<String, Value>), GatewayError> {
+    let stream = match field_value(fields, "stream")? {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "stream must be a boolean",
+                Some("stream"),
+            ))
+        }
+    };
+    let (include_usage, stream_options_rest) = match field_value(fields, "stream_options")? {
+        None | Some(Value::Null) => (false, Map::new()),
+        Some(Value::Object(mut opts)) => {
+            let include = match opts.shift_remove("include_usage") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => b,
+                Some(_) => {
+                    return Err(GatewayError::invalid(
+                        "stream_options.include_usage must be a boolean",
+                        Some("stream_options"),
+                    ))
+                }
+            };
+            (include, opts)
+        }
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "stream_options must be an object",
+                Some("stream_options"),
+            ))
+        }
+    };
+    Ok((stream, include_usage, stream_options_rest))
+}
+
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<ChatRequest, GatewayError> {
         Self::from_bytes(Bytes::copy_from_slice(body))
@@ -95,39 +136,7 @@ impl ChatRequest {
         // Each message is looked at only where it is needed: by the scan of a passthrough
         // ([`Self::messages_summary`]) or by the canonical parse of a translation.
         MessagesSummary::check_list(fields.get("messages"))?;
-        let stream = match field_value(&mut fields, "stream")? {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => b,
-            Some(_) => {
-                return Err(GatewayError::invalid(
-                    "stream must be a boolean",
-                    Some("stream"),
-                ))
-            }
-        };
-        let (include_usage, stream_options_rest) = match field_value(&mut fields, "stream_options")?
-        {
-            None | Some(Value::Null) => (false, Map::new()),
-            Some(Value::Object(mut opts)) => {
-                let include = match opts.shift_remove("include_usage") {
-                    None | Some(Value::Null) => false,
-                    Some(Value::Bool(b)) => b,
-                    Some(_) => {
-                        return Err(GatewayError::invalid(
-                            "stream_options.include_usage must be a boolean",
-                            Some("stream_options"),
-                        ))
-                    }
-                };
-                (include, opts)
-            }
-            Some(_) => {
-                return Err(GatewayError::invalid(
-                    "stream_options must be an object",
-                    Some("stream_options"),
-                ))
-            }
-        };
+        let (stream, include_usage, stream_options_rest) = stream_fields(&mut fields)?;
         let fallback_models = match field_value(&mut fields, "models")? {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(list)) => list

@@ -15,6 +15,8 @@
 //! - [`Quirks`] covers request-side deviations of OpenAI-compatible hosts: `developer` →
 //!   `system` (most hosts reject `developer`), and for Mistral 9-character alphanumeric
 //!   tool-call ids and `max_tokens` instead of `max_completion_tokens`.
+//! - Legacy text completions (`POST /v1/completions`) pass through the same way, to the host's
+//!   `/completions`, where the provider sets `completions_api`; elsewhere they are mapped onto chat.
 
 mod canonical;
 mod errors;
@@ -46,6 +48,8 @@ pub struct OpenAiAdapter {
     quirks: Quirks,
     /// The host serves the Responses API: Responses clients pass through.
     responses_api: bool,
+    /// The host serves legacy `POST /completions` (config `completions_api`).
+    completions_api: bool,
 }
 
 impl OpenAiAdapter {
@@ -57,8 +61,15 @@ impl OpenAiAdapter {
         OpenAiAdapter {
             kind,
             quirks,
+            completions_api: false,
             responses_api: false,
         }
+    }
+
+    /// Legacy completions clients are passed through to the host's `POST /completions`.
+    pub fn with_completions_api(mut self, on: bool) -> Self {
+        self.completions_api = on;
+        self
     }
 
     /// Passes Responses clients through to the host's `/responses` (`responses_api: true`).
@@ -99,6 +110,7 @@ impl ProviderAdapter for OpenAiAdapter {
         match dialect {
             Dialect::OpenAi => true,
             Dialect::Responses => self.responses_api,
+            Dialect::Completions => self.completions_api,
             Dialect::Anthropic => false,
         }
     }
@@ -118,8 +130,12 @@ impl ProviderAdapter for OpenAiAdapter {
         let mut headers = Vec::with_capacity(4 + target.extra_headers.len());
         headers.extend(Self::content_headers(request.stream()));
         push_credentials(&mut headers, target, KeyScheme::Bearer)?;
+        let operation = match request {
+            ClientRequest::Completions(_) if self.completions_api => "completions",
+            _ => "chat/completions",
+        };
         Ok(UpstreamRequest {
-            path_and_query: format!("{}/chat/completions", target.endpoint.base_path),
+            path_and_query: format!("{}/{operation}", target.endpoint.base_path),
             headers,
             body: Bytes::from(body),
         })
@@ -256,6 +272,61 @@ mod tests {
             .find(|(n, _)| n == http::header::AUTHORIZATION)
             .unwrap();
         assert_eq!(auth.1, "Bearer sk-provider");
+    }
+
+    #[test]
+    fn legacy_completions_pass_through_only_where_the_host_has_them() {
+        use crate::dialect::openai::completions::CompletionsRequest;
+        use crate::providers::{client_answer, client_stream};
+        let ep = endpoint();
+        let target = AttemptTarget {
+            upstream_model: "up",
+            endpoint: &ep,
+            api_key: None,
+            extra_headers: &[],
+        };
+        let text = br#"{"model":"m","prompt":"Say","max_tokens":3,"stream":true}"#;
+        let request = ClientRequest::Completions(CompletionsRequest::parse(text).unwrap());
+        let plain = OpenAiAdapter::new(ProviderKind::OpenAiCompatible);
+        let with = OpenAiAdapter::new(ProviderKind::OpenAiCompatible).with_completions_api(true);
+        assert!(!plain.speaks(Dialect::Completions) && with.speaks(Dialect::Completions));
+        let out = with.build_request(&request, &target).unwrap();
+        assert_eq!(out.path_and_query, "/v1/completions");
+        assert_eq!(
+            std::str::from_utf8(&out.body).unwrap(),
+            r#"{"model":"up","prompt":"Say","max_tokens":3,"stream":true,"stream_options":{"include_usage":true}}"#
+        );
+        let out = plain.build_request(&request, &target).unwrap();
+        assert_eq!(out.path_and_query, "/v1/chat/completions");
+        let body: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": "Say"}])
+        );
+
+        // The host's answers pass on as they came, their usage read.
+        let answer = r#"{"id":"cmpl-1","object":"text_completion","choices":[{"text":"hi","index":0,"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}"#;
+        let got = client_answer(&with, Bytes::from(answer), Dialect::Completions).unwrap();
+        assert_eq!(
+            (&got.body[..], got.usage.unwrap().total()),
+            (answer.as_bytes(), 3)
+        );
+        let stream = concat!(
+            "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"choices\":[{\"text\":\"hi\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1,\"total_tokens\":3}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let mut decoder = client_stream(&with, Dialect::Completions, StreamSettings::default());
+        let mut out = Vec::new();
+        decoder.push(stream.as_bytes(), &mut out).unwrap();
+        decoder.finish(&mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        // The client did not ask for usage: the chunk the gateway asked for is dropped.
+        assert!(
+            out.contains("\"text\":\"hi\"") && !out.contains("usage"),
+            "{out}"
+        );
+        assert_eq!(decoder.usage().unwrap().total(), 3);
     }
 
     #[test]

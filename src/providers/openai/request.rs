@@ -91,6 +91,9 @@ impl OpenAiAdapter {
     pub fn body_for(&self, request: &ClientRequest, model: &str) -> Result<Vec<u8>, GatewayError> {
         match request {
             ClientRequest::OpenAi(raw) => self.request_body(raw, model),
+            ClientRequest::Completions(raw) if self.completions_api => {
+                Ok(raw.body_with_model(model))
+            }
             _ => canonical::request_body(&request.canonical()?, model, self.kind, self.quirks),
         }
     }
