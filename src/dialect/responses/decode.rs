@@ -8,9 +8,9 @@
 //!     items tool messages (images of an output follow as a user message, as most vendors take
 //!     tool results as text only);
 //!   - `reasoning` items become thinking of the assistant turn, their `encrypted_content` its
-//!     signature (the gateway's own answers carry Anthropic's signature there).
-//!   Consecutive assistant-side items (reasoning, assistant message, function calls) are one
-//!   assistant turn, as they were one answer.
+//!     signature (the gateway's own answers carry Anthropic's signature there);
+//!   - consecutive assistant-side items (reasoning, assistant message, function calls) are one
+//!     assistant turn, as they were one answer.
 //! - Function tools map to chat's function tools; other tool types (web search, file search,
 //!   computer use, MCP, ...) are refused by name, as is a `tool_choice` naming them.
 //! - `max_output_tokens`, `temperature`, `top_p`, `top_logprobs`, `parallel_tool_calls`, `user`,
