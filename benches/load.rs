@@ -221,6 +221,17 @@ fn request_bytes(path: &str, model: &str, stream: bool, anthropic_direct: bool) 
     .into_bytes()
 }
 
+/// A Responses API request with the same prompt as [`request_bytes`]'s (stored, as by default).
+fn responses_request_bytes(model: &str) -> Vec<u8> {
+    let filler = "Please summarise the quarterly numbers for the northern region and flag anything unusual. ".repeat(8);
+    let body = format!(r#"{{"model":"{model}","instructions":"Be brief.","input":"{filler}"}}"#);
+    format!(
+        "POST /v1/responses HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// One keep-alive connection that sends a request and reads the whole answer.
 struct Conn {
     stream: TcpStream,
@@ -943,6 +954,7 @@ fn main() {
         Some(floor_pid),
         Some(gateway_pid),
         Some(gateway_pid),
+        Some(gateway_pid),
     ];
     let via: SocketAddr = ([127, 0, 0, 1], gw_port).into();
     let paths = [
@@ -980,6 +992,11 @@ fn main() {
                 false,
                 false,
             )),
+        ),
+        (
+            "translation (Responses→Anthropic)",
+            via,
+            Arc::new(responses_request_bytes("anth/bench")),
         ),
     ];
 
@@ -1069,6 +1086,7 @@ fn main() {
             let cpu_paths = [
                 ("passthrough", request_bytes("/v1/chat/completions", "pass/bench", false, false)),
                 ("translation (OpenAI→Anthropic)", request_bytes("/v1/chat/completions", "anth/bench", false, false)),
+                ("translation (Responses→Anthropic)", responses_request_bytes("anth/bench")),
             ];
             match instructions_per_request(&gateway_bin, up_port, &dir, &cpu_paths).await {
                 Some(results) => {

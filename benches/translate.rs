@@ -1,6 +1,6 @@
 //! Translation cost per vendor and client dialect: a typical 4 KB chat request into the vendor's
 //! request, and a 100-chunk stream from the vendor's SSE into the client's SSE (OpenAI chunks,
-//! or Anthropic events).
+//! Anthropic events, or Responses events).
 //!
 //! Run: `cargo bench --bench translate`. Numbers go into BENCHMARKS.md.
 
@@ -10,6 +10,7 @@ use serde_json::json;
 use switchyard::config::{ProviderKind, Secret};
 use switchyard::dialect::anthropic::MessagesRequest;
 use switchyard::dialect::openai::ChatRequest;
+use switchyard::dialect::responses::ResponsesRequest;
 use switchyard::dialect::{ClientRequest, Dialect};
 use switchyard::providers::anthropic::AnthropicAdapter;
 use switchyard::providers::azure::AzureAdapter;
@@ -61,12 +62,36 @@ fn typical_anthropic_request() -> Vec<u8> {
     .into_bytes()
 }
 
+/// The same conversation as [`typical_request`], as a Responses API request.
+fn typical_responses_request() -> Vec<u8> {
+    let turn = "Please summarise the quarterly numbers for the northern region and flag anything unusual. ";
+    json!({
+        "model": "gpt-4.1",
+        "temperature": 0.2,
+        "max_output_tokens": 512,
+        "stream": true,
+        "instructions": turn.repeat(6),
+        "input": [
+            {"role": "user", "content": turn.repeat(10)},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": turn.repeat(8)}]},
+            {"role": "user", "content": [{"type": "input_text", "text": turn.repeat(8)}]},
+        ],
+        "tools": [{"type": "function", "name": "get_sales", "description": "Sales figures",
+            "parameters": {"type": "object", "properties": {"region": {"type": "string"}}, "required": ["region"]}}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
 fn parse(client: Dialect, body: &[u8]) -> ClientRequest {
     match client {
         Dialect::OpenAi => ClientRequest::OpenAi(ChatRequest::parse(body).unwrap()),
         Dialect::Anthropic => ClientRequest::Anthropic(
             MessagesRequest::parse(bytes::Bytes::copy_from_slice(body), &http::HeaderMap::new())
                 .unwrap(),
+        ),
+        Dialect::Responses => ClientRequest::Responses(
+            ResponsesRequest::parse(bytes::Bytes::copy_from_slice(body)).unwrap(),
         ),
         other => panic!("no bench for the {} dialect", other.as_str()),
     }
@@ -121,6 +146,7 @@ fn vendor(
     let body = match client {
         Dialect::OpenAi => typical_request(),
         Dialect::Anthropic => typical_anthropic_request(),
+        Dialect::Responses => typical_responses_request(),
         other => panic!("no bench for the {} dialect", other.as_str()),
     };
     let endpoint = Endpoint::from_url(&url::Url::parse(base_url).unwrap()).unwrap();
@@ -208,5 +234,17 @@ fn vendors(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, vendors);
+/// Responses clients, translated (Anthropic) as the load bench's Responses row is.
+fn responses_client(c: &mut Criterion) {
+    vendor(
+        c,
+        Dialect::Responses,
+        "responses-client/anthropic",
+        &AnthropicAdapter,
+        "https://api.anthropic.com",
+        &anthropic_stream(100),
+    );
+}
+
+criterion_group!(benches, vendors, responses_client);
 criterion_main!(benches);
