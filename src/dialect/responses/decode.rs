@@ -1,4 +1,4 @@
-//! Responses API request → canonical request (docs/translation.md §5.10).
+//! Responses API request → canonical request (docs/translation.md §5.11).
 //!
 //! - `instructions` becomes the leading system message; `input` (a string is one user message)
 //!   follows the stored conversation of `previous_response_id`, item by item:
@@ -81,15 +81,6 @@ struct RequestWire<'a> {
     rest: Map<String, Value>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum InputWire<'a> {
-    #[serde(borrow)]
-    Text(Cow<'a, str>),
-    #[serde(borrow)]
-    Items(Vec<ItemWire<'a>>),
-}
-
 /// One input item. Messages may come without `type` (OpenAI's "easy input message").
 #[derive(Deserialize)]
 struct ItemWire<'a> {
@@ -113,14 +104,45 @@ struct ItemWire<'a> {
     encrypted_content: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum MessageContentWire<'a> {
-    #[serde(borrow)]
+/// A string or a list: `input`, a message's `content`, a call's `output`. Read in one pass:
+/// serde's untagged enums buffer the whole value first, which for `input` is most of the
+/// request.
+enum TextOr<'a, T> {
     Text(Cow<'a, str>),
-    #[serde(borrow)]
-    Parts(Vec<PartWire<'a>>),
+    List(Vec<T>),
 }
+
+impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for TextOr<'a, T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a, T>(std::marker::PhantomData<(&'a (), T)>);
+        impl<'de: 'a, 'a, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<'a, T> {
+            type Value = TextOr<'a, T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a list")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(TextOr::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TextOr::Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+                while let Some(item) = seq.next_element::<T>()? {
+                    items.push(item);
+                }
+                Ok(TextOr::List(items))
+            }
+        }
+        d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
+type InputWire<'a> = TextOr<'a, ItemWire<'a>>;
+type MessageContentWire<'a> = TextOr<'a, PartWire<'a>>;
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -301,8 +323,8 @@ impl<'a> Turns<'a> {
                 let mut media = Vec::new();
                 match item.output {
                     None => {}
-                    Some(MessageContentWire::Text(t)) => text = t,
-                    Some(MessageContentWire::Parts(parts)) => {
+                    Some(TextOr::Text(t)) => text = t,
+                    Some(TextOr::List(parts)) => {
                         let mut joined = String::new();
                         for part in parts {
                             match input_part(part)? {
@@ -375,8 +397,8 @@ impl<'a> Turns<'a> {
         };
         let content = match item.content {
             None => return Err(invalid("message items need content")),
-            Some(MessageContentWire::Text(text)) => Content::Text(text),
-            Some(MessageContentWire::Parts(parts)) => Content::Parts(
+            Some(TextOr::Text(text)) => Content::Text(text),
+            Some(TextOr::List(parts)) => Content::Parts(
                 parts
                     .into_iter()
                     .map(input_part)
@@ -479,12 +501,12 @@ pub fn canonical<'a>(
     }
     match wire.input {
         None => {}
-        Some(InputWire::Text(text)) => turns.messages.push(chat::Message {
+        Some(TextOr::Text(text)) => turns.messages.push(chat::Message {
             role: "user".into(),
             content: Some(Content::Text(text)),
             ..chat::Message::default()
         }),
-        Some(InputWire::Items(items)) => {
+        Some(TextOr::List(items)) => {
             for item in items {
                 turns.item(item)?;
             }

@@ -62,7 +62,7 @@ impl ResponseMeta {
         ResponseMeta {
             id: new_id("resp"),
             created_at: chat::now_unix(),
-            echo: echo(&Map::new()),
+            echo: echo(Map::new()),
         }
     }
 }
@@ -77,7 +77,7 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 /// The request parameters a response object repeats, with OpenAI's defaults for those absent.
-fn echo(body: &Map<String, Value>) -> Map<String, Value> {
+fn echo(mut body: Map<String, Value>) -> Map<String, Value> {
     let defaults = [
         ("instructions", Value::Null),
         ("max_output_tokens", Value::Null),
@@ -96,8 +96,8 @@ fn echo(body: &Map<String, Value>) -> Map<String, Value> {
     ];
     let mut echo = Map::with_capacity(defaults.len());
     for (key, default) in defaults {
-        let value = match body.get(key) {
-            Some(v) if !v.is_null() => v.clone(),
+        let value = match body.swap_remove(key) {
+            Some(v) if !v.is_null() => v,
             _ => default,
         };
         echo.insert(key.to_string(), value);
@@ -109,15 +109,6 @@ fn invalid(message: impl Into<String>, param: &'static str) -> GatewayError {
     GatewayError::invalid(message, Some(param))
 }
 
-/// Fields the gateway reads itself; the rest of the body is read when translating.
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(default, borrow)]
-    model: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    input: Option<&'a RawValue>,
-}
-
 impl ResponsesRequest {
     pub fn parse(raw: Bytes) -> Result<ResponsesRequest, GatewayError> {
         // serde would read an array as the fields of `Head`, in order.
@@ -127,7 +118,7 @@ impl ResponsesRequest {
                 None,
             ));
         }
-        let head: Head = serde_json::from_slice(&raw).map_err(|e| {
+        let head: Params = serde_json::from_slice(&raw).map_err(|e| {
             GatewayError::invalid(
                 format!("request body is not a valid JSON object: {e}"),
                 None,
@@ -144,8 +135,8 @@ impl ResponsesRequest {
         // The raw value borrows from `raw`, so its offset is where the model string starts.
         let start = model_raw.get().as_ptr() as usize - raw.as_ptr() as usize;
         let model_span = start..start + model_raw.get().len();
-        match head.input.map(|v| v.get().as_bytes().first().copied()) {
-            Some(Some(b'"' | b'[')) | None => {}
+        match head.input {
+            Some(b'"' | b'[') | None => {}
             Some(_) => {
                 return Err(invalid(
                     "input must be a string or a list of input items",
@@ -153,10 +144,7 @@ impl ResponsesRequest {
                 ))
             }
         }
-        // The parameters are small next to the input, which stays unparsed here.
-        let body: Map<String, Value> = serde_json::from_slice::<Params>(&raw)
-            .map(|p| p.fields)
-            .map_err(|e| GatewayError::invalid(format!("invalid request body: {e}"), None))?;
+        let body = head.fields;
         let flag = |key: &'static str, default: bool| match body.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
@@ -208,7 +196,7 @@ impl ResponsesRequest {
             meta: Arc::new(ResponseMeta {
                 id: new_id("resp"),
                 created_at: chat::now_unix(),
-                echo: echo(&body),
+                echo: echo(body),
             }),
             raw,
             history: None,
@@ -270,33 +258,45 @@ impl ResponsesRequest {
     }
 }
 
-/// Every top-level field but `input`, which may be large and is read only when translating.
-struct Params {
+/// The body in one pass: `model` where it sits, the first byte of `input` (which may be large
+/// and is read only when translating), and every other top-level field.
+struct Params<'a> {
+    model: Option<&'a RawValue>,
+    input: Option<u8>,
     fields: Map<String, Value>,
 }
 
-impl<'de> Deserialize<'de> for Params {
+impl<'de> Deserialize<'de> for Params<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Params;
+            type Value = Params<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<Params, A::Error> {
-                let mut fields = Map::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == "input" {
-                        map.next_value::<serde::de::IgnoredAny>()?;
-                    } else {
-                        let value = map.next_value::<Value>()?;
-                        fields.insert(key, value);
+            ) -> Result<Params<'de>, A::Error> {
+                let mut params = Params {
+                    model: None,
+                    input: None,
+                    fields: Map::new(),
+                };
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "model" => params.model = Some(map.next_value()?),
+                        "input" => {
+                            let input: &RawValue = map.next_value()?;
+                            params.input = input.get().as_bytes().first().copied();
+                        }
+                        _ => {
+                            let value = map.next_value::<Value>()?;
+                            params.fields.insert(key.into_owned(), value);
+                        }
                     }
                 }
-                Ok(Params { fields })
+                Ok(params)
             }
         }
         d.deserialize_map(Visitor)
