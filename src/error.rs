@@ -33,6 +33,13 @@ pub enum GatewayError {
         message: String,
         param: Option<&'static str>,
     },
+    /// A filter refused the request or its answer.
+    #[error("{message}")]
+    Filtered {
+        status: u16,
+        message: String,
+        code: &'static str,
+    },
     /// The store of Responses answers cannot be reached.
     #[error("{0}")]
     StoreUnavailable(String),
@@ -89,6 +96,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::KeyLimited { .. } => 429,
             GatewayError::LimitsUnavailable(_) | GatewayError::StoreUnavailable(_) => 503,
+            GatewayError::Filtered { status, .. } => *status,
             GatewayError::Upstream { status, .. } => *status,
             GatewayError::BadGateway(_) => 502,
             GatewayError::GatewayTimeout(_) => 504,
@@ -114,6 +122,10 @@ impl GatewayError {
                 "server_error"
             }
             GatewayError::Upstream { kind, .. } => kind,
+            GatewayError::Filtered { status, .. } => match status {
+                400..=499 => "invalid_request_error",
+                _ => "server_error",
+            },
             GatewayError::BadGateway(_) | GatewayError::Internal(_) => "server_error",
             GatewayError::GatewayTimeout(_) => "timeout",
         }
@@ -131,6 +143,7 @@ impl GatewayError {
                 Some("not_found")
             }
             GatewayError::StoreUnavailable(_) => Some("store_unavailable"),
+            GatewayError::Filtered { code, .. } => Some(code),
             GatewayError::MethodNotAllowed { .. } => Some("method_not_allowed"),
             GatewayError::BodyTooLarge { .. } => Some("request_too_large"),
             GatewayError::KeyLimited { code, .. } => Some(code),

@@ -18,6 +18,7 @@ pub mod control;
 pub mod conversation;
 pub mod dialect;
 pub mod error;
+pub mod filters;
 pub mod limits;
 pub mod observability;
 pub mod process;

@@ -11,7 +11,7 @@ use crate::error::GatewayError;
 ///
 /// Fields no adapter interprets stay in `rest` under their client-side names, so an adapter can
 /// refuse what it cannot honour instead of dropping it unnoticed.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Request<'a> {
     /// The client asked for a streamed answer.
     #[serde(skip)]
@@ -97,7 +97,7 @@ impl Request<'_> {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Message<'a> {
     #[serde(borrow)]
     pub role: Cow<'a, str>,
@@ -118,7 +118,7 @@ impl Message<'_> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Content<'a> {
     #[serde(borrow)]
@@ -144,7 +144,7 @@ impl Content<'_> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart<'a> {
     Text {
@@ -183,7 +183,7 @@ pub enum ContentPart<'a> {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct ImageUrl<'a> {
     #[serde(borrow)]
     pub url: std::borrow::Cow<'a, str>,
@@ -191,7 +191,7 @@ pub struct ImageUrl<'a> {
     pub detail: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct FilePart<'a> {
     #[serde(default, borrow)]
     pub filename: Option<std::borrow::Cow<'a, str>>,
@@ -201,7 +201,7 @@ pub struct FilePart<'a> {
     pub file_id: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct ToolCall<'a> {
     #[serde(borrow)]
     pub id: std::borrow::Cow<'a, str>,
@@ -209,7 +209,7 @@ pub struct ToolCall<'a> {
     pub function: FunctionCall<'a>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct FunctionCall<'a> {
     #[serde(borrow)]
     pub name: std::borrow::Cow<'a, str>,
@@ -217,7 +217,7 @@ pub struct FunctionCall<'a> {
     pub arguments: std::borrow::Cow<'a, str>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Tool<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: Cow<'a, str>,
@@ -225,7 +225,7 @@ pub struct Tool<'a> {
     pub function: Option<FunctionDef<'a>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct FunctionDef<'a> {
     #[serde(borrow)]
     pub name: std::borrow::Cow<'a, str>,
@@ -245,4 +245,133 @@ pub fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     // Parameters such as `;charset=utf-8` are not part of the media type.
     let mime = meta.split(';').next().unwrap_or(meta);
     Some((mime, data))
+}
+
+/// A `Cow` that no longer borrows.
+fn own(text: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(text.into_owned())
+}
+
+impl Request<'_> {
+    /// The same request owning all its text, to outlive the body it was read from (a request
+    /// that filters rewrite).
+    pub fn into_owned(self) -> Request<'static> {
+        Request {
+            stream: self.stream,
+            thinking_budget: self.thinking_budget,
+            messages: self.messages.into_iter().map(Message::into_owned).collect(),
+            tools: self
+                .tools
+                .map(|tools| tools.into_iter().map(Tool::into_owned).collect()),
+            tool_choice: self.tool_choice,
+            parallel_tool_calls: self.parallel_tool_calls,
+            response_format: self.response_format,
+            stop: self.stop,
+            max_tokens: self.max_tokens,
+            max_completion_tokens: self.max_completion_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            n: self.n,
+            seed: self.seed,
+            logprobs: self.logprobs,
+            top_logprobs: self.top_logprobs,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            logit_bias: self.logit_bias,
+            user: self.user.map(own),
+            safety_identifier: self.safety_identifier.map(own),
+            reasoning_effort: self.reasoning_effort.map(own),
+            rest: self.rest,
+        }
+    }
+}
+
+impl Message<'_> {
+    pub fn into_owned(self) -> Message<'static> {
+        Message {
+            role: own(self.role),
+            content: self.content.map(Content::into_owned),
+            tool_calls: self.tool_calls.map(|calls| {
+                calls
+                    .into_iter()
+                    .map(|c| ToolCall {
+                        id: own(c.id),
+                        function: FunctionCall {
+                            name: own(c.function.name),
+                            arguments: own(c.function.arguments),
+                        },
+                    })
+                    .collect()
+            }),
+            tool_call_id: self.tool_call_id.map(own),
+            name: self.name.map(own),
+        }
+    }
+}
+
+impl Content<'_> {
+    pub fn into_owned(self) -> Content<'static> {
+        match self {
+            Content::Text(text) => Content::Text(own(text)),
+            Content::Parts(parts) => {
+                Content::Parts(parts.into_iter().map(ContentPart::into_owned).collect())
+            }
+        }
+    }
+}
+
+impl ContentPart<'_> {
+    pub fn into_owned(self) -> ContentPart<'static> {
+        match self {
+            ContentPart::Text {
+                text,
+                cache_control,
+            } => ContentPart::Text {
+                text: own(text),
+                cache_control,
+            },
+            ContentPart::ImageUrl { image_url } => ContentPart::ImageUrl {
+                image_url: ImageUrl {
+                    url: own(image_url.url),
+                    detail: image_url.detail.map(own),
+                },
+            },
+            ContentPart::InputAudio { input_audio } => ContentPart::InputAudio { input_audio },
+            ContentPart::File { file } => ContentPart::File {
+                file: FilePart {
+                    filename: file.filename.map(own),
+                    file_data: file.file_data.map(own),
+                    file_id: file.file_id.map(own),
+                },
+            },
+            ContentPart::Refusal { refusal } => ContentPart::Refusal {
+                refusal: own(refusal),
+            },
+            ContentPart::Thinking {
+                thinking,
+                signature,
+            } => ContentPart::Thinking {
+                thinking: own(thinking),
+                signature: signature.map(own),
+            },
+            ContentPart::RedactedThinking { data } => {
+                ContentPart::RedactedThinking { data: own(data) }
+            }
+        }
+    }
+}
+
+impl Tool<'_> {
+    pub fn into_owned(self) -> Tool<'static> {
+        Tool {
+            kind: own(self.kind),
+            function: self.function.map(|f| FunctionDef {
+                name: own(f.name),
+                description: f.description.map(own),
+                parameters: f.parameters,
+                strict: f.strict,
+            }),
+        }
+    }
 }

@@ -163,6 +163,7 @@ pub struct ClientKey {
     /// Limits for some models (globs), on top of [`Self::limits`].
     pub model_limits: Vec<ModelLimits>,
     pub budget: Option<Budget>,
+    pub filters: Vec<FilterSpec>,
 }
 
 /// Rate limits of a key (or of some of its models); `None` is unlimited.
@@ -461,6 +462,18 @@ pub struct ModelConfig {
     pub strategy: Strategy,
     pub targets: Vec<TargetConfig>,
     pub retry: RetryPolicy,
+    pub filters: Vec<FilterSpec>,
+}
+
+/// One configured filter (`filters: [{type: guard, ...}]`): its kind, its name (the kind unless
+/// given), its settings, and where it was configured, for errors. Its settings are checked when
+/// the routing table is built, by the filter itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterSpec {
+    pub kind: String,
+    pub name: String,
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    pub path: String,
 }
 
 #[derive(Debug, Clone)]

@@ -68,6 +68,8 @@ pub struct RawClientKey {
     pub budget_usd: Option<RawBudget>,
     /// Limits for some of the key's models, on top of the key's own.
     pub limits: Option<Vec<RawModelLimit>>,
+    /// Filters of this key's requests, in order, before the model's.
+    pub filters: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +159,8 @@ pub struct RawModel {
     #[serde(default)]
     pub targets: Vec<RawTarget>,
     pub retry: Option<RawRetry>,
+    /// Filters of requests for this model, in order (see `crate::filters`).
+    pub filters: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -69,6 +69,13 @@ pub trait ClientFormat {
 
     /// An encoder of canonical stream events into the client's SSE.
     fn stream_encoder(&self, settings: StreamSettings) -> Box<dyn StreamEncoder>;
+
+    /// Whether a vendor that speaks the client's dialect may answer it as it is (false for a
+    /// request filters rewrote or whose answers they read: those go through the canonical
+    /// model).
+    fn passthrough(&self) -> bool {
+        true
+    }
 }
 
 impl ClientFormat for Dialect {
@@ -112,20 +119,24 @@ impl ClientFormat for &ClientRequest {
     }
 
     fn response_body(&self, response: &chat::Response) -> Bytes {
-        match self {
+        match self.original() {
             ClientRequest::Responses(r) => responses::encode::response_body(response, &r.meta),
             _ => ClientRequest::dialect(self).response_body(response),
         }
     }
 
     fn stream_encoder(&self, settings: StreamSettings) -> Box<dyn StreamEncoder> {
-        match self {
+        match self.original() {
             ClientRequest::Responses(r) => Box::new(responses::encode::StreamEncoder::new(
                 r.meta.clone(),
                 settings.price,
             )),
             _ => ClientRequest::dialect(self).stream_encoder(settings),
         }
+    }
+
+    fn passthrough(&self) -> bool {
+        !matches!(self, ClientRequest::Filtered(_))
     }
 }
 
@@ -161,11 +172,52 @@ pub enum ClientRequest {
     Responses(responses::ResponsesRequest),
     /// `POST /v1/completions` (OpenAI's legacy text completions).
     Completions(openai::completions::CompletionsRequest),
+    /// A request a filter rewrote: it reaches every vendor through the canonical model, and
+    /// its answer goes back in the original's dialect.
+    Filtered(Box<FilteredRequest>),
+}
+
+/// A request as filters left it: the client's original, the model it is routed by, and its
+/// canonical form.
+#[derive(Debug)]
+pub struct FilteredRequest {
+    pub original: ClientRequest,
+    pub model: String,
+    pub request: chat::Request<'static>,
 }
 
 impl ClientRequest {
+    pub fn filtered(
+        original: ClientRequest,
+        model: String,
+        request: chat::Request<'static>,
+    ) -> ClientRequest {
+        ClientRequest::Filtered(Box::new(FilteredRequest {
+            original,
+            model,
+            request,
+        }))
+    }
+
+    /// The client's request as it arrived (before filters).
+    pub fn original(&self) -> &ClientRequest {
+        match self {
+            ClientRequest::Filtered(f) => f.original.original(),
+            other => other,
+        }
+    }
+
+    /// The Responses request behind this one, if the client spoke the Responses API.
+    pub fn responses(&self) -> Option<&responses::ResponsesRequest> {
+        match self.original() {
+            ClientRequest::Responses(r) => Some(r),
+            _ => None,
+        }
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self {
+            ClientRequest::Filtered(f) => f.original.dialect(),
             ClientRequest::OpenAi(_) | ClientRequest::Embeddings(_) => Dialect::OpenAi,
             ClientRequest::Anthropic(_) => Dialect::Anthropic,
             ClientRequest::Responses(_) => Dialect::Responses,
@@ -180,6 +232,7 @@ impl ClientRequest {
             ClientRequest::Anthropic(r) => &r.model,
             ClientRequest::Embeddings(r) => &r.model,
             ClientRequest::Responses(r) => &r.model,
+            ClientRequest::Filtered(f) => &f.model,
             ClientRequest::Completions(r) => &r.model,
         }
     }
@@ -189,6 +242,7 @@ impl ClientRequest {
             ClientRequest::OpenAi(r) => r.stream,
             ClientRequest::Anthropic(r) => r.stream,
             ClientRequest::Responses(r) => r.stream,
+            ClientRequest::Filtered(f) => f.original.stream(),
             ClientRequest::Completions(r) => r.stream,
             ClientRequest::Embeddings(_) => false,
         }
@@ -201,6 +255,7 @@ impl ClientRequest {
             ClientRequest::Completions(r) => r.include_usage,
             // Anthropic and Responses streams always carry usage.
             ClientRequest::Anthropic(_) | ClientRequest::Responses(_) => true,
+            ClientRequest::Filtered(f) => f.original.include_usage(),
             ClientRequest::Embeddings(_) => false,
         }
     }
@@ -209,6 +264,7 @@ impl ClientRequest {
     pub fn fallback_models(&self) -> &[String] {
         match self {
             ClientRequest::OpenAi(r) => &r.fallback_models,
+            ClientRequest::Filtered(f) => f.original.fallback_models(),
             _ => &[],
         }
     }
@@ -220,6 +276,7 @@ impl ClientRequest {
             ClientRequest::Anthropic(r) => r.max_tokens,
             ClientRequest::Responses(r) => r.max_output_tokens,
             ClientRequest::Completions(r) => Some(r.max_output_tokens()),
+            ClientRequest::Filtered(f) => f.request.max_output_tokens(),
             // Embeddings have no output tokens.
             ClientRequest::Embeddings(_) => Some(0),
         }
@@ -234,6 +291,7 @@ impl ClientRequest {
     pub fn provider_preferences(&self) -> Option<&Value> {
         match self {
             ClientRequest::OpenAi(r) => r.provider_preferences.as_ref(),
+            ClientRequest::Filtered(f) => f.original.provider_preferences(),
             _ => None,
         }
     }
@@ -245,6 +303,7 @@ impl ClientRequest {
             ClientRequest::Anthropic(r) => r.canonical(),
             ClientRequest::Responses(r) => r.canonical(),
             ClientRequest::Completions(r) => r.canonical(),
+            ClientRequest::Filtered(f) => Ok(f.request.clone()),
             ClientRequest::Embeddings(_) => Err(GatewayError::invalid(
                 "an embeddings request is not a chat request",
                 None,

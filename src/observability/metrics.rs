@@ -37,6 +37,8 @@ pub struct Metrics {
     pub rate_limited_total: IntCounterVec,
     /// Failed calls to the limits backend (Redis), by the policy that decided the request.
     pub state_errors_total: IntCounterVec,
+    /// What filters did (`deny`, `rewrite`, `route`, `redact`, `respond`, `allow`, `error`).
+    pub filter_actions_total: IntCounterVec,
     /// Per client key (configured names only): requests, tokens, cost, budget left.
     pub key_requests_total: IntCounterVec,
     pub key_tokens_total: IntCounterVec,
@@ -157,6 +159,11 @@ impl Metrics {
                 "Requests refused by a client key's rate limit or budget.",
                 &["key", "reason"],
             ),
+            filter_actions_total: counter(
+                "switchyard_filter_actions_total",
+                "Actions of request filters, by filter name and action.",
+                &["filter", "action"],
+            ),
             state_errors_total: counter(
                 "switchyard_state_errors_total",
                 "Failed calls to the limits backend, by failure_mode (fail_open, fail_closed).",
@@ -244,7 +251,7 @@ impl Metrics {
 
     fn with_families(mut self) -> Self {
         use prometheus::core::Collector;
-        let kinds: [(&dyn Collector, &'static str); 19] = [
+        let kinds: [(&dyn Collector, &'static str); 20] = [
             (&self.requests_total, "counter"),
             (&self.request_duration_seconds, "histogram"),
             (&self.time_to_first_token_seconds, "histogram"),
@@ -258,6 +265,7 @@ impl Metrics {
             (&self.config_reloads_total, "counter"),
             (&self.rate_limited_total, "counter"),
             (&self.state_errors_total, "counter"),
+            (&self.filter_actions_total, "counter"),
             (&self.key_requests_total, "counter"),
             (&self.key_tokens_total, "counter"),
             (&self.key_cost_usd_total, "counter"),
@@ -315,6 +323,7 @@ mod tests {
             "switchyard_config_reloads_total",
             "switchyard_rate_limited_total",
             "switchyard_state_errors_total",
+            "switchyard_filter_actions_total",
             "switchyard_key_requests_total",
             "switchyard_key_tokens_total",
             "switchyard_key_cost_usd_total",

@@ -325,7 +325,7 @@ pub fn client_answer(
     client: impl ClientFormat,
 ) -> Result<RenderedAnswer, StreamFailure> {
     let dialect = client.dialect();
-    let native = Some(dialect).filter(|d| adapter.speaks(*d));
+    let native = Some(dialect).filter(|d| client.passthrough() && adapter.speaks(*d));
     let answer = adapter.decode_response(body, native)?;
     let usage = answer.usage();
     let body = match answer {
@@ -343,7 +343,7 @@ pub fn client_stream(
     settings: StreamSettings,
 ) -> Box<dyn StreamDecoder> {
     let dialect = client.dialect();
-    let native = Some(dialect).filter(|d| adapter.speaks(*d));
+    let native = Some(dialect).filter(|d| client.passthrough() && adapter.speaks(*d));
     match adapter.stream_decoder(native, settings) {
         StreamReader::Native(relay) => relay,
         StreamReader::Events(events) => Box::new(stream::Translated::new(

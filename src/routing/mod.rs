@@ -9,6 +9,7 @@ pub mod health;
 pub mod retry;
 pub mod strategy;
 
+use crate::filters::FilterSet;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -130,6 +131,8 @@ pub struct Route {
     pub retry: RetryPolicy,
     /// Where the next round-robin request starts.
     pub cursor: AtomicUsize,
+    /// `models.NAME.filters`, in order.
+    pub filters: FilterSet,
 }
 
 impl std::fmt::Debug for Route {
@@ -155,12 +158,23 @@ pub struct ClientKey {
     /// The model globs as configured, for the admin API.
     pub model_patterns: Vec<String>,
     pub policy: Arc<KeyPolicy>,
+    /// `auth.keys[].filters`, in order.
+    pub filters: FilterSet,
 }
 
 impl ClientKey {
     pub fn allows(&self, model: &str) -> bool {
         self.models.as_ref().is_none_or(|set| set.is_match(model))
     }
+}
+
+/// Builds configured filters, in order.
+fn build_filters(specs: &[crate::config::FilterSpec]) -> Result<FilterSet, String> {
+    specs
+        .iter()
+        .map(crate::filters::builtin::build)
+        .collect::<Result<Vec<_>, _>>()
+        .map(FilterSet::new)
 }
 
 pub struct RoutingTable {
@@ -292,6 +306,7 @@ impl RoutingTable {
                     targets,
                     retry: mc.retry.clone(),
                     cursor: AtomicUsize::new(0),
+                    filters: build_filters(&mc.filters)?,
                 }),
             );
         }
@@ -318,6 +333,7 @@ impl RoutingTable {
                 models,
                 model_patterns: k.models.clone(),
                 policy: Arc::new(LIMITS.policy(&format!("auth.keys[{i}]"), k)?),
+                filters: build_filters(&k.filters)?,
             });
         }
 
@@ -390,6 +406,7 @@ impl RoutingTable {
                         }],
                         retry: RetryPolicy::default(),
                         cursor: AtomicUsize::new(0),
+                        filters: FilterSet::default(),
                     }));
                 }
             }

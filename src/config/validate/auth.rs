@@ -127,7 +127,9 @@ pub(super) fn auth(raw: RawAuth, issues: &mut Issues, warnings: &mut Vec<String>
                 }
             })
             .collect();
+        let filters = super::filters(&format!("{path}.filters"), key.filters, issues);
         keys.push(ClientKey {
+            filters,
             limits: limits(&path, key.rpm, key.tpm, key.max_concurrent, issues),
             budget: key
                 .budget_usd

@@ -88,11 +88,13 @@ pub(super) fn model(
         .retry
         .map(|r| retry(&format!("{path}.retry"), r, issues))
         .unwrap_or_default();
+    let filters = super::filters(&format!("{path}.filters"), raw.filters, issues);
     Some(ModelConfig {
         name: name.to_string(),
         strategy,
         targets,
         retry,
+        filters,
     })
 }
 

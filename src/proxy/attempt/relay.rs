@@ -138,10 +138,7 @@ impl Relay<'_> {
             }
             _ => client_answer(adapter, body, request),
         };
-        let kept = match request {
-            ClientRequest::Responses(responses) => Some(responses),
-            _ => None,
-        };
+        let kept = request.responses();
         match decoded {
             Ok(answer) => self.answered(session, ctx, answer, latency, kept).await,
             Err(failure) => Ok(self.answer_failure(failure)),
@@ -286,9 +283,7 @@ impl Relay<'_> {
                 // Boxed: held inline, the Redis call would enlarge every open stream's future.
                 let used = ctx.usage.map(|u| u.total());
                 Box::pin(ctx.settle(used)).await;
-                if let (ClientRequest::Responses(request), Some(body)) =
-                    (request, decoder.finished())
-                {
+                if let (Some(request), Some(body)) = (request.responses(), decoder.finished()) {
                     Box::pin(responses::keep(request, ctx.client_key.as_deref(), &body)).await;
                 }
             }

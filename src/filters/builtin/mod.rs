@@ -1,0 +1,25 @@
+//! The filters configured in YAML (`filters: [{type: ..., ...}]` on a model or a client key).
+//! Each kind is a module; [`build`] makes one from its settings, refusing unknown settings with
+//! their key path.
+
+use std::sync::Arc;
+
+use super::Filter;
+use crate::config::FilterSpec;
+
+/// Builds a configured filter; the error names the setting at fault (`models.m.filters[0].x:
+/// ...`).
+pub fn build(spec: &FilterSpec) -> Result<Arc<dyn Filter>, String> {
+    let built: Result<Arc<dyn Filter>, String> = match spec.kind.as_str() {
+        other => Err(format!(
+            "unknown filter type '{other}' (types: set_headers, remove_headers, override_params, system_prompt, route_when, guard, webhook)"
+        )),
+    };
+    built.map_err(|e| {
+        if e.starts_with(&spec.path) {
+            e
+        } else {
+            format!("{}: {e}", spec.path)
+        }
+    })
+}
