@@ -5,10 +5,12 @@
 //! render). A request is decoded by its client [`dialect`] into the canonical [`chat`] model,
 //! translated by a vendor adapter in [`providers`], and carried by the [`transport`]; answers
 //! come back as canonical events that the dialect encodes. [`admin`], [`observability`] and
-//! [`accounting`] sit around them; [`server`] assembles it all.
+//! [`accounting`] sit around them; [`server`] assembles it all, and [`app`] is the program
+//! ([`Gateway::builder`] adds [`filters`] written in Rust).
 
 pub mod accounting;
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod calendar;
 pub mod chat;
@@ -28,3 +30,5 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod transport;
+
+pub use app::{Gateway, GatewayBuilder};

@@ -17,6 +17,7 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::control::Control;
+use crate::filters::FilterSet;
 use crate::process::inflight::InFlight;
 use crate::process::lifecycle::Lifecycle;
 use crate::process::listen::{PreBound, Sockets};
@@ -40,6 +41,7 @@ pub fn build(
     path: &Path,
     mode: StartMode,
     mut sockets: Sockets,
+    filters: FilterSet,
 ) -> Result<Server, String> {
     let table = RoutingTable::build(config)?;
     crate::limits::LIMITS.configure(&config.state)?;
@@ -76,6 +78,7 @@ pub fn build(
             transport.clone(),
             draining.clone(),
             inflight.clone(),
+            filters,
         ),
     );
     for addr in &config.server.listen {

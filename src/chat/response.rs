@@ -89,3 +89,55 @@ pub fn now_unix() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+impl Response {
+    /// This answer as the stream events that would have carried it, for an answer made whole
+    /// (by a filter) that the client asked to be streamed.
+    pub fn replay(&self, emit: &mut dyn FnMut(super::Event<'_>)) {
+        use super::Event;
+        emit(Event::Identity {
+            id: Some(&self.id),
+            model: Some(&self.model),
+        });
+        for (i, choice) in self.choices.iter().enumerate() {
+            let choice_index = i as u32;
+            emit(Event::Start {
+                choice: choice_index,
+            });
+            if let Some(reasoning) = &choice.reasoning {
+                emit(Event::Reasoning {
+                    choice: choice_index,
+                    text: reasoning,
+                });
+            }
+            if let Some(signature) = &choice.reasoning_signature {
+                emit(Event::ReasoningSignature {
+                    choice: choice_index,
+                    signature,
+                });
+            }
+            if let Some(content) = &choice.content {
+                emit(Event::Text {
+                    choice: choice_index,
+                    text: content,
+                });
+            }
+            for (index, call) in choice.tool_calls.iter().enumerate() {
+                emit(Event::ToolCallStart {
+                    choice: choice_index,
+                    index: index as u32,
+                    id: &call.id,
+                    name: &call.name,
+                    arguments: &call.arguments,
+                });
+            }
+            emit(Event::Finish {
+                choice: choice_index,
+                reason: choice.finish_reason,
+            });
+        }
+        emit(Event::End {
+            usage: Some(&self.usage),
+        });
+    }
+}

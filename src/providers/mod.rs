@@ -324,13 +324,27 @@ pub fn client_answer(
     body: Bytes,
     client: impl ClientFormat,
 ) -> Result<RenderedAnswer, StreamFailure> {
+    client_answer_with(adapter, body, client, &mut |_| Ok(()))
+}
+
+/// [`client_answer`], with `review` seeing (and changing, or refusing) a canonical answer
+/// before it is rendered (the request's filters).
+pub fn client_answer_with(
+    adapter: &dyn ProviderAdapter,
+    body: Bytes,
+    client: impl ClientFormat,
+    review: &mut dyn FnMut(&mut chat::Response) -> Result<(), GatewayError>,
+) -> Result<RenderedAnswer, StreamFailure> {
     let dialect = client.dialect();
     let native = Some(dialect).filter(|d| client.passthrough() && adapter.speaks(*d));
     let answer = adapter.decode_response(body, native)?;
     let usage = answer.usage();
     let body = match answer {
         Answer::Native { body, .. } => body,
-        Answer::Chat(response) => client.response_body(&response),
+        Answer::Chat(mut response) => {
+            review(&mut response).map_err(|e| StreamFailure::Upstream(Box::new(e)))?;
+            client.response_body(&response)
+        }
     };
     Ok(RenderedAnswer { body, usage })
 }
@@ -342,13 +356,24 @@ pub fn client_stream(
     client: impl ClientFormat,
     settings: StreamSettings,
 ) -> Box<dyn StreamDecoder> {
+    client_stream_with(adapter, client, settings, Vec::new())
+}
+
+/// [`client_stream`], with the canonical events going through the request's stream filters.
+pub fn client_stream_with(
+    adapter: &dyn ProviderAdapter,
+    client: impl ClientFormat,
+    settings: StreamSettings,
+    filters: Vec<Box<dyn crate::filters::StreamFilter>>,
+) -> Box<dyn StreamDecoder> {
     let dialect = client.dialect();
     let native = Some(dialect).filter(|d| client.passthrough() && adapter.speaks(*d));
     match adapter.stream_decoder(native, settings) {
         StreamReader::Native(relay) => relay,
-        StreamReader::Events(events) => Box::new(stream::Translated::new(
+        StreamReader::Events(events) => Box::new(stream::Translated::with_filters(
             events,
             client.stream_encoder(settings),
+            filters,
         )),
     }
 }

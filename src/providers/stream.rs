@@ -7,6 +7,7 @@ use super::{EventDecoder, StreamDecoder, StreamFailure};
 use crate::accounting::Usage;
 use crate::chat::{Event, EventSink};
 use crate::dialect::StreamEncoder;
+use crate::filters::{StreamChain, StreamFilter};
 
 /// A vendor's handling of whole SSE events, writing to `O`: canonical events
 /// (`dyn EventSink`, a translation) or the client's bytes (`Vec<u8>`, a pass-through relay).
@@ -120,15 +121,58 @@ impl<T: SseHandler<Vec<u8>>> StreamDecoder for SseFrame<T> {
     }
 }
 
-/// A vendor's events, encoded in the client's dialect as they are decoded.
+/// A vendor's events, through the request's stream filters (if any), encoded in the client's
+/// dialect as they are decoded.
 pub struct Translated {
     decoder: Box<dyn EventDecoder>,
     encoder: Box<dyn StreamEncoder>,
+    filters: Vec<Box<dyn StreamFilter>>,
 }
 
 impl Translated {
     pub fn new(decoder: Box<dyn EventDecoder>, encoder: Box<dyn StreamEncoder>) -> Self {
-        Translated { decoder, encoder }
+        Self::with_filters(decoder, encoder, Vec::new())
+    }
+
+    pub fn with_filters(
+        decoder: Box<dyn EventDecoder>,
+        encoder: Box<dyn StreamEncoder>,
+        filters: Vec<Box<dyn StreamFilter>>,
+    ) -> Self {
+        Translated {
+            decoder,
+            encoder,
+            filters,
+        }
+    }
+
+    /// Feeds the decoder's events through the filters into the encoder; a filter's refusal
+    /// fails the stream like an upstream error would.
+    fn run(
+        &mut self,
+        out: &mut Vec<u8>,
+        step: impl FnOnce(&mut dyn EventDecoder, &mut dyn EventSink) -> Result<(), StreamFailure>,
+    ) -> Result<(), StreamFailure> {
+        let mut sink = Encoding {
+            encoder: &mut *self.encoder,
+            out,
+        };
+        if self.filters.is_empty() {
+            return step(&mut *self.decoder, &mut sink);
+        }
+        let mut refused = None;
+        let mut chain = StreamChain::new(&mut self.filters, &mut sink, &mut refused);
+        let decoded = step(&mut *self.decoder, &mut chain);
+        match refused {
+            Some(error) => Err(StreamFailure::Upstream(Box::new(
+                crate::error::GatewayError::Filtered {
+                    status: error.status,
+                    message: error.message,
+                    code: error.code,
+                },
+            ))),
+            None => decoded,
+        }
     }
 }
 
@@ -146,19 +190,11 @@ impl EventSink for Encoding<'_> {
 
 impl StreamDecoder for Translated {
     fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure> {
-        let mut sink = Encoding {
-            encoder: &mut *self.encoder,
-            out,
-        };
-        self.decoder.push(chunk, &mut sink)
+        self.run(out, |decoder, sink| decoder.push(chunk, sink))
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFailure> {
-        let mut sink = Encoding {
-            encoder: &mut *self.encoder,
-            out,
-        };
-        self.decoder.finish(&mut sink)
+        self.run(out, |decoder, sink| decoder.finish(sink))
     }
 
     fn usage(&self) -> Option<Usage> {

@@ -39,6 +39,8 @@ pub struct RequestCtx {
     /// that sends its next request on receiving it finds its budget already updated).
     pub settlement: Option<(Arc<KeyPolicy>, Admission)>,
     pub counted_inflight: bool,
+    /// The request's filters, when any apply, for the phases after routing.
+    pub filters: Option<Arc<super::filtering::ActiveFilters>>,
 }
 
 impl RequestCtx {
@@ -64,6 +66,7 @@ impl RequestCtx {
             rate_headers: None,
             settlement: None,
             counted_inflight: false,
+            filters: None,
         }
     }
 }

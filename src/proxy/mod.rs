@@ -14,6 +14,7 @@ mod attempt;
 mod body;
 mod count_tokens;
 pub mod ctx;
+mod filtering;
 mod models;
 mod pipeline;
 mod respond;
@@ -32,6 +33,7 @@ use tokio::sync::Notify;
 
 use crate::dialect::Dialect;
 use crate::error::GatewayError;
+use crate::filters::FilterSet;
 use crate::observability::logging::{self, AccessRecord};
 use crate::observability::metrics::METRICS;
 use crate::process::inflight::InFlight;
@@ -51,6 +53,8 @@ pub struct Gateway {
     shutdown: Notify,
     /// Requests in progress, which a stopping process waits for.
     inflight: Arc<InFlight>,
+    /// Filters of every request, added in code ([`crate::GatewayBuilder::filter`]).
+    filters: FilterSet,
 }
 
 impl Gateway {
@@ -59,6 +63,7 @@ impl Gateway {
         transport: Arc<Transport>,
         draining: Arc<AtomicBool>,
         inflight: Arc<InFlight>,
+        filters: FilterSet,
     ) -> Self {
         Gateway {
             table,
@@ -67,6 +72,7 @@ impl Gateway {
             stopping: AtomicBool::new(false),
             shutdown: Notify::new(),
             inflight,
+            filters,
         }
     }
 
@@ -421,6 +427,7 @@ impl Gateway {
                 .as_deref()
                 .or_else(|| error.map(|e| e.etype().as_str())),
         });
+        filtering::on_log(ctx, status);
         // Last, so that a scrape that sees no request in flight sees every answered one counted.
         if ctx.counted_inflight {
             METRICS.inflight_requests.dec();

@@ -18,6 +18,7 @@ use super::admission::admit;
 use super::attempt::{self, Attempt, Fault};
 use super::body::read_or_refuse;
 use super::ctx::RequestCtx;
+use super::filtering;
 use super::respond;
 use super::responses;
 use super::Gateway;
@@ -55,6 +56,20 @@ pub(super) async fn handle(
         estimate += responses.history.as_ref().map_or(0, |h| h.len() as u64 / 4);
     }
     ctx.requested_model = Some(request.model().to_string());
+    let filtered = Box::pin(filtering::on_request(
+        session,
+        ctx,
+        &gateway.filters,
+        table,
+        client_key,
+        request,
+        estimate,
+    ))
+    .await?;
+    let request = match filtered {
+        filtering::Filtered::Route(request) => request,
+        filtering::Filtered::Done => return Ok(()),
+    };
     ctx.model_label = table.model_label(request.model());
     ctx.stream = request.stream();
     let plan = match plan(table, &request) {

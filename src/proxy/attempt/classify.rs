@@ -34,6 +34,11 @@ pub fn upstream_error(
     policy: &RetryPolicy,
     direct: bool,
 ) -> (Fault, &'static str) {
+    // A filter's refusal of the answer says nothing about the provider, and another target
+    // would be refused alike.
+    if matches!(error, GatewayError::Filtered { .. }) {
+        return (Fault::Request, "filtered");
+    }
     let status = error.status();
     match status {
         // The client named a model the vendor does not have: its mistake, which must not

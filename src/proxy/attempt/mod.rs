@@ -24,6 +24,7 @@ use crate::accounting::Usage;
 use crate::config::RetryPolicy;
 use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
+use crate::filters::AttemptRequest;
 use crate::providers::AttemptTarget;
 use crate::routing::{mock_endpoint, Backend, Target};
 use crate::transport;
@@ -159,7 +160,7 @@ pub async fn run(
             .build_embeddings(embeddings, &attempt_target),
         _ => provider.adapter.build_request(request, &attempt_target),
     };
-    let upstream_request = match built {
+    let mut upstream_request = match built {
         Ok(r) => r,
         Err(error) => {
             return Ok(Attempt::Failed {
@@ -169,6 +170,29 @@ pub async fn run(
             })
         }
     };
+    if let Some(active) = &ctx.filters {
+        for filter in active.set.iter() {
+            let mut attempt = AttemptRequest {
+                info: &active.info,
+                provider: &provider.name,
+                upstream_model: &target.upstream_model,
+                request: &mut upstream_request,
+            };
+            if let Err(error) = filter.on_attempt(&mut attempt) {
+                log::info!(
+                    "filter '{}' refused the attempt of request {} at provider '{}': {error}",
+                    filter.name(),
+                    ctx.request_id,
+                    provider.name
+                );
+                return Ok(Attempt::Failed {
+                    error: crate::proxy::filtering::to_gateway_error(error),
+                    fault: Fault::Request,
+                    outcome: "filtered",
+                });
+            }
+        }
+    }
 
     let sent = match &provider.backend {
         Backend::Http(http) => {

@@ -17,8 +17,8 @@ use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
 use crate::providers::convert::upstream_message;
 use crate::providers::{
-    client_answer, client_stream, scrub_secret, RenderedAnswer, StreamDecoder, StreamFailure,
-    StreamSettings, UpstreamRequest,
+    client_answer, client_answer_with, client_stream, client_stream_with, scrub_secret,
+    RenderedAnswer, StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
 };
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::{respond, responses, Gateway};
@@ -136,7 +136,19 @@ impl Relay<'_> {
             ClientRequest::Embeddings(embeddings) => {
                 adapter.decode_embeddings(embeddings, &self.target.upstream_model, body)
             }
-            _ => client_answer(adapter, body, request),
+            _ => match &ctx.filters {
+                Some(active) if active.set.reads_answers() => {
+                    client_answer_with(adapter, body, request, &mut |response| {
+                        for filter in active.set.iter() {
+                            filter
+                                .on_response(&active.info, response)
+                                .map_err(crate::proxy::filtering::to_gateway_error)?;
+                        }
+                        Ok(())
+                    })
+                }
+                _ => client_answer(adapter, body, request),
+            },
         };
         let kept = request.responses();
         match decoded {
@@ -245,7 +257,16 @@ impl Relay<'_> {
             include_usage: request.include_usage(),
             price: self.target.price,
         };
-        let mut decoder = client_stream(&*self.target.provider.adapter, request, settings);
+        let adapter = &*self.target.provider.adapter;
+        let mut decoder = match &ctx.filters {
+            Some(active) if active.set.reads_answers() => client_stream_with(
+                adapter,
+                request,
+                settings,
+                active.set.stream_filters(&active.info),
+            ),
+            _ => client_stream(adapter, request, settings),
+        };
         // Reused for every chunk and copied out at its exact size: each open stream keeps only
         // its largest translated chunk, not a fresh 4 KiB buffer per chunk.
         let mut out: Vec<u8> = Vec::with_capacity(1024);

@@ -1,0 +1,172 @@
+//! Running a request's [`filters`](crate::filters): which apply (the gateway's own, the client
+//! key's, the requested model's), their request phase before routing, and answers a filter gave
+//! instead of a vendor.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use pingora::protocols::http::ServerSession;
+
+use super::ctx::RequestCtx;
+use super::respond;
+use crate::chat::{self, StreamSettings};
+use crate::dialect::{ClientFormat, ClientRequest};
+use crate::error::GatewayError;
+use crate::filters::{FilterError, FilterRequest, FilterSet, LogSummary, RequestInfo, Verdict};
+use crate::routing::{ClientKey, RoutingTable};
+
+/// The filters of one request and what they know of it, kept for the later phases.
+pub struct ActiveFilters {
+    pub set: FilterSet,
+    pub info: RequestInfo,
+}
+
+/// What the request phase left to do.
+pub(super) enum Filtered {
+    /// Route this request (the client's, or the one filters rewrote).
+    Route(ClientRequest),
+    /// A filter answered or refused; the client has its answer.
+    Done,
+}
+
+/// The filters that apply: the gateway's own, then the key's, then the model's (a configured
+/// model; direct `PROVIDER/MODEL` routes have none).
+fn filters_for(
+    global: &FilterSet,
+    table: &RoutingTable,
+    key: Option<&ClientKey>,
+    model: &str,
+) -> FilterSet {
+    let route = table.resolve(model).ok();
+    let parts = [
+        Some(global),
+        key.map(|k| &k.filters),
+        route.as_deref().map(|r| &r.filters),
+    ];
+    if parts.iter().flatten().all(|set| set.is_empty()) {
+        return FilterSet::default();
+    }
+    FilterSet::new(
+        parts
+            .into_iter()
+            .flatten()
+            .flat_map(|set| set.iter().cloned())
+            .collect(),
+    )
+}
+
+pub(super) fn to_gateway_error(error: FilterError) -> GatewayError {
+    GatewayError::Filtered {
+        status: error.status,
+        message: error.message,
+        code: error.code,
+    }
+}
+
+/// Runs the request phase of the request's filters; with none, the request goes on untouched.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn on_request(
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    global: &FilterSet,
+    table: &RoutingTable,
+    key: Option<&ClientKey>,
+    request: ClientRequest,
+    estimate: u64,
+) -> pingora::Result<Filtered> {
+    if matches!(request, ClientRequest::Embeddings(_)) {
+        return Ok(Filtered::Route(request));
+    }
+    let set = filters_for(global, table, key, request.model());
+    if set.is_empty() {
+        return Ok(Filtered::Route(request));
+    }
+    let info = RequestInfo {
+        request_id: ctx.request_id.clone(),
+        key: key.map(|k| k.name.clone()),
+        dialect: request.dialect(),
+        headers: session.req_header().headers.clone(),
+        metadata: serde_json::Map::new(),
+    };
+    let mut filtered = FilterRequest::new(info, request, estimate);
+    for filter in set.iter() {
+        match filter.on_request(&mut filtered).await {
+            Ok(Verdict::Continue) => {}
+            Ok(Verdict::Respond(answer)) => {
+                log::info!(
+                    "filter '{}' answered request {}",
+                    filter.name(),
+                    ctx.request_id
+                );
+                let request = filtered.into_request();
+                answer_from_filter(session, ctx, &request, answer).await?;
+                return Ok(Filtered::Done);
+            }
+            Err(error) => {
+                log::info!(
+                    "filter '{}' refused request {}: {error}",
+                    filter.name(),
+                    ctx.request_id
+                );
+                respond::error(session, ctx, &to_gateway_error(error)).await?;
+                return Ok(Filtered::Done);
+            }
+        }
+    }
+    // Answers a filter reads come through the canonical model, whatever the vendor.
+    if set.reads_answers() && !filtered.is_edited() {
+        if let Err(err) = filtered.edit() {
+            respond::error(session, ctx, &err).await?;
+            return Ok(Filtered::Done);
+        }
+    }
+    let info = filtered.info.clone();
+    ctx.filters = Some(Arc::new(ActiveFilters { set, info }));
+    Ok(Filtered::Route(filtered.into_request()))
+}
+
+/// Sends an answer a filter made, in the client's dialect (streamed when it asked for a
+/// stream).
+async fn answer_from_filter(
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    request: &ClientRequest,
+    answer: chat::Response,
+) -> pingora::Result<()> {
+    ctx.usage = Some(answer.usage);
+    if !request.stream() {
+        let body = request.response_body(&answer);
+        return respond::json(session, ctx, 200, body, None).await;
+    }
+    let mut encoder = request.stream_encoder(StreamSettings {
+        include_usage: request.include_usage(),
+        price: None,
+    });
+    let mut out = Vec::new();
+    answer.replay(&mut |event| encoder.encode(event, &mut out));
+    respond::start_stream(session, ctx).await?;
+    ctx.first_byte_at = Some(Instant::now());
+    session.write_response_body(Bytes::from(out), true).await
+}
+
+/// The log phase of the request's filters.
+pub(super) fn on_log(ctx: &RequestCtx, status: u16) {
+    let Some(active) = &ctx.filters else {
+        return;
+    };
+    let summary = LogSummary {
+        status,
+        model: ctx.requested_model.as_deref(),
+        provider: ctx.provider.as_deref(),
+        usage: ctx.usage,
+        cost_usd: ctx.cost_usd,
+        duration: ctx.started.elapsed(),
+        time_to_first_byte: ctx.first_byte_at.map(|t| t.duration_since(ctx.started)),
+        attempts: ctx.attempts,
+        error: ctx.error.as_deref(),
+    };
+    for filter in active.set.iter() {
+        filter.on_log(&active.info, &summary);
+    }
+}
