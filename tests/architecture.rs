@@ -119,6 +119,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("cli", &["auth", "config"]),
+    (
+        "app",
+        &[
+            "cli",
+            "config",
+            "filters",
+            "limits",
+            "observability",
+            "process",
+            "routing",
+            "server",
+        ],
+    ),
 ];
 
 /// Every `crate::<module>` a file names outside its unit tests (which may reach anywhere).

@@ -159,7 +159,7 @@ pub struct RawModel {
     #[serde(default)]
     pub targets: Vec<RawTarget>,
     pub retry: Option<RawRetry>,
-    /// Filters of requests for this model, in order (see `crate::filters`).
+    /// Filters of requests for this model, in order (see the `filters` module).
     pub filters: Option<Vec<serde_json::Value>>,
 }
 

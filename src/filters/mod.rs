@@ -15,7 +15,7 @@
 //!    error.
 //! 5. [`Filter::on_log`] — after the answer, with its status, usage, cost and timings.
 //!
-//! Filters run in order: the gateway's own (added in code with [`crate::GatewayBuilder::filter`]),
+//! Filters run in order: the gateway's own (added in code with `GatewayBuilder::filter`),
 //! then the client key's (`auth.keys[].filters`), then the model's (`models.NAME.filters`). A
 //! filter's error is the client's error, in its dialect, with the filter's status.
 //!

@@ -53,7 +53,7 @@ pub struct Gateway {
     shutdown: Notify,
     /// Requests in progress, which a stopping process waits for.
     inflight: Arc<InFlight>,
-    /// Filters of every request, added in code ([`crate::GatewayBuilder::filter`]).
+    /// Filters of every request, added in code (`GatewayBuilder::filter`).
     filters: FilterSet,
 }
 

@@ -99,9 +99,16 @@ impl Output {
     }
 }
 
+/// Names, in a gateway's `env`, another program to run instead of [`binary`] (a binary built
+/// on the library, such as an example).
+pub const BINARY_ENV: &str = "SWITCHYARD_TEST_BINARY";
+
 /// Starts `switchyard serve --config <path> [extra]` in `dir`, capturing stdout and stderr.
 fn spawn(path: &Path, dir: &Path, env: &[(String, String)], extra: &[&str]) -> (Child, Output) {
-    let bin = binary();
+    let bin = env
+        .iter()
+        .find(|(k, _)| k == BINARY_ENV)
+        .map_or_else(binary, |(_, v)| PathBuf::from(v));
     let mut child = Command::new(&bin)
         .args(["serve", "--config"])
         .arg(path)
