@@ -17,9 +17,9 @@
 //! gateway's instructions per request (callgrind, when valgrind is installed), and its memory
 //! idle, under load and with many open streams. Environment: `BENCH_SECONDS` (default 5),
 //! `BENCH_RATES` (default `1000,5000`), `BENCH_OPEN_STREAMS` (default 10000), `BENCH_ONLY` (a
-//! comma list of `saturation,latency,streams,cpu,limits,open`; default all). `limits` counts the
-//! instructions a limited client key adds per request, with counters in memory and in Redis
-//! (when `redis-server` is installed).
+//! comma list of `saturation,latency,streams,cpu,limits,filters,open`; default all). `limits`
+//! counts the instructions a limited client key adds per request, with counters in memory and in
+//! Redis (when `redis-server` is installed); `filters` those of each built-in filter.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -1139,6 +1139,42 @@ fn main() {
             println!("|---|---|");
             for (name, n) in rows {
                 println!("| {name} | {n} |");
+            }
+        }
+
+        if run("filters") {
+            println!("\ninstructions per passthrough request through each built-in filter (callgrind; {CPU_REQUESTS} requests on one connection):");
+            let models = r#"
+models:
+  none: { targets: [{ provider: pass, model: bench }] }
+  set-headers: { targets: [{ provider: pass, model: bench }], filters: [{ type: set_headers, headers: { x-team: bench } }] }
+  override-params: { targets: [{ provider: pass, model: bench }], filters: [{ type: override_params, max_tokens: { max: 1024, default: 256 }, temperature: { max: 1 } }] }
+  system-prompt: { targets: [{ provider: pass, model: bench }], filters: [{ type: system_prompt, prepend: "You are the bench's assistant." }] }
+  route-when: { targets: [{ provider: pass, model: bench }], filters: [{ type: route_when, rules: [{ when: 'header["x-tier"] == "gold" && estimated_tokens > 10', model: none }] }] }
+  guard: { targets: [{ provider: pass, model: bench }], filters: [{ type: guard, input: { deny: ["(?i)ignore previous instructions"], presets: [email, credit_card, api_key] } }] }
+  guard-output: { targets: [{ provider: pass, model: bench }], filters: [{ type: guard, output: { presets: [email, credit_card, api_key] } }] }
+"#;
+            let paths: Vec<(&str, Vec<u8>)> = [
+                ("no filter", "none"),
+                ("set_headers", "set-headers"),
+                ("override_params (clamps and adds max_tokens)", "override-params"),
+                ("system_prompt", "system-prompt"),
+                ("route_when (no rule matches)", "route-when"),
+                ("guard on input (nothing matches)", "guard"),
+                ("guard on output (answers through the canonical model)", "guard-output"),
+            ]
+            .into_iter()
+            .map(|(label, model)| (label, request_bytes("/v1/chat/completions", model, false, false)))
+            .collect();
+            match instructions_with(&gateway_bin, up_port, &dir, "filters", models, &paths).await {
+                Some(rows) => {
+                    println!("| path | instructions per request |");
+                    println!("|---|---|");
+                    for (name, n) in rows {
+                        println!("| {name} | {n} |");
+                    }
+                }
+                None => println!("skipped: needs valgrind (callgrind_control) and a gateway that answered"),
             }
         }
 
