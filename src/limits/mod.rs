@@ -635,6 +635,7 @@ mod tests {
             name: name.into(),
             key_sha256: crate::auth::digest(name),
             models: vec![],
+            filters: vec![],
             limits,
             model_limits: vec![ModelLimits {
                 models: vec!["big-*".into()],

@@ -22,14 +22,6 @@ pub struct ActiveFilters {
     pub info: RequestInfo,
 }
 
-/// What the request phase left to do.
-pub(super) enum Filtered {
-    /// Route this request (the client's, or the one filters rewrote).
-    Route(ClientRequest),
-    /// A filter answered or refused; the client has its answer.
-    Done,
-}
-
 /// The filters that apply: the gateway's own, then the key's, then the model's (a configured
 /// model; direct `PROVIDER/MODEL` routes have none).
 fn filters_for(
@@ -64,7 +56,9 @@ pub(super) fn to_gateway_error(error: FilterError) -> GatewayError {
     }
 }
 
-/// Runs the request phase of the request's filters; with none, the request goes on untouched.
+/// Runs the request phase of the request's filters: the request to route (the client's, or
+/// the one filters rewrote), or `None` when a filter answered or refused and the client has its
+/// answer. With no filters, the request goes on untouched.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn on_request(
     session: &mut ServerSession,
@@ -74,13 +68,13 @@ pub(super) async fn on_request(
     key: Option<&ClientKey>,
     request: ClientRequest,
     estimate: u64,
-) -> pingora::Result<Filtered> {
+) -> pingora::Result<Option<ClientRequest>> {
     if matches!(request, ClientRequest::Embeddings(_)) {
-        return Ok(Filtered::Route(request));
+        return Ok(Some(request));
     }
     let set = filters_for(global, table, key, request.model());
     if set.is_empty() {
-        return Ok(Filtered::Route(request));
+        return Ok(Some(request));
     }
     let info = RequestInfo {
         request_id: ctx.request_id.clone(),
@@ -101,7 +95,7 @@ pub(super) async fn on_request(
                 );
                 let request = filtered.into_request();
                 answer_from_filter(session, ctx, &request, answer).await?;
-                return Ok(Filtered::Done);
+                return Ok(None);
             }
             Err(error) => {
                 log::info!(
@@ -110,7 +104,7 @@ pub(super) async fn on_request(
                     ctx.request_id
                 );
                 respond::error(session, ctx, &to_gateway_error(error)).await?;
-                return Ok(Filtered::Done);
+                return Ok(None);
             }
         }
     }
@@ -118,12 +112,12 @@ pub(super) async fn on_request(
     if set.reads_answers() && !filtered.is_edited() {
         if let Err(err) = filtered.edit() {
             respond::error(session, ctx, &err).await?;
-            return Ok(Filtered::Done);
+            return Ok(None);
         }
     }
     let info = filtered.info.clone();
     ctx.filters = Some(Arc::new(ActiveFilters { set, info }));
-    Ok(Filtered::Route(filtered.into_request()))
+    Ok(Some(filtered.into_request()))
 }
 
 /// Sends an answer a filter made, in the client's dialect (streamed when it asked for a

@@ -66,9 +66,8 @@ pub(super) async fn handle(
         estimate,
     ))
     .await?;
-    let request = match filtered {
-        filtering::Filtered::Route(request) => request,
-        filtering::Filtered::Done => return Ok(()),
+    let Some(request) = filtered else {
+        return Ok(());
     };
     ctx.model_label = table.model_label(request.model());
     ctx.stream = request.stream();

@@ -123,6 +123,52 @@ fn non_negative(path: &str, value: Option<i64>, default: u64, issues: &mut Issue
     }
 }
 
+/// A `filters:` list: each item an object with a `type` and an optional unique `name`; the rest
+/// of it is the filter's settings, which the filter checks when the table is built.
+fn filters(
+    path: &str,
+    raw: Option<Vec<serde_json::Value>>,
+    issues: &mut Issues,
+) -> Vec<FilterSpec> {
+    let mut specs: Vec<FilterSpec> = Vec::new();
+    for (i, item) in raw.into_iter().flatten().enumerate() {
+        let path = format!("{path}[{i}]");
+        let serde_json::Value::Object(mut settings) = item else {
+            issues.push(path, "a filter is an object with a `type`");
+            continue;
+        };
+        let kind = match settings.shift_remove("type") {
+            Some(serde_json::Value::String(kind)) if !kind.is_empty() => kind,
+            _ => {
+                issues.push(format!("{path}.type"), "required: the filter's kind");
+                continue;
+            }
+        };
+        let name = match settings.shift_remove("name") {
+            None => kind.clone(),
+            Some(serde_json::Value::String(name)) if !name.is_empty() => name,
+            Some(_) => {
+                issues.push(format!("{path}.name"), "must be a non-empty string");
+                continue;
+            }
+        };
+        if specs.iter().any(|s| s.name == name) {
+            issues.push(
+                format!("{path}.name"),
+                format!("two filters here are named '{name}'; give one a `name`"),
+            );
+            continue;
+        }
+        specs.push(FilterSpec {
+            kind,
+            name,
+            settings,
+            path,
+        });
+    }
+    specs
+}
+
 #[cfg(test)]
 mod tests {
     use super::test_support::{env, issues};
@@ -242,50 +288,4 @@ models:
             );
         }
     }
-}
-
-/// A `filters:` list: each item an object with a `type` and an optional unique `name`; the rest
-/// of it is the filter's settings, which the filter checks when the table is built.
-fn filters(
-    path: &str,
-    raw: Option<Vec<serde_json::Value>>,
-    issues: &mut Issues,
-) -> Vec<FilterSpec> {
-    let mut specs: Vec<FilterSpec> = Vec::new();
-    for (i, item) in raw.into_iter().flatten().enumerate() {
-        let path = format!("{path}[{i}]");
-        let serde_json::Value::Object(mut settings) = item else {
-            issues.push(path, "a filter is an object with a `type`");
-            continue;
-        };
-        let kind = match settings.shift_remove("type") {
-            Some(serde_json::Value::String(kind)) if !kind.is_empty() => kind,
-            _ => {
-                issues.push(format!("{path}.type"), "required: the filter's kind");
-                continue;
-            }
-        };
-        let name = match settings.shift_remove("name") {
-            None => kind.clone(),
-            Some(serde_json::Value::String(name)) if !name.is_empty() => name,
-            Some(_) => {
-                issues.push(format!("{path}.name"), "must be a non-empty string");
-                continue;
-            }
-        };
-        if specs.iter().any(|s| s.name == name) {
-            issues.push(
-                format!("{path}.name"),
-                format!("two filters here are named '{name}'; give one a `name`"),
-            );
-            continue;
-        }
-        specs.push(FilterSpec {
-            kind,
-            name,
-            settings,
-            path,
-        });
-    }
-    specs
 }
