@@ -177,3 +177,153 @@ async fn the_example_binary_routes_by_header_and_tags_vendor_requests() {
         gw.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_allows_denies_rewrites_and_fails_by_its_policy() {
+    let upstream = MockUpstream::start(|req, _| echo_model(req)).await;
+    // The policy service: decides by the last user message.
+    let hook = MockUpstream::start(|req, _| {
+        let body = req.json();
+        let text = body["request"]["messages"].to_string();
+        if text.contains("forbidden") {
+            MockResponse::json(200, json!({"action": "deny", "message": "not on my watch", "status": 451}))
+        } else if text.contains("upgrade me") {
+            MockResponse::json(200, json!({"action": "rewrite", "model": "premium"}))
+        } else if text.contains("slow") {
+            MockResponse::json(200, json!({"action": "allow"}))
+                .header_delay(std::time::Duration::from_secs(2))
+        } else {
+            MockResponse::json(200, json!({"action": "allow"}))
+        }
+    })
+    .await;
+    let models = format!(
+        r#"  open-hook:
+    targets: [{{ provider: up, model: open-model }}]
+    filters: [{{ type: webhook, url: "{h}/check", timeout_ms: 300, failure_mode: fail_open }}]
+  closed-hook:
+    targets: [{{ provider: up, model: closed-model }}]
+    filters: [{{ type: webhook, url: "{h}/check", timeout_ms: 300, failure_mode: fail_closed }}]
+"#,
+        h = hook.url()
+    );
+    let yaml = config(&upstream, "").replace("models:\n", &format!("models:\n{models}"));
+    let gw = Gateway::start(&yaml).await;
+    let ask = |model: &'static str, text: &'static str| {
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth("sk-client-secret")
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": text}]}))
+            .send()
+    };
+    let ok: Value = ask("closed-hook", "hello").await.unwrap().json().await.unwrap();
+    assert_eq!(ok["choices"][0]["message"]["content"], "from closed-model");
+    let posted = hook.requests().last().unwrap().clone();
+    assert!(!posted.body_text().contains("sk-client-secret"));
+    assert!(posted.header("authorization").is_none());
+
+    let denied = ask("open-hook", "this is forbidden").await.unwrap();
+    assert_eq!(denied.status(), 451);
+    let body: Value = denied.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "not on my watch");
+
+    let rewritten: Value = ask("open-hook", "upgrade me").await.unwrap().json().await.unwrap();
+    assert_eq!(rewritten["choices"][0]["message"]["content"], "from premium-model");
+
+    // The hook is slower than its timeout: fail_open lets the request through, fail_closed
+    // refuses it with 503.
+    let open: Value = ask("open-hook", "slow").await.unwrap().json().await.unwrap();
+    assert_eq!(open["choices"][0]["message"]["content"], "from open-model");
+    let closed = ask("closed-hook", "slow").await.unwrap();
+    assert_eq!(closed.status(), 503);
+    let body: Value = closed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "filter_unavailable");
+    assert!(!body["error"]["message"].as_str().unwrap().contains("/check"));
+
+    let metrics = gw.metrics().await;
+    for action in ["allow", "deny", "rewrite", "error"] {
+        assert!(
+            metrics.contains(&format!(
+                "switchyard_filter_actions_total{{action=\"{action}\",filter=\"webhook\"}}"
+            )),
+            "{action}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_reload_under_load_without_a_failed_request() {
+    let upstream = MockUpstream::start(|req, _| {
+        // The system prompt the vendor saw, as the answer.
+        let body = req.json();
+        let system = body["messages"][0]["content"].as_str().unwrap_or("").to_string();
+        MockResponse::json(
+            200,
+            json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": system},
+                                "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}),
+        )
+    })
+    .await;
+    let with_prompt = |version: usize| {
+        config(&upstream, "").replace(
+            "  standard: { targets: [{ provider: up, model: standard-model }] }",
+            &format!(
+                "  standard:\n    targets: [{{ provider: up, model: standard-model }}]\n    filters: [{{ type: system_prompt, prepend: \"policy v{version}\" }}]"
+            ),
+        )
+    };
+    let gw = Gateway::start(&with_prompt(0)).await;
+    let url = format!("{}/v1/chat/completions", gw.url());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (url, stop) = (url.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let http = client();
+            let mut seen = std::collections::BTreeSet::new();
+            let mut failed = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let answer = http
+                    .post(&url)
+                    .json(&json!({"model": "standard", "messages": [{"role": "user", "content": "hi"}]}))
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) if r.status() == 200 => {
+                        let body: Value = r.json().await.unwrap_or_default();
+                        let text = body["choices"][0]["message"]["content"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string();
+                        seen.insert(text);
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (failed, seen)
+        }));
+    }
+    for version in 1..=5 {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        gw.write_config(&with_prompt(version));
+        let reloaded = client()
+            .post(format!("{}/admin/reload", gw.admin_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reloaded.status(), 200, "reload {version}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = std::collections::BTreeSet::new();
+    for task in load {
+        let (failed, versions) = task.await.unwrap();
+        assert_eq!(failed, 0, "no request failed during the reloads");
+        seen.extend(versions);
+    }
+    assert!(seen.contains("policy v0"), "{seen:?}");
+    assert!(seen.contains("policy v5"), "{seen:?}");
+    assert!(seen.iter().all(|s| s.starts_with("policy v")), "{seen:?}");
+}
