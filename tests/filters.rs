@@ -186,7 +186,10 @@ async fn a_webhook_allows_denies_rewrites_and_fails_by_its_policy() {
         let body = req.json();
         let text = body["request"]["messages"].to_string();
         if text.contains("forbidden") {
-            MockResponse::json(200, json!({"action": "deny", "message": "not on my watch", "status": 451}))
+            MockResponse::json(
+                200,
+                json!({"action": "deny", "message": "not on my watch", "status": 451}),
+            )
         } else if text.contains("upgrade me") {
             MockResponse::json(200, json!({"action": "rewrite", "model": "premium"}))
         } else if text.contains("slow") {
@@ -216,7 +219,12 @@ async fn a_webhook_allows_denies_rewrites_and_fails_by_its_policy() {
             .json(&json!({"model": model, "messages": [{"role": "user", "content": text}]}))
             .send()
     };
-    let ok: Value = ask("closed-hook", "hello").await.unwrap().json().await.unwrap();
+    let ok: Value = ask("closed-hook", "hello")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ok["choices"][0]["message"]["content"], "from closed-model");
     let posted = hook.requests().last().unwrap().clone();
     assert!(!posted.body_text().contains("sk-client-secret"));
@@ -227,18 +235,34 @@ async fn a_webhook_allows_denies_rewrites_and_fails_by_its_policy() {
     let body: Value = denied.json().await.unwrap();
     assert_eq!(body["error"]["message"], "not on my watch");
 
-    let rewritten: Value = ask("open-hook", "upgrade me").await.unwrap().json().await.unwrap();
-    assert_eq!(rewritten["choices"][0]["message"]["content"], "from premium-model");
+    let rewritten: Value = ask("open-hook", "upgrade me")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rewritten["choices"][0]["message"]["content"],
+        "from premium-model"
+    );
 
     // The hook is slower than its timeout: fail_open lets the request through, fail_closed
     // refuses it with 503.
-    let open: Value = ask("open-hook", "slow").await.unwrap().json().await.unwrap();
+    let open: Value = ask("open-hook", "slow")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(open["choices"][0]["message"]["content"], "from open-model");
     let closed = ask("closed-hook", "slow").await.unwrap();
     assert_eq!(closed.status(), 503);
     let body: Value = closed.json().await.unwrap();
     assert_eq!(body["error"]["code"], "filter_unavailable");
-    assert!(!body["error"]["message"].as_str().unwrap().contains("/check"));
+    assert!(!body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/check"));
 
     let metrics = gw.metrics().await;
     for action in ["allow", "deny", "rewrite", "error"] {
@@ -256,7 +280,10 @@ async fn filters_reload_under_load_without_a_failed_request() {
     let upstream = MockUpstream::start(|req, _| {
         // The system prompt the vendor saw, as the answer.
         let body = req.json();
-        let system = body["messages"][0]["content"].as_str().unwrap_or("").to_string();
+        let system = body["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         MockResponse::json(
             200,
             json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",

@@ -2,6 +2,11 @@
 //! Each kind is a module; [`build`] makes one from its settings, refusing unknown settings with
 //! their key path.
 
+pub mod expr;
+pub mod headers;
+pub mod params;
+pub mod route_when;
+pub mod system_prompt;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -13,6 +18,11 @@ use crate::config::FilterSpec;
 /// ...`).
 pub fn build(spec: &FilterSpec) -> Result<Arc<dyn Filter>, String> {
     let built: Result<Arc<dyn Filter>, String> = match spec.kind.as_str() {
+        "set_headers" => headers::SetHeaders::build(spec),
+        "remove_headers" => headers::RemoveHeaders::build(spec),
+        "override_params" => params::OverrideParams::build(spec),
+        "system_prompt" => system_prompt::SystemPrompt::build(spec),
+        "route_when" => route_when::RouteWhen::build(spec),
         "webhook" => webhook::build(spec),
         other => Err(format!(
             "unknown filter type '{other}' (types: set_headers, remove_headers, override_params, system_prompt, route_when, guard, webhook)"
