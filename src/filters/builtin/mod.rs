@@ -2,6 +2,8 @@
 //! Each kind is a module; [`build`] makes one from its settings, refusing unknown settings with
 //! their key path.
 
+pub mod guard;
+
 use std::sync::Arc;
 
 use super::Filter;
@@ -11,6 +13,7 @@ use crate::config::FilterSpec;
 /// ...`).
 pub fn build(spec: &FilterSpec) -> Result<Arc<dyn Filter>, String> {
     let built: Result<Arc<dyn Filter>, String> = match spec.kind.as_str() {
+        "guard" => guard::Guard::build(spec),
         other => Err(format!(
             "unknown filter type '{other}' (types: set_headers, remove_headers, override_params, system_prompt, route_when, guard, webhook)"
         )),
