@@ -3,6 +3,7 @@
 //! their key path.
 
 pub mod expr;
+pub mod guard;
 pub mod headers;
 pub mod params;
 pub mod route_when;
@@ -24,6 +25,7 @@ pub fn build(spec: &FilterSpec) -> Result<Arc<dyn Filter>, String> {
         "system_prompt" => system_prompt::SystemPrompt::build(spec),
         "route_when" => route_when::RouteWhen::build(spec),
         "webhook" => webhook::build(spec),
+        "guard" => guard::Guard::build(spec),
         other => Err(format!(
             "unknown filter type '{other}' (types: set_headers, remove_headers, override_params, system_prompt, route_when, guard, webhook)"
         )),
