@@ -311,6 +311,12 @@ impl OverrideParams {
 
 /// Whether the request carries the parameter `name` (not null).
 fn present(r: &chat::Request<'_>, name: &str) -> bool {
+    // Another dialect's request carries an OpenAI name it has no field for in `rest` (an
+    // Anthropic request's `logit_bias`).
+    r.rest.get(name).is_some_and(|v| !v.is_null()) || typed_present(r, name)
+}
+
+fn typed_present(r: &chat::Request<'_>, name: &str) -> bool {
     match name {
         "stream" => r.stream,
         "thinking" => r.thinking_budget.is_some(),
@@ -334,7 +340,7 @@ fn present(r: &chat::Request<'_>, name: &str) -> bool {
         "user" => r.user.is_some(),
         "safety_identifier" => r.safety_identifier.is_some(),
         "reasoning_effort" => r.reasoning_effort.is_some(),
-        other => r.rest.get(other).is_some_and(|v| !v.is_null()),
+        _ => false,
     }
 }
 
