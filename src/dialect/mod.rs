@@ -199,6 +199,18 @@ impl ClientRequest {
         }))
     }
 
+    /// Routes the request by another public model; the vendor still gets its target's model.
+    pub fn set_model(&mut self, model: String) {
+        match self {
+            ClientRequest::OpenAi(r) => r.model = model,
+            ClientRequest::Anthropic(r) => r.model = model,
+            ClientRequest::Embeddings(r) => r.model = model,
+            ClientRequest::Responses(r) => r.model = model,
+            ClientRequest::Completions(r) => r.model = model,
+            ClientRequest::Filtered(f) => f.model = model,
+        }
+    }
+
     /// The client's request as it arrived (before filters).
     pub fn original(&self) -> &ClientRequest {
         match self {

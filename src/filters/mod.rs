@@ -49,7 +49,7 @@ pub struct RequestInfo {
     /// must not copy them anywhere).
     pub headers: HeaderMap,
     /// Values filters pass to each other and to the log (`route_when` reads them, a webhook may
-    /// set them). Starts with the body's `metadata` object when it has one.
+    /// set them). Starts empty.
     pub metadata: Map<String, Value>,
 }
 
@@ -148,19 +148,18 @@ impl FilterRequest {
         self.edited.is_some()
     }
 
-    /// The request to route: the client's own, or the edited one under its model.
+    /// The request to route: the client's own (under the model filters chose, still passed
+    /// through to a vendor of its dialect), or the edited one.
     pub fn into_request(self) -> ClientRequest {
         match self.edited {
             Some(request) => ClientRequest::filtered(self.original, self.model, request),
-            None if self.model != self.original.model() => {
-                let canonical = self.original.canonical().map(chat::Request::into_owned);
-                match canonical {
-                    Ok(request) => ClientRequest::filtered(self.original, self.model, request),
-                    // Embeddings have no canonical form; filters do not run on them.
-                    Err(_) => self.original,
+            None => {
+                let mut request = self.original;
+                if request.model() != self.model {
+                    request.set_model(self.model);
                 }
+                request
             }
-            None => self.original,
         }
     }
 }
