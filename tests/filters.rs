@@ -246,6 +246,19 @@ async fn a_webhook_allows_denies_rewrites_and_fails_by_its_policy() {
         "from premium-model"
     );
 
+    // The Anthropic dialect: the hook's refusal in Anthropic's format, with its status.
+    let refused = client()
+        .post(format!("{}/v1/messages", gw.url()))
+        .json(&json!({"model": "open-hook", "max_tokens": 10,
+                      "messages": [{"role": "user", "content": "this is forbidden"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 451);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["message"], "not on my watch");
+
     // The hook is slower than its timeout: fail_open lets the request through, fail_closed
     // refuses it with 503.
     let open: Value = ask("open-hook", "slow")
@@ -504,6 +517,33 @@ async fn built_in_filters_in_both_dialects_json_and_streams() {
         "Your key is [REDACTED:api_key] and mail [REDACTED:email] today."
     );
     assert!(streamed.ends_with("data: [DONE]\n\n"));
+
+    // The Responses API, streamed: the same filters, in its typed events.
+    let streamed = client()
+        .post(format!("{}/v1/responses", gw.url()))
+        .json(&json!({"model": "guarded", "input": secret, "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let deltas: String = support::sse_data(&streamed)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v["type"] == "response.output_text.delta")
+        .filter_map(|v| v["delta"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        deltas,
+        "Your key is [REDACTED:api_key] and mail [REDACTED:email] today."
+    );
+    assert!(streamed.contains("response.completed"), "{streamed}");
+    let body = upstream.requests().last().unwrap().json();
+    assert_eq!(
+        body["messages"][1]["content"],
+        "use [REDACTED:api_key] please"
+    );
 
     // Refusals, in each dialect's format; nothing reaches the vendor.
     let before = upstream.request_count();
