@@ -30,11 +30,10 @@ fn filters_for(
     key: Option<&ClientKey>,
     model: &str,
 ) -> FilterSet {
-    let route = table.resolve(model).ok();
     let parts = [
         Some(global),
         key.map(|k| &k.filters),
-        route.as_deref().map(|r| &r.filters),
+        table.model_filters(model),
     ];
     if parts.iter().flatten().all(|set| set.is_empty()) {
         return FilterSet::default();

@@ -430,6 +430,12 @@ impl RoutingTable {
             .unwrap_or_else(TargetHealth::detached)
     }
 
+    /// The filters of a configured model (`models.NAME.filters`); direct `PROVIDER/MODEL`
+    /// routes and unknown names have none. A map lookup: no route is built.
+    pub fn model_filters(&self, model: &str) -> Option<&FilterSet> {
+        self.models.get(model).map(|route| &route.filters)
+    }
+
     /// The `model` label of a request for `model`, bounded by the config: a configured name
     /// (usable or not), `PROVIDER/*` for a direct route to a configured provider, else
     /// `unknown`, so that clients cannot mint label values.
