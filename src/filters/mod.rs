@@ -268,14 +268,19 @@ pub trait StreamFilter: Send {
 }
 
 /// Counts one filter action (`deny`, `rewrite`, `route`, `redact`, `respond`, `allow`,
-/// `error`) and says so in the log.
+/// `error`) and says so in the log: refusals and failures at `info`, routine changes at `debug`
+/// (a line per request would cost more than most filters).
 pub fn record(filter: &str, action: &str, request_id: &str) {
     METRICS
         .filter_actions_total
         .with_label_values(&[filter, action])
         .inc();
-    if action != "allow" {
-        log::info!("filter '{filter}' {action}: request {request_id}");
+    match action {
+        "allow" => {}
+        "deny" | "error" | "respond" => {
+            log::info!("filter '{filter}' {action}: request {request_id}");
+        }
+        _ => log::debug!("filter '{filter}' {action}: request {request_id}"),
     }
 }
 
