@@ -92,6 +92,21 @@ pub(super) async fn load_history(
     Ok(())
 }
 
+/// A response object's `id`: read off its start when it leads (the gateway's encoder and
+/// OpenAI both put it first, and the rest of a large answer need not be scanned), else parsed.
+fn response_id(body: &[u8]) -> Option<String> {
+    if let Some(rest) = body.strip_prefix(br#"{"id":""#) {
+        if let Some(end) = rest.iter().position(|b| *b == b'"' || *b == b'\\') {
+            if rest[end] == b'"' {
+                return std::str::from_utf8(&rest[..end]).ok().map(str::to_string);
+            }
+        }
+    }
+    serde_json::from_slice::<Identified>(body)
+        .ok()
+        .and_then(|r| r.id)
+}
+
 /// Keeps an answered request's response (`body`, as the client received it) when it asked to
 /// be stored. A store that fails is logged, not sent to the client: its answer is complete.
 pub(crate) async fn keep(request: &ResponsesRequest, owner: Option<&str>, body: &[u8]) {
@@ -108,14 +123,14 @@ async fn try_keep(
     owner: Option<&str>,
     body: &[u8],
 ) -> Result<(), GatewayError> {
-    let id = serde_json::from_slice::<Identified>(body)
-        .ok()
-        .and_then(|r| r.id)
-        .ok_or_else(|| corrupt("the response has no id"))?;
-    let input = serde_json::to_string(&request.input_items()?).map_err(corrupt)?;
+    let id = response_id(body).ok_or_else(|| corrupt("the response has no id"))?;
+    let input = request.input_items()?;
     let input = match &request.history {
-        Some(history) => concat_arrays(std::str::from_utf8(history).map_err(corrupt)?, &input)?,
-        None => input.into_bytes(),
+        Some(history) => concat_arrays(
+            std::str::from_utf8(history).map_err(corrupt)?,
+            std::str::from_utf8(&input).map_err(corrupt)?,
+        )?,
+        None => input,
     };
     let mut record = Vec::with_capacity(input.len() + body.len() + 24);
     record.extend_from_slice(b"{\"input\":");
@@ -175,6 +190,23 @@ async fn answer(key: Option<&ClientKey>, delete: bool, id: &str) -> Result<Bytes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_read_off_the_start_or_parsed() {
+        assert_eq!(
+            response_id(br#"{"id":"resp_1","x":1}"#).as_deref(),
+            Some("resp_1")
+        );
+        assert_eq!(
+            response_id(br#"{"object":"response","id":"resp_2"}"#).as_deref(),
+            Some("resp_2")
+        );
+        assert_eq!(
+            response_id(br#"{"id":"a\"b","x":1}"#).as_deref(),
+            Some("a\"b")
+        );
+        assert_eq!(response_id(b"{}"), None);
+    }
 
     #[test]
     fn arrays_join_without_reparsing() {

@@ -233,22 +233,28 @@ impl ResponsesRequest {
         Ok(crate::chat::json_bytes(&Value::Object(body)))
     }
 
-    /// This request's input as a list of items (a string input is one user message), for the
-    /// stored conversation.
-    pub fn input_items(&self) -> Result<Vec<Value>, GatewayError> {
+    /// This request's input as a JSON list of items (a string input is one user message), for
+    /// the stored conversation: the client's own bytes, not parsed into values.
+    pub fn input_items(&self) -> Result<Vec<u8>, GatewayError> {
         #[derive(Deserialize)]
-        struct Input {
-            #[serde(default)]
-            input: Option<Value>,
+        struct Input<'a> {
+            #[serde(default, borrow)]
+            input: Option<&'a RawValue>,
         }
         let input: Input = serde_json::from_slice(&self.raw)
             .map_err(|e| GatewayError::invalid(format!("invalid request body: {e}"), None))?;
-        Ok(match input.input {
-            Some(Value::Array(items)) => items,
-            Some(Value::String(text)) => {
-                vec![json!({"type": "message", "role": "user", "content": text})]
+        let raw = input.input.map_or("[]", RawValue::get);
+        Ok(match raw.as_bytes().first() {
+            Some(b'[') => raw.as_bytes().to_vec(),
+            // A JSON string literal, already escaped: it is the message's content as it is.
+            Some(b'"') => {
+                let mut items = Vec::with_capacity(raw.len() + 48);
+                items.extend_from_slice(br#"[{"type":"message","role":"user","content":"#);
+                items.extend_from_slice(raw.as_bytes());
+                items.extend_from_slice(b"}]");
+                items
             }
-            _ => Vec::new(),
+            _ => b"[]".to_vec(),
         })
     }
 
