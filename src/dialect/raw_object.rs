@@ -142,6 +142,37 @@ impl RawObject {
         }
     }
 
+    /// `{"model":…, <the fields>}` as an OpenAI-format upstream body, the fields copied as their
+    /// bytes; a stream (`stream` set) also asks for usage, which the gateway counts, keeping the
+    /// client's other `stream_options`.
+    pub fn openai_body(
+        &self,
+        model: &str,
+        stream: bool,
+        stream_options: &Map<String, Value>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.text_len() + model.len() + 96);
+        out.push(b'{');
+        write_key(&mut out, "model");
+        push_json(&mut out, model);
+        out.push(b',');
+        self.write_fields(&mut out);
+        if stream {
+            out.extend_from_slice(b"\"stream\":true,\"stream_options\":{\"include_usage\":true");
+            for (key, value) in stream_options {
+                out.push(b',');
+                write_key(&mut out, key);
+                push_json(&mut out, value);
+            }
+            out.push(b'}');
+        } else {
+            // The comma after the last field.
+            out.pop();
+        }
+        out.push(b'}');
+        out
+    }
+
     /// The fields as a `serde_json::Map`, for code that needs to look into them.
     pub fn to_map(&self) -> Map<String, Value> {
         self.iter()
@@ -167,6 +198,11 @@ impl RawObject {
         // The body was parsed as JSON, so it is UTF-8 and every value span is too.
         std::str::from_utf8(&self.body[range.clone()]).unwrap_or("null")
     }
+}
+
+fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // A string or a `Value` always serialises, and a Vec takes every write.
+    let _ = serde_json::to_writer(out, value);
 }
 
 /// Appends `"key":`, escaped as JSON.

@@ -21,7 +21,7 @@ use super::{field_value, model_name, stream_fields};
 use crate::accounting::{round_usd, OpenAiUsageOut};
 use crate::chat::{self, now_unix, Event};
 use crate::config::Price;
-use crate::dialect::raw_object::{write_key, RawObject};
+use crate::dialect::raw_object::RawObject;
 use crate::error::GatewayError;
 
 /// OpenAI's default `max_tokens` for legacy completions.
@@ -222,32 +222,9 @@ impl CompletionsRequest {
     /// copied as their bytes, and for streams `stream_options.include_usage` (the gateway counts
     /// tokens; the relay drops the usage chunk again when the client did not ask for it).
     pub fn body_with_model(&self, model: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.fields.text_len() + model.len() + 96);
-        out.push(b'{');
-        write_key(&mut out, "model");
-        push_json(&mut out, model);
-        out.push(b',');
-        self.fields.write_fields(&mut out);
-        if self.stream {
-            out.extend_from_slice(b"\"stream\":true,\"stream_options\":{\"include_usage\":true");
-            for (key, value) in &self.stream_options_rest {
-                out.push(b',');
-                write_key(&mut out, key);
-                push_json(&mut out, value);
-            }
-            out.push(b'}');
-        } else {
-            // The comma after the last field.
-            out.pop();
-        }
-        out.push(b'}');
-        out
+        self.fields
+            .openai_body(model, self.stream, &self.stream_options_rest)
     }
-}
-
-fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    // A string or a `Value` always serialises, and a Vec takes every write.
-    let _ = serde_json::to_writer(out, value);
 }
 
 /// A `cmpl-` id from the vendor's answer id.

@@ -9,7 +9,6 @@ use serde_json::{Map, Value};
 use super::{canonical, OpenAiAdapter};
 use crate::config::ProviderKind;
 use crate::dialect::openai::{ChatRequest, MessagesSummary};
-use crate::dialect::raw_object::write_key;
 use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
 
@@ -120,32 +119,9 @@ impl OpenAiAdapter {
 /// `{"model":…, <the client's fields>, "stream":true, "stream_options":{…}}`, the client's fields
 /// copied as they came; the same JSON as [`OutgoingBody`] without parsing the body.
 fn spliced_body(request: &ChatRequest, model: &str) -> Vec<u8> {
-    let fields = request.raw_fields();
-    let mut out = Vec::with_capacity(fields.text_len() + model.len() + 96);
-    out.extend_from_slice(b"{");
-    write_key(&mut out, "model");
-    push_json(&mut out, model);
-    out.push(b',');
-    fields.write_fields(&mut out);
-    if request.stream {
-        out.extend_from_slice(b"\"stream\":true,\"stream_options\":{\"include_usage\":true");
-        for (key, value) in &request.stream_options_rest {
-            out.push(b',');
-            write_key(&mut out, key);
-            push_json(&mut out, value);
-        }
-        out.push(b'}');
-    } else {
-        // The comma after the last field.
-        out.pop();
-    }
-    out.push(b'}');
-    out
-}
-
-fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    // A string or a `Value` always serialises, and a Vec takes every write.
-    let _ = serde_json::to_writer(out, value);
+    request
+        .raw_fields()
+        .openai_body(model, request.stream, &request.stream_options_rest)
 }
 
 /// Whether a quirk changes this request (from the messages' summary: no `Value` is built).
