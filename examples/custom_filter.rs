@@ -1,6 +1,7 @@
 //! A gateway binary of your own, with a filter written in Rust: requests that say
-//! `x-tier: gold` go to the `premium` model, every vendor request carries the tier in an
-//! `x-tier` header, and each finished request is logged with its cost.
+//! `x-tier: gold` go to the `premium` model, `x-tier: canned` ones are answered by the filter
+//! itself (no vendor is asked), every vendor request carries the tier in an `x-tier` header,
+//! and each finished request is logged with its cost.
 //!
 //! ```sh
 //! cargo run --example custom_filter -- serve --config conf/switchyard.yaml
@@ -12,6 +13,8 @@
 //! filter runs before the filters of the client's key and model from the config.
 
 use http::{HeaderName, HeaderValue};
+use switchyard::accounting::Usage;
+use switchyard::chat;
 use switchyard::filters::{
     record, AttemptRequest, Filter, FilterError, FilterRequest, LogSummary, RequestInfo, Verdict,
 };
@@ -45,9 +48,13 @@ impl Filter for TierRouting {
                 record(self.name(), "route", &request.info.request_id);
             }
             "standard" => {}
+            "canned" => {
+                record(self.name(), "respond", &request.info.request_id);
+                return Ok(Verdict::Respond(canned(request.model())));
+            }
             other => {
                 return Err(FilterError::denied(format!(
-                    "unknown x-tier '{other}' (tiers: standard, gold)"
+                    "unknown x-tier '{other}' (tiers: standard, gold, canned)"
                 )))
             }
         }
@@ -81,6 +88,25 @@ impl Filter for TierRouting {
             summary.provider.unwrap_or("nobody"),
             summary.cost_usd.unwrap_or(0.0)
         );
+    }
+}
+
+/// The answer a filter gives itself; the gateway renders it in the client's dialect, streamed
+/// when the client asked for a stream.
+fn canned(model: &str) -> chat::Response {
+    chat::Response {
+        id: "canned-1".into(),
+        created: chat::now_unix(),
+        model: model.to_string(),
+        choices: vec![chat::Choice {
+            content: Some("This answer never left the gateway.".into()),
+            ..chat::Choice::default()
+        }],
+        usage: Usage {
+            prompt_tokens: 0,
+            completion_tokens: 7,
+            ..Usage::default()
+        },
     }
 }
 

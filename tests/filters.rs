@@ -9,24 +9,21 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 use support::{client, Gateway, MockResponse, MockUpstream, RecordedRequest, BINARY_ENV};
 
-/// The example binary cargo builds with the tests (`cargo test` builds examples); built here
-/// when a narrower command did not.
+/// The example binary: `cargo test` builds examples with the tests; a narrower command (`cargo
+/// test --test filters`) does not, so cargo is asked here too (a no-op when it is up to date).
 fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>");
-    let path = dir.join("examples").join(name);
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example");
-        assert!(status.success(), "cargo build --example {name} failed");
-    }
-    path
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build --example");
+    assert!(status.success(), "cargo build --example {name} failed");
+    dir.join("examples").join(name)
 }
 
 /// An OpenAI-compatible upstream that answers with the model it was asked for.
@@ -162,6 +159,38 @@ async fn the_example_binary_routes_by_header_and_tags_vendor_requests() {
     let refused: Value = messages("platinum").await.unwrap().json().await.unwrap();
     assert_eq!(refused["type"], "error");
     assert_eq!(refused["error"]["type"], "invalid_request_error");
+
+    // Answered by the filter itself, in each dialect, whole and streamed.
+    let before = upstream.request_count();
+    let canned: Value = chat(Some("canned"), hello.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        canned["choices"][0]["message"]["content"],
+        "This answer never left the gateway."
+    );
+    assert_eq!(canned["usage"]["completion_tokens"], 7);
+    let mut streamed_hello = hello.clone();
+    streamed_hello["stream"] = json!(true);
+    let streamed = chat(Some("canned"), streamed_hello)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        streamed.contains("never left the gateway") && streamed.ends_with("data: [DONE]\n\n"),
+        "{streamed}"
+    );
+    let anthropic = messages("canned").await.unwrap().text().await.unwrap();
+    assert!(
+        anthropic.contains("never left the gateway") && anthropic.contains("event: message_stop"),
+        "{anthropic}"
+    );
+    assert_eq!(upstream.request_count(), before, "no vendor was asked");
 
     let metrics = gw.metrics().await;
     assert!(
