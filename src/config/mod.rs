@@ -232,12 +232,17 @@ pub struct StateSettings {
     /// At most this many stored responses on the memory backend, the oldest evicted first
     /// (`state.responses_max_entries`; Redis's own memory policy applies to the other).
     pub responses_max_entries: usize,
+    /// At most this many bytes of stored responses on the memory backend, the oldest evicted
+    /// first (`state.responses_max_mib`).
+    pub responses_max_bytes: usize,
 }
 
 /// `state.responses_ttl_s` when absent: 30 days, as long as OpenAI keeps responses.
 pub const DEFAULT_RESPONSES_TTL_S: u64 = 30 * 24 * 3600;
 /// `state.responses_max_entries` when absent.
 pub const DEFAULT_RESPONSES_MAX_ENTRIES: u64 = 10_000;
+/// `state.responses_max_mib` when absent.
+pub const DEFAULT_RESPONSES_MAX_MIB: u64 = 256;
 
 impl Default for StateSettings {
     fn default() -> Self {
@@ -248,6 +253,7 @@ impl Default for StateSettings {
             snapshot: None,
             responses_ttl: Duration::from_secs(DEFAULT_RESPONSES_TTL_S),
             responses_max_entries: DEFAULT_RESPONSES_MAX_ENTRIES as usize,
+            responses_max_bytes: (DEFAULT_RESPONSES_MAX_MIB as usize) << 20,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct RawState {
     pub snapshot_interval_s: Option<i64>,
     pub responses_ttl_s: Option<i64>,
     pub responses_max_entries: Option<i64>,
+    /// Memory backend: at most this many MiB of stored responses.
+    pub responses_max_mib: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,4 +1,4 @@
-//! The memory backend: a map with a deadline per entry and a cap on entries.
+//! The memory backend: a map with a deadline per entry and caps on entries and bytes.
 //!
 //! Entries are also kept in insertion order, which (with one TTL for all) is the order they
 //! expire in: each insert drops a few expired entries from the front, and when the map is full,
@@ -17,8 +17,17 @@ use super::StoredResponse;
 /// up, and few enough that the lock stays short.
 const PURGE_PER_INSERT: usize = 8;
 
+/// How much the memory backend keeps at most.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
 struct Entry {
     seq: u64,
+    /// What the entry counts against [`Limits::bytes`].
+    size: usize,
     /// `None`: the TTL reaches past what `Instant` can hold, so never.
     expires: Option<Instant>,
     response: StoredResponse,
@@ -42,18 +51,23 @@ struct Inner {
     /// Insertion sequence → id, oldest first.
     order: BTreeMap<u64, String>,
     next_seq: u64,
+    /// The sizes of all entries.
+    bytes: usize,
 }
 
 impl Inner {
     fn remove(&mut self, id: &str) -> Option<Entry> {
         let entry = self.entries.remove(id)?;
         self.order.remove(&entry.seq);
+        self.bytes -= entry.size;
         Some(entry)
     }
 
     fn pop_oldest(&mut self) -> Option<Entry> {
         let (_, id) = self.order.pop_first()?;
-        self.entries.remove(&id)
+        let entry = self.entries.remove(&id)?;
+        self.bytes -= entry.size;
+        Some(entry)
     }
 
     fn oldest_expired(&self, now: Instant) -> bool {
@@ -74,15 +88,17 @@ impl MemoryResponses {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stores (or replaces) `id` until `now + ttl`, evicting the oldest entries beyond `cap`.
+    /// Stores (or replaces) `id` until `now + ttl`, evicting the oldest entries beyond the
+    /// limits; one larger than all the bytes allowed is not stored.
     pub(super) fn put(
         &self,
         id: &str,
         response: StoredResponse,
         ttl: Duration,
-        cap: usize,
+        limits: Limits,
         now: Instant,
     ) {
+        let size = id.len() + response.body.len() + response.owner.as_ref().map_or(0, String::len);
         // Dropped after the lock is released.
         let mut dropped = Vec::new();
         let mut inner = self.lock();
@@ -93,7 +109,12 @@ impl MemoryResponses {
             }
             dropped.extend(inner.pop_oldest());
         }
-        while inner.entries.len() >= cap.max(1) {
+        if size > limits.bytes {
+            drop(inner);
+            log::warn!("response {id} not stored: its {size} bytes exceed state.responses_max_mib");
+            return;
+        }
+        while inner.entries.len() >= limits.entries.max(1) || inner.bytes + size > limits.bytes {
             match inner.pop_oldest() {
                 Some(e) => dropped.push(e),
                 None => break,
@@ -102,10 +123,12 @@ impl MemoryResponses {
         let seq = inner.next_seq;
         inner.next_seq += 1;
         inner.order.insert(seq, id.to_string());
+        inner.bytes += size;
         inner.entries.insert(
             id.to_string(),
             Entry {
                 seq,
+                size,
                 expires: now.checked_add(ttl),
                 response,
             },
@@ -159,6 +182,13 @@ impl MemoryResponses {
 mod tests {
     use super::*;
 
+    fn cap(entries: usize) -> Limits {
+        Limits {
+            entries,
+            bytes: usize::MAX,
+        }
+    }
+
     fn stored(owner: Option<&str>, body: &'static str) -> StoredResponse {
         StoredResponse {
             owner: owner.map(str::to_string),
@@ -172,8 +202,8 @@ mod tests {
     fn put_get_delete_scoped_by_owner() {
         let m = MemoryResponses::default();
         let now = Instant::now();
-        m.put("r1", stored(Some("a"), "{\"x\":1}"), TTL, 10, now);
-        m.put("r2", stored(None, "open"), TTL, 10, now);
+        m.put("r1", stored(Some("a"), "{\"x\":1}"), TTL, cap(10), now);
+        m.put("r2", stored(None, "open"), TTL, cap(10), now);
         assert_eq!(
             m.get("r1", Some("a"), now).as_deref(),
             Some(&b"{\"x\":1}"[..])
@@ -193,7 +223,7 @@ mod tests {
         assert!(!m.delete("r1", Some("a"), now));
         assert_eq!(m.get("r1", Some("a"), now), None);
         // Replacing an id keeps one entry, with the new body and owner.
-        m.put("r2", stored(Some("b"), "new"), TTL, 10, now);
+        m.put("r2", stored(Some("b"), "new"), TTL, cap(10), now);
         assert_eq!(m.len(), 1);
         assert_eq!(m.get("r2", None, now), None);
         assert_eq!(m.get("r2", Some("b"), now).as_deref(), Some(&b"new"[..]));
@@ -204,9 +234,9 @@ mod tests {
         let m = MemoryResponses::default();
         let t0 = Instant::now();
         let ttl = Duration::from_secs(10);
-        m.put("old", stored(None, "1"), ttl, 100, t0);
+        m.put("old", stored(None, "1"), ttl, cap(100), t0);
         let later = t0 + Duration::from_secs(5);
-        m.put("young", stored(None, "2"), ttl, 100, later);
+        m.put("young", stored(None, "2"), ttl, cap(100), later);
         let t1 = t0 + Duration::from_secs(10);
         assert_eq!(m.get("old", None, t1), None, "expired at its deadline");
         assert!(!m.delete("old", None, t1));
@@ -214,16 +244,16 @@ mod tests {
 
         // Expired entries nobody reads again go on a later insert.
         for i in 0..20 {
-            m.put(&format!("e{i}"), stored(None, "x"), ttl, 100, t1);
+            m.put(&format!("e{i}"), stored(None, "x"), ttl, cap(100), t1);
         }
         assert_eq!(m.len(), 21);
         let t2 = t1 + Duration::from_secs(11);
-        m.put("a", stored(None, "x"), ttl, 100, t2);
-        m.put("b", stored(None, "x"), ttl, 100, t2);
-        m.put("c", stored(None, "x"), ttl, 100, t2);
+        m.put("a", stored(None, "x"), ttl, cap(100), t2);
+        m.put("b", stored(None, "x"), ttl, cap(100), t2);
+        m.put("c", stored(None, "x"), ttl, cap(100), t2);
         assert_eq!(m.len(), 3, "the 21 expired ones purged, 8 per insert");
         // A TTL past what Instant holds never expires rather than panicking.
-        m.put("forever", stored(None, "x"), Duration::MAX, 100, t2);
+        m.put("forever", stored(None, "x"), Duration::MAX, cap(100), t2);
         assert!(m.get("forever", None, t2 + TTL).is_some());
     }
 
@@ -232,21 +262,53 @@ mod tests {
         let m = MemoryResponses::default();
         let now = Instant::now();
         for id in ["a", "b", "c"] {
-            m.put(id, stored(None, "x"), TTL, 3, now);
+            m.put(id, stored(None, "x"), TTL, cap(3), now);
         }
         // Re-storing "a" makes it the newest; then "b" is the oldest.
-        m.put("a", stored(None, "y"), TTL, 3, now);
-        m.put("d", stored(None, "x"), TTL, 3, now);
+        m.put("a", stored(None, "y"), TTL, cap(3), now);
+        m.put("d", stored(None, "x"), TTL, cap(3), now);
         assert_eq!(m.len(), 3);
         assert_eq!(m.get("b", None, now), None);
         for id in ["a", "c", "d"] {
             assert!(m.get(id, None, now).is_some(), "{id}");
         }
         // A smaller cap (after a reload) evicts down to it on the next insert.
-        m.put("e", stored(None, "x"), TTL, 2, now);
+        m.put("e", stored(None, "x"), TTL, cap(2), now);
         assert_eq!(m.len(), 2);
         assert!(m.get("d", None, now).is_some() && m.get("e", None, now).is_some());
         m.clear();
         assert_eq!(m.len(), 0);
+    }
+
+    #[test]
+    fn the_byte_cap_evicts_the_oldest_and_refuses_what_cannot_fit() {
+        let m = MemoryResponses::default();
+        let now = Instant::now();
+        // Each entry counts its id and body: 1 + 9 bytes.
+        let limits = Limits {
+            entries: 100,
+            bytes: 25,
+        };
+        for id in ["a", "b"] {
+            m.put(id, stored(None, "123456789"), TTL, limits, now);
+        }
+        m.put("c", stored(None, "123456789"), TTL, limits, now);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.get("a", None, now), None);
+        assert!(m.get("b", None, now).is_some() && m.get("c", None, now).is_some());
+        // Larger than everything allowed: not stored, nothing evicted for it.
+        m.put(
+            "huge",
+            stored(None, "0123456789012345678901234567"),
+            TTL,
+            limits,
+            now,
+        );
+        assert_eq!(m.get("huge", None, now), None);
+        assert_eq!(m.len(), 2);
+        // Replacing an entry frees its old bytes first.
+        m.put("b", stored(None, "12"), TTL, limits, now);
+        m.put("d", stored(None, "1234567"), TTL, limits, now);
+        assert_eq!(m.len(), 3);
     }
 }

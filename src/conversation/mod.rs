@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::config::{StateBackend, StateSettings, DEFAULT_RESPONSES_MAX_ENTRIES};
+use crate::config::{StateBackend, StateSettings};
 use crate::limits::RedisStore;
 pub use crate::limits::StoreError;
-use memory::MemoryResponses;
+use memory::{Limits, MemoryResponses};
 
 /// A stored response: who may read it and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,7 @@ struct Current {
     prefix: String,
     ttl: Duration,
     max_entries: usize,
+    max_bytes: usize,
 }
 
 pub struct ResponseStore {
@@ -106,7 +107,8 @@ impl Default for ResponseStore {
                 redis: None,
                 prefix: defaults.key_prefix,
                 ttl: defaults.responses_ttl,
-                max_entries: DEFAULT_RESPONSES_MAX_ENTRIES as usize,
+                max_entries: defaults.responses_max_entries,
+                max_bytes: defaults.responses_max_bytes,
             }),
         }
     }
@@ -132,6 +134,7 @@ impl ResponseStore {
             prefix: state.key_prefix.clone(),
             ttl: state.responses_ttl,
             max_entries: state.responses_max_entries,
+            max_bytes: state.responses_max_bytes,
         }));
         Ok(())
     }
@@ -149,7 +152,10 @@ impl ResponseStore {
                     id,
                     response,
                     current.ttl,
-                    current.max_entries,
+                    Limits {
+                        entries: current.max_entries,
+                        bytes: current.max_bytes,
+                    },
                     Instant::now(),
                 );
                 Ok(())

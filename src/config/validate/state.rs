@@ -9,7 +9,7 @@ use super::{absolute_path, positive, Issues};
 use crate::config::raw::RawState;
 use crate::config::{
     FailureMode, Secret, SnapshotSettings, StateBackend, StateSettings,
-    DEFAULT_RESPONSES_MAX_ENTRIES, DEFAULT_RESPONSES_TTL_S,
+    DEFAULT_RESPONSES_MAX_ENTRIES, DEFAULT_RESPONSES_MAX_MIB, DEFAULT_RESPONSES_TTL_S,
 };
 
 pub(super) fn state(
@@ -105,11 +105,21 @@ pub(super) fn state(
         DEFAULT_RESPONSES_MAX_ENTRIES,
         issues,
     );
-    if raw.responses_max_entries.is_some() && matches!(backend, StateBackend::Redis { .. }) {
-        warnings.push(
-            "state.responses_max_entries is ignored with backend: redis (Redis's maxmemory policy applies)"
-                .to_string(),
-        );
+    let responses_max_mib = positive(
+        "state.responses_max_mib",
+        raw.responses_max_mib,
+        DEFAULT_RESPONSES_MAX_MIB,
+        issues,
+    );
+    for (set, key) in [
+        (raw.responses_max_entries.is_some(), "responses_max_entries"),
+        (raw.responses_max_mib.is_some(), "responses_max_mib"),
+    ] {
+        if set && matches!(backend, StateBackend::Redis { .. }) {
+            warnings.push(format!(
+                "state.{key} is ignored with backend: redis (Redis's maxmemory policy applies)"
+            ));
+        }
     }
     StateSettings {
         backend,
@@ -118,6 +128,10 @@ pub(super) fn state(
         snapshot,
         responses_ttl: Duration::from_secs(responses_ttl),
         responses_max_entries: usize::try_from(responses_max_entries).unwrap_or(usize::MAX),
+        responses_max_bytes: usize::try_from(responses_max_mib)
+            .ok()
+            .and_then(|mib| mib.checked_mul(1 << 20))
+            .unwrap_or(usize::MAX),
     }
 }
 
@@ -186,30 +200,35 @@ mod tests {
             std::time::Duration::from_secs(2_592_000)
         );
         assert_eq!(cfg.state.responses_max_entries, 10_000);
+        assert_eq!(cfg.state.responses_max_bytes, 256 << 20);
         let cfg = parse(
-            "state: { responses_ttl_s: 60, responses_max_entries: 5 }",
+            "state: { responses_ttl_s: 60, responses_max_entries: 5, responses_max_mib: 3 }",
             env,
         )
         .unwrap();
         assert_eq!(cfg.state.responses_ttl, std::time::Duration::from_secs(60));
         assert_eq!(cfg.state.responses_max_entries, 5);
+        assert_eq!(cfg.state.responses_max_bytes, 3 << 20);
         assert!(!cfg.warnings.iter().any(|w| w.contains("responses")));
         assert_eq!(
-            issues("state: { responses_ttl_s: 0, responses_max_entries: -1 }"),
+            issues(
+                "state: { responses_ttl_s: 0, responses_max_entries: -1, responses_max_mib: 0 }"
+            ),
             vec![
                 "state.responses_ttl_s: must be a positive integer",
                 "state.responses_max_entries: must be a positive integer",
+                "state.responses_max_mib: must be a positive integer",
             ]
         );
-        // The cap is the memory backend's; with Redis it is ignored, with a warning.
+        // The caps are the memory backend's; with Redis they are ignored, with a warning.
         let cfg = parse(
-            "state: { backend: redis, url: \"redis://h\", responses_max_entries: 5 }",
+            "state: { backend: redis, url: \"redis://h\", responses_max_entries: 5, responses_max_mib: 1 }",
             env,
         )
         .unwrap();
-        assert!(cfg
-            .warnings
-            .iter()
-            .any(|w| w.contains("state.responses_max_entries is ignored with backend: redis")));
+        for key in ["responses_max_entries", "responses_max_mib"] {
+            let warning = format!("state.{key} is ignored with backend: redis");
+            assert!(cfg.warnings.iter().any(|w| w.contains(&warning)), "{key}");
+        }
     }
 }
