@@ -100,7 +100,7 @@ impl Reloader {
                 let table = RoutingTable::build(&cfg)?;
                 // After the table: a config that does not build leaves the store as it was.
                 crate::limits::LIMITS.configure(&cfg.state)?;
-                crate::conversation::RESPONSES.configure(&cfg.state)?;
+                crate::store::configure(&cfg.state)?;
                 Ok((cfg, table))
             });
         match result {

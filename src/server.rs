@@ -45,7 +45,7 @@ pub fn build(
 ) -> Result<Server, String> {
     let table = RoutingTable::build(config)?;
     crate::limits::LIMITS.configure(&config.state)?;
-    crate::conversation::RESPONSES.configure(&config.state)?;
+    crate::store::configure(&config.state)?;
     let table = Arc::new(ArcSwap::from_pointee(table));
 
     let conf = ServerConf {

@@ -6,8 +6,8 @@
 //! Layers, bottom up: `error`, `calendar`, `auth`, `observability`, `process` (leaves) → `config` →
 //! `transport` (HTTP/1.1 to upstreams; no vendor knowledge), `accounting` → `chat` (the
 //! canonical model) → `dialect` (client formats) → `providers` (vendor adapters; they read the
-//! client's parsed request for pass-throughs) and `limits` → `routing`, `conversation` (stored
-//! Responses API answers) → `proxy`, `admin`, `reload` → `control`, `server`, `cli`.
+//! client's parsed request for pass-throughs) and `limits` → `routing`, `store` (stored
+//! Responses API answers and cached answers) → `proxy`, `admin`, `reload` → `control`, `server`, `cli`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -49,10 +49,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("limits", &["calendar", "config", "error", "observability"]),
-    (
-        "conversation",
-        &["config", "error", "limits", "observability"],
-    ),
+    ("cache", &["chat", "filters"]),
+    ("store", &["config", "error", "limits", "observability"]),
     (
         "routing",
         &[
@@ -71,9 +69,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "proxy",
         &[
             "accounting",
+            "cache",
             "chat",
             "config",
-            "conversation",
+            "store",
             "dialect",
             "error",
             "filters",
@@ -93,7 +92,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "reload",
         &[
             "config",
-            "conversation",
+            "store",
             "limits",
             "observability",
             "process",
@@ -107,7 +106,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "admin",
             "config",
             "control",
-            "conversation",
+            "store",
             "filters",
             "limits",
             "observability",

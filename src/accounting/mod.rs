@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Price;
 
 /// Tokens of one answered request, as the answering upstream reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,

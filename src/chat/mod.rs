@@ -21,7 +21,7 @@ pub use request::{
     parse_data_url, Content, ContentPart, FilePart, FunctionCall, FunctionDef, ImageUrl, Message,
     Request, Tool, ToolCall,
 };
-pub use response::{now_unix, Choice, Response, StopReason, ToolCallOut};
+pub use response::{now_unix, Choice, Collector, Response, StopReason, ToolCallOut};
 
 /// How the client wants its stream.
 #[derive(Debug, Clone, Copy, Default)]

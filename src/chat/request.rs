@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
@@ -97,7 +97,8 @@ impl Request<'_> {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `Serialize` (here and on the parts): the answer cache hashes requests through it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Message<'a> {
     #[serde(borrow)]
     pub role: Cow<'a, str>,
@@ -118,7 +119,7 @@ impl Message<'_> {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Content<'a> {
     #[serde(borrow)]
@@ -144,7 +145,7 @@ impl Content<'_> {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart<'a> {
     Text {
@@ -183,7 +184,7 @@ pub enum ContentPart<'a> {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ImageUrl<'a> {
     #[serde(borrow)]
     pub url: std::borrow::Cow<'a, str>,
@@ -191,7 +192,7 @@ pub struct ImageUrl<'a> {
     pub detail: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct FilePart<'a> {
     #[serde(default, borrow)]
     pub filename: Option<std::borrow::Cow<'a, str>>,
@@ -201,7 +202,7 @@ pub struct FilePart<'a> {
     pub file_id: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ToolCall<'a> {
     #[serde(borrow)]
     pub id: std::borrow::Cow<'a, str>,
@@ -209,7 +210,7 @@ pub struct ToolCall<'a> {
     pub function: FunctionCall<'a>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct FunctionCall<'a> {
     #[serde(borrow)]
     pub name: std::borrow::Cow<'a, str>,
@@ -217,7 +218,7 @@ pub struct FunctionCall<'a> {
     pub arguments: std::borrow::Cow<'a, str>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Tool<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: Cow<'a, str>,
@@ -225,7 +226,7 @@ pub struct Tool<'a> {
     pub function: Option<FunctionDef<'a>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct FunctionDef<'a> {
     #[serde(borrow)]
     pub name: std::borrow::Cow<'a, str>,

@@ -235,6 +235,9 @@ pub struct StateSettings {
     /// At most this many bytes of stored responses on the memory backend, the oldest evicted
     /// first (`state.responses_max_mib`).
     pub responses_max_bytes: usize,
+    /// At most this many bytes of cached answers on the memory backend, the least recently
+    /// used evicted first (`state.cache_max_mib`).
+    pub cache_max_bytes: usize,
 }
 
 /// `state.responses_ttl_s` when absent: 30 days, as long as OpenAI keeps responses.
@@ -243,6 +246,8 @@ pub const DEFAULT_RESPONSES_TTL_S: u64 = 30 * 24 * 3600;
 pub const DEFAULT_RESPONSES_MAX_ENTRIES: u64 = 10_000;
 /// `state.responses_max_mib` when absent.
 pub const DEFAULT_RESPONSES_MAX_MIB: u64 = 256;
+/// `state.cache_max_mib` when absent.
+pub const DEFAULT_CACHE_MAX_MIB: u64 = 256;
 
 impl Default for StateSettings {
     fn default() -> Self {
@@ -254,6 +259,7 @@ impl Default for StateSettings {
             responses_ttl: Duration::from_secs(DEFAULT_RESPONSES_TTL_S),
             responses_max_entries: DEFAULT_RESPONSES_MAX_ENTRIES as usize,
             responses_max_bytes: (DEFAULT_RESPONSES_MAX_MIB as usize) << 20,
+            cache_max_bytes: (DEFAULT_CACHE_MAX_MIB as usize) << 20,
         }
     }
 }
@@ -469,6 +475,57 @@ pub struct ModelConfig {
     pub targets: Vec<TargetConfig>,
     pub retry: RetryPolicy,
     pub filters: Vec<FilterSpec>,
+    pub cache: Option<CachePolicy>,
+    pub hedge: Option<HedgePolicy>,
+    pub sticky: Option<StickyPolicy>,
+}
+
+/// `models.NAME.cache`: answers of this model served again to identical requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CachePolicy {
+    /// How long an answer is served from the cache (`ttl_s`; a request's
+    /// `Cache-Control: max-age=N` shortens it).
+    pub ttl: Duration,
+    pub scope: CacheScope,
+    /// Whether answers to requests with a `temperature` above 0 are cached too (`sampled`):
+    /// such a client asked for variety, so by default it gets a fresh answer.
+    pub sampled: bool,
+}
+
+/// Whose requests share cached answers (`models.NAME.cache.scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    /// Each client key has its own (the default): one key's prompts never answer another's.
+    Key,
+    /// Every caller shares them.
+    Shared,
+}
+
+/// `models.NAME.hedge`: a second target asked when the first is slow to answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HedgePolicy {
+    pub delay: HedgeDelay,
+    /// At most this many hedges per minute for the model, whatever the traffic.
+    pub max_per_minute: u32,
+}
+
+/// How long to wait for the first target's first byte before starting the next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeDelay {
+    Fixed(Duration),
+    /// That percentile (90 or 95) of the target's recent times to first byte; `fallback` until
+    /// it has enough of them.
+    Percentile {
+        percentile: u8,
+        fallback: Duration,
+    },
+}
+
+/// `models.NAME.sticky`: a conversation kept on the target that holds its prompt cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StickyPolicy {
+    /// How long a conversation stays with its target after its last request.
+    pub ttl: Duration,
 }
 
 /// One configured filter (`filters: [{type: guard, ...}]`): its kind, its name (the kind unless
@@ -500,6 +557,15 @@ pub struct Price {
     /// Prompt tokens written to the vendor's prompt cache (Anthropic, Bedrock); the input price
     /// when not given.
     pub cache_write_per_mtok: Option<f64>,
+}
+
+impl Price {
+    /// Whether prompt tokens the vendor has cached cost less than fresh ones: only then is it
+    /// worth keeping a conversation on the target that holds them.
+    pub fn caches_input(&self) -> bool {
+        self.cached_input_per_mtok
+            .is_some_and(|cached| cached < self.input_per_mtok)
+    }
 }
 
 /// Which failed outcomes an attempt may be retried (or failed over) on.

@@ -47,6 +47,8 @@ pub struct RawState {
     pub responses_max_entries: Option<i64>,
     /// Memory backend: at most this many MiB of stored responses.
     pub responses_max_mib: Option<i64>,
+    /// Memory backend: at most this many MiB of cached answers.
+    pub cache_max_mib: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +165,33 @@ pub struct RawModel {
     pub retry: Option<RawRetry>,
     /// Filters of requests for this model, in order (see the `filters` module).
     pub filters: Option<Vec<serde_json::Value>>,
+    pub cache: Option<RawCache>,
+    pub hedge: Option<RawHedge>,
+    pub sticky: Option<RawSticky>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub ttl_s: Option<i64>,
+    pub scope: Option<String>,
+    pub sampled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHedge {
+    /// Milliseconds, or `p90` / `p95` of the target's recent times to first byte.
+    pub after: Option<serde_yaml::Value>,
+    /// With a percentile: the delay until there are enough samples.
+    pub after_ms: Option<i64>,
+    pub max_per_minute: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSticky {
+    pub ttl_s: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

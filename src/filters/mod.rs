@@ -295,6 +295,12 @@ impl FilterSet {
         FilterSet { filters }
     }
 
+    /// This set with `filter` after its own.
+    pub fn with(mut self, filter: Arc<dyn Filter>) -> FilterSet {
+        self.filters.push(filter);
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
     }

@@ -45,6 +45,16 @@ pub struct Metrics {
     pub key_cost_usd_total: prometheus::CounterVec,
     pub key_budget_remaining_usd: prometheus::GaugeVec,
     pub key_budget_usd: prometheus::GaugeVec,
+    /// Answer cache lookups by result (`hit`, `miss`, `bypass`), bytes stored, and the USD
+    /// the hits did not spend.
+    pub cache_lookups_total: IntCounterVec,
+    pub cache_stored_bytes_total: IntCounterVec,
+    pub cache_saved_usd_total: prometheus::CounterVec,
+    /// Hedged requests by what became of them (`won`, `lost`, `skipped`: over the budget).
+    pub hedges_total: IntCounterVec,
+    /// Sticky routing decisions (`kept`: the conversation's target; `assigned`: a new one;
+    /// `moved`: its target was unhealthy).
+    pub sticky_routes_total: IntCounterVec,
     /// Always 1; its labels say which build runs.
     pub build_info: IntGaugeVec,
 }
@@ -179,6 +189,37 @@ impl Metrics {
                 "Tokens used by client key, by kind (input, output, cached).",
                 &["key", "kind"],
             ),
+            cache_lookups_total: counter(
+                "switchyard_cache_lookups_total",
+                "Answer cache lookups by model and result (hit, miss, bypass).",
+                &["model", "result"],
+            ),
+            cache_stored_bytes_total: counter(
+                "switchyard_cache_stored_bytes_total",
+                "Bytes of answers stored in the answer cache, by model.",
+                &["model"],
+            ),
+            cache_saved_usd_total: reg(
+                &registry,
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "switchyard_cache_saved_usd_total",
+                        "USD the answer cache's hits would have cost, by model.",
+                    ),
+                    &["model"],
+                )
+                .expect("valid metric"),
+            ),
+            hedges_total: counter(
+                "switchyard_hedges_total",
+                "Hedged requests by model and result (won, lost, skipped).",
+                &["model", "result"],
+            ),
+            sticky_routes_total: counter(
+                "switchyard_sticky_routes_total",
+                "Sticky routing decisions by model and result (kept, assigned, moved).",
+                &["model", "result"],
+            ),
             key_cost_usd_total: reg(
                 &registry,
                 prometheus::CounterVec::new(
@@ -251,7 +292,7 @@ impl Metrics {
 
     fn with_families(mut self) -> Self {
         use prometheus::core::Collector;
-        let kinds: [(&dyn Collector, &'static str); 20] = [
+        let kinds: [(&dyn Collector, &'static str); 25] = [
             (&self.requests_total, "counter"),
             (&self.request_duration_seconds, "histogram"),
             (&self.time_to_first_token_seconds, "histogram"),
@@ -271,6 +312,11 @@ impl Metrics {
             (&self.key_cost_usd_total, "counter"),
             (&self.key_budget_remaining_usd, "gauge"),
             (&self.key_budget_usd, "gauge"),
+            (&self.cache_lookups_total, "counter"),
+            (&self.cache_stored_bytes_total, "counter"),
+            (&self.cache_saved_usd_total, "counter"),
+            (&self.hedges_total, "counter"),
+            (&self.sticky_routes_total, "counter"),
             (&self.build_info, "gauge"),
         ];
         self.families = kinds
@@ -329,6 +375,11 @@ mod tests {
             "switchyard_key_cost_usd_total",
             "switchyard_key_budget_remaining_usd",
             "switchyard_key_budget_usd",
+            "switchyard_cache_lookups_total",
+            "switchyard_cache_stored_bytes_total",
+            "switchyard_cache_saved_usd_total",
+            "switchyard_hedges_total",
+            "switchyard_sticky_routes_total",
             "switchyard_build_info",
             "process_resident_memory_bytes",
             "process_open_fds",

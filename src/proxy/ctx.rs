@@ -41,6 +41,8 @@ pub struct RequestCtx {
     pub counted_inflight: bool,
     /// The request's filters, when any apply, for the phases after routing.
     pub filters: Option<Arc<super::filtering::ActiveFilters>>,
+    /// What the answer cache does for the request, for a model with a cache.
+    pub cache: Option<Box<super::caching::CacheState>>,
 }
 
 impl RequestCtx {
@@ -67,6 +69,7 @@ impl RequestCtx {
             settlement: None,
             counted_inflight: false,
             filters: None,
+            cache: None,
         }
     }
 }

@@ -1,17 +1,15 @@
 //! Running a request's [`filters`](crate::filters): which apply (the gateway's own, the client
-//! key's, the requested model's), their request phase before routing, and answers a filter gave
-//! instead of a vendor.
+//! key's, the requested model's), their request phase before routing (and with it the answer
+//! cache's decision, on the request as filters left it), and their log phase.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use bytes::Bytes;
 use pingora::protocols::http::ServerSession;
 
+use super::caching;
 use super::ctx::RequestCtx;
 use super::respond;
-use crate::chat::{self, StreamSettings};
-use crate::dialect::{ClientFormat, ClientRequest};
+use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
 use crate::filters::{FilterError, FilterRequest, FilterSet, LogSummary, RequestInfo, Verdict};
 use crate::routing::{ClientKey, RoutingTable};
@@ -55,9 +53,10 @@ pub(super) fn to_gateway_error(error: FilterError) -> GatewayError {
     }
 }
 
-/// Runs the request phase of the request's filters: the request to route (the client's, or
-/// the one filters rewrote), or `None` when a filter answered or refused and the client has its
-/// answer. With no filters, the request goes on untouched.
+/// Runs the request phase of the request's filters, then decides what the answer cache does
+/// for the request as filters left it: the request to route (the client's, or the one filters
+/// rewrote), or `None` when a filter answered or refused and the client has its answer. With
+/// no filters and no cache, the request goes on untouched.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn on_request(
     session: &mut ServerSession,
@@ -72,7 +71,7 @@ pub(super) async fn on_request(
         return Ok(Some(request));
     }
     let set = filters_for(global, table, key, request.model());
-    if set.is_empty() {
+    if set.is_empty() && table.model_cache(request.model()).is_none() {
         return Ok(Some(request));
     }
     let info = RequestInfo {
@@ -93,7 +92,7 @@ pub(super) async fn on_request(
                     ctx.request_id
                 );
                 let request = filtered.into_request();
-                answer_from_filter(session, ctx, &request, answer).await?;
+                respond::answer(session, ctx, &request, answer).await?;
                 return Ok(None);
             }
             Err(error) => {
@@ -107,6 +106,19 @@ pub(super) async fn on_request(
             }
         }
     }
+    let mut set = set;
+    if let Some(policy) = table.model_cache(filtered.model()) {
+        ctx.model_label = table.model_label(filtered.model());
+        match caching::prepare(ctx, policy, &filtered) {
+            // Last: it keeps the answer as the client got it, after the other filters.
+            Ok(Some(fill)) => set = set.with(fill),
+            Ok(None) => {}
+            Err(err) => {
+                respond::error(session, ctx, &err).await?;
+                return Ok(None);
+            }
+        }
+    }
     // Answers a filter reads come through the canonical model, whatever the vendor.
     if set.reads_answers() && !filtered.is_edited() {
         if let Err(err) = filtered.edit() {
@@ -114,33 +126,11 @@ pub(super) async fn on_request(
             return Ok(None);
         }
     }
-    let info = filtered.info.clone();
-    ctx.filters = Some(Arc::new(ActiveFilters { set, info }));
-    Ok(Some(filtered.into_request()))
-}
-
-/// Sends an answer a filter made, in the client's dialect (streamed when it asked for a
-/// stream).
-async fn answer_from_filter(
-    session: &mut ServerSession,
-    ctx: &mut RequestCtx,
-    request: &ClientRequest,
-    answer: chat::Response,
-) -> pingora::Result<()> {
-    ctx.usage = Some(answer.usage);
-    if !request.stream() {
-        let body = request.response_body(&answer);
-        return respond::json(session, ctx, 200, body, None).await;
+    if !set.is_empty() {
+        let info = filtered.info.clone();
+        ctx.filters = Some(Arc::new(ActiveFilters { set, info }));
     }
-    let mut encoder = request.stream_encoder(StreamSettings {
-        include_usage: request.include_usage(),
-        price: None,
-    });
-    let mut out = Vec::new();
-    answer.replay(&mut |event| encoder.encode(event, &mut out));
-    respond::start_stream(session, ctx).await?;
-    ctx.first_byte_at = Some(Instant::now());
-    session.write_response_body(Bytes::from(out), true).await
+    Ok(Some(filtered.into_request()))
 }
 
 /// The log phase of the request's filters.

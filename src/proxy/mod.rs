@@ -12,6 +12,7 @@
 mod admission;
 mod attempt;
 mod body;
+mod caching;
 mod count_tokens;
 pub mod ctx;
 mod filtering;

@@ -17,6 +17,7 @@ use pingora::protocols::http::ServerSession;
 use super::admission::admit;
 use super::attempt::{self, Attempt, Fault};
 use super::body::read_or_refuse;
+use super::caching;
 use super::ctx::RequestCtx;
 use super::filtering;
 use super::respond;
@@ -91,8 +92,30 @@ pub(super) async fn handle(
         Ok(targets) => targets,
         Err(err) => return respond::error(session, ctx, &err).await,
     };
-    if let Err(err) = admit(ctx, client_key, request.models(), estimate).await {
-        return respond::error(session, ctx, &err).await;
+    // A cached answer is looked up while the request is admitted: one round trip's wait.
+    let cached = match caching::lookup_of(ctx) {
+        Some((key, max_age)) => {
+            let (admitted, cached) = tokio::join!(
+                admit(ctx, client_key, request.models(), estimate),
+                caching::lookup(&key, max_age)
+            );
+            if let Err(err) = admitted {
+                return respond::error(session, ctx, &err).await;
+            }
+            caching::record_lookup(ctx, cached.is_some());
+            cached
+        }
+        None => {
+            if let Err(err) = admit(ctx, client_key, request.models(), estimate).await {
+                return respond::error(session, ctx, &err).await;
+            }
+            None
+        }
+    };
+    if let Some(answer) = cached {
+        // A hit spends no tokens: the admission's reservation is given back whole.
+        Box::pin(ctx.settle(Some(0))).await;
+        return caching::serve_hit(session, ctx, &request, answer).await;
     }
     let policy = &plan.routes[0].retry;
     let outcome = run_attempts(gateway, session, ctx, &request, &targets, policy).await;

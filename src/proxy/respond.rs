@@ -6,11 +6,15 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 
 use super::ctx::RequestCtx;
+use super::responses;
+use crate::chat::{self, StreamSettings};
+use crate::dialect::{ClientFormat, ClientRequest};
 use crate::error::GatewayError;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
 const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+const X_CACHE: HeaderName = HeaderName::from_static("x-switchyard-cache");
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 // Static values: a value made from a `&str` is copied into an allocation.
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -31,6 +35,12 @@ fn base_header(status: u16, ctx: &RequestCtx) -> pingora::Result<ResponseHeader>
     if let Some(limits) = &ctx.rate_headers {
         for (name, value) in limits.pairs() {
             resp.insert_header(name, value)?;
+        }
+    }
+    if let Some(cache) = ctx.cache.as_deref().filter(|_| status < 400) {
+        resp.insert_header(X_CACHE, HeaderValue::from_static(cache.status.as_str()))?;
+        if let Some(age) = cache.age_s {
+            resp.insert_header(http::header::AGE, age)?;
         }
     }
     Ok(resp)
@@ -55,6 +65,37 @@ pub async fn json(
     ctx.first_byte_at
         .get_or_insert_with(std::time::Instant::now);
     session.write_response_body(body, true).await
+}
+
+/// An answer made by the gateway (a filter's, or the cache's), in the client's dialect:
+/// streamed when it asked for a stream, and stored first when it is a Responses answer to
+/// keep.
+pub async fn answer(
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    request: &ClientRequest,
+    answer: chat::Response,
+) -> pingora::Result<()> {
+    ctx.usage = Some(answer.usage);
+    if !request.stream() {
+        let body = request.response_body(&answer);
+        if let Some(kept) = request.responses() {
+            Box::pin(responses::keep(kept, ctx.client_key.as_deref(), &body)).await;
+        }
+        return json(session, ctx, 200, body, None).await;
+    }
+    let mut encoder = request.stream_encoder(StreamSettings {
+        include_usage: request.include_usage(),
+        price: None,
+    });
+    let mut out = Vec::new();
+    answer.replay(&mut |event| encoder.encode(event, &mut out));
+    if let (Some(kept), Some(body)) = (request.responses(), encoder.finished()) {
+        Box::pin(responses::keep(kept, ctx.client_key.as_deref(), &body)).await;
+    }
+    start_stream(session, ctx).await?;
+    ctx.first_byte_at = Some(std::time::Instant::now());
+    session.write_response_body(Bytes::from(out), true).await
 }
 
 /// An error in the client's dialect.

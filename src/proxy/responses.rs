@@ -15,10 +15,10 @@ use serde_json::value::RawValue;
 
 use super::ctx::RequestCtx;
 use super::respond;
-use crate::conversation::RESPONSES;
 use crate::dialect::responses::ResponsesRequest;
 use crate::error::GatewayError;
 use crate::routing::{ClientKey, RoutingTable};
+use crate::store::RESPONSES;
 
 #[derive(Deserialize)]
 struct Record<'a> {

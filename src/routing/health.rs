@@ -7,7 +7,7 @@
 //! routing-table rebuilds, so a reload keeps breakers, probe results and latencies.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,10 @@ pub const BASE_COOLDOWN: Duration = Duration::from_secs(5);
 pub const MAX_COOLDOWN: Duration = Duration::from_secs(300);
 /// Weight of the newest sample in the latency average.
 const EWMA_ALPHA: f64 = 0.3;
+/// Latencies kept per target for percentiles.
+const RECENT_LATENCIES: usize = 64;
+/// Fewer samples than this make no percentile.
+pub const MIN_PERCENTILE_SAMPLES: usize = 20;
 
 /// Time origin for the millisecond timestamps kept in atomics.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
@@ -61,6 +65,10 @@ pub struct TargetHealth {
     trial_in_flight: AtomicBool,
     /// Latency to the first byte, exponentially averaged, as f64 bits; 0 = no sample yet.
     latency_ewma_ms: AtomicU64,
+    /// The latest latencies to first byte in microseconds, a ring written at
+    /// `recent_written % RECENT_LATENCIES`, for hedging's percentiles.
+    recent_latencies_us: [AtomicU32; RECENT_LATENCIES],
+    recent_written: AtomicUsize,
     /// Set by the active probes of the target's provider.
     probe_healthy: Arc<AtomicBool>,
     /// The breaker was last opened by a 429, not by failures.
@@ -77,6 +85,8 @@ impl TargetHealth {
             trips: AtomicU32::new(0),
             trial_in_flight: AtomicBool::new(false),
             latency_ewma_ms: AtomicU64::new(0),
+            recent_latencies_us: std::array::from_fn(|_| AtomicU32::new(0)),
+            recent_written: AtomicUsize::new(0),
             probe_healthy,
             rate_limited: AtomicBool::new(false),
             failure_threshold: AtomicU32::new(FAILURE_THRESHOLD),
@@ -173,6 +183,9 @@ impl TargetHealth {
     }
 
     fn observe_latency(&self, latency: Duration) {
+        let slot = self.recent_written.fetch_add(1, Ordering::AcqRel) % RECENT_LATENCIES;
+        let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        self.recent_latencies_us[slot].store(micros, Ordering::Release);
         let sample = latency.as_secs_f64() * 1000.0;
         let old = f64::from_bits(self.latency_ewma_ms.load(Ordering::Acquire));
         let new = if old == 0.0 {
@@ -187,6 +200,28 @@ impl TargetHealth {
     pub fn latency_ms(&self) -> Option<f64> {
         let v = f64::from_bits(self.latency_ewma_ms.load(Ordering::Acquire));
         (v > 0.0).then_some(v)
+    }
+
+    /// The `percentile` (0–100) of the latest latencies to first byte; `None` with fewer than
+    /// [`MIN_PERCENTILE_SAMPLES`] of them.
+    pub fn latency_percentile(&self, percentile: u8) -> Option<Duration> {
+        let written = self.recent_written.load(Ordering::Acquire);
+        let count = written.min(RECENT_LATENCIES);
+        if count < MIN_PERCENTILE_SAMPLES {
+            return None;
+        }
+        let mut samples = [0u32; RECENT_LATENCIES];
+        for (sample, slot) in samples.iter_mut().zip(&self.recent_latencies_us[..count]) {
+            *sample = slot.load(Ordering::Acquire);
+        }
+        let samples = &mut samples[..count];
+        // Nearest rank: the smallest sample with at least `percentile` % at or below it.
+        let rank = (usize::from(percentile.min(100)) * count)
+            .div_ceil(100)
+            .max(1)
+            - 1;
+        let (_, at, _) = samples.select_nth_unstable(rank);
+        Some(Duration::from_micros(u64::from(*at)))
     }
 
     /// Milliseconds until an open breaker half-opens.
@@ -325,6 +360,24 @@ mod tests {
         r.retain(&|_, m| m == "gpt");
         assert!(Arc::ptr_eq(&a, &r.target("openai", "gpt")));
         assert!(!Arc::ptr_eq(&other, &r.target("openai", "mini")));
+    }
+
+    #[test]
+    fn latency_percentiles_need_enough_recent_samples() {
+        let h = TargetHealth::detached();
+        for ms in 1..MIN_PERCENTILE_SAMPLES as u64 {
+            h.record_success(Some(Duration::from_millis(ms)));
+        }
+        assert_eq!(h.latency_percentile(90), None);
+        h.record_success(Some(Duration::from_millis(20)));
+        // 1..=20 ms: the 90th percentile is the 18th sample.
+        assert_eq!(h.latency_percentile(90), Some(Duration::from_millis(18)));
+        assert_eq!(h.latency_percentile(100), Some(Duration::from_millis(20)));
+        // Only the latest samples count: 64 slow ones push the fast ones out.
+        for _ in 0..RECENT_LATENCIES {
+            h.record_success(Some(Duration::from_millis(500)));
+        }
+        assert_eq!(h.latency_percentile(50), Some(Duration::from_millis(500)));
     }
 
     #[test]

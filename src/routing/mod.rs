@@ -6,6 +6,7 @@
 
 pub mod checks;
 pub mod health;
+pub mod hedge;
 pub mod retry;
 pub mod strategy;
 
@@ -18,7 +19,10 @@ use arc_swap::ArcSwap;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::accounting::catalog::{family_of, CATALOG};
-use crate::config::{Config, Price, ProviderConfig, ProviderKind, RetryPolicy, Secret, Strategy};
+use crate::config::{
+    CachePolicy, Config, Price, ProviderConfig, ProviderKind, RetryPolicy, Secret, StickyPolicy,
+    Strategy,
+};
 use crate::error::GatewayError;
 use crate::limits::{KeyPolicy, LIMITS};
 use crate::providers::mock::MockProvider;
@@ -26,6 +30,7 @@ use crate::providers::openai::OpenAiAdapter;
 use crate::providers::{adapter_for, Endpoint, ProviderAdapter};
 use crate::transport::Upstream;
 use health::{HealthRegistry, TargetHealth};
+use hedge::Hedge;
 
 /// The health records of the running process; they outlive routing tables.
 pub static HEALTH: std::sync::LazyLock<HealthRegistry> =
@@ -133,6 +138,12 @@ pub struct Route {
     pub cursor: AtomicUsize,
     /// `models.NAME.filters`, in order.
     pub filters: FilterSet,
+    /// `models.NAME.cache`.
+    pub cache: Option<CachePolicy>,
+    /// `models.NAME.hedge`, with its budget (a model with one target never hedges).
+    pub hedge: Option<Hedge>,
+    /// `models.NAME.sticky`, for strategies that spread load.
+    pub sticky: Option<StickyPolicy>,
 }
 
 impl std::fmt::Debug for Route {
@@ -298,6 +309,7 @@ impl RoutingTable {
                 continue;
             }
             model_names.push(name.clone());
+            let targets_len = targets.len();
             models.insert(
                 name.clone(),
                 Arc::new(Route {
@@ -307,6 +319,9 @@ impl RoutingTable {
                     retry: mc.retry.clone(),
                     cursor: AtomicUsize::new(0),
                     filters: build_filters(&mc.filters)?,
+                    cache: mc.cache,
+                    hedge: mc.hedge.filter(|_| targets_len > 1).map(Hedge::new),
+                    sticky: mc.sticky.filter(|_| mc.strategy != Strategy::Fallback),
                 }),
             );
         }
@@ -407,6 +422,9 @@ impl RoutingTable {
                         retry: RetryPolicy::default(),
                         cursor: AtomicUsize::new(0),
                         filters: FilterSet::default(),
+                        cache: None,
+                        hedge: None,
+                        sticky: None,
                     }));
                 }
             }
@@ -434,6 +452,11 @@ impl RoutingTable {
     /// routes and unknown names have none. A map lookup: no route is built.
     pub fn model_filters(&self, model: &str) -> Option<&FilterSet> {
         self.models.get(model).map(|route| &route.filters)
+    }
+
+    /// The cache policy of a configured model (`models.NAME.cache`). A map lookup.
+    pub fn model_cache(&self, model: &str) -> Option<CachePolicy> {
+        self.models.get(model).and_then(|route| route.cache)
     }
 
     /// The `model` label of a request for `model`, bounded by the config: a configured name

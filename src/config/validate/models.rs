@@ -5,10 +5,21 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Issues;
-use crate::config::raw::{RawModel, RawPrice, RawRetry};
+use crate::config::raw::{RawCache, RawHedge, RawModel, RawPrice, RawRetry, RawSticky};
 use crate::config::{
-    ModelConfig, Price, ProviderConfig, RetryOn, RetryPolicy, Strategy, TargetConfig,
+    CachePolicy, CacheScope, HedgeDelay, HedgePolicy, ModelConfig, Price, ProviderConfig, RetryOn,
+    RetryPolicy, StickyPolicy, Strategy, TargetConfig,
 };
+
+/// `models.NAME.cache.ttl_s` when absent.
+const DEFAULT_CACHE_TTL_S: u64 = 300;
+/// `models.NAME.hedge.after_ms` when absent.
+const DEFAULT_HEDGE_AFTER_MS: u64 = 1000;
+/// `models.NAME.hedge.max_per_minute` when absent.
+const DEFAULT_HEDGES_PER_MINUTE: u64 = 60;
+/// `models.NAME.sticky.ttl_s` when absent: about as long as vendors keep a prompt cache warm
+/// at the longest (Anthropic's extended TTL is an hour, OpenAI's up to an hour idle).
+const DEFAULT_STICKY_TTL_S: u64 = 3600;
 
 pub(super) fn model(
     name: &str,
@@ -89,13 +100,125 @@ pub(super) fn model(
         .map(|r| retry(&format!("{path}.retry"), r, issues))
         .unwrap_or_default();
     let filters = super::filters(&format!("{path}.filters"), raw.filters, issues);
+    let cache = raw
+        .cache
+        .map(|c| cache(&format!("{path}.cache"), c, issues));
+    let hedge = raw
+        .hedge
+        .map(|h| hedge(&format!("{path}.hedge"), h, issues));
+    if hedge.is_some() && targets.len() < 2 {
+        warnings.push(format!(
+            "{path}.hedge: ignored, the model has a single target to ask"
+        ));
+    }
+    let sticky = raw
+        .sticky
+        .map(|s| sticky(&format!("{path}.sticky"), s, issues));
+    if sticky.is_some() {
+        if matches!(strategy, Strategy::Fallback) {
+            warnings.push(format!(
+                "{path}.sticky: ignored, strategy `fallback` already sends every request to the first healthy target"
+            ));
+        } else if !targets
+            .iter()
+            .any(|t| t.price.is_some_and(|p| p.caches_input()))
+        {
+            warnings.push(format!(
+                "{path}.sticky: ignored, no target has a cached_input_per_mtok below its input_per_mtok"
+            ));
+        }
+    }
     Some(ModelConfig {
         name: name.to_string(),
         strategy,
         targets,
         retry,
         filters,
+        cache,
+        hedge,
+        sticky,
     })
+}
+
+fn cache(path: &str, raw: RawCache, issues: &mut Issues) -> CachePolicy {
+    let ttl_s = super::positive(
+        &format!("{path}.ttl_s"),
+        raw.ttl_s,
+        DEFAULT_CACHE_TTL_S,
+        issues,
+    );
+    let scope = match raw.scope.as_deref() {
+        None | Some("key") => CacheScope::Key,
+        Some("shared") => CacheScope::Shared,
+        Some(other) => {
+            issues.push(
+                format!("{path}.scope"),
+                format!("unknown scope '{other}' (expected key or shared)"),
+            );
+            CacheScope::Key
+        }
+    };
+    CachePolicy {
+        ttl: Duration::from_secs(ttl_s),
+        scope,
+        sampled: raw.sampled.unwrap_or(false),
+    }
+}
+
+fn hedge(path: &str, raw: RawHedge, issues: &mut Issues) -> HedgePolicy {
+    let after_ms = super::positive(
+        &format!("{path}.after_ms"),
+        raw.after_ms,
+        DEFAULT_HEDGE_AFTER_MS,
+        issues,
+    );
+    let fixed = Duration::from_millis(after_ms);
+    let delay = match &raw.after {
+        None => HedgeDelay::Fixed(fixed),
+        Some(serde_yaml::Value::Number(n)) => match n.as_u64().filter(|&ms| ms > 0) {
+            Some(ms) => HedgeDelay::Fixed(Duration::from_millis(ms)),
+            None => {
+                issues.push(
+                    format!("{path}.after"),
+                    "must be a positive number of milliseconds, p90 or p95",
+                );
+                HedgeDelay::Fixed(fixed)
+            }
+        },
+        Some(serde_yaml::Value::String(s)) if s == "p90" || s == "p95" => HedgeDelay::Percentile {
+            percentile: if s == "p90" { 90 } else { 95 },
+            fallback: fixed,
+        },
+        Some(_) => {
+            issues.push(
+                format!("{path}.after"),
+                "must be a positive number of milliseconds, p90 or p95",
+            );
+            HedgeDelay::Fixed(fixed)
+        }
+    };
+    let max_per_minute = super::positive(
+        &format!("{path}.max_per_minute"),
+        raw.max_per_minute,
+        DEFAULT_HEDGES_PER_MINUTE,
+        issues,
+    );
+    HedgePolicy {
+        delay,
+        max_per_minute: u32::try_from(max_per_minute).unwrap_or(u32::MAX),
+    }
+}
+
+fn sticky(path: &str, raw: RawSticky, issues: &mut Issues) -> StickyPolicy {
+    let ttl_s = super::positive(
+        &format!("{path}.ttl_s"),
+        raw.ttl_s,
+        DEFAULT_STICKY_TTL_S,
+        issues,
+    );
+    StickyPolicy {
+        ttl: Duration::from_secs(ttl_s),
+    }
 }
 
 fn price(path: &str, raw: RawPrice, issues: &mut Issues) -> Price {

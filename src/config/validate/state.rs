@@ -8,7 +8,7 @@ use url::Url;
 use super::{absolute_path, positive, Issues};
 use crate::config::raw::RawState;
 use crate::config::{
-    FailureMode, Secret, SnapshotSettings, StateBackend, StateSettings,
+    FailureMode, Secret, SnapshotSettings, StateBackend, StateSettings, DEFAULT_CACHE_MAX_MIB,
     DEFAULT_RESPONSES_MAX_ENTRIES, DEFAULT_RESPONSES_MAX_MIB, DEFAULT_RESPONSES_TTL_S,
 };
 
@@ -111,9 +111,16 @@ pub(super) fn state(
         DEFAULT_RESPONSES_MAX_MIB,
         issues,
     );
+    let cache_max_mib = positive(
+        "state.cache_max_mib",
+        raw.cache_max_mib,
+        DEFAULT_CACHE_MAX_MIB,
+        issues,
+    );
     for (set, key) in [
         (raw.responses_max_entries.is_some(), "responses_max_entries"),
         (raw.responses_max_mib.is_some(), "responses_max_mib"),
+        (raw.cache_max_mib.is_some(), "cache_max_mib"),
     ] {
         if set && matches!(backend, StateBackend::Redis { .. }) {
             warnings.push(format!(
@@ -128,11 +135,16 @@ pub(super) fn state(
         snapshot,
         responses_ttl: Duration::from_secs(responses_ttl),
         responses_max_entries: usize::try_from(responses_max_entries).unwrap_or(usize::MAX),
-        responses_max_bytes: usize::try_from(responses_max_mib)
-            .ok()
-            .and_then(|mib| mib.checked_mul(1 << 20))
-            .unwrap_or(usize::MAX),
+        responses_max_bytes: mib_to_bytes(responses_max_mib),
+        cache_max_bytes: mib_to_bytes(cache_max_mib),
     }
+}
+
+fn mib_to_bytes(mib: u64) -> usize {
+    usize::try_from(mib)
+        .ok()
+        .and_then(|mib| mib.checked_mul(1 << 20))
+        .unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::providers::{
     RenderedAnswer, StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
 };
 use crate::proxy::ctx::RequestCtx;
-use crate::proxy::{respond, responses, Gateway};
+use crate::proxy::{caching, respond, responses, Gateway};
 use crate::routing::Target;
 use crate::transport::{Exchange, Upstream};
 
@@ -179,6 +179,7 @@ impl Relay<'_> {
         if let Some(request) = kept {
             Box::pin(responses::keep(request, ctx.client_key.as_deref(), &body)).await;
         }
+        Box::pin(caching::keep(ctx)).await;
         respond::json(session, ctx, 200, body, None).await?;
         Ok(Attempt::Answered {
             healthy: true,
@@ -307,6 +308,7 @@ impl Relay<'_> {
                 if let (Some(request), Some(body)) = (request.responses(), decoder.finished()) {
                     Box::pin(responses::keep(request, ctx.client_key.as_deref(), &body)).await;
                 }
+                Box::pin(caching::keep(ctx)).await;
             }
             if !out.is_empty() || end {
                 if !started {

@@ -1,17 +1,18 @@
-//! Stored Responses API answers, for `previous_response_id` and `GET`/`DELETE
-//! /v1/responses/{id}`.
+//! Answers kept in the state backend, each under an id in a namespace of its own: stored
+//! Responses API answers ([`RESPONSES`], for `previous_response_id` and `GET`/`DELETE
+//! /v1/responses/{id}`) and cached answers ([`ANSWERS`], the exact-match cache).
 //!
-//! A response belongs to the client key that created it, by the key's configured name (never
-//! the key): only a caller with that same owner can read or delete it, and to everyone else it
-//! is absent (the caller answers 404 either way, so nobody learns that an id exists). Without
-//! client auth the owner is `None`, and a response stored then is visible only to owner `None`
-//! — not to keys configured by a later reload.
+//! An entry belongs to an owner: for a stored response, the client key that created it, by
+//! the key's configured name (never the key). Only a caller with that same owner can read or
+//! delete it, and to everyone else it is absent (the caller answers 404 either way, so nobody
+//! learns that an id exists). Without client auth the owner is `None`, and an entry stored
+//! then is visible only to owner `None` — not to keys configured by a later reload.
 //!
-//! Responses live where `state.backend` says: in this process (a map capped at
-//! `state.responses_max_entries`, the oldest evicted first) or in Redis, shared by every
-//! instance on it, under `{state.key_prefix}resp:{id}`. Either way they expire
-//! `state.responses_ttl_s` after they were stored. A reload that keeps the backend keeps the
-//! stored responses (and the Redis connection); a new TTL or cap applies to what is stored next.
+//! Entries live where `state.backend` says: in this process (a map capped in entries and
+//! bytes, the least recently used evicted first) or in Redis, shared by every instance on it,
+//! under `{state.key_prefix}{namespace}{id}`. Either way they expire after their TTL. A reload
+//! that keeps the backend keeps the entries (and the Redis connection); new caps and TTLs apply
+//! to what is stored next.
 //!
 //! The Redis value is the owner, length-prefixed, then the body: `-` + body without an owner,
 //! `+{len}:{owner}` + body with one. A body can therefore not forge an owner, and a value that
@@ -30,7 +31,7 @@ use crate::limits::RedisStore;
 pub use crate::limits::StoreError;
 use memory::{Limits, MemoryResponses};
 
-/// A stored response: who may read it and what it holds.
+/// A stored entry: who may read it and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
     /// The configured name of the client key that created it; `None` without client auth.
@@ -79,44 +80,75 @@ impl StoredResponse {
     }
 }
 
-/// The process's response store; its contents survive reloads that keep `state.backend`.
-pub static RESPONSES: LazyLock<ResponseStore> = LazyLock::new(ResponseStore::default);
+/// Stored Responses API answers; their contents survive reloads that keep `state.backend`.
+pub static RESPONSES: LazyLock<Store> = LazyLock::new(|| {
+    Store::new("resp:", |state| Retention {
+        ttl: state.responses_ttl,
+        max_entries: state.responses_max_entries,
+        max_bytes: state.responses_max_bytes,
+    })
+});
 
-/// Where responses go now, from the last [`ResponseStore::configure`].
+/// Cached answers (each stored with its model's cache TTL).
+pub static ANSWERS: LazyLock<Store> = LazyLock::new(|| {
+    Store::new("cache:", |state| Retention {
+        ttl: Duration::from_secs(300),
+        max_entries: usize::MAX,
+        max_bytes: state.cache_max_bytes,
+    })
+});
+
+/// Applies a config's `state` to every store.
+pub fn configure(state: &StateSettings) -> Result<(), String> {
+    RESPONSES.configure(state)?;
+    ANSWERS.configure(state)
+}
+
+/// How long a store keeps entries, and how many (the caps bind the memory backend only;
+/// Redis's own memory policy applies to the other).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// For entries stored without a TTL of their own.
+    pub ttl: Duration,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
+/// Where entries go now, from the last [`Store::configure`].
 struct Current {
     /// The URL (kept to tell an unchanged backend) and its store; `None`: memory.
     redis: Option<(String, Arc<RedisStore>)>,
     prefix: String,
-    ttl: Duration,
-    max_entries: usize,
-    max_bytes: usize,
+    retention: Retention,
 }
 
-pub struct ResponseStore {
+pub struct Store {
+    /// Between the key prefix and the id in Redis keys.
+    namespace: &'static str,
+    /// This store's part of `state`.
+    retention: fn(&StateSettings) -> Retention,
     /// The memory backend's entries, kept across reloads (emptied when Redis takes over).
     memory: MemoryResponses,
     current: ArcSwap<Current>,
 }
 
-impl Default for ResponseStore {
-    fn default() -> Self {
+impl Store {
+    pub fn new(namespace: &'static str, retention: fn(&StateSettings) -> Retention) -> Self {
         let defaults = StateSettings::default();
-        ResponseStore {
+        Store {
+            namespace,
+            retention,
             memory: MemoryResponses::default(),
             current: ArcSwap::from_pointee(Current {
                 redis: None,
-                prefix: defaults.key_prefix,
-                ttl: defaults.responses_ttl,
-                max_entries: defaults.responses_max_entries,
-                max_bytes: defaults.responses_max_bytes,
+                prefix: defaults.key_prefix.clone(),
+                retention: retention(&defaults),
             }),
         }
     }
-}
 
-impl ResponseStore {
     /// Applies a config's `state`. An unchanged Redis URL keeps its connection; staying on
-    /// memory keeps the stored responses.
+    /// memory keeps the entries.
     pub fn configure(&self, state: &StateSettings) -> Result<(), String> {
         let old = self.current.load();
         let redis = match &state.backend {
@@ -132,15 +164,25 @@ impl ResponseStore {
         self.current.store(Arc::new(Current {
             redis,
             prefix: state.key_prefix.clone(),
-            ttl: state.responses_ttl,
-            max_entries: state.responses_max_entries,
-            max_bytes: state.responses_max_bytes,
+            retention: (self.retention)(state),
         }));
         Ok(())
     }
 
-    /// Stores `body` as `id`, for `owner`, replacing what `id` held.
+    /// Stores `body` as `id`, for `owner`, replacing what `id` held, for the store's TTL.
     pub async fn put(&self, id: &str, owner: Option<&str>, body: Bytes) -> Result<(), StoreError> {
+        let ttl = self.current.load().retention.ttl;
+        self.put_for(id, owner, body, ttl).await
+    }
+
+    /// Stores `body` as `id`, for `owner`, replacing what `id` held, for `ttl`.
+    pub async fn put_for(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        body: Bytes,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let current = self.current.load_full();
         let response = StoredResponse {
             owner: owner.map(str::to_string),
@@ -151,10 +193,10 @@ impl ResponseStore {
                 self.memory.put(
                     id,
                     response,
-                    current.ttl,
+                    ttl,
                     Limits {
-                        entries: current.max_entries,
-                        bytes: current.max_bytes,
+                        entries: current.retention.max_entries,
+                        bytes: current.retention.max_bytes,
                     },
                     Instant::now(),
                 );
@@ -162,7 +204,7 @@ impl ResponseStore {
             }
             Some((_, redis)) => {
                 redis
-                    .set_px(&key(&current.prefix, id), &response.encode(), current.ttl)
+                    .set_px(&self.key(&current.prefix, id), &response.encode(), ttl)
                     .await
             }
         }
@@ -173,7 +215,7 @@ impl ResponseStore {
         let current = self.current.load_full();
         match &current.redis {
             None => Ok(self.memory.get(id, owner, Instant::now())),
-            Some((_, redis)) => Ok(fetch(redis, &key(&current.prefix, id))
+            Some((_, redis)) => Ok(fetch(redis, &self.key(&current.prefix, id))
                 .await?
                 .filter(|r| r.owner.as_deref() == owner)
                 .map(|r| r.body)),
@@ -186,7 +228,7 @@ impl ResponseStore {
         match &current.redis {
             None => Ok(self.memory.delete(id, owner, Instant::now())),
             Some((_, redis)) => {
-                let key = key(&current.prefix, id);
+                let key = self.key(&current.prefix, id);
                 // Ids are the gateway's own random ones: nobody else writes this key between
                 // the owner check and the delete.
                 match fetch(redis, &key).await? {
@@ -198,8 +240,10 @@ impl ResponseStore {
     }
 }
 
-fn key(prefix: &str, id: &str) -> String {
-    format!("{prefix}resp:{id}")
+impl Store {
+    fn key(&self, prefix: &str, id: &str) -> String {
+        format!("{prefix}{}{id}", self.namespace)
+    }
 }
 
 async fn fetch(redis: &RedisStore, key: &str) -> Result<Option<StoredResponse>, StoreError> {
@@ -217,6 +261,14 @@ mod tests {
     use super::*;
     use crate::config::Secret;
     use crate::limits::test_server::Server;
+
+    fn responses() -> Store {
+        Store::new("resp:", |state| Retention {
+            ttl: state.responses_ttl,
+            max_entries: state.responses_max_entries,
+            max_bytes: state.responses_max_bytes,
+        })
+    }
 
     fn memory_settings(ttl: Duration, max_entries: usize) -> StateSettings {
         StateSettings {
@@ -250,7 +302,7 @@ mod tests {
     }
 
     /// Put, get and delete with owners, and expiry, on whichever backend `store` is set to.
-    async fn exercise(store: &ResponseStore, short_ttl: impl Fn() -> StateSettings) {
+    async fn exercise(store: &Store, short_ttl: impl Fn() -> StateSettings) {
         store
             .put("resp_1", Some("a"), body("{\"id\":\"resp_1\"}"))
             .await
@@ -290,23 +342,29 @@ mod tests {
 
     #[test]
     fn memory_backend_scopes_expires_and_survives_reloads() {
-        let store = ResponseStore::default();
+        let store = responses();
         store
             .configure(&memory_settings(Duration::from_secs(60), 100))
             .unwrap();
         block_on(exercise(&store, || {
             memory_settings(Duration::from_millis(400), 100)
         }));
-        // A reload that stays on memory keeps what is stored; a smaller cap evicts the oldest.
+        // A reload that stays on memory keeps what is stored; a smaller cap evicts the least
+        // recently used.
         store
             .configure(&memory_settings(Duration::from_secs(60), 2))
             .unwrap();
         block_on(async {
+            assert!(store.get("resp_3", None).await.unwrap().is_some());
             assert!(store.get("resp_2", None).await.unwrap().is_some());
             store.put("resp_5", None, body("5")).await.unwrap();
             assert_eq!(store.memory.len(), 2);
-            assert_eq!(store.get("resp_2", None).await.unwrap(), None, "oldest");
-            assert!(store.get("resp_3", None).await.unwrap().is_some());
+            assert_eq!(
+                store.get("resp_3", None).await.unwrap(),
+                None,
+                "least recently used"
+            );
+            assert!(store.get("resp_2", None).await.unwrap().is_some());
             assert!(store.get("resp_5", None).await.unwrap().is_some());
         });
     }
@@ -332,7 +390,7 @@ mod tests {
             return;
         };
         let url = server.url();
-        let store = ResponseStore::default();
+        let store = responses();
         // Something in memory before the switch is gone after it.
         block_on(store.put("resp_mem", None, body("m"))).unwrap();
         store
@@ -383,7 +441,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let store = ResponseStore::default();
+        let store = responses();
         let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
         store
             .configure(&redis_settings(&url, "t:", Duration::from_secs(60)))

@@ -1,9 +1,9 @@
 //! The memory backend: a map with a deadline per entry and caps on entries and bytes.
 //!
-//! Entries are also kept in insertion order, which (with one TTL for all) is the order they
-//! expire in: each insert drops a few expired entries from the front, and when the map is full,
-//! the oldest. An expired entry that was not purged yet is dropped when it is read. Every lock
-//! is a short section that never spans an await.
+//! Entries are also kept in the order they were last stored or read: each insert drops a few
+//! expired entries from the front (with one TTL for all, mostly the order they expire in), and
+//! when the map is full, the least recently used. An expired entry that was not purged yet is
+//! dropped when it is read. Every lock is a short section that never spans an await.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -111,7 +111,7 @@ impl MemoryResponses {
         }
         if size > limits.bytes {
             drop(inner);
-            log::warn!("response {id} not stored: its {size} bytes exceed state.responses_max_mib");
+            log::warn!("{id} not stored: its {size} bytes are more than the store may hold");
             return;
         }
         while inner.entries.len() >= limits.entries.max(1) || inner.bytes + size > limits.bytes {
@@ -147,7 +147,20 @@ impl MemoryResponses {
             drop(gone);
             return None;
         }
-        entry.visible_to(owner).then(|| entry.response.body.clone())
+        if !entry.visible_to(owner) {
+            return None;
+        }
+        let (old_seq, body) = (entry.seq, entry.response.body.clone());
+        // Read: now the most recently used.
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        if let Some(id) = inner.order.remove(&old_seq) {
+            inner.order.insert(seq, id);
+        }
+        if let Some(entry) = inner.entries.get_mut(id) {
+            entry.seq = seq;
+        }
+        Some(body)
     }
 
     /// Removes `id` when it is there, not expired, and `owner`'s; whether it did.
@@ -255,6 +268,21 @@ mod tests {
         // A TTL past what Instant holds never expires rather than panicking.
         m.put("forever", stored(None, "x"), Duration::MAX, cap(100), t2);
         assert!(m.get("forever", None, t2 + TTL).is_some());
+    }
+
+    #[test]
+    fn a_read_makes_an_entry_the_most_recently_used() {
+        let m = MemoryResponses::default();
+        let now = Instant::now();
+        for id in ["a", "b", "c"] {
+            m.put(id, stored(None, "x"), TTL, cap(3), now);
+        }
+        assert!(m.get("a", None, now).is_some());
+        m.put("d", stored(None, "x"), TTL, cap(3), now);
+        assert_eq!(m.get("b", None, now), None, "the least recently used went");
+        for id in ["a", "c", "d"] {
+            assert!(m.get(id, None, now).is_some(), "{id}");
+        }
     }
 
     #[test]

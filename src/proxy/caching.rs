@@ -1,0 +1,188 @@
+//! The answer cache on the request path: deciding whether a request may use it (after its
+//! filters, on the request as it will be sent), looking its answer up beside admission, serving
+//! a hit, and storing a complete answer before its last byte goes out.
+//!
+//! A hit is admitted like any request (the key's models, its request rate and concurrency) but
+//! settles as zero tokens and $0: it costs the key nothing of its token limits or budget.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::protocols::http::ServerSession;
+
+use super::ctx::RequestCtx;
+use super::respond;
+use crate::cache::{self, fingerprint, CacheFill, CachedAnswer, Captured, Directives};
+use crate::config::{CachePolicy, CacheScope};
+use crate::dialect::ClientRequest;
+use crate::error::GatewayError;
+use crate::filters::{Filter, FilterRequest};
+use crate::observability::metrics::METRICS;
+use crate::store::ANSWERS;
+
+/// What the cache does for one request (`x-switchyard-cache` on the answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Bypass => "bypass",
+        }
+    }
+}
+
+/// A request's use of the cache.
+pub struct CacheState {
+    pub status: CacheStatus,
+    /// Seconds since a hit's answer was stored (`age` on the answer).
+    pub age_s: Option<u64>,
+    /// Empty when bypassed.
+    key: String,
+    /// Whether a stored answer may serve this request (not with `no-cache`).
+    read: bool,
+    /// The oldest a stored answer may be to serve it (`max-age`).
+    max_age_s: Option<u64>,
+    /// How long its answer is kept.
+    ttl: Duration,
+    /// Where the answer lands for [`keep`]; `None` when it is not to be stored.
+    captured: Option<Captured>,
+}
+
+/// Decides what the cache does for `request` of a model with `policy`. Returns the filter that
+/// captures the answer when it is to be stored; records the decision in `ctx.cache`.
+pub(super) fn prepare(
+    ctx: &mut RequestCtx,
+    policy: CachePolicy,
+    request: &FilterRequest,
+) -> Result<Option<Arc<dyn Filter>>, GatewayError> {
+    let directives = Directives::parse(
+        request
+            .info
+            .headers
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
+    let canonical = request.canonical()?;
+    let ttl = cache::ttl(policy.ttl, directives);
+    let sampled = canonical.temperature.is_some_and(|t| t > 0.0);
+    if directives.no_store || ttl.is_zero() || (sampled && !policy.sampled) {
+        METRICS
+            .cache_lookups_total
+            .with_label_values(&[ctx.model_label.as_str(), "bypass"])
+            .inc();
+        ctx.cache = Some(Box::new(CacheState {
+            status: CacheStatus::Bypass,
+            age_s: None,
+            key: String::new(),
+            read: false,
+            max_age_s: None,
+            ttl,
+            captured: None,
+        }));
+        return Ok(None);
+    }
+    let scope = match policy.scope {
+        CacheScope::Key => request.info.key.as_deref(),
+        CacheScope::Shared => None,
+    };
+    let key = fingerprint::key(&canonical, request.model(), scope);
+    let captured = Captured::default();
+    ctx.cache = Some(Box::new(CacheState {
+        status: CacheStatus::Miss,
+        age_s: None,
+        key,
+        read: !directives.no_cache,
+        max_age_s: directives.max_age,
+        ttl,
+        captured: Some(captured.clone()),
+    }));
+    Ok(Some(Arc::new(CacheFill::new(captured))))
+}
+
+/// The key to look up and the oldest answer that will do, when the request reads the cache.
+pub(super) fn lookup_of(ctx: &RequestCtx) -> Option<(String, Option<u64>)> {
+    ctx.cache
+        .as_ref()
+        .filter(|c| c.read && c.status == CacheStatus::Miss)
+        .map(|c| (c.key.clone(), c.max_age_s))
+}
+
+/// The stored answer for `key`, if one young enough is there. A cache that cannot be read is
+/// a miss, not a failed request.
+pub(super) async fn lookup(key: &str, max_age_s: Option<u64>) -> Option<CachedAnswer> {
+    let stored = match ANSWERS.get(key, None).await {
+        Ok(stored) => stored?,
+        Err(e) => {
+            log::warn!("answer cache not read: {e}");
+            return None;
+        }
+    };
+    let Some(answer) = CachedAnswer::decode(&stored) else {
+        log::debug!("answer cache entry {key} does not decode; treated as absent");
+        return None;
+    };
+    match max_age_s {
+        Some(max) if answer.age_s() > max => None,
+        _ => Some(answer),
+    }
+}
+
+/// Counts a lookup's result.
+pub(super) fn record_lookup(ctx: &RequestCtx, hit: bool) {
+    METRICS
+        .cache_lookups_total
+        .with_label_values(&[ctx.model_label.as_str(), if hit { "hit" } else { "miss" }])
+        .inc();
+}
+
+/// Answers from the cache, in the client's dialect, whole or streamed.
+pub(super) async fn serve_hit(
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    request: &ClientRequest,
+    answer: CachedAnswer,
+) -> pingora::Result<()> {
+    if let Some(state) = ctx.cache.as_mut() {
+        state.status = CacheStatus::Hit;
+        state.age_s = Some(answer.age_s());
+        // Served: nothing to store.
+        state.captured = None;
+    }
+    if let Some(saved) = answer.cost_usd {
+        METRICS
+            .cache_saved_usd_total
+            .with_label_values(&[ctx.model_label.as_str()])
+            .inc_by(saved);
+    }
+    ctx.cost_usd = Some(0.0);
+    respond::answer(session, ctx, request, answer.response).await
+}
+
+/// Stores the answer the request's [`CacheFill`] captured, priced as the vendor's answer was.
+/// Awaited before the answer's last byte, so an identical request sent on receiving it hits.
+pub(super) async fn keep(ctx: &mut RequestCtx) {
+    let Some(state) = ctx.cache.as_ref() else {
+        return;
+    };
+    let Some(response) = state.captured.as_ref().and_then(cache::take) else {
+        return;
+    };
+    let entry = Bytes::from(CachedAnswer::new(response, ctx.cost_usd).encode());
+    let size = entry.len() as u64;
+    match ANSWERS.put_for(&state.key, None, entry, state.ttl).await {
+        Ok(()) => METRICS
+            .cache_stored_bytes_total
+            .with_label_values(&[ctx.model_label.as_str()])
+            .inc_by(size),
+        Err(e) => log::warn!("answer not cached: {e}"),
+    }
+}
