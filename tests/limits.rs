@@ -7,11 +7,10 @@
 mod support;
 
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, free_port, Gateway, MockResponse, MockUpstream};
+use support::{client, free_port, redis_available, Gateway, MockResponse, MockUpstream, Redis};
 
 const KEY: &str = "sk-team-limited";
 
@@ -251,61 +250,6 @@ async fn concurrent_requests_are_capped() {
     assert_eq!(body["error"]["code"], "concurrency_limit_exceeded");
     // The slot is free again once the first answer is done.
     assert_eq!(chat(&gw, "mock", false).await.status(), 200);
-}
-
-/// A `redis-server` on a free port, killed on drop.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Option<Redis> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let redis = Redis { port, child };
-        for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(redis);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not listen on {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn redis_available() -> bool {
-    let ok = Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
-    }
-    ok
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 //! A model opts in with `models.NAME.cache`. Its requests are keyed by
 //! [`fingerprint::key`] (the canonical request, so the dialect a request came in does not
 //! matter), per client key unless the model's `scope` is `shared`. Answers are kept in the
-//! state backend ([`crate::store::ANSWERS`]: in the process, least recently used first out past
+//! state backend (`store::ANSWERS`: in the process, least recently used first out past
 //! `state.cache_max_mib`, or in Redis shared by every instance) as canonical answers, and are
 //! replayed in whatever dialect, whole or streamed, the next client asks for.
 //!

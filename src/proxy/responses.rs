@@ -1,5 +1,5 @@
 //! The state of the Responses API: answers kept for `previous_response_id` and for
-//! `GET|DELETE /v1/responses/{id}`, in the [`conversation`](crate::conversation) store, scoped
+//! `GET|DELETE /v1/responses/{id}`, in the [`store`](crate::store), scoped
 //! to the client key that made them (another key is told they do not exist).
 //!
 //! A stored record is `{"input": [...], "response": {...}}`: every input item of the

@@ -20,12 +20,16 @@ pub mod python;
 // Whole modules: a binary without a mock upstream (or a CA) leaves all of the module unused, and
 // the others each use a different part of `MockResponse` and `MockUpstream`.
 #[allow(dead_code)]
+mod redis;
+#[allow(dead_code)]
 mod tls;
 #[allow(dead_code)]
 mod upstream;
 
 pub use gateway::*;
 // Unused, like the modules, in the binaries without a CA or a mock upstream.
+#[allow(unused_imports)]
+pub use redis::*;
 #[allow(unused_imports)]
 pub use tls::*;
 #[allow(unused_imports)]
