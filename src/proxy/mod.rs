@@ -16,6 +16,7 @@ mod caching;
 mod count_tokens;
 pub mod ctx;
 mod filtering;
+mod hedging;
 mod models;
 mod pipeline;
 mod respond;

@@ -20,10 +20,10 @@ use super::body::read_or_refuse;
 use super::caching;
 use super::ctx::RequestCtx;
 use super::filtering;
+use super::hedging;
 use super::respond;
 use super::responses;
 use super::Gateway;
-use crate::config::RetryPolicy;
 use crate::dialect::anthropic::MessagesRequest;
 use crate::dialect::openai::completions::CompletionsRequest;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
@@ -117,8 +117,7 @@ pub(super) async fn handle(
         Box::pin(ctx.settle(Some(0))).await;
         return caching::serve_hit(session, ctx, &request, answer).await;
     }
-    let policy = &plan.routes[0].retry;
-    let outcome = run_attempts(gateway, session, ctx, &request, &targets, policy).await;
+    let outcome = run_attempts(gateway, session, ctx, &request, &targets, &plan.routes[0]).await;
     // An answered request settled before its last byte; what is left here failed (nothing
     // answered: no tokens, no cost) or broke off (its usage as far as it is known).
     let used = match &outcome {
@@ -232,20 +231,26 @@ impl Gate for PlanGate<'_> {
     }
 }
 
-/// Tries the plan under the retry policy ([`Retry`] decides what comes next). Returns the error
-/// to send when no attempt answered.
+/// Tries the plan under the retry policy ([`Retry`] decides what comes next), the first
+/// attempt hedged when the model says so. Returns the error to send when no attempt answered.
 async fn run_attempts(
     gateway: &Gateway,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     request: &ClientRequest,
     plan: &[&Target],
-    policy: &RetryPolicy,
+    route: &Route,
 ) -> pingora::Result<Option<GatewayError>> {
+    let policy = &route.retry;
     let gate = PlanGate(plan);
     let mut retry = Retry::new(plan.len(), policy);
     let mut tried: Vec<String> = Vec::new();
     let mut last_error = None;
+    // Embeddings are cheap and quick: never worth a second call.
+    let hedge = route
+        .hedge
+        .as_ref()
+        .filter(|_| plan.len() > 1 && !matches!(request, ClientRequest::Embeddings(_)));
     loop {
         let i = match retry.next(&gate) {
             Step::Try(i) => i,
@@ -266,44 +271,63 @@ async fn run_attempts(
         }
         ctx.provider = Some(target.provider.name.clone());
         ctx.upstream_model = Some(target.upstream_model.clone());
-        let outcome = match attempt::run(gateway, session, ctx, request, target, policy).await {
-            Ok(o) => o,
-            Err(e) => {
-                // The client went away: that says nothing about the provider.
-                target.health.record_neutral();
-                record_attempt(&target.provider.name, "client_gone");
-                return Err(e);
+        let outcomes = match hedge {
+            Some(hedge) if ctx.attempts == 1 => {
+                hedging::race(
+                    gateway, session, ctx, request, plan, &gate, &mut retry, i, hedge, policy,
+                )
+                .await
             }
+            _ => vec![(
+                i,
+                attempt::run(gateway, session, ctx, request, target, policy).await,
+            )],
         };
-        match outcome {
-            Attempt::Answered { healthy, latency } => {
-                if healthy {
-                    target.health.record_success(latency);
-                    record_attempt(&target.provider.name, "ok");
-                } else {
-                    target.health.record_failure();
-                    record_attempt(&target.provider.name, "stream_error");
+        // Once something reached the client, no failure may answer it again.
+        let answered = outcomes
+            .iter()
+            .any(|(_, o)| !matches!(o, Ok(Attempt::Failed { .. })));
+        for (i, outcome) in outcomes {
+            let target = plan[i];
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    // The client went away: that says nothing about the provider.
+                    target.health.record_neutral();
+                    record_attempt(&target.provider.name, "client_gone");
+                    return Err(e);
                 }
-                return Ok(None);
-            }
-            Attempt::Failed {
-                error,
-                fault,
-                outcome,
-            } => {
-                record_attempt(&target.provider.name, outcome);
-                tried.push(format!("{} ({})", target.provider.name, error));
-                match &fault {
-                    Fault::Request => target.health.record_neutral(),
-                    Fault::RateLimited { retry_after, .. } => {
-                        target.health.record_rate_limited(*retry_after);
+            };
+            match outcome {
+                Attempt::Answered { healthy, latency } => {
+                    if healthy {
+                        target.health.record_success(latency);
+                        record_attempt(&target.provider.name, "ok");
+                    } else {
+                        target.health.record_failure();
+                        record_attempt(&target.provider.name, "stream_error");
                     }
-                    Fault::Provider { .. } => target.health.record_failure(),
+                    return Ok(None);
                 }
-                if !retry.failed(i, &fault) {
-                    return Ok(Some(error));
+                Attempt::Failed {
+                    error,
+                    fault,
+                    outcome,
+                } => {
+                    record_attempt(&target.provider.name, outcome);
+                    tried.push(format!("{} ({})", target.provider.name, error));
+                    match &fault {
+                        Fault::Request => target.health.record_neutral(),
+                        Fault::RateLimited { retry_after, .. } => {
+                            target.health.record_rate_limited(*retry_after);
+                        }
+                        Fault::Provider { .. } => target.health.record_failure(),
+                    }
+                    if !retry.failed(i, &fault) && !answered {
+                        return Ok(Some(error));
+                    }
+                    last_error = Some(error);
                 }
-                last_error = Some(error);
             }
         }
     }

@@ -121,6 +121,22 @@ impl Retry {
         }
     }
 
+    /// The next target of the current round, without starting a new one (no pause): a hedge
+    /// asks for a second target while the first is still pending.
+    pub fn next_in_round(&mut self, gate: &impl Gate) -> Option<usize> {
+        if self.stopped {
+            return None;
+        }
+        while self.next < self.excluded.len() {
+            let i = self.next;
+            self.next += 1;
+            if !self.excluded[i] && gate.try_acquire(i) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
     /// The attempt at `target` failed with `fault`: whether the request may go on.
     pub fn failed(&mut self, target: usize, fault: &Fault) -> bool {
         let retryable = match fault {
@@ -221,6 +237,22 @@ mod tests {
                 Step::GiveUp,
             ]
         );
+    }
+
+    #[test]
+    fn a_hedge_takes_the_next_target_of_the_round_and_the_round_goes_on_after_it() {
+        let gate = Breakers::closed(3);
+        gate.open.borrow_mut()[1] = true;
+        let mut retry = Retry::with_jitter(3, &policy(2, 0), middle);
+        assert_eq!(retry.next(&gate), Step::Try(0));
+        // Target 1's breaker is open: the hedge goes to 2.
+        assert_eq!(retry.next_in_round(&gate), Some(2));
+        assert_eq!(retry.next_in_round(&gate), None, "no new round for a hedge");
+        assert!(retry.failed(0, &PROVIDER));
+        assert!(retry.failed(2, &PROVIDER));
+        // Both failed: the next round starts after its pause, as without hedging.
+        assert_eq!(retry.next(&gate), Step::Pause(Duration::ZERO));
+        assert_eq!(retry.next(&gate), Step::Try(0));
     }
 
     #[test]

@@ -257,6 +257,8 @@ struct Shared {
     probes: AtomicUsize,
     /// Messages of script panics (each answered with a 500).
     panics: Mutex<Vec<String>>,
+    /// Requests whose client closed the connection while their answer's head was delayed.
+    abandoned: AtomicUsize,
 }
 
 /// A scriptable HTTP/1.1 upstream on 127.0.0.1. Serves until dropped; dropping it closes the
@@ -307,6 +309,7 @@ impl MockUpstream {
             probe_status: AtomicU16::new(200),
             probes: AtomicUsize::new(0),
             panics: Mutex::new(Vec::new()),
+            abandoned: AtomicUsize::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), tls));
         MockUpstream {
@@ -346,6 +349,12 @@ impl MockUpstream {
     /// The status health probes get from now on (200 at start).
     pub fn set_probe_status(&self, status: u16) {
         self.shared.probe_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Requests whose client closed the connection while the answer's head was held back
+    /// ([`MockResponse::header_delay`]): a hedge's loser, a client that gave up.
+    pub fn abandoned_count(&self) -> usize {
+        self.shared.abandoned.load(Ordering::SeqCst)
     }
 
     pub fn probe_count(&self) -> usize {
@@ -627,7 +636,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         let closes = close || answer.close_after;
-        match respond(conn, answer, close, reset).await {
+        match respond(conn, answer, close, reset, &shared.abandoned).await {
             Some(c) if !closes => conn = c,
             Some(mut c) => {
                 let _ = c.stream.shutdown().await;
@@ -645,9 +654,21 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     response: MockResponse,
     close: bool,
     reset: fn(S),
+    abandoned: &AtomicUsize,
 ) -> Option<Conn<S>> {
     if !response.header_delay.is_zero() {
-        tokio::time::sleep(response.header_delay).await;
+        let delay = tokio::time::sleep(response.header_delay);
+        tokio::pin!(delay);
+        loop {
+            tokio::select! {
+                _ = &mut delay => break,
+                // Bytes that come meanwhile stay buffered for the next request.
+                more = conn.fill() => if !more {
+                    abandoned.fetch_add(1, Ordering::SeqCst);
+                    return None;
+                }
+            }
+        }
     }
     match &response.body {
         Body::Reset => {

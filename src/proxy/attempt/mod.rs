@@ -19,15 +19,16 @@ use pingora::protocols::http::ServerSession;
 pub use classify::Fault;
 
 use super::ctx::RequestCtx;
+use super::filtering::ActiveFilters;
 use super::Gateway;
 use crate::accounting::Usage;
-use crate::config::RetryPolicy;
+use crate::config::{RetryPolicy, Secret};
 use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
 use crate::filters::AttemptRequest;
 use crate::providers::AttemptTarget;
 use crate::routing::{mock_endpoint, Backend, Target};
-use crate::transport;
+use crate::transport::{self, Exchange};
 
 /// What became of one attempt.
 pub enum Attempt {
@@ -69,6 +70,65 @@ fn finish_accounting(ctx: &mut RequestCtx, target: &Target, usage: Option<Usage>
     };
 }
 
+/// A request sent to one target whose answer came back with a 2xx status: ready to relay.
+pub struct Sent {
+    exchange: Exchange,
+    /// Renewed credentials (a bearer token), when the provider's expire.
+    token: Option<Secret>,
+}
+
+/// A failed send, and how long it waited on the upstream.
+pub type SendFailure = (Attempt, Duration);
+
+/// Credentials that expire are renewed first; a bearer token (Vertex AI) becomes the key.
+async fn renewed_token(
+    gateway: &Gateway,
+    target: &Target,
+    policy: &RetryPolicy,
+) -> Result<Option<Secret>, Attempt> {
+    let provider = &*target.provider;
+    let Some(credentials) = provider.adapter.renewable() else {
+        return Ok(None);
+    };
+    Box::pin(credentials.renew(&gateway.transport))
+        .await
+        .map_err(|e| Attempt::Failed {
+            error: GatewayError::BadGateway(format!(
+                "provider '{}' cannot get its credentials: {e}",
+                provider.name
+            )),
+            fault: Fault::Provider {
+                retryable: policy.retries_connect(),
+            },
+            outcome: "connect_error",
+        })
+}
+
+/// Where `target` is reached and with which key.
+fn reach<'t>(
+    target: &'t Target,
+    token: Option<&'t Secret>,
+) -> (AttemptTarget<'t>, Option<&'t Secret>) {
+    let (endpoint, api_key, extra_headers) = match &target.provider.backend {
+        Backend::Http(http) => (
+            &http.upstream.endpoint,
+            http.api_key(),
+            &http.config.headers[..],
+        ),
+        Backend::Mock(_) => (mock_endpoint(), None, &[][..]),
+    };
+    let api_key = token.or(api_key);
+    (
+        AttemptTarget {
+            upstream_model: &target.upstream_model,
+            endpoint,
+            api_key,
+            extra_headers,
+        },
+        api_key,
+    )
+}
+
 /// Tries `target` once.
 ///
 /// This future lives as long as the stream it forwards, so everything it awaits only once per
@@ -83,56 +143,27 @@ pub async fn run(
     target: &Target,
     policy: &RetryPolicy,
 ) -> pingora::Result<Attempt> {
-    let provider = &*target.provider;
-    let (endpoint, api_key, extra_headers) = match &provider.backend {
-        Backend::Http(http) => (
-            &http.upstream.endpoint,
-            http.api_key(),
-            &http.config.headers[..],
-        ),
-        Backend::Mock(_) => (mock_endpoint(), None, &[][..]),
-    };
-    // Credentials that expire are renewed first; a bearer token (Vertex AI) becomes the key.
-    let token = match provider.adapter.renewable() {
-        Some(credentials) => match Box::pin(credentials.renew(&gateway.transport)).await {
-            Ok(token) => token,
-            Err(e) => {
-                return Ok(Attempt::Failed {
-                    error: GatewayError::BadGateway(format!(
-                        "provider '{}' cannot get its credentials: {e}",
-                        provider.name
-                    )),
-                    fault: Fault::Provider {
-                        retryable: policy.retries_connect(),
-                    },
-                    outcome: "connect_error",
-                })
-            }
-        },
-        None => None,
-    };
-    let api_key = token.as_ref().or(api_key);
-    let attempt_target = AttemptTarget {
-        upstream_model: &target.upstream_model,
-        endpoint,
-        api_key,
-        extra_headers,
-    };
-    let relay = relay::Relay {
-        gateway,
-        target,
-        policy,
-        api_key,
-    };
     if let (ClientRequest::Embeddings(embeddings), Backend::Http(http)) =
-        (request, &provider.backend)
+        (request, &target.provider.backend)
     {
+        let token = match renewed_token(gateway, target, policy).await {
+            Ok(token) => token,
+            Err(failed) => return Ok(failed),
+        };
+        let (attempt_target, api_key) = reach(target, token.as_ref());
         // A vendor that takes one input per call (Bedrock Titan): several calls, one answer.
-        match provider
+        match target
+            .provider
             .adapter
             .build_embeddings_parts(embeddings, &attempt_target)
         {
             Some(Ok(parts)) => {
+                let relay = relay::Relay {
+                    gateway,
+                    target,
+                    policy,
+                    api_key,
+                };
                 let parallel = http.config.max_parallel_requests;
                 return Box::pin(relay.embeddings_parts(
                     session,
@@ -154,23 +185,59 @@ pub async fn run(
             None => {}
         }
     }
+    let filters = ctx.filters.clone();
+    let sent = Box::pin(send(
+        gateway,
+        filters.as_deref(),
+        &ctx.request_id,
+        request,
+        target,
+        policy,
+    ))
+    .await;
+    match sent {
+        Ok(sent) => relay(gateway, session, ctx, request, target, policy, sent).await,
+        Err((failed, waited)) => {
+            ctx.waited += waited;
+            Ok(failed)
+        }
+    }
+}
+
+/// Sends `request` to `target` and waits for its answer's head: the exchange to relay, or the
+/// failed attempt (an error status is read and classified here). Nothing reaches the client,
+/// so a hedge can race two of these and drop the slower one.
+pub async fn send(
+    gateway: &Gateway,
+    filters: Option<&ActiveFilters>,
+    request_id: &str,
+    request: &ClientRequest,
+    target: &Target,
+    policy: &RetryPolicy,
+) -> Result<Sent, SendFailure> {
+    let provider = &*target.provider;
+    let token = renewed_token(gateway, target, policy)
+        .await
+        .map_err(|failed| (failed, Duration::ZERO))?;
+    let (attempt_target, api_key) = reach(target, token.as_ref());
     let built = match request {
         ClientRequest::Embeddings(embeddings) => provider
             .adapter
             .build_embeddings(embeddings, &attempt_target),
         _ => provider.adapter.build_request(request, &attempt_target),
     };
-    let mut upstream_request = match built {
-        Ok(r) => r,
-        Err(error) => {
-            return Ok(Attempt::Failed {
+    let refused = |error, outcome| {
+        (
+            Attempt::Failed {
                 error,
                 fault: Fault::Request,
-                outcome: "invalid_request",
-            })
-        }
+                outcome,
+            },
+            Duration::ZERO,
+        )
     };
-    if let Some(active) = &ctx.filters {
+    let mut upstream_request = built.map_err(|error| refused(error, "invalid_request"))?;
+    if let Some(active) = filters {
         for filter in active.set.iter() {
             let mut attempt = AttemptRequest {
                 info: &active.info,
@@ -180,16 +247,14 @@ pub async fn run(
             };
             if let Err(error) = filter.on_attempt(&mut attempt) {
                 log::info!(
-                    "filter '{}' refused the attempt of request {} at provider '{}': {error}",
+                    "filter '{}' refused the attempt of request {request_id} at provider '{}': {error}",
                     filter.name(),
-                    ctx.request_id,
                     provider.name
                 );
-                return Ok(Attempt::Failed {
-                    error: crate::proxy::filtering::to_gateway_error(error),
-                    fault: Fault::Request,
-                    outcome: "filtered",
-                });
+                return Err(refused(
+                    crate::proxy::filtering::to_gateway_error(error),
+                    "filtered",
+                ));
             }
         }
     }
@@ -211,13 +276,45 @@ pub async fn run(
     drop(upstream_request);
     let exchange = match sent {
         Ok(x) => x,
-        Err(e) => return Ok(Attempt::transport_failure(&provider.name, e, policy)),
+        Err(e) => {
+            return Err((
+                Attempt::transport_failure(&provider.name, e, policy),
+                Duration::ZERO,
+            ))
+        }
     };
-    ctx.waited += exchange.waited();
-
     if !(200..300).contains(&exchange.status()) {
-        return Ok(Box::pin(relay.error_status(exchange)).await);
+        let waited = exchange.waited();
+        let relay = relay::Relay {
+            gateway,
+            target,
+            policy,
+            api_key,
+        };
+        return Err((Box::pin(relay.error_status(exchange)).await, waited));
     }
+    Ok(Sent { exchange, token })
+}
+
+/// Relays the answer of a [`send`] to the client.
+pub async fn relay(
+    gateway: &Gateway,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    request: &ClientRequest,
+    target: &Target,
+    policy: &RetryPolicy,
+    sent: Sent,
+) -> pingora::Result<Attempt> {
+    let Sent { exchange, token } = sent;
+    ctx.waited += exchange.waited();
+    let (_, api_key) = reach(target, token.as_ref());
+    let relay = relay::Relay {
+        gateway,
+        target,
+        policy,
+        api_key,
+    };
     if !request.stream() {
         return Box::pin(relay.json(session, ctx, request, exchange)).await;
     }
