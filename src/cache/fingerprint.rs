@@ -96,15 +96,7 @@ pub fn key(request: &chat::Request<'_>, model: &str, scope: Option<&str>) -> Str
     let mut hasher = Sha256::new();
     // Writing JSON into a hasher cannot fail: the values are plain data.
     let _ = serde_json::to_writer(&mut hasher, &fingerprint);
-    hex(&hasher.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    hex::encode(hasher.finalize())
 }
 
 #[cfg(test)]

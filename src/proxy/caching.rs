@@ -69,7 +69,7 @@ pub(super) fn prepare(
             .headers
             .get_all(http::header::CACHE_CONTROL)
             .iter()
-            .map(|v| v.as_bytes()),
+            .map(http::HeaderValue::as_bytes),
     );
     let canonical = request.canonical()?;
     let ttl = cache::ttl(policy.ttl, directives);

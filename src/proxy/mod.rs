@@ -21,6 +21,7 @@ mod models;
 mod pipeline;
 mod respond;
 mod responses;
+mod sticky;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

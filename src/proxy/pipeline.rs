@@ -23,6 +23,7 @@ use super::filtering;
 use super::hedging;
 use super::respond;
 use super::responses;
+use super::sticky;
 use super::Gateway;
 use crate::dialect::anthropic::MessagesRequest;
 use crate::dialect::openai::completions::CompletionsRequest;
@@ -88,10 +89,15 @@ pub(super) async fn handle(
         );
         return respond::error(session, ctx, &err).await;
     }
-    let targets = match priced_for_budget(targets, client_key, request.model()) {
+    let mut targets = match priced_for_budget(targets, client_key, request.model()) {
         Ok(targets) => targets,
         Err(err) => return respond::error(session, ctx, &err).await,
     };
+    if plan.routes[0].sticky.is_some() {
+        let headers = &session.req_header().headers;
+        let route = &plan.routes[0];
+        Box::pin(sticky::apply(ctx, headers, &request, route, &mut targets)).await;
+    }
     // A cached answer is looked up while the request is admitted: one round trip's wait.
     let cached = match caching::lookup_of(ctx) {
         Some((key, max_age)) => {

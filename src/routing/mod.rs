@@ -8,6 +8,7 @@ pub mod checks;
 pub mod health;
 pub mod hedge;
 pub mod retry;
+pub mod sticky;
 pub mod strategy;
 
 use crate::filters::FilterSet;

@@ -101,8 +101,23 @@ pub static ANSWERS: LazyLock<Store> = LazyLock::new(|| {
 /// Applies a config's `state` to every store.
 pub fn configure(state: &StateSettings) -> Result<(), String> {
     RESPONSES.configure(state)?;
-    ANSWERS.configure(state)
+    ANSWERS.configure(state)?;
+    AFFINITY.configure(state)
 }
+
+/// Which target each conversation of a sticky model was last sent to (each stored with its
+/// model's sticky TTL).
+pub static AFFINITY: LazyLock<Store> = LazyLock::new(|| {
+    Store::new("aff:", |_| Retention {
+        ttl: Duration::from_secs(3600),
+        max_entries: MAX_CONVERSATIONS,
+        max_bytes: usize::MAX,
+    })
+});
+
+/// Conversations [`AFFINITY`] remembers in memory (about 150 bytes each), the least recently
+/// active forgotten first.
+const MAX_CONVERSATIONS: usize = 100_000;
 
 /// How long a store keeps entries, and how many (the caps bind the memory backend only;
 /// Redis's own memory policy applies to the other).
