@@ -369,3 +369,150 @@ fn check_refuses_a_snapshot_file_serve_could_not_read() {
         "{err}"
     );
 }
+
+/// Every vendor's report of prompt-cache reads and writes, as its fake sends it: 200 fresh
+/// input tokens, 800 read from the cache, 100 written to it (where the vendor reports writes),
+/// and 100 output tokens.
+fn prompt_cache_vendor(req: &support::RecordedRequest) -> MockResponse {
+    let stream = req.json()["stream"] == json!(true);
+    if req.path.starts_with("/v1/messages") {
+        if stream {
+            let events = [
+                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                       "content": [], "model": "claude", "stop_reason": null, "stop_sequence": null,
+                       "usage": {"input_tokens": 200, "cache_read_input_tokens": 800,
+                                 "cache_creation_input_tokens": 100, "output_tokens": 1}}}),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                       "usage": {"output_tokens": 100}}),
+                json!({"type": "message_stop"}),
+            ];
+            return MockResponse::sse(
+                events
+                    .iter()
+                    .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+                    .collect(),
+            );
+        }
+        return MockResponse::json(
+            200,
+            json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+                   "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn", "stop_sequence": null,
+                   "usage": {"input_tokens": 200, "cache_read_input_tokens": 800,
+                             "cache_creation_input_tokens": 100, "output_tokens": 100}}),
+        );
+    }
+    if req.path.starts_with("/v1beta/models/") {
+        return MockResponse::json(
+            200,
+            json!({"candidates": [{"content": {"parts": [{"text": "hi"}], "role": "model"},
+                   "finishReason": "STOP", "index": 0}],
+                   "usageMetadata": {"promptTokenCount": 1000, "cachedContentTokenCount": 800,
+                                     "candidatesTokenCount": 100, "totalTokenCount": 1100}}),
+        );
+    }
+    if req.path.starts_with("/model/") {
+        return MockResponse::json(
+            200,
+            json!({"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}},
+                   "stopReason": "end_turn",
+                   "usage": {"inputTokens": 200, "outputTokens": 100, "totalTokens": 1200,
+                             "cacheReadInputTokens": 800, "cacheWriteInputTokens": 100}}),
+        );
+    }
+    MockResponse::json(
+        200,
+        json!({"id": "c", "object": "chat.completion", "created": 1, "model": "gpt",
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100,
+                         "prompt_tokens_details": {"cached_tokens": 800}}}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_cache_reads_and_writes_are_priced_once_per_vendor() {
+    let upstream = MockUpstream::start(|req, _| prompt_cache_vendor(req)).await;
+    let u = upstream.url();
+    // Per million: fresh input 10, cached input 1, cache writes 12.5, output 20.
+    let price = "price: { input_per_mtok: 10, cached_input_per_mtok: 1, cache_write_per_mtok: 12.5, output_per_mtok: 20 }";
+    let yaml = format!(
+        r#"
+server: {{ listen: ["{{{{listen}}}}"], admin_listen: "{{{{admin}}}}" }}
+auth:
+  keys:
+    - {{ name: team, key: sk-team, budget_usd: {{ amount: 100, period: total }} }}
+providers:
+  openai: {{ kind: openai, base_url: "{u}/v1", api_key: sk-up, health_check: {{ enabled: false }} }}
+  anthropic: {{ kind: anthropic, base_url: "{u}", api_key: sk-ant, health_check: {{ enabled: false }} }}
+  gemini: {{ kind: gemini, base_url: "{u}", api_key: g-key, health_check: {{ enabled: false }} }}
+  bedrock: {{ kind: bedrock, region: us-east-1, base_url: "{u}", api_key: br-key, health_check: {{ enabled: false }} }}
+models:
+  gpt: {{ targets: [{{ provider: openai, model: gpt-4o, {price} }}] }}
+  claude: {{ targets: [{{ provider: anthropic, model: claude-sonnet-4-5, {price} }}] }}
+  gemini: {{ targets: [{{ provider: gemini, model: gemini-2.5-flash, {price} }}] }}
+  nova: {{ targets: [{{ provider: bedrock, model: amazon.nova-pro-v1:0, {price} }}] }}
+"#
+    );
+    let gw = Gateway::start(&yaml).await;
+    // Reads only (OpenAI, Gemini): 200 x 10 + 800 x 1 + 100 x 20 per million.
+    let reads_only = (200.0 * 10.0 + 800.0 + 100.0 * 20.0) / 1e6;
+    // Reads and writes (Anthropic, Bedrock): 100 more prompt tokens, at the write price.
+    let with_writes = (200.0 * 10.0 + 800.0 + 100.0 * 12.5 + 100.0 * 20.0) / 1e6;
+    let mut total = 0.0;
+    for (model, prompt, cost) in [
+        ("gpt", 1000, reads_only),
+        ("gemini", 1000, reads_only),
+        ("claude", 1100, with_writes),
+        ("nova", 1100, with_writes),
+    ] {
+        let (status, body) = chat(&gw, "sk-team", model).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        let usage = &body["usage"];
+        assert_eq!(usage["prompt_tokens"], prompt, "{model}: {usage}");
+        assert_eq!(
+            usage["prompt_tokens_details"]["cached_tokens"], 800,
+            "{model}"
+        );
+        assert_eq!(usage["completion_tokens"], 100, "{model}");
+        let billed = usage["cost"].as_f64().expect("usage.cost");
+        assert!((billed - cost).abs() < 1e-9, "{model}: {billed} != {cost}");
+        total += cost;
+    }
+    // Streamed, Anthropic reports its usage twice (message_start, message_delta): counted once.
+    let body = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth("sk-team")
+        .json(
+            &json!({"model": "claude", "stream": true, "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let usage: Value = support::sse_data(&body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|c| c["usage"].is_object())
+        .map(|c| c["usage"].clone())
+        .expect("a usage chunk");
+    assert_eq!(usage["prompt_tokens"], 1100, "{usage}");
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 800);
+    assert_eq!(usage["completion_tokens"], 100);
+    assert!(
+        (usage["cost"].as_f64().unwrap() - with_writes).abs() < 1e-9,
+        "{usage}"
+    );
+    total += with_writes;
+
+    let (_, keys) = get(format!("{}/admin/keys", gw.admin_url()), None).await;
+    let spent = keys["keys"][0]["budget"]["spent_usd"].as_f64().unwrap();
+    assert!(
+        (spent - total).abs() < 1e-9,
+        "spent {spent}, expected {total}"
+    );
+}
