@@ -176,7 +176,7 @@ pub struct KeyUsage {
 
 enum Backend {
     Memory,
-    Redis(Box<RedisStore>),
+    Redis(Arc<RedisStore>),
 }
 
 struct Store {
@@ -246,7 +246,7 @@ impl Limiter {
         }
         let backend = match &state.backend {
             StateBackend::Memory => Backend::Memory,
-            StateBackend::Redis { url } => Backend::Redis(Box::new(RedisStore::new(url)?)),
+            StateBackend::Redis { url } => Backend::Redis(RedisStore::shared(url)?),
         };
         self.store.store(Arc::new(Store {
             backend,

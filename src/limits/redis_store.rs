@@ -16,7 +16,9 @@
 //! so slots held by an instance that died come back) and `{prefix}{name}:budget:{period}`
 //! (nano-USD; periodic budgets expire after their period).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -190,7 +192,24 @@ pub enum AdmitReply {
     },
 }
 
+/// The stores made so far, by URL: everything that talks to one Redis shares one multiplexed
+/// connection, so that a request's concurrent calls (admission and the answer cache's lookup)
+/// go out together.
+static SHARED: LazyLock<Mutex<HashMap<String, Weak<RedisStore>>>> = LazyLock::new(Default::default);
+
 impl RedisStore {
+    /// The store of `url`, shared with every other user of the same URL while any holds it.
+    pub fn shared(url: &Secret) -> Result<Arc<Self>, String> {
+        let mut stores = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        stores.retain(|_, store| store.strong_count() > 0);
+        if let Some(store) = stores.get(url.expose()).and_then(Weak::upgrade) {
+            return Ok(store);
+        }
+        let store = Arc::new(RedisStore::new(url)?);
+        stores.insert(url.expose().to_string(), Arc::downgrade(&store));
+        Ok(store)
+    }
+
     pub fn new(url: &Secret) -> Result<Self, String> {
         let client = redis::Client::open(url.expose())
             .map_err(|e| format!("state.url: not a usable redis URL ({})", describe(&e)))?;

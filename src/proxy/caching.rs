@@ -167,22 +167,49 @@ pub(super) async fn serve_hit(
     respond::answer(session, ctx, request, answer.response).await
 }
 
-/// Stores the answer the request's [`CacheFill`] captured, priced as the vendor's answer was.
-/// Awaited before the answer's last byte, so an identical request sent on receiving it hits.
-pub(super) async fn keep(ctx: &mut RequestCtx) {
-    let Some(state) = ctx.cache.as_ref() else {
-        return;
-    };
-    let Some(response) = state.captured.as_ref().and_then(cache::take) else {
-        return;
-    };
-    let entry = Bytes::from(CachedAnswer::new(response, ctx.cost_usd).encode());
-    let size = entry.len() as u64;
-    match ANSWERS.put_for(&state.key, None, entry, state.ttl).await {
-        Ok(()) => METRICS
-            .cache_stored_bytes_total
-            .with_label_values(&[ctx.model_label.as_str()])
-            .inc_by(size),
-        Err(e) => log::warn!("answer not cached: {e}"),
+/// An answer to store, taken off the request so that storing it can run beside settling.
+pub(super) struct Keep {
+    key: String,
+    entry: Bytes,
+    ttl: Duration,
+    model: String,
+}
+
+/// The answer the request's [`CacheFill`] captured, priced as the vendor's answer was; `None`
+/// when there is nothing to store.
+pub(super) fn to_keep(ctx: &RequestCtx) -> Option<Keep> {
+    let state = ctx.cache.as_ref()?;
+    let response = cache::take(state.captured.as_ref()?)?;
+    Some(Keep {
+        key: state.key.clone(),
+        entry: Bytes::from(CachedAnswer::new(response, ctx.cost_usd).encode()),
+        ttl: state.ttl,
+        model: ctx.model_label.clone(),
+    })
+}
+
+impl Keep {
+    /// Awaited before the answer's last byte, so an identical request sent on receiving it
+    /// hits.
+    pub(super) async fn store(self) {
+        let size = self.entry.len() as u64;
+        match ANSWERS.put_for(&self.key, None, self.entry, self.ttl).await {
+            Ok(()) => METRICS
+                .cache_stored_bytes_total
+                .with_label_values(&[self.model.as_str()])
+                .inc_by(size),
+            Err(e) => log::warn!("answer not cached: {e}"),
+        }
+    }
+}
+
+/// Settles the request's admission and stores its answer for the cache, side by side: with
+/// both in Redis, one round trip's wait.
+pub(super) async fn settle_and_keep(ctx: &mut RequestCtx, used: Option<u64>) {
+    match to_keep(ctx) {
+        Some(keep) => {
+            tokio::join!(ctx.settle(used), keep.store());
+        }
+        None => ctx.settle(used).await,
     }
 }

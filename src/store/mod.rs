@@ -170,7 +170,7 @@ impl Store {
             StateBackend::Memory => None,
             StateBackend::Redis { url } => match &old.redis {
                 Some((same, store)) if same == url.expose() => Some((same.clone(), store.clone())),
-                _ => Some((url.expose().to_string(), Arc::new(RedisStore::new(url)?))),
+                _ => Some((url.expose().to_string(), RedisStore::shared(url)?)),
             },
         };
         if redis.is_some() && old.redis.is_none() {

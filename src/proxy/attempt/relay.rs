@@ -168,7 +168,8 @@ impl Relay<'_> {
         kept: Option<&ResponsesRequest>,
     ) -> pingora::Result<Attempt> {
         finish_accounting(ctx, self.target, answer.usage);
-        Box::pin(ctx.settle(answer.usage.map(|u| u.total()))).await;
+        let used = answer.usage.map(|u| u.total());
+        Box::pin(caching::settle_and_keep(ctx, used)).await;
         // The answer reports its own price, OpenRouter-style, in either dialect.
         let body = match ctx.cost_usd {
             Some(cost) => with_usage_cost(&answer.body, cost)
@@ -179,7 +180,6 @@ impl Relay<'_> {
         if let Some(request) = kept {
             Box::pin(responses::keep(request, ctx.client_key.as_deref(), &body)).await;
         }
-        Box::pin(caching::keep(ctx)).await;
         respond::json(session, ctx, 200, body, None).await?;
         Ok(Attempt::Answered {
             healthy: true,
@@ -304,11 +304,10 @@ impl Relay<'_> {
                 finish_accounting(ctx, self.target, decoder.usage());
                 // Boxed: held inline, the Redis call would enlarge every open stream's future.
                 let used = ctx.usage.map(|u| u.total());
-                Box::pin(ctx.settle(used)).await;
+                Box::pin(caching::settle_and_keep(ctx, used)).await;
                 if let (Some(request), Some(body)) = (request.responses(), decoder.finished()) {
                     Box::pin(responses::keep(request, ctx.client_key.as_deref(), &body)).await;
                 }
-                Box::pin(caching::keep(ctx)).await;
             }
             if !out.is_empty() || end {
                 if !started {
