@@ -17,9 +17,11 @@
 //! gateway's instructions per request (callgrind, when valgrind is installed), and its memory
 //! idle, under load and with many open streams. Environment: `BENCH_SECONDS` (default 5),
 //! `BENCH_RATES` (default `1000,5000`), `BENCH_OPEN_STREAMS` (default 10000), `BENCH_ONLY` (a
-//! comma list of `saturation,latency,streams,cpu,limits,filters,open`; default all). `limits`
-//! counts the instructions a limited client key adds per request, with counters in memory and in
-//! Redis (when `redis-server` is installed); `filters` those of each built-in filter.
+//! comma list of `saturation,latency,streams,cpu,limits,filters,cache,hedge,open`; default all).
+//! `limits` counts the instructions a limited client key adds per request, with counters in
+//! memory and in Redis (when `redis-server` is installed); `filters` those of each built-in
+//! filter; `cache` a cache hit's latency, instructions and Redis commands (memory and Redis);
+//! `hedge` the latency percentiles of a heavy-tailed target with and without hedging.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -30,6 +32,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "load/tail.rs"]
+mod tail;
 
 // ---------------------------------------------------------------------------------------------
 // The upstream
@@ -47,6 +52,14 @@ fn stream_shape(body: &str) -> (usize, u64) {
             Some((n.parse().ok()?, ms.parse().ok()?))
         })
         .unwrap_or((20, 0))
+}
+
+/// `tail-<percent>x<ms>` in the model name: that share of answers starts that much later.
+fn tail_shape(body: &str) -> Option<(u32, u64)> {
+    let rest = body.split("tail-").nth(1)?;
+    let end = rest.find('"')?;
+    let (percent, ms) = rest[..end].split_once('x')?;
+    Some((percent.parse().ok()?, ms.parse().ok()?))
 }
 
 fn openai_chunk(text: &str) -> String {
@@ -125,6 +138,11 @@ async fn upstream_connection(mut stream: TcpStream) {
         let body = String::from_utf8_lossy(&buf[head_end + 4..head_end + 4 + len]).to_string();
         buf.drain(..head_end + 4 + len);
         let anthropic = head.starts_with("post /v1/messages");
+        if let Some((percent, delay_ms)) = tail_shape(&body) {
+            if fastrand::u32(..100) < percent {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+        }
         if head.starts_with("get ") {
             let _ = stream
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 26\r\n\r\n{\"object\":\"list\",\"data\":[]}")
@@ -873,8 +891,9 @@ fn main() {
         .filter_map(|r| r.parse().ok())
         .collect();
     let open_count: usize = env_or("BENCH_OPEN_STREAMS", 10_000);
-    let phases = std::env::var("BENCH_ONLY")
-        .unwrap_or_else(|_| "saturation,latency,streams,cpu,limits,open".into());
+    let phases = std::env::var("BENCH_ONLY").unwrap_or_else(|_| {
+        "saturation,latency,streams,cpu,limits,filters,cache,hedge,open".into()
+    });
     let run = |phase: &str| phases.split(',').any(|p| p.trim() == phase);
 
     let up_port = free_port();
@@ -1106,16 +1125,19 @@ fn main() {
                 let text = String::from_utf8(body).unwrap_or_default();
                 text.replacen("host: bench\r\n", "host: bench\r\nauthorization: Bearer sk-bench\r\n", 1).into_bytes()
             };
-            let request = keyed(request_bytes("/v1/chat/completions", "pass/bench", false, false));
-            let key = "auth: { keys: [{ name: bench, key: sk-bench, rpm: 100000000, tpm: 100000000000, max_concurrent: 100000, budget_usd: { amount: 1000000, period: monthly } }] }";
-            let plain_key = "auth: { keys: [{ name: bench, key: sk-bench }] }";
+            // Priced: a key with a budget is refused unpriced models.
+            let request = keyed(request_bytes("/v1/chat/completions", "priced", false, false));
+            let model = "models: { priced: { targets: [{ provider: pass, model: bench, price: { input_per_mtok: 1, output_per_mtok: 2 } }] } }";
+            let key = format!("{model}\nauth: {{ keys: [{{ name: bench, key: sk-bench, rpm: 100000000, tpm: 100000000000, max_concurrent: 100000, budget_usd: {{ amount: 1000000, period: monthly }} }}] }}");
+            let plain_key = format!("{model}\nauth: {{ keys: [{{ name: bench, key: sk-bench }}] }}");
             let mut rows: Vec<(String, u64)> = Vec::new();
             for (label, tag, extra) in [
-                ("key, no limits", "key", plain_key.to_string()),
-                ("key + limits + budget, memory", "memory", key.to_string()),
+                ("key, no limits", "key", plain_key.clone()),
+                ("key + limits + budget, memory", "memory", key.clone()),
             ] {
-                if let Some(r) = instructions_with(&gateway_bin, up_port, &dir, tag, &extra, &[(label, request.clone())]).await {
-                    rows.extend(r);
+                match instructions_with(&gateway_bin, up_port, &dir, tag, &extra, &[(label, request.clone())]).await {
+                    Some(r) => rows.extend(r),
+                    None => println!("({label}: no count, the gateway did not answer 200 or valgrind is missing)"),
                 }
             }
             let redis_port = free_port();
@@ -1129,8 +1151,9 @@ fn main() {
                     let _redis = Kill(child);
                     wait_port(redis_port);
                     let extra = format!("{key}\nstate: {{ backend: redis, url: \"redis://127.0.0.1:{redis_port}/0\" }}");
-                    if let Some(r) = instructions_with(&gateway_bin, up_port, &dir, "redis", &extra, &[("key + limits + budget, redis", request.clone())]).await {
-                        rows.extend(r);
+                    match instructions_with(&gateway_bin, up_port, &dir, "redis", &extra, &[("key + limits + budget, redis", request.clone())]).await {
+                        Some(r) => rows.extend(r),
+                        None => println!("(redis row: no count, the gateway did not answer 200)"),
                     }
                 }
                 Err(_) => println!("(redis-server is not installed: no Redis row)"),
@@ -1176,6 +1199,14 @@ models:
                 }
                 None => println!("skipped: needs valgrind (callgrind_control) and a gateway that answered"),
             }
+        }
+
+        if run("cache") {
+            tail::cache_phase(&gateway_bin, up_port, &dir).await;
+        }
+
+        if run("hedge") {
+            tail::hedge_phase(&gateway_bin, up_port, &dir).await;
         }
 
         if run("open") {

@@ -1,0 +1,323 @@
+//! The `cache` and `hedge` phases of the load bench: what a cache hit costs and how fast it
+//! answers (memory and Redis, with a limited client key on Redis as well), the Redis commands
+//! each request sends, and how much of a heavy-tailed target's p99 hedging takes away.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{
+    free_port, gateway_config_with, instructions_with, percentile, pinned, request_bytes,
+    wait_port, Conn, Kill,
+};
+
+/// Requests per latency row, after 100 that warm up.
+const LATENCY_REQUESTS: usize = 2000;
+
+/// A gateway on CPU 0 with `extra` config sections; killed on drop.
+fn start_gateway(
+    gateway_bin: &std::path::Path,
+    up_port: u16,
+    dir: &std::path::Path,
+    tag: &str,
+    extra: &str,
+) -> (Kill, SocketAddr, u16) {
+    let (port, admin) = (free_port(), free_port());
+    let path = dir.join(format!("{tag}.yaml"));
+    std::fs::write(
+        &path,
+        gateway_config_with(port, admin, up_port, dir, tag, extra),
+    )
+    .expect("write the config");
+    let child = pinned("0", gateway_bin)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the gateway");
+    wait_port(port);
+    (Kill(child), ([127, 0, 0, 1], port).into(), admin)
+}
+
+/// Adds a header line to a request made by [`request_bytes`].
+fn with_header(request: Vec<u8>, header: &str) -> Vec<u8> {
+    let text = String::from_utf8(request).unwrap_or_default();
+    text.replacen(
+        "host: bench\r\n",
+        &format!("host: bench\r\n{header}\r\n"),
+        1,
+    )
+    .into_bytes()
+}
+
+/// One connection, one request after another: the sorted latencies in µs.
+async fn closed_loop(addr: SocketAddr, request: &[u8], count: usize) -> Vec<u64> {
+    let mut conn = Conn::open(addr).await.expect("connect");
+    for _ in 0..100 {
+        conn.exchange(request, false).await.expect("warm-up answer");
+    }
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        conn.exchange(request, false).await.expect("an answer");
+        latencies.push(started.elapsed().as_micros() as u64);
+    }
+    latencies.sort_unstable();
+    latencies
+}
+
+/// Redis's `total_commands_processed`.
+async fn redis_commands(port: u16) -> u64 {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return 0;
+    };
+    let _ = stream
+        .write_all(b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n")
+        .await;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !String::from_utf8_lossy(&reply).contains("total_commands_processed:")
+        || !reply.ends_with(b"\r\n\r\n")
+    {
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => reply.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Priced: a key with a budget is refused unpriced models.
+const MODELS: &str = r#"
+models:
+  plain: { targets: [{ provider: pass, model: bench, price: { input_per_mtok: 1, output_per_mtok: 2 } }] }
+  cached: { targets: [{ provider: pass, model: bench, price: { input_per_mtok: 1, output_per_mtok: 2 } }], cache: { ttl_s: 3600 } }
+"#;
+const KEY: &str = "auth: { keys: [{ name: bench, key: sk-bench, rpm: 100000000, tpm: 100000000000, max_concurrent: 100000, budget_usd: { amount: 1000000, period: monthly } }] }";
+
+pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std::path::Path) {
+    let plain = request_bytes("/v1/chat/completions", "plain", false, false);
+    let cached = request_bytes("/v1/chat/completions", "cached", false, false);
+    let keyed = |r: &[u8]| with_header(r.to_vec(), "authorization: Bearer sk-bench");
+    let refresh = with_header(keyed(&cached), "cache-control: no-cache");
+
+    let redis_port = free_port();
+    let redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+        .map(Kill);
+    let redis_state =
+        format!("state: {{ backend: redis, url: \"redis://127.0.0.1:{redis_port}/0\" }}");
+    let redis_extra = format!("{KEY}\n{redis_state}\n{MODELS}");
+    if redis.is_some() {
+        wait_port(redis_port);
+    } else {
+        println!("(redis-server is not installed: no Redis rows)");
+    }
+
+    println!("\nanswer cache: {LATENCY_REQUESTS} requests one after another on one connection (gateway on CPU 0)");
+    println!("| path | p50 µs | p99 µs | Redis commands per request |");
+    println!("|---|---|---|---|");
+    {
+        let (_gw, addr, _) = start_gateway(gateway_bin, up_port, dir, "cache-memory", MODELS);
+        for (label, request) in [("passthrough", &plain), ("cache hit, memory", &cached)] {
+            let l = closed_loop(addr, request, LATENCY_REQUESTS).await;
+            println!(
+                "| {label} | {:.0} | {:.0} | — |",
+                percentile(&l, 0.5) * 1000.0,
+                percentile(&l, 0.99) * 1000.0
+            );
+        }
+    }
+    if redis.is_some() {
+        let (_gw, addr, _) = start_gateway(gateway_bin, up_port, dir, "cache-redis", &redis_extra);
+        for (label, request) in [
+            ("passthrough, key + limits + budget on Redis", keyed(&plain)),
+            (
+                "cache hit, key + limits + budget + cache on Redis",
+                keyed(&cached),
+            ),
+            (
+                "cache refresh (no-cache: asks and stores), all on Redis",
+                refresh.clone(),
+            ),
+        ] {
+            // The warm-up's commands are counted out: measured before and after the timed part.
+            let mut conn = Conn::open(addr).await.expect("connect");
+            for _ in 0..100 {
+                conn.exchange(&request, false)
+                    .await
+                    .expect("warm-up answer");
+            }
+            let before = redis_commands(redis_port).await;
+            let mut latencies = Vec::with_capacity(LATENCY_REQUESTS);
+            for _ in 0..LATENCY_REQUESTS {
+                let started = Instant::now();
+                conn.exchange(&request, false).await.expect("an answer");
+                latencies.push(started.elapsed().as_micros() as u64);
+            }
+            // The INFO call itself is one command.
+            let commands = redis_commands(redis_port).await.saturating_sub(before + 1);
+            latencies.sort_unstable();
+            println!(
+                "| {label} | {:.0} | {:.0} | {:.2} |",
+                percentile(&latencies, 0.5) * 1000.0,
+                percentile(&latencies, 0.99) * 1000.0,
+                commands as f64 / LATENCY_REQUESTS as f64
+            );
+        }
+    }
+
+    println!("\ninstructions per request (callgrind, 1000 requests on one connection; Redis's own work not counted):");
+    let mut rows: Vec<(String, u64)> = Vec::new();
+    let memory_paths = [
+        ("passthrough", plain.clone()),
+        ("cache hit, memory", cached.clone()),
+    ];
+    match instructions_with(
+        gateway_bin,
+        up_port,
+        dir,
+        "cache-cpu-memory",
+        MODELS,
+        &memory_paths,
+    )
+    .await
+    {
+        Some(r) => rows.extend(r),
+        None => println!(
+            "(memory rows: no count, the gateway did not answer 200 or valgrind is missing)"
+        ),
+    }
+    if redis.is_some() {
+        let redis_paths = [
+            ("passthrough, key + limits + budget on Redis", keyed(&plain)),
+            (
+                "cache hit, key + limits + budget + cache on Redis",
+                keyed(&cached),
+            ),
+            ("cache refresh (asks and stores), all on Redis", refresh),
+        ];
+        match instructions_with(
+            gateway_bin,
+            up_port,
+            dir,
+            "cache-cpu-redis",
+            &redis_extra,
+            &redis_paths,
+        )
+        .await
+        {
+            Some(r) => rows.extend(r),
+            None => println!("(Redis rows: no count, the gateway did not answer 200)"),
+        }
+    }
+    if rows.is_empty() {
+        println!("skipped: needs valgrind (callgrind_control)");
+        return;
+    }
+    let base = rows.first().map_or(1, |(_, n)| (*n).max(1)) as f64;
+    println!("| path | instructions per request | against the passthrough |");
+    println!("|---|---|---|");
+    for (name, n) in rows {
+        println!("| {name} | {n} | {:.2}× |", n as f64 / base);
+    }
+}
+
+/// The heavy tail: 5 % of answers start 200 ms late (`tail-5x200` in the model name).
+const TAIL_MODEL: &str = "tail-5x200";
+const HEDGE_CONNS: usize = 4;
+const HEDGE_REQUESTS_PER_CONN: usize = 500;
+
+pub async fn hedge_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std::path::Path) {
+    let models = format!(
+        r#"
+models:
+  unhedged: {{ targets: [{{ provider: pass, model: {TAIL_MODEL} }}, {{ provider: pass, model: {TAIL_MODEL} }}] }}
+  hedged:
+    targets: [{{ provider: pass, model: {TAIL_MODEL} }}, {{ provider: pass, model: {TAIL_MODEL} }}]
+    hedge: {{ after: 20, max_per_minute: 100000 }}
+"#
+    );
+    let (_gw, addr, admin) = start_gateway(gateway_bin, up_port, dir, "hedge", &models);
+    println!(
+        "\nhedging: a target whose answers start 200 ms late 5 % of the time; {HEDGE_CONNS} connections × {HEDGE_REQUESTS_PER_CONN} requests in a row (time to first byte = answer time for JSON)"
+    );
+    println!("| model | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |");
+    println!("|---|---|---|---|---|---|");
+    for model in ["unhedged", "hedged"] {
+        let request = request_bytes("/v1/chat/completions", model, false, false);
+        let mut tasks = Vec::new();
+        for _ in 0..HEDGE_CONNS {
+            let request = request.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(addr).await.expect("connect");
+                let mut latencies = Vec::with_capacity(HEDGE_REQUESTS_PER_CONN);
+                for _ in 0..HEDGE_REQUESTS_PER_CONN {
+                    let started = Instant::now();
+                    conn.exchange(&request, false).await.expect("an answer");
+                    latencies.push(started.elapsed().as_micros() as u64);
+                }
+                latencies
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("a connection's latencies"));
+        }
+        all.sort_unstable();
+        println!(
+            "| {model} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            percentile(&all, 0.5),
+            percentile(&all, 0.9),
+            percentile(&all, 0.99),
+            percentile(&all, 0.999),
+            all.last().copied().unwrap_or(0) as f64 / 1000.0
+        );
+    }
+    if let Ok(metrics) = http_get(admin, "/metrics").await {
+        let hedges: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("switchyard_hedges_total{"))
+            .collect();
+        println!("\n{}", hedges.join("\n"));
+    }
+}
+
+/// A plain HTTP/1.1 GET (the bench has no HTTP client crate): the body.
+async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await?;
+    let text = String::from_utf8_lossy(&out).to_string();
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or(text))
+}
