@@ -205,11 +205,6 @@ impl Keep {
 
 /// Settles the request's admission and stores its answer for the cache, side by side: with
 /// both in Redis, one round trip's wait.
-pub(super) async fn settle_and_keep(ctx: &mut RequestCtx, used: Option<u64>) {
-    match to_keep(ctx) {
-        Some(keep) => {
-            tokio::join!(ctx.settle(used), keep.store());
-        }
-        None => ctx.settle(used).await,
-    }
+pub(super) async fn settle_and_keep(ctx: &mut RequestCtx, used: Option<u64>, keep: Keep) {
+    tokio::join!(ctx.settle(used), keep.store());
 }

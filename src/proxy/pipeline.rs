@@ -25,6 +25,7 @@ use super::respond;
 use super::responses;
 use super::sticky;
 use super::Gateway;
+use crate::cache::CachedAnswer;
 use crate::dialect::anthropic::MessagesRequest;
 use crate::dialect::openai::completions::CompletionsRequest;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
@@ -98,30 +99,27 @@ pub(super) async fn handle(
         let route = &plan.routes[0];
         Box::pin(sticky::apply(ctx, headers, &request, route, &mut targets)).await;
     }
-    // A cached answer is looked up while the request is admitted: one round trip's wait.
     let cached = match caching::lookup_of(ctx) {
-        Some((key, max_age)) => {
-            let (admitted, cached) = tokio::join!(
-                admit(ctx, client_key, request.models(), estimate),
-                caching::lookup(&key, max_age)
-            );
-            if let Err(err) = admitted {
-                return respond::error(session, ctx, &err).await;
-            }
-            caching::record_lookup(ctx, cached.is_some());
-            cached
-        }
         None => {
             if let Err(err) = admit(ctx, client_key, request.models(), estimate).await {
                 return respond::error(session, ctx, &err).await;
             }
             None
         }
+        // Boxed: held inline, the lookup's future would enlarge every request's, which is
+        // moved whole when it starts.
+        Some((key, max_age)) => {
+            let found = admit_and_find(ctx, client_key, &request, estimate, &key, max_age);
+            match Box::pin(found).await {
+                Ok(cached) => cached,
+                Err(err) => return respond::error(session, ctx, &err).await,
+            }
+        }
     };
     if let Some(answer) = cached {
         // A hit spends no tokens: the admission's reservation is given back whole.
         Box::pin(ctx.settle(Some(0))).await;
-        return caching::serve_hit(session, ctx, &request, answer).await;
+        return Box::pin(caching::serve_hit(session, ctx, &request, answer)).await;
     }
     let outcome = run_attempts(gateway, session, ctx, &request, &targets, &plan.routes[0]).await;
     // An answered request settled before its last byte; what is left here failed (nothing
@@ -135,6 +133,25 @@ pub(super) async fn handle(
         Some(err) => respond::error(session, ctx, &err).await,
         None => Ok(()),
     }
+}
+
+/// Admits the request and looks its answer up in the cache at the same time: one round trip's
+/// wait when both are in Redis. The cached answer, if one will do.
+async fn admit_and_find(
+    ctx: &mut RequestCtx,
+    client_key: Option<&ClientKey>,
+    request: &ClientRequest,
+    estimate: u64,
+    key: &str,
+    max_age_s: Option<u64>,
+) -> Result<Option<CachedAnswer>, GatewayError> {
+    let (admitted, cached) = tokio::join!(
+        admit(ctx, client_key, request.models(), estimate),
+        caching::lookup(key, max_age_s)
+    );
+    admitted?;
+    caching::record_lookup(ctx, cached.is_some());
+    Ok(cached)
 }
 
 /// Reads and parses the body in the client's dialect, with the tokens the request may use (its

@@ -169,7 +169,7 @@ impl Relay<'_> {
     ) -> pingora::Result<Attempt> {
         finish_accounting(ctx, self.target, answer.usage);
         let used = answer.usage.map(|u| u.total());
-        Box::pin(caching::settle_and_keep(ctx, used)).await;
+        settle(ctx, used).await;
         // The answer reports its own price, OpenRouter-style, in either dialect.
         let body = match ctx.cost_usd {
             Some(cost) => with_usage_cost(&answer.body, cost)
@@ -302,9 +302,8 @@ impl Relay<'_> {
             }
             if end {
                 finish_accounting(ctx, self.target, decoder.usage());
-                // Boxed: held inline, the Redis call would enlarge every open stream's future.
                 let used = ctx.usage.map(|u| u.total());
-                Box::pin(caching::settle_and_keep(ctx, used)).await;
+                settle(ctx, used).await;
                 if let (Some(request), Some(body)) = (request.responses(), decoder.finished()) {
                     Box::pin(responses::keep(request, ctx.client_key.as_deref(), &body)).await;
                 }
@@ -329,6 +328,16 @@ impl Relay<'_> {
                 });
             }
         }
+    }
+}
+
+/// Settles the request's admission with the tokens it used, storing its answer for the cache
+/// at the same time when it has one. Each is boxed: held inline, the Redis calls would enlarge
+/// every answer's future (and every open stream's).
+async fn settle(ctx: &mut RequestCtx, used: Option<u64>) {
+    match caching::to_keep(ctx) {
+        Some(keep) => Box::pin(caching::settle_and_keep(ctx, used, keep)).await,
+        None => Box::pin(ctx.settle(used)).await,
     }
 }
 
