@@ -10,12 +10,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{
-    free_port, gateway_config_with, instructions_with, percentile, pinned, request_bytes,
-    wait_port, Conn, Kill,
+    cpu_time, free_port, gateway_config_with, instructions_with, percentile, pinned, request_bytes,
+    saturate, wait_port, Conn, Kill,
 };
 
 /// Requests per latency row, after 100 that warm up.
 const LATENCY_REQUESTS: usize = 2000;
+/// Seconds of each CPU-per-request row.
+const CPU_SECONDS: u64 = 3;
 
 /// A gateway on CPU 0 with `extra` config sections; killed on drop.
 fn start_gateway(
@@ -71,32 +73,48 @@ async fn closed_loop(addr: SocketAddr, request: &[u8], count: usize) -> Vec<u64>
     latencies
 }
 
-/// Redis's `total_commands_processed`.
-async fn redis_commands(port: u16) -> u64 {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
-        return 0;
-    };
-    let _ = stream
-        .write_all(b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n")
-        .await;
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 8192];
-    while !String::from_utf8_lossy(&reply).contains("total_commands_processed:")
-        || !reply.ends_with(b"\r\n\r\n")
-    {
-        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => reply.extend_from_slice(&buf[..n]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&reply)
-        .lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+/// The gateway's CPU time (user + system) per request while `request` saturates it.
+async fn cpu_per_request(pid: u32, addr: SocketAddr, request: &[u8]) -> f64 {
+    let before = cpu_time(pid);
+    let (rps, _) = saturate(addr, std::sync::Arc::new(request.to_vec()), 16, CPU_SECONDS).await;
+    let used = cpu_time(pid).saturating_sub(before);
+    used.as_secs_f64() * 1e6 / (rps * CPU_SECONDS as f64).max(1.0)
 }
 
-/// Priced: a key with a budget is refused unpriced models.
+/// Commands the gateway sends Redis per `request`, watched with `MONITOR` over 200 requests:
+/// lines from a client connection count, the calls scripts make (`[0 lua]`) do not.
+async fn commands_per_request(redis_port: u16, addr: SocketAddr, request: &[u8]) -> f64 {
+    const REQUESTS: usize = 200;
+    let Ok(mut monitor) = TcpStream::connect(("127.0.0.1", redis_port)).await else {
+        return f64::NAN;
+    };
+    if monitor.write_all(b"MONITOR\r\n").await.is_err() {
+        return f64::NAN;
+    }
+    let mut conn = Conn::open(addr).await.expect("connect");
+    // MONITOR's "+OK" arrives first; everything after is a command.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..REQUESTS {
+        conn.exchange(request, false).await.expect("an answer");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(100), monitor.read(&mut buf)).await
+    {
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    let sent = String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| l.starts_with('+') && l.contains(" [") && !l.contains(" lua]"))
+        .count();
+    sent as f64 / REQUESTS as f64
+}
+
 const MODELS: &str = r#"
 models:
   plain: { targets: [{ provider: pass, model: bench, price: { input_per_mtok: 1, output_per_mtok: 2 } }] }
@@ -136,22 +154,23 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
         println!("(redis-server is not installed: no Redis rows)");
     }
 
-    println!("\nanswer cache: {LATENCY_REQUESTS} requests one after another on one connection (gateway on CPU 0)");
-    println!("| path | p50 µs | p99 µs | Redis commands per request |");
-    println!("|---|---|---|---|");
+    println!("\nanswer cache: latency of {LATENCY_REQUESTS} requests one after another on one connection; CPU per request at saturation (16 connections, {CPU_SECONDS} s; real CPU, SHA-NI included); gateway on CPU 0");
+    println!("| path | p50 µs | p99 µs | CPU per request | Redis commands sent per request |");
+    println!("|---|---|---|---|---|");
     {
-        let (_gw, addr, _) = start_gateway(gateway_bin, up_port, dir, "cache-memory", MODELS);
+        let (gw, addr, _) = start_gateway(gateway_bin, up_port, dir, "cache-memory", MODELS);
         for (label, request) in [("passthrough", &plain), ("cache hit, memory", &cached)] {
             let l = closed_loop(addr, request, LATENCY_REQUESTS).await;
+            let cpu = cpu_per_request(gw.0.id(), addr, request).await;
             println!(
-                "| {label} | {:.0} | {:.0} | — |",
+                "| {label} | {:.0} | {:.0} | {cpu:.1} µs | — |",
                 percentile(&l, 0.5) * 1000.0,
                 percentile(&l, 0.99) * 1000.0
             );
         }
     }
     if redis.is_some() {
-        let (_gw, addr, _) = start_gateway(gateway_bin, up_port, dir, "cache-redis", &redis_extra);
+        let (gw, addr, _) = start_gateway(gateway_bin, up_port, dir, "cache-redis", &redis_extra);
         for (label, request) in [
             ("passthrough, key + limits + budget on Redis", keyed(&plain)),
             (
@@ -163,28 +182,13 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
                 refresh.clone(),
             ),
         ] {
-            // The warm-up's commands are counted out: measured before and after the timed part.
-            let mut conn = Conn::open(addr).await.expect("connect");
-            for _ in 0..100 {
-                conn.exchange(&request, false)
-                    .await
-                    .expect("warm-up answer");
-            }
-            let before = redis_commands(redis_port).await;
-            let mut latencies = Vec::with_capacity(LATENCY_REQUESTS);
-            for _ in 0..LATENCY_REQUESTS {
-                let started = Instant::now();
-                conn.exchange(&request, false).await.expect("an answer");
-                latencies.push(started.elapsed().as_micros() as u64);
-            }
-            // The INFO call itself is one command.
-            let commands = redis_commands(redis_port).await.saturating_sub(before + 1);
-            latencies.sort_unstable();
+            let l = closed_loop(addr, &request, LATENCY_REQUESTS).await;
+            let cpu = cpu_per_request(gw.0.id(), addr, &request).await;
+            let commands = commands_per_request(redis_port, addr, &request).await;
             println!(
-                "| {label} | {:.0} | {:.0} | {:.2} |",
-                percentile(&latencies, 0.5) * 1000.0,
-                percentile(&latencies, 0.99) * 1000.0,
-                commands as f64 / LATENCY_REQUESTS as f64
+                "| {label} | {:.0} | {:.0} | {cpu:.1} µs | {commands:.2} |",
+                percentile(&l, 0.5) * 1000.0,
+                percentile(&l, 0.99) * 1000.0
             );
         }
     }

@@ -118,6 +118,8 @@ pub struct Admission {
     /// False when the backend could not be asked (fail-open): nothing to settle.
     tracked: bool,
     pub headers: RateHeaders,
+    /// The counters' Redis keys, made once at admission for settlement to use again.
+    redis_keys: Option<ScriptKeys>,
 }
 
 /// `x-ratelimit-*` values of the key's own limits, as OpenAI sends them.
@@ -382,6 +384,7 @@ impl Limiter {
             reserved_tokens: tokens,
             tracked: true,
             headers: RateHeaders::from_counts(policy.limits, requests, tokens_now, reset),
+            redis_keys: None,
         };
         let refusal = |reason: u8, scope: usize, count: u64| {
             let limits = policy.limits_of(scope);
@@ -513,7 +516,10 @@ impl Limiter {
                     })
                     .collect();
                 match redis.admit(&keys, budget_nano, tokens, &limits).await {
-                    Ok(AdmitReply::Admitted { requests, tokens }) => Ok(admitted(requests, tokens)),
+                    Ok(AdmitReply::Admitted { requests, tokens }) => Ok(Admission {
+                        redis_keys: Some(keys),
+                        ..admitted(requests, tokens)
+                    }),
                     Ok(AdmitReply::Refused {
                         reason,
                         scope,
@@ -572,13 +578,15 @@ impl Limiter {
                 }
             }
             Backend::Redis(redis) => {
-                let keys = ScriptKeys::new(
-                    &store.prefix,
-                    &policy.name,
-                    &admission.scopes,
-                    admission.minute,
-                    admission.period,
-                );
+                let keys = admission.redis_keys.unwrap_or_else(|| {
+                    ScriptKeys::new(
+                        &store.prefix,
+                        &policy.name,
+                        &admission.scopes,
+                        admission.minute,
+                        admission.period,
+                    )
+                });
                 let ttl = policy.budget.and_then(|b| {
                     period::budget_period(b.period, period::now_secs())
                         .1

@@ -148,6 +148,7 @@ pub struct RedisStore {
 }
 
 /// The keys of one request's counters, for a script.
+#[derive(Debug)]
 pub struct ScriptKeys {
     pub keys: Vec<String>,
     prefix_len: usize,
@@ -156,12 +157,26 @@ pub struct ScriptKeys {
 impl ScriptKeys {
     /// `budget_period`, then the three counters of each scope for `minute`.
     pub fn new(prefix: &str, name: &str, scopes: &[usize], minute: u64, period: u64) -> Self {
+        // Pieces pushed, not `format!`ted: this runs on every request of a limited key, and
+        // the formatting machinery cost more than the rest of making the keys.
+        let mut numbers = itoa::Buffer::new();
+        let key = |parts: &[&str]| {
+            let mut key = String::with_capacity(prefix.len() + name.len() + 40);
+            key.push_str(prefix);
+            key.push_str(name);
+            for part in parts {
+                key.push_str(part);
+            }
+            key
+        };
         let mut keys = Vec::with_capacity(1 + 3 * scopes.len());
-        keys.push(format!("{prefix}{name}:budget:{period}"));
-        for s in scopes {
-            keys.push(format!("{prefix}{name}:s{s}:req:{minute}"));
-            keys.push(format!("{prefix}{name}:s{s}:tok:{minute}"));
-            keys.push(format!("{prefix}{name}:s{s}:conc"));
+        keys.push(key(&[":budget:", numbers.format(period)]));
+        let minute = numbers.format(minute).to_string();
+        for &s in scopes {
+            let scope = itoa::Buffer::new().format(s).to_string();
+            keys.push(key(&[":s", &scope, ":req:", &minute]));
+            keys.push(key(&[":s", &scope, ":tok:", &minute]));
+            keys.push(key(&[":s", &scope, ":conc"]));
         }
         ScriptKeys {
             keys,
@@ -172,11 +187,11 @@ impl ScriptKeys {
     /// A fresh operation id's key, unique per call (128 random bits), for an idempotent script.
     fn operation(&self) -> String {
         let prefix = self.keys[0].get(..self.prefix_len).unwrap_or("");
-        format!(
-            "{prefix}op:{:016x}{:016x}",
-            fastrand::u64(..),
-            fastrand::u64(..)
-        )
+        let mut key = String::with_capacity(prefix.len() + 35);
+        key.push_str(prefix);
+        key.push_str("op:");
+        key.push_str(&hex::encode(fastrand::u128(..).to_be_bytes()));
+        key
     }
 }
 
@@ -442,6 +457,29 @@ pub(crate) mod test_server {
 mod tests {
     use super::test_server::Server;
     use super::*;
+
+    #[test]
+    fn keys_are_named_as_the_module_says() {
+        let keys = ScriptKeys::new("p:", "team", &[0, 2], 29_000_000, 202_612);
+        assert_eq!(
+            keys.keys,
+            [
+                "p:team:budget:202612",
+                "p:team:s0:req:29000000",
+                "p:team:s0:tok:29000000",
+                "p:team:s0:conc",
+                "p:team:s2:req:29000000",
+                "p:team:s2:tok:29000000",
+                "p:team:s2:conc",
+            ]
+        );
+        let (a, b) = (keys.operation(), keys.operation());
+        assert!(
+            a.starts_with("p:op:") && a.len() == "p:op:".len() + 32,
+            "{a}"
+        );
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn a_repeated_operation_counts_once() {

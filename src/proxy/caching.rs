@@ -14,10 +14,10 @@ use pingora::protocols::http::ServerSession;
 use super::ctx::RequestCtx;
 use super::respond;
 use crate::cache::{self, fingerprint, CacheFill, CachedAnswer, Captured, Directives};
+use crate::chat;
 use crate::config::{CachePolicy, CacheScope};
 use crate::dialect::ClientRequest;
-use crate::error::GatewayError;
-use crate::filters::{Filter, FilterRequest};
+use crate::filters::Filter;
 use crate::observability::metrics::METRICS;
 use crate::store::ANSWERS;
 
@@ -56,56 +56,74 @@ pub struct CacheState {
     captured: Option<Captured>,
 }
 
-/// Decides what the cache does for `request` of a model with `policy`. Returns the filter that
-/// captures the answer when it is to be stored; records the decision in `ctx.cache`.
-pub(super) fn prepare(
-    ctx: &mut RequestCtx,
-    policy: CachePolicy,
-    request: &FilterRequest,
-) -> Result<Option<Arc<dyn Filter>>, GatewayError> {
-    let directives = Directives::parse(
-        request
-            .info
-            .headers
+/// What the client's `Cache-Control` asks of the cache.
+pub(super) fn directives(headers: &http::HeaderMap) -> Directives {
+    Directives::parse(
+        headers
             .get_all(http::header::CACHE_CONTROL)
             .iter()
             .map(http::HeaderValue::as_bytes),
-    );
-    let canonical = request.canonical()?;
+    )
+}
+
+/// Whether the request may use the cache at all; when not, `ctx.cache` says `bypass`.
+pub(super) fn bypassed(ctx: &mut RequestCtx, policy: CachePolicy, directives: Directives) -> bool {
     let ttl = cache::ttl(policy.ttl, directives);
-    let sampled = canonical.temperature.is_some_and(|t| t > 0.0);
-    if directives.no_store || ttl.is_zero() || (sampled && !policy.sampled) {
-        METRICS
-            .cache_lookups_total
-            .with_label_values(&[ctx.model_label.as_str(), "bypass"])
-            .inc();
-        ctx.cache = Some(Box::new(CacheState {
-            status: CacheStatus::Bypass,
-            age_s: None,
-            key: String::new(),
-            read: false,
-            max_age_s: None,
-            ttl,
-            captured: None,
-        }));
-        return Ok(None);
+    if !(directives.no_store || ttl.is_zero()) {
+        return false;
+    }
+    bypass(ctx, ttl);
+    true
+}
+
+fn bypass(ctx: &mut RequestCtx, ttl: Duration) {
+    METRICS
+        .cache_lookups_total
+        .with_label_values(&[ctx.model_label.as_str(), "bypass"])
+        .inc();
+    ctx.cache = Some(Box::new(CacheState {
+        status: CacheStatus::Bypass,
+        age_s: None,
+        key: String::new(),
+        read: false,
+        max_age_s: None,
+        ttl,
+        captured: None,
+    }));
+}
+
+/// Decides what the cache does for `request` (canonical, as it will be sent) of public model
+/// `model`, for client key `key`. Returns the filter that captures the answer when it is to be
+/// stored; records the decision in `ctx.cache`.
+pub(super) fn prepare(
+    ctx: &mut RequestCtx,
+    policy: CachePolicy,
+    directives: Directives,
+    key: Option<&str>,
+    model: &str,
+    request: &chat::Request<'_>,
+) -> Option<Arc<dyn Filter>> {
+    let ttl = cache::ttl(policy.ttl, directives);
+    let sampled = request.temperature.is_some_and(|t| t > 0.0);
+    if sampled && !policy.sampled {
+        bypass(ctx, ttl);
+        return None;
     }
     let scope = match policy.scope {
-        CacheScope::Key => request.info.key.as_deref(),
+        CacheScope::Key => key,
         CacheScope::Shared => None,
     };
-    let key = fingerprint::key(&canonical, request.model(), scope);
     let captured = Captured::default();
     ctx.cache = Some(Box::new(CacheState {
         status: CacheStatus::Miss,
         age_s: None,
-        key,
+        key: fingerprint::key(request, model, scope),
         read: !directives.no_cache,
         max_age_s: directives.max_age,
         ttl,
         captured: Some(captured.clone()),
     }));
-    Ok(Some(Arc::new(CacheFill::new(captured))))
+    Some(Arc::new(CacheFill::new(captured)))
 }
 
 /// The key to look up and the oldest answer that will do, when the request reads the cache.

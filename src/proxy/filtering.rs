@@ -108,14 +108,24 @@ pub(super) async fn on_request(
     }
     let mut set = set;
     if let Some(policy) = table.model_cache(filtered.model()) {
-        ctx.model_label = table.model_label(filtered.model());
-        match caching::prepare(ctx, policy, &filtered) {
-            // Last: it keeps the answer as the client got it, after the other filters.
-            Ok(Some(fill)) => set = set.with(fill),
-            Ok(None) => {}
-            Err(err) => {
-                respond::error(session, ctx, &err).await?;
-                return Ok(None);
+        let model = filtered.model().to_string();
+        ctx.model_label = table.model_label(&model);
+        let directives = caching::directives(&filtered.info.headers);
+        if !caching::bypassed(ctx, policy, directives) {
+            let key = filtered.info.key.clone();
+            // The cache keys and keeps the request as it will be sent: in canonical form.
+            let request = match filtered.edit() {
+                Ok(request) => request,
+                Err(err) => {
+                    respond::error(session, ctx, &err).await?;
+                    return Ok(None);
+                }
+            };
+            if let Some(fill) =
+                caching::prepare(ctx, policy, directives, key.as_deref(), &model, request)
+            {
+                // Last: it keeps the answer as the client got it, after the other filters.
+                set = set.with(fill);
             }
         }
     }
