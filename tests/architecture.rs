@@ -6,8 +6,9 @@
 //! Layers, bottom up: `error`, `calendar`, `auth`, `observability`, `process` (leaves) → `config` →
 //! `transport` (HTTP/1.1 to upstreams; no vendor knowledge), `accounting` → `chat` (the
 //! canonical model) → `dialect` (client formats) → `providers` (vendor adapters; they read the
-//! client's parsed request for pass-throughs) and `limits` → `routing`, `store` (stored
-//! Responses API answers and cached answers) → `proxy`, `admin`, `reload` → `control`, `server`, `cli`.
+//! client's parsed request for pass-throughs), `cache` (the answer cache's pure parts) and
+//! `limits` → `routing`, `store` (stored Responses answers, cached answers, sticky routing's
+//! table) → `proxy`, `admin`, `reload` → `control`, `server`, `cli`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
