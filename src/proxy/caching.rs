@@ -52,7 +52,7 @@ pub struct CacheState {
     max_age_s: Option<u64>,
     /// How long its answer is kept.
     ttl: Duration,
-    /// Where the answer lands for [`keep`]; `None` when it is not to be stored.
+    /// Where the answer lands for [`to_keep`]; `None` when it is not to be stored.
     captured: Option<Captured>,
 }
 
