@@ -237,6 +237,11 @@ async fn the_fast_target_wins_and_the_slow_one_is_dropped() {
         ),
         6.0
     );
+    // A target that answered in time is never counted as cancelled.
+    assert!(
+        !metrics.contains("outcome=\"cancelled\",provider=\"fast\""),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,7 +62,10 @@ pub(super) async fn race(
     // Before the delay, only the first target; after it, the hedge too.
     let early = tokio::time::timeout(delay, &mut pending[0].1).await;
     let winner = match early {
-        Ok(Ok(sent)) => Some((first, sent)),
+        Ok(Ok(sent)) => {
+            pending.clear();
+            Some((first, sent))
+        }
         Ok(Err((failed, waited))) => {
             ctx.waited += waited;
             outcomes.push((first, Ok(failed)));
