@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{
-    client, free_port, redis_available, sse_data, Gateway, MockResponse, MockUpstream,
-    RecordedRequest, Redis,
+    client, free_port, metric_value as metric, redis_available, sse_data, Gateway, MockResponse,
+    MockUpstream, RecordedRequest, Redis,
 };
 
 const ANTHROPIC_STREAM: &str = include_str!("fixtures/anthropic/stream_text.anthropic.sse");
@@ -144,14 +144,6 @@ async fn spent(gw: &Gateway) -> f64 {
         .find(|k| k["name"] == "team-a")
         .and_then(|k| k["budget"]["spent_usd"].as_f64())
         .expect("team-a has a budget")
-}
-
-fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

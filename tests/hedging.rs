@@ -7,7 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{client, sse_data, Gateway, MockResponse, MockUpstream, RecordedRequest};
+use support::{
+    client, metric_value as metric, sse_data, Gateway, MockResponse, MockUpstream, RecordedRequest,
+};
 
 /// An OpenAI-compatible upstream that says its own name, whole or streamed.
 fn named(name: &'static str, req: &RecordedRequest) -> MockResponse {
@@ -146,14 +148,6 @@ async fn ask(gw: &Gateway, path: &str, model: &str, stream: bool) -> Answer {
         took,
         text,
     }
-}
-
-fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 async fn wait_for_abandoned(upstream: &MockUpstream, n: usize) -> usize {

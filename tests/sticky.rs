@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use support::{client, Gateway, MockResponse, MockUpstream};
+use support::{client, metric_value as metric, Gateway, MockResponse, MockUpstream};
 
 async fn named(name: &'static str, broken: Arc<AtomicBool>) -> MockUpstream {
     MockUpstream::start(move |_, _| {
@@ -88,14 +88,6 @@ fn conversation(topic: &str) -> Vec<Value> {
         json!({"role": "system", "content": "You are a helpful assistant."}),
         json!({"role": "user", "content": format!("Let us talk about {topic}.")}),
     ]
-}
-
-fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

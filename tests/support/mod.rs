@@ -116,3 +116,14 @@ pub async fn complete_chat(
     }
     Ok(provider)
 }
+
+/// The value of the first Prometheus sample line of `text` that starts with `line_start` (the
+/// metric name and its labels, in the exposition's order); 0 when there is none.
+#[allow(dead_code)] // Not every test binary reads metrics.
+pub fn metric_value(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
