@@ -12,7 +12,7 @@ use super::respond;
 use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
 use crate::filters::{FilterError, FilterRequest, FilterSet, LogSummary, RequestInfo, Verdict};
-use crate::routing::{ClientKey, RoutingTable};
+use crate::routing::{ClientKey, Route, RoutingTable};
 
 /// The filters of one request and what they know of it, kept for the later phases.
 pub struct ActiveFilters {
@@ -20,18 +20,13 @@ pub struct ActiveFilters {
     pub info: RequestInfo,
 }
 
-/// The filters that apply: the gateway's own, then the key's, then the model's (a configured
-/// model; direct `PROVIDER/MODEL` routes have none).
-fn filters_for(
-    global: &FilterSet,
-    table: &RoutingTable,
-    key: Option<&ClientKey>,
-    model: &str,
-) -> FilterSet {
+/// The filters that apply: the gateway's own, then the key's, then the model's (`route`: a
+/// configured model; direct `PROVIDER/MODEL` routes have none).
+fn filters_for(global: &FilterSet, key: Option<&ClientKey>, route: Option<&Route>) -> FilterSet {
     let parts = [
         Some(global),
         key.map(|k| &k.filters),
-        table.model_filters(model),
+        route.map(|r| &r.filters),
     ];
     if parts.iter().flatten().all(|set| set.is_empty()) {
         return FilterSet::default();
@@ -70,8 +65,10 @@ pub(super) async fn on_request(
     if matches!(request, ClientRequest::Embeddings(_)) {
         return Ok(Some(request));
     }
-    let set = filters_for(global, table, key, request.model());
-    if set.is_empty() && table.model_cache(request.model()).is_none() {
+    // One lookup of the requested model for its filters and its cache.
+    let route = table.configured(request.model());
+    let set = filters_for(global, key, route);
+    if set.is_empty() && route.and_then(|r| r.cache).is_none() {
         return Ok(Some(request));
     }
     let info = RequestInfo {
@@ -107,7 +104,12 @@ pub(super) async fn on_request(
         }
     }
     let mut set = set;
-    if let Some(policy) = table.model_cache(filtered.model()) {
+    // Filters may have chosen another model: its cache policy is the one that applies.
+    let policy = match route {
+        Some(r) if r.public_name == filtered.model() => r.cache,
+        _ => table.configured(filtered.model()).and_then(|r| r.cache),
+    };
+    if let Some(policy) = policy {
         let model = filtered.model().to_string();
         ctx.model_label = table.model_label(&model);
         let directives = caching::directives(&filtered.info.headers);

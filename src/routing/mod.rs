@@ -449,15 +449,10 @@ impl RoutingTable {
             .unwrap_or_else(TargetHealth::detached)
     }
 
-    /// The filters of a configured model (`models.NAME.filters`); direct `PROVIDER/MODEL`
-    /// routes and unknown names have none. A map lookup: no route is built.
-    pub fn model_filters(&self, model: &str) -> Option<&FilterSet> {
-        self.models.get(model).map(|route| &route.filters)
-    }
-
-    /// The cache policy of a configured model (`models.NAME.cache`). A map lookup.
-    pub fn model_cache(&self, model: &str) -> Option<CachePolicy> {
-        self.models.get(model).and_then(|route| route.cache)
+    /// The route of a configured model (its filters, cache policy, ...); direct
+    /// `PROVIDER/MODEL` routes and unknown names have none. A map lookup: no route is built.
+    pub fn configured(&self, model: &str) -> Option<&Route> {
+        self.models.get(model).map(|route| &**route)
     }
 
     /// The `model` label of a request for `model`, bounded by the config: a configured name
