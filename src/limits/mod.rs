@@ -19,6 +19,7 @@
 mod memory;
 pub mod period;
 mod redis_store;
+mod resp;
 pub mod snapshot;
 
 use std::collections::HashMap;

@@ -1,14 +1,15 @@
 //! Counters in Redis, shared by every gateway instance on it. Admission and settlement are one
-//! Lua script each (one round trip, atomic across all the key's counters), over redis-rs's
-//! multiplexed, self-reconnecting `ConnectionManager`.
+//! Lua script each (one round trip, atomic across all the key's counters), sent over the lean
+//! client of [`super::resp`] from a small pool of connections, in the request's own task.
 //!
 //! A connection Redis or something in between dropped (`CLIENT KILL`, the server's `timeout`, a
-//! restart or failover, a proxy's idle cut) is only noticed by the next command, which fails;
-//! the manager then reconnects. So a command that fails on the connection is sent once more, on
-//! the new one, before Redis counts as unreachable. A failed send may still have run (the reply
-//! was lost, not the request), so both scripts are idempotent: each call carries a random
-//! operation id, and its key `{prefix}op:{id}` (kept 10 s, longer than any retry) records that
-//! it ran — a repeated settlement does nothing, a repeated admission returns the first answer.
+//! restart or failover, a proxy's idle cut) is only noticed by the next command, which fails.
+//! So a command that fails on a pooled connection is sent once more, on a new connection,
+//! before Redis counts as unreachable, and the pool's other connections (as old as the one
+//! that failed) are let go. A failed send may still have run (the reply was lost, not the
+//! request), so both scripts are idempotent: each call carries a random operation id, and its
+//! key `{prefix}op:{id}` (kept 10 s, longer than any retry) records that it ran — a repeated
+//! settlement does nothing, a repeated admission returns the first answer.
 //!
 //! Keys (under `state.key_prefix`, named after the client key's configured name, never the key):
 //! `{prefix}{name}:s{scope}:req:{minute}`, `…:tok:{minute}` (expire after two minutes),
@@ -21,25 +22,81 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
 use std::sync::LazyLock;
-use tokio::sync::OnceCell;
 
+use super::resp::{Cmd, Connection, Endpoint, OpenError, Value};
 use crate::config::Secret;
 
 /// Longest wait for one Redis call on the request path; a call retried on a fresh connection
-/// waits at most twice that.
+/// waits at most twice that (plus the connect).
 const TIMEOUT: Duration = Duration::from_millis(250);
-/// After a failed connect, how long requests skip Redis instead of each waiting for it.
+/// After a connect that timed out, how long requests skip Redis instead of each waiting for
+/// it. A refused connect fails at once and pauses nothing: the first request after Redis is
+/// back must find it.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// Idle connections kept for the next calls; more are closed when they come back.
+const POOL: usize = 64;
+
+/// A Lua script, sent by its SHA-1 (`EVALSHA`) and by its text only when Redis does not know
+/// it yet (`NOSCRIPT`: a new or flushed server).
+pub struct Script {
+    code: &'static str,
+    sha: String,
+}
+
+impl Script {
+    fn new(code: &'static str) -> Self {
+        Script {
+            code,
+            sha: sha1_smol::Sha1::from(code).digest().to_string(),
+        }
+    }
+
+    /// `EVALSHA sha numkeys keys… args…` for a request's counters, the last key a fresh
+    /// operation id's; `EVAL`'s twin is made only when needed.
+    fn call(&'static self, keys: &ScriptKeys, operation: &str, args: Cmd) -> ScriptCall {
+        let mut tail = Cmd::default();
+        tail.int(keys.keys.len() + 1);
+        for key in &keys.keys {
+            tail.arg(key);
+        }
+        tail.arg(operation);
+        tail.append(&args);
+        let mut cmd = Cmd::new("EVALSHA");
+        cmd.arg(&self.sha).append(&tail);
+        ScriptCall {
+            script: self,
+            cmd,
+            tail,
+        }
+    }
+}
+
+/// One script's invocation, ready to send.
+pub struct ScriptCall {
+    script: &'static Script,
+    cmd: Cmd,
+    /// The arguments after the script, for the `EVAL` sent on `NOSCRIPT`.
+    tail: Cmd,
+}
+
+impl ScriptCall {
+    fn eval(&self) -> Cmd {
+        let mut cmd = Cmd::new("EVAL");
+        cmd.arg(self.script.code).append(&self.tail);
+        cmd
+    }
+}
 
 /// KEYS: budget, then (requests, tokens, in-flight) per scope, then the operation id's key.
 /// ARGV: budget limit in nano-USD (-1: none), tokens to reserve, then (rpm, tpm, concurrency)
 /// limits per scope (0: none). Returns {0, requests, tokens, in_flight} of scope 0 when
 /// admitted, else {reason, scope, count} with reason 1 rpm, 2 tpm, 3 concurrency, 4 budget.
 /// A refusal counts nothing, so only admissions are recorded under the operation id.
-static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
         r#"
 local op = KEYS[#KEYS]
 local done = redis.call('GET', op)
@@ -81,8 +138,8 @@ return first
 
 /// KEYS as for [`ADMIT`]. ARGV: token correction (signed), cost in nano-USD, budget TTL in
 /// seconds (0: none). Returns 0 when the operation id had already run.
-static SETTLE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
         r#"
 if not redis.call('SET', KEYS[#KEYS], 1, 'NX', 'PX', 10000) then return 0 end
 local delta = tonumber(ARGV[1])
@@ -117,31 +174,11 @@ pub enum StoreError {
     Command(String),
 }
 
-/// An error's kind only: redis-rs messages may quote the URL, which may hold a password.
-fn describe(e: &redis::RedisError) -> String {
-    format!("{:?}", e.kind())
-}
-
-/// Sorts a call's outcome: connection-level failures are [`StoreError::Unreachable`] (worth
-/// one retry on a fresh connection), our own timeout is not (Redis is slow, not gone).
-fn classify<T>(
-    outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
-) -> Result<T, StoreError> {
-    match outcome {
-        Err(_) => Err(StoreError::Timeout),
-        Ok(Err(e))
-            if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() =>
-        {
-            Err(StoreError::Unreachable(describe(&e)))
-        }
-        Ok(Err(e)) => Err(StoreError::Command(describe(&e))),
-        Ok(Ok(v)) => Ok(v),
-    }
-}
-
 pub struct RedisStore {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    endpoint: Endpoint,
+    idle: ArrayQueue<Connection>,
+    /// Bumped when a connection fails: idle connections made before are let go.
+    generation: AtomicU64,
     /// Milliseconds since `started` before which no new connect is tried.
     pause_until_ms: AtomicU64,
     started: Instant,
@@ -207,9 +244,8 @@ pub enum AdmitReply {
     },
 }
 
-/// The stores made so far, by URL: everything that talks to one Redis shares one multiplexed
-/// connection, so that a request's concurrent calls (admission and the answer cache's lookup)
-/// go out together.
+/// The stores made so far, by URL: everything that talks to one Redis shares one pool of
+/// connections.
 static SHARED: LazyLock<Mutex<HashMap<String, Weak<RedisStore>>>> = LazyLock::new(Default::default);
 
 impl RedisStore {
@@ -226,89 +262,112 @@ impl RedisStore {
     }
 
     pub fn new(url: &Secret) -> Result<Self, String> {
-        let client = redis::Client::open(url.expose())
-            .map_err(|e| format!("state.url: not a usable redis URL ({})", describe(&e)))?;
         Ok(RedisStore {
-            client,
-            conn: OnceCell::new(),
+            endpoint: Endpoint::parse(url.expose())?,
+            idle: ArrayQueue::new(POOL),
+            generation: AtomicU64::new(0),
             pause_until_ms: AtomicU64::new(0),
             started: Instant::now(),
         })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        if let Some(conn) = self.conn.get() {
-            return Ok(conn.clone());
+    /// An idle connection of the current generation, if there is one.
+    fn pooled(&self) -> Option<Connection> {
+        let current = self.generation.load(Ordering::Acquire);
+        while let Some(conn) = self.idle.pop() {
+            if conn.generation == current {
+                return Some(conn);
+            }
         }
+        None
+    }
+
+    async fn connect(&self) -> Result<Connection, StoreError> {
         let now = self.started.elapsed().as_millis() as u64;
         if now < self.pause_until_ms.load(Ordering::Acquire) {
             return Err(StoreError::Unreachable("reconnecting".into()));
         }
-        // One connect per (re)connection: the manager's own retries sleep a second or more
-        // between attempts (backon's minimum delay), and every command waits for that shared
-        // attempt — so after Redis came back, requests kept timing out behind a reconnect begun
-        // while it was down. Retrying is `run`'s job, once, on the request's own time.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(TIMEOUT)
-            .set_response_timeout(TIMEOUT)
-            .set_number_of_retries(0);
-        let made = self
-            .conn
-            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
-            .await;
-        match made {
-            Ok(conn) => Ok(conn.clone()),
-            Err(e) => {
-                let pause = now + RECONNECT_PAUSE.as_millis() as u64;
-                self.pause_until_ms.store(pause, Ordering::Release);
-                Err(StoreError::Unreachable(describe(&e)))
+        let generation = self.generation.load(Ordering::Acquire);
+        Connection::open(&self.endpoint, generation, TIMEOUT)
+            .await
+            .map_err(|e| {
+                if let OpenError::TimedOut = e {
+                    let pause = now + RECONNECT_PAUSE.as_millis() as u64;
+                    self.pause_until_ms.store(pause, Ordering::Release);
+                }
+                StoreError::Unreachable(e.to_string())
+            })
+    }
+
+    /// Sends `cmds` in one write and reads their replies. A failure on a pooled connection is
+    /// retried once on a new one, so every command sent here must be safe to run twice (a
+    /// read, a write whose repeat changes nothing, or an idempotent script).
+    async fn exchange(&self, cmds: &[&Cmd]) -> Result<Vec<Value>, StoreError> {
+        if let Some(conn) = self.pooled() {
+            match self.exchange_on(conn, cmds).await {
+                Err(StoreError::Unreachable(first)) => {
+                    log::debug!("redis connection failed ({first}); retrying on a new one");
+                }
+                done => return done,
+            }
+        }
+        let conn = self.connect().await?;
+        self.exchange_on(conn, cmds).await
+    }
+
+    async fn exchange_on(
+        &self,
+        mut conn: Connection,
+        cmds: &[&Cmd],
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut replies = Vec::with_capacity(cmds.len());
+        // A connection is given back only after a whole exchange: one that timed out, failed
+        // or was dropped mid-call (its request cancelled) may still have a reply on the way.
+        match tokio::time::timeout(TIMEOUT, conn.exchange(cmds, &mut replies)).await {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(Err(e)) => {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                Err(StoreError::Unreachable(e.to_string()))
+            }
+            Ok(Ok(())) => {
+                if conn.generation == self.generation.load(Ordering::Acquire) {
+                    // A full pool closes the connection instead.
+                    let _ = self.idle.push(conn);
+                }
+                Ok(replies)
             }
         }
     }
 
-    /// Runs a script; a failure on the connection is retried once, on the connection the
-    /// manager has started to make in its place (safe: the scripts are idempotent).
-    async fn run<T: redis::FromRedisValue>(
-        &self,
-        invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, StoreError> {
-        match self.run_once(invocation).await {
-            Err(StoreError::Unreachable(first)) => {
-                log::debug!("redis connection failed ({first}); retrying on a fresh one");
-                self.run_once(invocation).await
+    /// One command's reply; an error reply is [`StoreError::Command`].
+    async fn query(&self, cmd: &Cmd) -> Result<Value, StoreError> {
+        let reply = self.exchange(&[cmd]).await?.pop();
+        match reply {
+            Some(Value::Error(e)) => Err(StoreError::Command(e)),
+            Some(value) => Ok(value),
+            None => Err(StoreError::Command("no reply".into())),
+        }
+    }
+
+    /// Runs a script, sending its text when Redis does not have it yet.
+    async fn run(&self, call: &ScriptCall) -> Result<Value, StoreError> {
+        match self.query(&call.cmd).await {
+            Err(StoreError::Command(e)) if e.starts_with("NOSCRIPT") => {
+                self.query(&call.eval()).await
             }
             other => other,
         }
-    }
-
-    async fn run_once<T: redis::FromRedisValue>(
-        &self,
-        invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, StoreError> {
-        let mut conn = self.connection().await?;
-        classify(tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut conn)).await)
-    }
-
-    /// Runs a command that may run twice (a read, or a write whose repeat changes nothing),
-    /// retried like [`Self::run`].
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        match self.query_once(cmd).await {
-            Err(StoreError::Unreachable(_)) => self.query_once(cmd).await,
-            other => other,
-        }
-    }
-
-    async fn query_once<T: redis::FromRedisValue>(
-        &self,
-        cmd: &redis::Cmd,
-    ) -> Result<T, StoreError> {
-        let mut conn = self.connection().await?;
-        classify(tokio::time::timeout(TIMEOUT, cmd.query_async(&mut conn)).await)
     }
 
     /// `GET key`: the value's bytes, `None` when there is none.
-    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.query(redis::cmd("GET").arg(key)).await
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let mut cmd = Cmd::new("GET");
+        cmd.arg(key);
+        match self.query(&cmd).await? {
+            Value::Bulk(bytes) => Ok(Some(bytes)),
+            Value::Nil => Ok(None),
+            other => Err(unexpected("GET", &other)),
+        }
     }
 
     /// `SET key value PX ttl` (at least 1 ms).
@@ -316,17 +375,20 @@ impl RedisStore {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         // Redis refuses an expiry beyond what its clock can add; a century is far enough.
         let ms = ms.clamp(1, 100 * 365 * 24 * 3600 * 1000);
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value).arg("PX").arg(ms);
-        let _: () = self.query(&cmd).await?;
-        Ok(())
+        let mut cmd = Cmd::new("SET");
+        cmd.arg(key).arg(value).arg("PX").int(ms);
+        self.query(&cmd).await.map(drop)
     }
 
     /// `DEL key`: whether it was there. When the first send ran but its reply was lost, the
     /// retry finds nothing and answers false.
     pub async fn del(&self, key: &str) -> Result<bool, StoreError> {
-        let removed: i64 = self.query(redis::cmd("DEL").arg(key)).await?;
-        Ok(removed > 0)
+        let mut cmd = Cmd::new("DEL");
+        cmd.arg(key);
+        match self.query(&cmd).await? {
+            Value::Int(removed) => Ok(removed > 0),
+            other => Err(unexpected("DEL", &other)),
+        }
     }
 
     /// Checks every limit and, when all pass, counts the request in each.
@@ -337,19 +399,17 @@ impl RedisStore {
         tokens: u64,
         limits: &[[u64; 3]],
     ) -> Result<AdmitReply, StoreError> {
-        let mut invocation = ADMIT.prepare_invoke();
-        for k in &keys.keys {
-            invocation.key(k);
-        }
-        invocation.key(keys.operation());
-        invocation
-            .arg(budget_nano.map_or(-1, |b| b.min(i64::MAX as u64) as i64))
-            .arg(tokens);
+        let mut args = Cmd::default();
+        args.int(budget_nano.map_or(-1, |b| b.min(i64::MAX as u64) as i64))
+            .int(tokens);
         for l in limits {
-            invocation.arg(l[0]).arg(l[1]).arg(l[2]);
+            args.int(l[0]).int(l[1]).int(l[2]);
         }
-        let reply: Vec<i64> = self.run(&invocation).await?;
-        let at = |i: usize| reply.get(i).copied().unwrap_or(0).max(0) as u64;
+        let reply = self.run(&ADMIT.call(keys, &keys.operation(), args)).await?;
+        let Value::Array(reply) = reply else {
+            return Err(unexpected("the admission script", &reply));
+        };
+        let at = |i: usize| reply.get(i).and_then(Value::as_int).unwrap_or(0).max(0) as u64;
         Ok(match at(0) {
             0 => AdmitReply::Admitted {
                 requests: at(1),
@@ -371,32 +431,43 @@ impl RedisStore {
         cost_nano: u64,
         budget_ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
-        let mut invocation = SETTLE.prepare_invoke();
-        for k in &keys.keys {
-            invocation.key(k);
-        }
-        invocation.key(keys.operation());
-        invocation
-            .arg(token_delta)
-            .arg(cost_nano)
-            .arg(budget_ttl.map_or(0, |t| t.as_secs().max(1)));
-        let _: i64 = self.run(&invocation).await?;
-        Ok(())
+        let mut args = Cmd::default();
+        args.int(token_delta)
+            .int(cost_nano)
+            .int(budget_ttl.map_or(0, |t| t.as_secs().max(1)));
+        self.run(&SETTLE.call(keys, &keys.operation(), args))
+            .await
+            .map(drop)
     }
 
     /// Current counts for the admin API: the budget, then (requests, tokens, in flight) per
     /// scope, in the order of `keys`.
     pub async fn read(&self, keys: &ScriptKeys) -> Result<Vec<u64>, StoreError> {
-        let mut cmd = redis::cmd("MGET");
+        let mut cmd = Cmd::new("MGET");
         for k in &keys.keys {
             cmd.arg(k);
         }
-        let values: Vec<Option<i64>> = self.query(&cmd).await?;
-        Ok(values
-            .into_iter()
-            .map(|v| v.unwrap_or(0).max(0) as u64)
-            .collect())
+        match self.query(&cmd).await? {
+            Value::Array(values) => Ok(values
+                .iter()
+                .map(|v| v.as_int().unwrap_or(0).max(0) as u64)
+                .collect()),
+            other => Err(unexpected("MGET", &other)),
+        }
     }
+}
+
+/// A reply of the wrong kind (another program's value under our key, say).
+fn unexpected(what: &str, reply: &Value) -> StoreError {
+    let kind = match reply {
+        Value::Nil => "nil",
+        Value::Int(_) => "an integer",
+        Value::Bulk(_) => "a string",
+        Value::Status(_) => "a status",
+        Value::Error(_) => "an error",
+        Value::Array(_) => "an array",
+    };
+    StoreError::Command(format!("{what} answered {kind}"))
 }
 
 /// A throw-away `redis-server` for tests, shared with the other modules that use Redis.
@@ -495,35 +566,38 @@ mod tests {
             let url = crate::config::Secret::new(format!("redis://127.0.0.1:{}/0", server.1));
             let store = RedisStore::new(&url).unwrap();
             let keys = ScriptKeys::new("t:", "team", &[0], 7, 3);
-            // The same call sent twice, as a retry after a lost reply would.
+            // The same call sent twice, as a retry after a lost reply would. The first finds
+            // Redis without the script (`NOSCRIPT`) and sends its text.
             let op = keys.operation();
             let admit = |op: &str| {
-                let mut inv = ADMIT.prepare_invoke();
-                for k in &keys.keys {
-                    inv.key(k);
-                }
-                inv.key(op).arg(-1).arg(100).arg(10).arg(0).arg(0);
-                inv
+                let mut args = Cmd::default();
+                args.int(-1).int(100).int(10).int(0).int(0);
+                ADMIT.call(&keys, op, args)
             };
-            let first: Vec<i64> = store.run(&admit(&op)).await.unwrap();
-            let again: Vec<i64> = store.run(&admit(&op)).await.unwrap();
+            let ints = |v: Value| match v {
+                Value::Array(items) => items.iter().map(|i| i.as_int().unwrap()).collect(),
+                other => panic!("{other:?}"),
+            };
+            let first: Vec<i64> = ints(store.run(&admit(&op)).await.unwrap());
+            let again: Vec<i64> = ints(store.run(&admit(&op)).await.unwrap());
             assert_eq!(first, vec![0, 1, 100, 1]);
             assert_eq!(again, first, "the first answer, counted once");
-            let other: Vec<i64> = store.run(&admit(&keys.operation())).await.unwrap();
+            // A flushed script cache is reloaded too.
+            let mut flush = Cmd::new("SCRIPT");
+            flush.arg("FLUSH");
+            store.query(&flush).await.unwrap();
+            let other: Vec<i64> = ints(store.run(&admit(&keys.operation())).await.unwrap());
             assert_eq!(other, vec![0, 2, 200, 2]);
 
             let settle = |op: &str| {
-                let mut inv = SETTLE.prepare_invoke();
-                for k in &keys.keys {
-                    inv.key(k);
-                }
-                inv.key(op).arg(-50).arg(1000).arg(0);
-                inv
+                let mut args = Cmd::default();
+                args.int(-50).int(1000).int(0);
+                SETTLE.call(&keys, op, args)
             };
             let op = keys.operation();
-            let done: i64 = store.run(&settle(&op)).await.unwrap();
-            let repeated: i64 = store.run(&settle(&op)).await.unwrap();
-            assert_eq!((done, repeated), (1, 0));
+            let done = store.run(&settle(&op)).await.unwrap();
+            let repeated = store.run(&settle(&op)).await.unwrap();
+            assert_eq!((done, repeated), (Value::Int(1), Value::Int(0)));
             assert_eq!(store.read(&keys).await.unwrap(), vec![1000, 2, 150, 1]);
         });
     }

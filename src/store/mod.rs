@@ -58,8 +58,7 @@ impl StoredResponse {
     }
 
     /// The inverse of [`Self::encode`]; `None` for anything it did not write.
-    fn decode(value: Vec<u8>) -> Option<StoredResponse> {
-        let value = Bytes::from(value);
+    fn decode(value: Bytes) -> Option<StoredResponse> {
         match value.first()? {
             b'-' => Some(StoredResponse {
                 owner: None,
@@ -391,10 +390,14 @@ mod tests {
                 owner: owner.map(str::to_string),
                 body: body("+3:abc{\"x\":1}"),
             };
-            assert_eq!(StoredResponse::decode(r.encode()), Some(r));
+            assert_eq!(StoredResponse::decode(r.encode().into()), Some(r));
         }
         for bad in [&b""[..], b"42", b"+x:a", b"+9:ab", b"+:"] {
-            assert_eq!(StoredResponse::decode(bad.to_vec()), None, "{bad:?}");
+            assert_eq!(
+                StoredResponse::decode(Bytes::from_static(bad)),
+                None,
+                "{bad:?}"
+            );
         }
     }
 
