@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 use std::sync::LazyLock;
 
@@ -40,8 +41,8 @@ use crate::observability::metrics::METRICS;
 use memory::{BudgetCounter, PeriodKind, ScopeCounters};
 #[cfg(test)]
 pub(crate) use redis_store::test_server;
+pub use redis_store::{bytes_of, get, set_px, RedisStore, Rider, StoreError};
 use redis_store::{AdmitReply, ScriptKeys};
-pub use redis_store::{RedisStore, StoreError};
 use snapshot::Snapshots;
 
 /// The process's limiter; counters and the backend survive reloads.
@@ -123,6 +124,14 @@ pub struct Admission {
     redis_keys: Option<ScriptKeys>,
 }
 
+// Made once: a name given as a string is parsed and checked on every answer.
+const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
 /// `x-ratelimit-*` values of the key's own limits, as OpenAI sends them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateHeaders {
@@ -136,18 +145,22 @@ pub struct RateHeaders {
 
 impl RateHeaders {
     /// The header names and values.
-    pub fn pairs(&self) -> Vec<(&'static str, String)> {
-        let reset = format!("{}s", self.reset.as_secs().max(1));
+    pub fn pairs(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut reset = itoa::Buffer::new()
+            .format(self.reset.as_secs().max(1))
+            .to_string();
+        reset.push('s');
+        let reset = HeaderValue::try_from(reset).unwrap_or(HeaderValue::from_static("60s"));
         let mut out = Vec::with_capacity(6);
         if let Some((limit, remaining)) = self.requests {
-            out.push(("x-ratelimit-limit-requests", limit.to_string()));
-            out.push(("x-ratelimit-remaining-requests", remaining.to_string()));
-            out.push(("x-ratelimit-reset-requests", reset.clone()));
+            out.push((LIMIT_REQUESTS, HeaderValue::from(limit)));
+            out.push((REMAINING_REQUESTS, HeaderValue::from(remaining)));
+            out.push((RESET_REQUESTS, reset.clone()));
         }
         if let Some((limit, remaining)) = self.tokens {
-            out.push(("x-ratelimit-limit-tokens", limit.to_string()));
-            out.push(("x-ratelimit-remaining-tokens", remaining.to_string()));
-            out.push(("x-ratelimit-reset-tokens", reset));
+            out.push((LIMIT_TOKENS, HeaderValue::from(limit)));
+            out.push((REMAINING_TOKENS, HeaderValue::from(remaining)));
+            out.push((RESET_TOKENS, reset));
         }
         out
     }
@@ -370,6 +383,17 @@ impl Limiter {
         model: &str,
         tokens: u64,
     ) -> Result<Admission, Refusal> {
+        self.admit_with(policy, model, tokens, None).await
+    }
+
+    /// [`Self::admit`], taking `rider` along in the same write when the counters are in Redis.
+    pub async fn admit_with(
+        &self,
+        policy: &KeyPolicy,
+        model: &str,
+        tokens: u64,
+        rider: Option<&mut Rider>,
+    ) -> Result<Admission, Refusal> {
         let now = period::now_secs();
         let (minute, reset) = period::minute(now);
         let (budget_period, budget_left) = match policy.budget {
@@ -516,7 +540,10 @@ impl Limiter {
                         ]
                     })
                     .collect();
-                match redis.admit(&keys, budget_nano, tokens, &limits).await {
+                match redis
+                    .admit(&keys, budget_nano, tokens, &limits, rider)
+                    .await
+                {
                     Ok(AdmitReply::Admitted { requests, tokens }) => Ok(Admission {
                         redis_keys: Some(keys),
                         ..admitted(requests, tokens)
@@ -561,6 +588,19 @@ impl Limiter {
         used_tokens: Option<u64>,
         cost_usd: Option<f64>,
     ) {
+        self.settle_with(policy, admission, used_tokens, cost_usd, None)
+            .await;
+    }
+
+    /// [`Self::settle`], taking `rider` along in the same write when the counters are in Redis.
+    pub async fn settle_with(
+        &self,
+        policy: &KeyPolicy,
+        admission: Admission,
+        used_tokens: Option<u64>,
+        cost_usd: Option<f64>,
+        rider: Option<&mut Rider>,
+    ) {
         if !admission.tracked {
             return;
         }
@@ -593,7 +633,7 @@ impl Limiter {
                         .1
                         .map(|left| left + Duration::from_secs(3600))
                 });
-                if let Err(err) = redis.settle(&keys, delta, cost, ttl).await {
+                if let Err(err) = redis.settle(&keys, delta, cost, ttl, rider).await {
                     self.backend_failed(&store, &policy.name, &err);
                 }
             }

@@ -54,22 +54,22 @@ impl Script {
         }
     }
 
-    /// `EVALSHA sha numkeys keys… args…` for a request's counters, the last key a fresh
-    /// operation id's; `EVAL`'s twin is made only when needed.
-    fn call(&'static self, keys: &ScriptKeys, operation: &str, args: Cmd) -> ScriptCall {
-        let mut tail = Cmd::default();
-        tail.int(keys.keys.len() + 1);
+    /// `EVALSHA sha numkeys keys…` for a request's counters, the last key `operation`; the
+    /// caller adds the arguments.
+    fn call(&'static self, keys: &ScriptKeys, operation: &str) -> ScriptCall {
+        let bytes: usize = keys.keys.iter().map(|k| k.len() + 8).sum();
+        let mut cmd = Cmd::with_capacity("EVALSHA", bytes + 192);
+        cmd.arg(&self.sha);
+        let head = cmd.len();
+        cmd.int(keys.keys.len() + 1);
         for key in &keys.keys {
-            tail.arg(key);
+            cmd.arg(key);
         }
-        tail.arg(operation);
-        tail.append(&args);
-        let mut cmd = Cmd::new("EVALSHA");
-        cmd.arg(&self.sha).append(&tail);
+        cmd.arg(operation);
         ScriptCall {
             script: self,
             cmd,
-            tail,
+            head,
         }
     }
 }
@@ -78,15 +78,15 @@ impl Script {
 pub struct ScriptCall {
     script: &'static Script,
     cmd: Cmd,
-    /// The arguments after the script, for the `EVAL` sent on `NOSCRIPT`.
-    tail: Cmd,
+    /// Where the arguments after `EVALSHA sha` start, for the `EVAL` sent on `NOSCRIPT`.
+    head: usize,
 }
 
 impl ScriptCall {
     fn eval(&self) -> Cmd {
-        let mut cmd = Cmd::new("EVAL");
-        cmd.arg(self.script.code).append(&self.tail);
-        cmd
+        let mut eval = Cmd::new("EVAL");
+        eval.arg(self.script.code);
+        self.cmd.replace_head(self.head, &eval, 2)
     }
 }
 
@@ -164,7 +164,7 @@ return 1
 });
 
 /// Why Redis could not answer. Never carries the URL (it may hold a password).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("redis is unreachable: {0}")]
     Unreachable(String),
@@ -182,6 +182,39 @@ pub struct RedisStore {
     /// Milliseconds since `started` before which no new connect is tried.
     pause_until_ms: AtomicU64,
     started: Instant,
+}
+
+/// A command sent in the same write as another module's script (the answer cache's lookup
+/// beside admission, its store beside settlement): both are answered in one round trip. When
+/// no script took it along, [`Rider::reply`] sends it alone. It must be safe to send twice
+/// (see [`RedisStore::exchange`]).
+pub struct Rider {
+    redis: Arc<RedisStore>,
+    cmd: Cmd,
+    reply: Option<Result<Value, StoreError>>,
+}
+
+impl Rider {
+    pub fn new(redis: Arc<RedisStore>, cmd: Cmd) -> Self {
+        Rider {
+            redis,
+            cmd,
+            reply: None,
+        }
+    }
+
+    /// Its reply: the one it got riding along, or else from sending it now.
+    pub async fn reply(self) -> Result<Value, StoreError> {
+        match self.reply {
+            Some(reply) => reply,
+            None => self.redis.query(&self.cmd).await,
+        }
+    }
+
+    /// Whether it still waits for a ride on `redis` (the same server).
+    fn boards(&self, redis: &RedisStore) -> bool {
+        self.reply.is_none() && std::ptr::eq(&*self.redis, redis)
+    }
 }
 
 /// The keys of one request's counters, for a script.
@@ -341,17 +374,26 @@ impl RedisStore {
 
     /// One command's reply; an error reply is [`StoreError::Command`].
     async fn query(&self, cmd: &Cmd) -> Result<Value, StoreError> {
-        let reply = self.exchange(&[cmd]).await?.pop();
-        match reply {
-            Some(Value::Error(e)) => Err(StoreError::Command(e)),
-            Some(value) => Ok(value),
-            None => Err(StoreError::Command("no reply".into())),
-        }
+        command_reply(self.exchange(&[cmd]).await?.pop())
     }
 
-    /// Runs a script, sending its text when Redis does not have it yet.
-    async fn run(&self, call: &ScriptCall) -> Result<Value, StoreError> {
-        match self.query(&call.cmd).await {
+    /// Runs a script, with `rider` in the same write when it has not had a ride yet, and
+    /// sends the script's text when Redis does not have it yet.
+    async fn run(&self, call: &ScriptCall, rider: Option<&mut Rider>) -> Result<Value, StoreError> {
+        let first = match rider.filter(|r| r.boards(self)) {
+            None => self.query(&call.cmd).await,
+            Some(rider) => match self.exchange(&[&call.cmd, &rider.cmd]).await {
+                Ok(mut replies) => {
+                    rider.reply = Some(command_reply(replies.pop()));
+                    command_reply(replies.pop())
+                }
+                Err(e) => {
+                    rider.reply = Some(Err(e.clone()));
+                    Err(e)
+                }
+            },
+        };
+        match first {
             Err(StoreError::Command(e)) if e.starts_with("NOSCRIPT") => {
                 self.query(&call.eval()).await
             }
@@ -361,23 +403,12 @@ impl RedisStore {
 
     /// `GET key`: the value's bytes, `None` when there is none.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let mut cmd = Cmd::new("GET");
-        cmd.arg(key);
-        match self.query(&cmd).await? {
-            Value::Bulk(bytes) => Ok(Some(bytes)),
-            Value::Nil => Ok(None),
-            other => Err(unexpected("GET", &other)),
-        }
+        bytes_of(self.query(&get(key)).await)
     }
 
     /// `SET key value PX ttl` (at least 1 ms).
     pub async fn set_px(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        // Redis refuses an expiry beyond what its clock can add; a century is far enough.
-        let ms = ms.clamp(1, 100 * 365 * 24 * 3600 * 1000);
-        let mut cmd = Cmd::new("SET");
-        cmd.arg(key).arg(value).arg("PX").int(ms);
-        self.query(&cmd).await.map(drop)
+        self.query(&set_px(key, value, ttl)).await.map(drop)
     }
 
     /// `DEL key`: whether it was there. When the first send ran but its reply was lost, the
@@ -398,14 +429,16 @@ impl RedisStore {
         budget_nano: Option<u64>,
         tokens: u64,
         limits: &[[u64; 3]],
+        rider: Option<&mut Rider>,
     ) -> Result<AdmitReply, StoreError> {
-        let mut args = Cmd::default();
-        args.int(budget_nano.map_or(-1, |b| b.min(i64::MAX as u64) as i64))
+        let mut call = ADMIT.call(keys, &keys.operation());
+        call.cmd
+            .int(budget_nano.map_or(-1, |b| b.min(i64::MAX as u64) as i64))
             .int(tokens);
         for l in limits {
-            args.int(l[0]).int(l[1]).int(l[2]);
+            call.cmd.int(l[0]).int(l[1]).int(l[2]);
         }
-        let reply = self.run(&ADMIT.call(keys, &keys.operation(), args)).await?;
+        let reply = self.run(&call, rider).await?;
         let Value::Array(reply) = reply else {
             return Err(unexpected("the admission script", &reply));
         };
@@ -430,14 +463,14 @@ impl RedisStore {
         token_delta: i64,
         cost_nano: u64,
         budget_ttl: Option<Duration>,
+        rider: Option<&mut Rider>,
     ) -> Result<(), StoreError> {
-        let mut args = Cmd::default();
-        args.int(token_delta)
+        let mut call = SETTLE.call(keys, &keys.operation());
+        call.cmd
+            .int(token_delta)
             .int(cost_nano)
             .int(budget_ttl.map_or(0, |t| t.as_secs().max(1)));
-        self.run(&SETTLE.call(keys, &keys.operation(), args))
-            .await
-            .map(drop)
+        self.run(&call, rider).await.map(drop)
     }
 
     /// Current counts for the admin API: the budget, then (requests, tokens, in flight) per
@@ -454,6 +487,41 @@ impl RedisStore {
                 .collect()),
             other => Err(unexpected("MGET", &other)),
         }
+    }
+}
+
+/// `GET key`.
+pub fn get(key: &str) -> Cmd {
+    let mut cmd = Cmd::new("GET");
+    cmd.arg(key);
+    cmd
+}
+
+/// `GET`'s reply: the value's bytes, `None` when there is none.
+pub fn bytes_of(reply: Result<Value, StoreError>) -> Result<Option<Bytes>, StoreError> {
+    match reply? {
+        Value::Bulk(bytes) => Ok(Some(bytes)),
+        Value::Nil => Ok(None),
+        other => Err(unexpected("GET", &other)),
+    }
+}
+
+/// `SET key value PX ttl` (at least 1 ms).
+pub fn set_px(key: &str, value: &[u8], ttl: Duration) -> Cmd {
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    // Redis refuses an expiry beyond what its clock can add; a century is far enough.
+    let ms = ms.clamp(1, 100 * 365 * 24 * 3600 * 1000);
+    let mut cmd = Cmd::with_capacity("SET", key.len() + value.len() + 48);
+    cmd.arg(key).arg(value).arg("PX").int(ms);
+    cmd
+}
+
+/// A command's reply; an error reply is [`StoreError::Command`].
+fn command_reply(reply: Option<Value>) -> Result<Value, StoreError> {
+    match reply {
+        Some(Value::Error(e)) => Err(StoreError::Command(e)),
+        Some(value) => Ok(value),
+        None => Err(StoreError::Command("no reply".into())),
     }
 }
 
@@ -570,35 +638,94 @@ mod tests {
             // Redis without the script (`NOSCRIPT`) and sends its text.
             let op = keys.operation();
             let admit = |op: &str| {
-                let mut args = Cmd::default();
-                args.int(-1).int(100).int(10).int(0).int(0);
-                ADMIT.call(&keys, op, args)
+                let mut call = ADMIT.call(&keys, op);
+                call.cmd.int(-1).int(100).int(10).int(0).int(0);
+                call
             };
             let ints = |v: Value| match v {
                 Value::Array(items) => items.iter().map(|i| i.as_int().unwrap()).collect(),
                 other => panic!("{other:?}"),
             };
-            let first: Vec<i64> = ints(store.run(&admit(&op)).await.unwrap());
-            let again: Vec<i64> = ints(store.run(&admit(&op)).await.unwrap());
+            let first: Vec<i64> = ints(store.run(&admit(&op), None).await.unwrap());
+            let again: Vec<i64> = ints(store.run(&admit(&op), None).await.unwrap());
             assert_eq!(first, vec![0, 1, 100, 1]);
             assert_eq!(again, first, "the first answer, counted once");
             // A flushed script cache is reloaded too.
             let mut flush = Cmd::new("SCRIPT");
             flush.arg("FLUSH");
             store.query(&flush).await.unwrap();
-            let other: Vec<i64> = ints(store.run(&admit(&keys.operation())).await.unwrap());
+            let other: Vec<i64> = ints(store.run(&admit(&keys.operation()), None).await.unwrap());
             assert_eq!(other, vec![0, 2, 200, 2]);
 
             let settle = |op: &str| {
-                let mut args = Cmd::default();
-                args.int(-50).int(1000).int(0);
-                SETTLE.call(&keys, op, args)
+                let mut call = SETTLE.call(&keys, op);
+                call.cmd.int(-50).int(1000).int(0);
+                call
             };
             let op = keys.operation();
-            let done = store.run(&settle(&op)).await.unwrap();
-            let repeated = store.run(&settle(&op)).await.unwrap();
+            let done = store.run(&settle(&op), None).await.unwrap();
+            let repeated = store.run(&settle(&op), None).await.unwrap();
             assert_eq!((done, repeated), (Value::Int(1), Value::Int(0)));
             assert_eq!(store.read(&keys).await.unwrap(), vec![1000, 2, 150, 1]);
+        });
+    }
+
+    #[test]
+    fn a_rider_shares_the_scripts_write_or_goes_alone() {
+        let Some(server) = Server::start() else {
+            eprintln!("SKIPPED: redis-server is not installed");
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let url = crate::config::Secret::new(server.url());
+            let store = RedisStore::shared(&url).unwrap();
+            store
+                .set_px("t:x", b"value", Duration::from_secs(60))
+                .await
+                .unwrap();
+            let keys = ScriptKeys::new("t:", "team", &[0], 7, 3);
+            let mut rider = Rider::new(store.clone(), get("t:x"));
+            let admitted = store
+                .admit(&keys, None, 1, &[[0, 0, 0]], Some(&mut rider))
+                .await
+                .unwrap();
+            assert!(matches!(admitted, AdmitReply::Admitted { requests: 1, .. }));
+            assert!(
+                rider.reply.is_some(),
+                "answered in the admission's exchange"
+            );
+            let value = bytes_of(rider.reply().await).unwrap();
+            assert_eq!(value.as_deref(), Some(&b"value"[..]));
+
+            // A write riding with settlement; one that no script takes goes alone.
+            let mut write = Rider::new(store.clone(), set_px("t:y", b"1", Duration::from_secs(9)));
+            store
+                .settle(&keys, 0, 0, None, Some(&mut write))
+                .await
+                .unwrap();
+            assert!(write.reply.is_some());
+            write.reply().await.unwrap();
+            let alone = Rider::new(store.clone(), get("t:y"));
+            assert_eq!(
+                bytes_of(alone.reply().await).unwrap().as_deref(),
+                Some(&b"1"[..])
+            );
+            // An error reply belongs to the rider alone.
+            let mut not_a_number = Cmd::new("INCR");
+            not_a_number.arg("t:x");
+            let mut wrong = Rider::new(store.clone(), not_a_number);
+            let admitted = store
+                .admit(&keys, None, 1, &[[0, 0, 0]], Some(&mut wrong))
+                .await;
+            assert!(matches!(
+                admitted,
+                Ok(AdmitReply::Admitted { requests: 2, .. })
+            ));
+            assert!(matches!(wrong.reply().await, Err(StoreError::Command(_))));
         });
     }
 }

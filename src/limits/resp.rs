@@ -33,12 +33,33 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(name: &str) -> Self {
+        Self::with_capacity(name, 128)
+    }
+
+    /// A command whose arguments take about `bytes` (one allocation when the guess is right).
+    pub fn with_capacity(name: &str, bytes: usize) -> Self {
         let mut cmd = Cmd {
             argc: 0,
-            body: Vec::with_capacity(256),
+            body: Vec::with_capacity(bytes),
         };
         cmd.arg(name);
         cmd
+    }
+
+    /// The encoded arguments so far.
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// This command with its first `bytes` of arguments replaced by `head`'s arguments.
+    pub fn replace_head(&self, bytes: usize, head: &Cmd, head_args: usize) -> Cmd {
+        let mut body = Vec::with_capacity(head.body.len() + self.body.len() - bytes);
+        body.extend_from_slice(&head.body);
+        body.extend_from_slice(&self.body[bytes..]);
+        Cmd {
+            argc: self.argc - head_args + head.argc,
+            body,
+        }
     }
 
     pub fn arg(&mut self, arg: impl AsRef<[u8]>) -> &mut Self {
@@ -55,13 +76,6 @@ impl Cmd {
 
     pub fn int(&mut self, n: impl itoa::Integer) -> &mut Self {
         self.arg(itoa::Buffer::new().format(n))
-    }
-
-    /// Appends `more`'s arguments after this command's.
-    pub fn append(&mut self, more: &Cmd) -> &mut Self {
-        self.body.extend_from_slice(&more.body);
-        self.argc += more.argc;
-        self
     }
 
     fn write_to(&self, out: &mut Vec<u8>) {
@@ -350,13 +364,15 @@ mod tests {
             encoded(&cmd),
             "*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n\r\n\x00\r\n$2\r\nPX\r\n$3\r\n-15\r\n"
         );
-        let mut tail = Cmd::default();
-        tail.arg("a").int(7u64);
-        let mut head = Cmd::new("EVALSHA");
-        head.append(&tail);
+        let mut call = Cmd::new("EVALSHA");
+        call.arg("abc");
+        let head = call.len();
+        call.arg("k").int(7u64);
+        let mut eval = Cmd::new("EVAL");
+        eval.arg("return 1");
         assert_eq!(
-            encoded(&head),
-            "*3\r\n$7\r\nEVALSHA\r\n$1\r\na\r\n$1\r\n7\r\n"
+            encoded(&call.replace_head(head, &eval, 2)),
+            "*4\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\nk\r\n$1\r\n7\r\n"
         );
     }
 

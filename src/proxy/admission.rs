@@ -4,7 +4,7 @@
 
 use super::ctx::RequestCtx;
 use crate::error::GatewayError;
-use crate::limits::LIMITS;
+use crate::limits::{Rider, LIMITS};
 use crate::routing::ClientKey;
 
 /// Admits a request naming `models` (the first is the one limits count under) that may use
@@ -15,6 +15,7 @@ pub(super) async fn admit<'m>(
     key: Option<&ClientKey>,
     mut models: impl Iterator<Item = &'m str>,
     tokens: u64,
+    rider: Option<&mut Rider>,
 ) -> Result<(), GatewayError> {
     let Some(key) = key else {
         return Ok(());
@@ -34,7 +35,7 @@ pub(super) async fn admit<'m>(
     if key.policy.is_unlimited() {
         return Ok(());
     }
-    match Box::pin(LIMITS.admit(&key.policy, first, tokens)).await {
+    match Box::pin(LIMITS.admit_with(&key.policy, first, tokens, rider)).await {
         Ok(admission) => {
             ctx.rate_headers = Some(admission.headers.clone());
             ctx.settlement = Some((key.policy.clone(), admission));

@@ -19,7 +19,7 @@ use crate::config::{CachePolicy, CacheScope};
 use crate::dialect::ClientRequest;
 use crate::filters::Filter;
 use crate::observability::metrics::METRICS;
-use crate::store::ANSWERS;
+use crate::store::{Lookup, StoreError, ANSWERS};
 
 /// What the cache does for one request (`x-switchyard-cache` on the answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,10 +134,19 @@ pub(super) fn lookup_of(ctx: &RequestCtx) -> Option<(String, Option<u64>)> {
         .map(|c| (c.key.clone(), c.max_age_s))
 }
 
-/// The stored answer for `key`, if one young enough is there. A cache that cannot be read is
-/// a miss, not a failed request.
-pub(super) async fn lookup(key: &str, max_age_s: Option<u64>) -> Option<CachedAnswer> {
-    let stored = match ANSWERS.get(key, None).await {
+/// Begins looking `key` up: on Redis, a read that admission takes along in its write.
+pub(super) fn begin_lookup(key: &str) -> Lookup<'static> {
+    ANSWERS.lookup(key, None)
+}
+
+/// The answer a lookup of `key` found, if one young enough is there. A cache that cannot be
+/// read is a miss, not a failed request.
+pub(super) fn found(
+    key: &str,
+    lookup: Result<Option<Bytes>, StoreError>,
+    max_age_s: Option<u64>,
+) -> Option<CachedAnswer> {
+    let stored = match lookup {
         Ok(stored) => stored?,
         Err(e) => {
             log::warn!("answer cache not read: {e}");
@@ -207,11 +216,14 @@ pub(super) fn to_keep(ctx: &RequestCtx) -> Option<Keep> {
 }
 
 impl Keep {
-    /// Awaited before the answer's last byte, so an identical request sent on receiving it
-    /// hits.
-    pub(super) async fn store(self) {
+    /// Stores the answer beside `settle` (the settlement's script): one round trip for both
+    /// when both are in Redis. Awaited before the answer's last byte, so an identical request
+    /// sent on receiving it hits.
+    pub(super) async fn store_beside(self, ctx: &mut RequestCtx, used: Option<u64>) {
         let size = self.entry.len() as u64;
-        match ANSWERS.put_for(&self.key, None, self.entry, self.ttl).await {
+        let mut write = ANSWERS.write(&self.key, None, self.entry, self.ttl);
+        ctx.settle_with(used, write.rider()).await;
+        match write.finish().await {
             Ok(()) => METRICS
                 .cache_stored_bytes_total
                 .with_label_values(&[self.model.as_str()])
@@ -219,10 +231,4 @@ impl Keep {
             Err(e) => log::warn!("answer not cached: {e}"),
         }
     }
-}
-
-/// Settles the request's admission and stores its answer for the cache, side by side: with
-/// both in Redis, one round trip's wait.
-pub(super) async fn settle_and_keep(ctx: &mut RequestCtx, used: Option<u64>, keep: Keep) {
-    tokio::join!(ctx.settle(used), keep.store());
 }

@@ -42,7 +42,15 @@ pub(super) async fn handle(
     ctx.requested_model = Some(request.model.clone());
     ctx.model_label = table.model_label(&request.model);
     // Counted like any request of the key (its rate and concurrency); it uses no tokens.
-    if let Err(err) = admit(ctx, client_key, std::iter::once(request.model.as_str()), 0).await {
+    if let Err(err) = admit(
+        ctx,
+        client_key,
+        std::iter::once(request.model.as_str()),
+        0,
+        None,
+    )
+    .await
+    {
         return respond::error(session, ctx, &err).await;
     }
     let answered = answer(gateway, session, ctx, &route, &request).await;

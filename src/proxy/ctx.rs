@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::accounting::Usage;
 use crate::dialect::Dialect;
-use crate::limits::{Admission, KeyPolicy, LIMITS};
+use crate::limits::{Admission, KeyPolicy, Rider, LIMITS};
 use crate::observability::metrics::UNKNOWN_LABEL;
 
 pub struct RequestCtx {
@@ -96,8 +96,15 @@ impl RequestCtx {
     /// Settles the client key's admission with the request's usage and cost, once. `used` is
     /// the tokens the request used, when known.
     pub async fn settle(&mut self, used: Option<u64>) {
+        self.settle_with(used, None).await;
+    }
+
+    /// [`Self::settle`], taking `rider` along in the same write when the counters are in Redis.
+    pub async fn settle_with(&mut self, used: Option<u64>, rider: Option<&mut Rider>) {
         if let Some((policy, admission)) = self.settlement.take() {
-            LIMITS.settle(&policy, admission, used, self.cost_usd).await;
+            LIMITS
+                .settle_with(&policy, admission, used, self.cost_usd, rider)
+                .await;
         }
     }
 }

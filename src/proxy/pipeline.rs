@@ -101,7 +101,7 @@ pub(super) async fn handle(
     }
     let cached = match caching::lookup_of(ctx) {
         None => {
-            if let Err(err) = admit(ctx, client_key, request.models(), estimate).await {
+            if let Err(err) = admit(ctx, client_key, request.models(), estimate, None).await {
                 return respond::error(session, ctx, &err).await;
             }
             None
@@ -135,8 +135,9 @@ pub(super) async fn handle(
     }
 }
 
-/// Admits the request and looks its answer up in the cache at the same time: one round trip's
-/// wait when both are in Redis. The cached answer, if one will do.
+/// Admits the request and looks its answer up in the cache: when both are in Redis, the lookup
+/// rides in the admission script's write (one round trip, one write). The cached answer, if
+/// one will do.
 async fn admit_and_find(
     ctx: &mut RequestCtx,
     client_key: Option<&ClientKey>,
@@ -145,11 +146,9 @@ async fn admit_and_find(
     key: &str,
     max_age_s: Option<u64>,
 ) -> Result<Option<CachedAnswer>, GatewayError> {
-    let (admitted, cached) = tokio::join!(
-        admit(ctx, client_key, request.models(), estimate),
-        caching::lookup(key, max_age_s)
-    );
-    admitted?;
+    let mut lookup = caching::begin_lookup(key);
+    admit(ctx, client_key, request.models(), estimate, lookup.rider()).await?;
+    let cached = caching::found(key, lookup.finish().await, max_age_s);
     caching::record_lookup(ctx, cached.is_some());
     Ok(cached)
 }

@@ -27,8 +27,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::config::{StateBackend, StateSettings};
-use crate::limits::RedisStore;
 pub use crate::limits::StoreError;
+use crate::limits::{self, RedisStore, Rider};
 use memory::{Limits, MemoryResponses};
 
 /// A stored entry: who may read it and what it holds.
@@ -197,7 +197,13 @@ impl Store {
         body: Bytes,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let current = self.current.load_full();
+        self.write(id, owner, body, ttl).finish().await
+    }
+
+    /// Begins [`Self::put_for`]: done at once in memory; in Redis, a [`Rider`] that another
+    /// call (settlement) may take along, finished by [`Write::finish`].
+    pub fn write(&self, id: &str, owner: Option<&str>, body: Bytes, ttl: Duration) -> Write {
+        let current = self.current.load();
         let response = StoredResponse {
             owner: owner.map(str::to_string),
             body,
@@ -214,25 +220,30 @@ impl Store {
                     },
                     Instant::now(),
                 );
-                Ok(())
+                Write::Done
             }
             Some((_, redis)) => {
-                redis
-                    .set_px(&self.key(&current.prefix, id), &response.encode(), ttl)
-                    .await
+                let cmd = limits::set_px(&self.key(&current.prefix, id), &response.encode(), ttl);
+                Write::Riding(Rider::new(redis.clone(), cmd))
             }
         }
     }
 
     /// The body of `id`; `None` when it is absent, expired, or not `owner`'s.
     pub async fn get(&self, id: &str, owner: Option<&str>) -> Result<Option<Bytes>, StoreError> {
-        let current = self.current.load_full();
+        self.lookup(id, owner).finish().await
+    }
+
+    /// Begins [`Self::get`]: done at once in memory; in Redis, a [`Rider`] that another call
+    /// (admission) may take along, finished by [`Lookup::finish`].
+    pub fn lookup<'o>(&self, id: &str, owner: Option<&'o str>) -> Lookup<'o> {
+        let current = self.current.load();
         match &current.redis {
-            None => Ok(self.memory.get(id, owner, Instant::now())),
-            Some((_, redis)) => Ok(fetch(redis, &self.key(&current.prefix, id))
-                .await?
-                .filter(|r| r.owner.as_deref() == owner)
-                .map(|r| r.body)),
+            None => Lookup::Found(self.memory.get(id, owner, Instant::now())),
+            Some((_, redis)) => Lookup::Riding {
+                rider: Rider::new(redis.clone(), limits::get(&self.key(&current.prefix, id))),
+                owner,
+            },
         }
     }
 
@@ -261,13 +272,72 @@ impl Store {
 }
 
 async fn fetch(redis: &RedisStore, key: &str) -> Result<Option<StoredResponse>, StoreError> {
-    Ok(redis.get_bytes(key).await?.and_then(|value| {
-        let decoded = StoredResponse::decode(value);
-        if decoded.is_none() {
-            log::debug!("{key} does not hold a stored response; treated as absent");
+    Ok(redis.get_bytes(key).await?.and_then(decode))
+}
+
+fn decode(value: Bytes) -> Option<StoredResponse> {
+    let decoded = StoredResponse::decode(value);
+    if decoded.is_none() {
+        log::debug!("a key under the prefix does not hold a stored entry; treated as absent");
+    }
+    decoded
+}
+
+/// A read begun by [`Store::lookup`].
+pub enum Lookup<'o> {
+    /// Read from memory.
+    Found(Option<Bytes>),
+    /// To be read from Redis, for `owner`.
+    Riding {
+        rider: Rider,
+        owner: Option<&'o str>,
+    },
+}
+
+impl Lookup<'_> {
+    /// The command another Redis call may take along.
+    pub fn rider(&mut self) -> Option<&mut Rider> {
+        match self {
+            Lookup::Found(_) => None,
+            Lookup::Riding { rider, .. } => Some(rider),
         }
-        decoded
-    }))
+    }
+
+    /// The entry's body; `None` when it is absent, expired, or not the owner's.
+    pub async fn finish(self) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            Lookup::Found(found) => Ok(found),
+            Lookup::Riding { rider, owner } => Ok(limits::bytes_of(rider.reply().await)?
+                .and_then(decode)
+                .filter(|r| r.owner.as_deref() == owner)
+                .map(|r| r.body)),
+        }
+    }
+}
+
+/// A write begun by [`Store::write`].
+pub enum Write {
+    /// Written to memory.
+    Done,
+    /// To be written to Redis.
+    Riding(Rider),
+}
+
+impl Write {
+    /// The command another Redis call may take along.
+    pub fn rider(&mut self) -> Option<&mut Rider> {
+        match self {
+            Write::Done => None,
+            Write::Riding(rider) => Some(rider),
+        }
+    }
+
+    pub async fn finish(self) -> Result<(), StoreError> {
+        match self {
+            Write::Done => Ok(()),
+            Write::Riding(rider) => rider.reply().await.map(drop),
+        }
+    }
 }
 
 #[cfg(test)]

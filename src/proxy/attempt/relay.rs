@@ -336,7 +336,7 @@ impl Relay<'_> {
 /// every answer's future (and every open stream's).
 async fn settle(ctx: &mut RequestCtx, used: Option<u64>) {
     match caching::to_keep(ctx) {
-        Some(keep) => Box::pin(caching::settle_and_keep(ctx, used, keep)).await,
+        Some(keep) => Box::pin(keep.store_beside(ctx, used)).await,
         None => Box::pin(ctx.settle(used)).await,
     }
 }
