@@ -18,6 +18,7 @@
 
 mod memory;
 pub mod period;
+mod pipeline;
 mod redis_store;
 mod resp;
 pub mod snapshot;

@@ -18,26 +18,15 @@
 //! (nano-USD; periodic budgets expire after their period).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_queue::ArrayQueue;
 use std::sync::LazyLock;
 
-use super::resp::{Cmd, Connection, Endpoint, OpenError, Value};
+use super::pipeline::{Pipeline, TIMEOUT};
+use super::resp::{Cmd, Endpoint, Value};
 use crate::config::Secret;
-
-/// Longest wait for one Redis call on the request path; a call retried on a fresh connection
-/// waits at most twice that (plus the connect).
-const TIMEOUT: Duration = Duration::from_millis(250);
-/// After a connect that timed out, how long requests skip Redis instead of each waiting for
-/// it. A refused connect fails at once and pauses nothing: the first request after Redis is
-/// back must find it.
-const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
-/// Idle connections kept for the next calls; more are closed when they come back.
-const POOL: usize = 64;
 
 /// A Lua script, sent by its SHA-1 (`EVALSHA`) and by its text only when Redis does not know
 /// it yet (`NOSCRIPT`: a new or flushed server).
@@ -175,13 +164,7 @@ pub enum StoreError {
 }
 
 pub struct RedisStore {
-    endpoint: Endpoint,
-    idle: ArrayQueue<Connection>,
-    /// Bumped when a connection fails: idle connections made before are let go.
-    generation: AtomicU64,
-    /// Milliseconds since `started` before which no new connect is tried.
-    pause_until_ms: AtomicU64,
-    started: Instant,
+    pipeline: Pipeline,
 }
 
 /// A command sent in the same write as another module's script (the answer cache's lookup
@@ -277,8 +260,8 @@ pub enum AdmitReply {
     },
 }
 
-/// The stores made so far, by URL: everything that talks to one Redis shares one pool of
-/// connections.
+/// The stores made so far, by URL: everything that talks to one Redis shares one connection,
+/// so that commands of concurrent requests go out together.
 static SHARED: LazyLock<Mutex<HashMap<String, Weak<RedisStore>>>> = LazyLock::new(Default::default);
 
 impl RedisStore {
@@ -296,80 +279,16 @@ impl RedisStore {
 
     pub fn new(url: &Secret) -> Result<Self, String> {
         Ok(RedisStore {
-            endpoint: Endpoint::parse(url.expose())?,
-            idle: ArrayQueue::new(POOL),
-            generation: AtomicU64::new(0),
-            pause_until_ms: AtomicU64::new(0),
-            started: Instant::now(),
+            pipeline: Pipeline::new(Endpoint::parse(url.expose())?),
         })
     }
 
-    /// An idle connection of the current generation, if there is one.
-    fn pooled(&self) -> Option<Connection> {
-        let current = self.generation.load(Ordering::Acquire);
-        while let Some(conn) = self.idle.pop() {
-            if conn.generation == current {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    async fn connect(&self) -> Result<Connection, StoreError> {
-        let now = self.started.elapsed().as_millis() as u64;
-        if now < self.pause_until_ms.load(Ordering::Acquire) {
-            return Err(StoreError::Unreachable("reconnecting".into()));
-        }
-        let generation = self.generation.load(Ordering::Acquire);
-        Connection::open(&self.endpoint, generation, TIMEOUT)
-            .await
-            .map_err(|e| {
-                if let OpenError::TimedOut = e {
-                    let pause = now + RECONNECT_PAUSE.as_millis() as u64;
-                    self.pause_until_ms.store(pause, Ordering::Release);
-                }
-                StoreError::Unreachable(e.to_string())
-            })
-    }
-
-    /// Sends `cmds` in one write and reads their replies. A failure on a pooled connection is
-    /// retried once on a new one, so every command sent here must be safe to run twice (a
-    /// read, a write whose repeat changes nothing, or an idempotent script).
+    /// Sends `cmds` together (in one write, with other requests' commands) and reads their
+    /// replies. A failure on a connection made earlier is retried once on a new one, so every
+    /// command sent here must be safe to run twice (a read, a write whose repeat changes
+    /// nothing, or an idempotent script).
     async fn exchange(&self, cmds: &[&Cmd]) -> Result<Vec<Value>, StoreError> {
-        if let Some(conn) = self.pooled() {
-            match self.exchange_on(conn, cmds).await {
-                Err(StoreError::Unreachable(first)) => {
-                    log::debug!("redis connection failed ({first}); retrying on a new one");
-                }
-                done => return done,
-            }
-        }
-        let conn = self.connect().await?;
-        self.exchange_on(conn, cmds).await
-    }
-
-    async fn exchange_on(
-        &self,
-        mut conn: Connection,
-        cmds: &[&Cmd],
-    ) -> Result<Vec<Value>, StoreError> {
-        let mut replies = Vec::with_capacity(cmds.len());
-        // A connection is given back only after a whole exchange: one that timed out, failed
-        // or was dropped mid-call (its request cancelled) may still have a reply on the way.
-        match tokio::time::timeout(TIMEOUT, conn.exchange(cmds, &mut replies)).await {
-            Err(_) => Err(StoreError::Timeout),
-            Ok(Err(e)) => {
-                self.generation.fetch_add(1, Ordering::AcqRel);
-                Err(StoreError::Unreachable(e.to_string()))
-            }
-            Ok(Ok(())) => {
-                if conn.generation == self.generation.load(Ordering::Acquire) {
-                    // A full pool closes the connection instead.
-                    let _ = self.idle.push(conn);
-                }
-                Ok(replies)
-            }
-        }
+        self.pipeline.exchange(cmds).await
     }
 
     /// One command's reply; an error reply is [`StoreError::Command`].

@@ -78,7 +78,7 @@ impl Cmd {
         self.arg(itoa::Buffer::new().format(n))
     }
 
-    fn write_to(&self, out: &mut Vec<u8>) {
+    pub(super) fn write_to(&self, out: &mut Vec<u8>) {
         out.push(b'*');
         out.extend_from_slice(itoa::Buffer::new().format(self.argc).as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -166,17 +166,11 @@ pub struct Connection {
     stream: Stream,
     read: BytesMut,
     write: Vec<u8>,
-    /// The pool generation it was made in; a connection failure starts a new one.
-    pub generation: u64,
 }
 
 impl Connection {
     /// Connects, authenticates and selects the database, within `timeout`.
-    pub async fn open(
-        endpoint: &Endpoint,
-        generation: u64,
-        timeout: Duration,
-    ) -> Result<Self, OpenError> {
+    pub async fn open(endpoint: &Endpoint, timeout: Duration) -> Result<Self, OpenError> {
         let connect = async {
             let stream = match &endpoint.addr {
                 Address::Tcp(host, port) => {
@@ -191,7 +185,6 @@ impl Connection {
                 stream,
                 read: BytesMut::with_capacity(4096),
                 write: Vec::with_capacity(1024),
-                generation,
             })
         };
         let mut conn = match tokio::time::timeout(timeout, connect).await {
@@ -235,15 +228,32 @@ impl Connection {
         cmds: &[&Cmd],
         replies: &mut Vec<Value>,
     ) -> Result<(), WireError> {
-        self.write.clear();
+        let mut encoded = Vec::new();
         for cmd in cmds {
-            cmd.write_to(&mut self.write);
+            cmd.write_to(&mut encoded);
+        }
+        self.exchange_encoded(std::iter::once(encoded.as_slice()), cmds.len(), replies)
+            .await
+    }
+
+    /// Sends commands already encoded (by [`Cmd::write_to`]) in one write, and reads `count`
+    /// replies into `replies`.
+    pub async fn exchange_encoded<'a>(
+        &mut self,
+        encoded: impl Iterator<Item = &'a [u8]>,
+        count: usize,
+        replies: &mut Vec<Value>,
+    ) -> Result<(), WireError> {
+        self.write.clear();
+        for part in encoded {
+            self.write.extend_from_slice(part);
         }
         match &mut self.stream {
             Stream::Tcp(s) => s.write_all(&self.write).await?,
             Stream::Unix(s) => s.write_all(&self.write).await?,
         }
-        while replies.len() < cmds.len() {
+        let wanted = replies.len() + count;
+        while replies.len() < wanted {
             match parse(&self.read, 0)? {
                 Some((value, used)) => {
                     self.read.advance(used);
