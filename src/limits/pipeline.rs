@@ -207,3 +207,120 @@ impl Link {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::test_server::Server;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn cmd(parts: &[&str]) -> Cmd {
+        let mut cmd = Cmd::new(parts[0]);
+        for part in &parts[1..] {
+            cmd.arg(part);
+        }
+        cmd
+    }
+
+    /// `INFO stats`' count of reads Redis made from its clients: one per write that reached it.
+    async fn reads_processed(pipeline: &Pipeline) -> i64 {
+        let reply = pipeline
+            .exchange(&[&cmd(&["INFO", "stats"])])
+            .await
+            .unwrap();
+        let Some(Value::Bulk(text)) = reply.first() else {
+            panic!("{reply:?}")
+        };
+        String::from_utf8_lossy(text)
+            .lines()
+            .find_map(|l| l.strip_prefix("total_reads_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn concurrent_callers_share_writes_and_each_gets_its_own_replies() {
+        let Some(server) = Server::start() else {
+            eprintln!("SKIPPED: redis-server is not installed");
+            return;
+        };
+        let pipeline = Arc::new(Pipeline::new(Endpoint::parse(&server.url()).unwrap()));
+        runtime().block_on(async {
+            let before = reads_processed(&pipeline).await;
+            let callers: Vec<_> = (0..200)
+                .map(|i| {
+                    let pipeline = pipeline.clone();
+                    tokio::spawn(async move {
+                        let (key, value) = (format!("k{i}"), format!("v{i}"));
+                        let set = cmd(&["SET", &key, &value]);
+                        let get = cmd(&["GET", &key]);
+                        let replies = pipeline.exchange(&[&set, &get]).await.unwrap();
+                        assert_eq!(
+                            replies,
+                            [
+                                Value::Status(bytes::Bytes::from_static(b"OK")),
+                                Value::Bulk(value.into_bytes().into())
+                            ]
+                        );
+                    })
+                })
+                .collect();
+            for caller in callers {
+                caller.await.unwrap();
+            }
+            // 200 callers' 400 commands (and the INFO before) reached Redis in fewer writes.
+            let writes = reads_processed(&pipeline).await - before;
+            assert!(writes < 200, "{writes} writes for 200 callers");
+        });
+    }
+
+    #[test]
+    fn a_silent_server_times_out_and_the_next_call_reconnects() {
+        // Accepts connections and reads, never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counted = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        let pipeline =
+            Pipeline::new(Endpoint::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap());
+        runtime().block_on(async {
+            for _ in 0..2 {
+                let started = Instant::now();
+                let err = pipeline.exchange(&[&cmd(&["PING"])]).await.unwrap_err();
+                assert!(matches!(err, StoreError::Timeout), "{err}");
+                let waited = started.elapsed();
+                assert!(waited >= TIMEOUT && waited < TIMEOUT * 3, "{waited:?}");
+            }
+        });
+    }
+
+    #[test]
+    fn a_runtime_that_ended_takes_its_task_and_the_next_one_starts_another() {
+        let Some(server) = Server::start() else {
+            eprintln!("SKIPPED: redis-server is not installed");
+            return;
+        };
+        let pipeline = Pipeline::new(Endpoint::parse(&server.url()).unwrap());
+        for _ in 0..3 {
+            let reply = runtime().block_on(pipeline.exchange(&[&cmd(&["PING"])]));
+            assert_eq!(
+                reply.unwrap(),
+                [Value::Status(bytes::Bytes::from_static(b"PONG"))]
+            );
+        }
+    }
+}
