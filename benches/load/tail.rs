@@ -81,23 +81,52 @@ async fn cpu_per_request(pid: u32, addr: SocketAddr, request: &[u8]) -> f64 {
     used.as_secs_f64() * 1e6 / (rps * CPU_SECONDS as f64).max(1.0)
 }
 
-/// Commands the gateway sends Redis per `request`, watched with `MONITOR` over 200 requests:
-/// lines from a client connection count, the calls scripts make (`[0 lua]`) do not.
-async fn commands_per_request(redis_port: u16, addr: SocketAddr, request: &[u8]) -> f64 {
+/// Redis's count of reads from its clients (`INFO stats`): one per write that reached it.
+async fn reads_processed(redis_port: u16) -> Option<u64> {
+    let mut conn = TcpStream::connect(("127.0.0.1", redis_port)).await.ok()?;
+    conn.write_all(b"INFO stats\r\n").await.ok()?;
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while !text.ends_with(b"\r\n\r\n") && !String::from_utf8_lossy(&text).contains("total_writes") {
+        let n = tokio::time::timeout(Duration::from_secs(1), conn.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Commands the gateway sends Redis per `request`, and the writes that carry them (its round
+/// trips, one request at a time), over 200 requests. Commands are watched with `MONITOR`:
+/// lines from a client connection count, the calls scripts make (`[0 lua]`) do not. Writes
+/// are Redis's count of reads, less the one of the `INFO` that reads it.
+async fn commands_per_request(redis_port: u16, addr: SocketAddr, request: &[u8]) -> (f64, f64) {
     const REQUESTS: usize = 200;
     let Ok(mut monitor) = TcpStream::connect(("127.0.0.1", redis_port)).await else {
-        return f64::NAN;
+        return (f64::NAN, f64::NAN);
     };
     if monitor.write_all(b"MONITOR\r\n").await.is_err() {
-        return f64::NAN;
+        return (f64::NAN, f64::NAN);
     }
     let mut conn = Conn::open(addr).await.expect("connect");
     // MONITOR's "+OK" arrives first; everything after is a command.
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let reads_before = reads_processed(redis_port).await;
     for _ in 0..REQUESTS {
         conn.exchange(request, false).await.expect("an answer");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let writes = match (reads_before, reads_processed(redis_port).await) {
+        (Some(before), Some(after)) => after.saturating_sub(before + 1) as f64 / REQUESTS as f64,
+        _ => f64::NAN,
+    };
     let mut text = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     while let Ok(Ok(n)) =
@@ -112,7 +141,7 @@ async fn commands_per_request(redis_port: u16, addr: SocketAddr, request: &[u8])
         .lines()
         .filter(|l| l.starts_with('+') && l.contains(" [") && !l.contains(" lua]"))
         .count();
-    sent as f64 / REQUESTS as f64
+    (sent as f64 / REQUESTS as f64, writes)
 }
 
 const MODELS: &str = r#"
@@ -155,17 +184,20 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
     }
 
     println!("\nanswer cache: latency of {LATENCY_REQUESTS} requests one after another on one connection; CPU per request at saturation (16 connections, {CPU_SECONDS} s; real CPU, SHA-NI included); gateway on CPU 0");
-    println!("| path | p50 µs | p99 µs | CPU per request | Redis commands sent per request |");
-    println!("|---|---|---|---|---|");
+    println!("| path | p50 µs | p99 µs | CPU per request | vs passthrough | Redis commands per request | Redis round trips per request |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut passthrough_cpu: Option<f64> = None;
     {
         let (gw, addr, _) = start_gateway(gateway_bin, up_port, dir, "cache-memory", MODELS);
         for (label, request) in [("passthrough", &plain), ("cache hit, memory", &cached)] {
             let l = closed_loop(addr, request, LATENCY_REQUESTS).await;
             let cpu = cpu_per_request(gw.0.id(), addr, request).await;
+            let base = *passthrough_cpu.get_or_insert(cpu);
             println!(
-                "| {label} | {:.0} | {:.0} | {cpu:.1} µs | — |",
+                "| {label} | {:.0} | {:.0} | {cpu:.1} µs | {:.2}× | — | — |",
                 percentile(&l, 0.5) * 1000.0,
-                percentile(&l, 0.99) * 1000.0
+                percentile(&l, 0.99) * 1000.0,
+                cpu / base
             );
         }
     }
@@ -184,11 +216,12 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
         ] {
             let l = closed_loop(addr, &request, LATENCY_REQUESTS).await;
             let cpu = cpu_per_request(gw.0.id(), addr, &request).await;
-            let commands = commands_per_request(redis_port, addr, &request).await;
+            let (commands, round_trips) = commands_per_request(redis_port, addr, &request).await;
             println!(
-                "| {label} | {:.0} | {:.0} | {cpu:.1} µs | {commands:.2} |",
+                "| {label} | {:.0} | {:.0} | {cpu:.1} µs | {:.2}× | {commands:.2} | {round_trips:.2} |",
                 percentile(&l, 0.5) * 1000.0,
-                percentile(&l, 0.99) * 1000.0
+                percentile(&l, 0.99) * 1000.0,
+                cpu / passthrough_cpu.unwrap_or(cpu)
             );
         }
     }
