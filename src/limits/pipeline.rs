@@ -309,6 +309,31 @@ mod tests {
     }
 
     #[test]
+    fn the_connection_authenticates_and_selects_the_urls_database() {
+        let Some(server) = Server::start_with(&["--requirepass", "hunter2"]) else {
+            eprintln!("SKIPPED: redis-server is not installed");
+            return;
+        };
+        let at = |auth: &str, db: u8| {
+            let url = format!("redis://{auth}@127.0.0.1:{}/{db}", server.1);
+            Pipeline::new(Endpoint::parse(&url).unwrap())
+        };
+        runtime().block_on(async {
+            let (db2, db0) = (at(":hunter2", 2), at("default:hunter2", 0));
+            db2.exchange(&[&cmd(&["SET", "k", "in 2"])]).await.unwrap();
+            let get = cmd(&["GET", "k"]);
+            assert_eq!(
+                db2.exchange(&[&get]).await.unwrap(),
+                [Value::Bulk(bytes::Bytes::from_static(b"in 2"))]
+            );
+            assert_eq!(db0.exchange(&[&get]).await.unwrap(), [Value::Nil]);
+            let err = at(":not-the-pw", 0).exchange(&[&get]).await.unwrap_err();
+            assert!(matches!(err, StoreError::Unreachable(_)), "{err}");
+            assert!(!err.to_string().contains("not-the-pw"), "{err}");
+        });
+    }
+
+    #[test]
     fn a_runtime_that_ended_takes_its_task_and_the_next_one_starts_another() {
         let Some(server) = Server::start() else {
             eprintln!("SKIPPED: redis-server is not installed");

@@ -472,6 +472,11 @@ pub(crate) mod test_server {
     impl Server {
         /// `None` when it is not installed or did not start.
         pub(crate) fn start() -> Option<Server> {
+            Self::start_with(&[])
+        }
+
+        /// [`Self::start`] with more `redis-server` arguments.
+        pub(crate) fn start_with(extra: &[&str]) -> Option<Server> {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .ok()?
                 .local_addr()
@@ -488,6 +493,7 @@ pub(crate) mod test_server {
                     "--appendonly",
                     "no",
                 ])
+                .args(extra)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()

@@ -426,6 +426,26 @@ mod tests {
     }
 
     #[test]
+    fn urls_name_the_address_the_credentials_and_the_database() {
+        let e = Endpoint::parse("redis://ops:hunter2@10.0.0.7:6380/3").unwrap();
+        assert!(matches!(&e.addr, Address::Tcp(host, 6380) if host == "10.0.0.7"));
+        assert_eq!(e.username.as_deref(), Some("ops"));
+        assert_eq!(e.password.as_deref(), Some("hunter2"));
+        assert_eq!(e.db, 3);
+        let e = Endpoint::parse("unix:///run/redis/redis.sock").unwrap();
+        assert!(matches!(&e.addr, Address::Unix(p) if p.ends_with("redis.sock")));
+        assert_eq!((e.password, e.db), (None, 0));
+        for bad in [
+            "rediss://:hunter2@host:6379/0",
+            "http://:hunter2@host/",
+            "nonsense",
+        ] {
+            let err = Endpoint::parse(bad).unwrap_err();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
     fn garbage_is_a_protocol_error_not_a_panic() {
         for bad in [
             &b"?\r\n"[..],
