@@ -1,13 +1,12 @@
 //! Counters in Redis, shared by every gateway instance on it. Admission and settlement are one
-//! Lua script each (one round trip, atomic across all the key's counters), sent over the lean
-//! client of [`super::resp`] from a small pool of connections, in the request's own task.
+//! Lua script each (one round trip, atomic across all the key's counters), sent over one
+//! pipelined connection per Redis ([`super::pipeline`], speaking [`super::resp`]).
 //!
 //! A connection Redis or something in between dropped (`CLIENT KILL`, the server's `timeout`, a
 //! restart or failover, a proxy's idle cut) is only noticed by the next command, which fails.
-//! So a command that fails on a pooled connection is sent once more, on a new connection,
-//! before Redis counts as unreachable, and the pool's other connections (as old as the one
-//! that failed) are let go. A failed send may still have run (the reply was lost, not the
-//! request), so both scripts are idempotent: each call carries a random operation id, and its
+//! So commands that fail on a connection made earlier are sent once more, on a new connection,
+//! before Redis counts as unreachable. A failed send may still have run (the reply was lost,
+//! not the request), so both scripts are idempotent: each call carries a random operation id, and its
 //! key `{prefix}op:{id}` (kept 10 s, longer than any retry) records that it ran — a repeated
 //! settlement does nothing, a repeated admission returns the first answer.
 //!

@@ -1,12 +1,12 @@
 //! Redis's wire protocol (RESP2), the part the gateway speaks: commands out as arrays of bulk
-//! strings, and replies in. A [`Connection`] is used by one call at a time, in the calling
-//! request's own task: no driver task, no channel hop, buffers reused from call to call.
+//! strings, and replies in, over a [`Connection`] that keeps its buffers from one write to the
+//! next ([`super::pipeline`] owns it).
 //!
 //! Why not redis-rs on the request path: measured under callgrind, each of its calls cost
-//! 25–30k instructions (the hop to the multiplexed connection's driver task, the general
-//! `combine` reply parser, command packing) — more than the rest of a passthrough request's
-//! work on Redis. What the gateway sends is a handful of commands with small replies; this
-//! module is that much and no more. redis-rs still parses `state.url`.
+//! 25–30k instructions (its multiplexed connection's channels, the general `combine` reply
+//! parser, command packing), and it wrote each call on its own. What the gateway sends is a
+//! handful of commands with small replies; this module is that much and no more. redis-rs
+//! still parses `state.url`.
 
 use std::io;
 use std::path::PathBuf;
