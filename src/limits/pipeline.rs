@@ -71,7 +71,10 @@ impl Pipeline {
         }
     }
 
-    /// Sends `cmds` together and returns one reply per command.
+    /// Sends `cmds` together (in one write, with other requests' commands) and returns one
+    /// reply per command. A failure on a connection made earlier is retried once on a new one,
+    /// so every command sent here must be safe to run twice (a read, a write whose repeat
+    /// changes nothing, or an idempotent script).
     pub async fn exchange(&self, cmds: &[&Cmd]) -> Result<Vec<Value>, StoreError> {
         let mut encoded = Vec::with_capacity(cmds.iter().map(|c| c.len() + 16).sum());
         for cmd in cmds {

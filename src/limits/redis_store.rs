@@ -169,7 +169,7 @@ pub struct RedisStore {
 /// A command sent in the same write as another module's script (the answer cache's lookup
 /// beside admission, its store beside settlement): both are answered in one round trip. When
 /// no script took it along, [`Rider::reply`] sends it alone. It must be safe to send twice
-/// (see [`RedisStore::exchange`]).
+/// (see [`Pipeline::exchange`]).
 pub struct Rider {
     redis: Arc<RedisStore>,
     cmd: Cmd,
@@ -286,17 +286,9 @@ impl RedisStore {
         })
     }
 
-    /// Sends `cmds` together (in one write, with other requests' commands) and reads their
-    /// replies. A failure on a connection made earlier is retried once on a new one, so every
-    /// command sent here must be safe to run twice (a read, a write whose repeat changes
-    /// nothing, or an idempotent script).
-    async fn exchange(&self, cmds: &[&Cmd]) -> Result<Vec<Value>, StoreError> {
-        self.pipeline.exchange(cmds).await
-    }
-
     /// One command's reply; an error reply is [`StoreError::Command`].
     async fn query(&self, cmd: &Cmd) -> Result<Value, StoreError> {
-        command_reply(self.exchange(&[cmd]).await?.pop())
+        command_reply(self.pipeline.exchange(&[cmd]).await?.pop())
     }
 
     /// Runs a script, with `rider` in the same write when it has not had a ride yet, and
@@ -304,7 +296,7 @@ impl RedisStore {
     async fn run(&self, call: &ScriptCall, rider: Option<&mut Rider>) -> Result<Value, StoreError> {
         let first = match rider.filter(|r| r.boards(self)) {
             None => self.query(&call.cmd).await,
-            Some(rider) => match self.exchange(&[&call.cmd, &rider.cmd]).await {
+            Some(rider) => match self.pipeline.exchange(&[&call.cmd, &rider.cmd]).await {
                 Ok(mut replies) => {
                     rider.reply = Some(command_reply(replies.pop()));
                     command_reply(replies.pop())
@@ -548,19 +540,23 @@ mod tests {
         assert_ne!(a, b);
     }
 
-    #[test]
-    fn a_repeated_operation_counts_once() {
+    /// Runs `test` with a store on a fresh `redis-server` (skipped when there is none).
+    fn on_redis<F: std::future::Future<Output = ()>>(test: impl FnOnce(Arc<RedisStore>) -> F) {
         let Some(server) = Server::start() else {
             eprintln!("SKIPPED: redis-server is not installed");
             return;
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let store = RedisStore::shared(&crate::config::Secret::new(server.url())).unwrap();
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        rt.block_on(async {
-            let url = crate::config::Secret::new(format!("redis://127.0.0.1:{}/0", server.1));
-            let store = RedisStore::new(&url).unwrap();
+            .unwrap()
+            .block_on(test(store));
+    }
+
+    #[test]
+    fn a_repeated_operation_counts_once() {
+        on_redis(|store| async move {
             let keys = ScriptKeys::new("t:", "team", &[0], 7, 3);
             // The same call sent twice, as a retry after a lost reply would. The first finds
             // Redis without the script (`NOSCRIPT`) and sends its text.
@@ -600,17 +596,7 @@ mod tests {
 
     #[test]
     fn a_rider_shares_the_scripts_write_or_goes_alone() {
-        let Some(server) = Server::start() else {
-            eprintln!("SKIPPED: redis-server is not installed");
-            return;
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let url = crate::config::Secret::new(server.url());
-            let store = RedisStore::shared(&url).unwrap();
+        on_redis(|store| async move {
             store
                 .set_px("t:x", b"value", Duration::from_secs(60))
                 .await

@@ -25,7 +25,7 @@ const MAX_BULK: usize = 512 << 20;
 
 /// A command: its name and arguments as RESP bulk strings (the array header is written when
 /// it is sent, once the count is known).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct Cmd {
     argc: usize,
     body: Vec<u8>,
