@@ -9,11 +9,14 @@
 //! user-space part ~5 µs. Sharing them across requests is what brings Redis on the hot path
 //! close to a plain passthrough.
 //!
-//! Failure handling is the task's: a write or read that fails on a connection made earlier is
-//! sent once more on a new one (every command sent here is safe to run twice, see
-//! [`super::redis_store`]); a failure on the new one, or no answer within the timeout, is the
-//! answer of every command in that write. After a connect that timed out, commands are
-//! refused at once for a pause instead of each waiting for Redis again.
+//! Failure handling is the task's. A connection Redis or something in between closed while it
+//! was idle (`CLIENT KILL`, the server's `timeout`, a restart) is noticed before anything is
+//! sent on it, and replaced. When a connection made earlier fails all the same, what was not
+//! sent yet, or is safe to run twice, is sent once more on a new connection; a command that
+//! may have run (its reply was lost) and must not run twice ([`Pipeline::exchange_at_most_once`]:
+//! the counting scripts) fails instead. A failure on the new connection, or no answer within
+//! the timeout, is the answer of every command in that write. After a connect that timed out,
+//! commands are refused at once for a pause instead of each waiting for Redis again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -38,6 +41,8 @@ const MAX_BATCH: usize = 256;
 struct Job {
     encoded: Vec<u8>,
     count: usize,
+    /// Whether it may be sent again after a failure that left unknown whether it ran.
+    resend: bool,
     reply: oneshot::Sender<Result<Vec<Value>, StoreError>>,
 }
 
@@ -73,9 +78,20 @@ impl Pipeline {
 
     /// Sends `cmds` together (in one write, with other requests' commands) and returns one
     /// reply per command. A failure on a connection made earlier is retried once on a new one,
-    /// so every command sent here must be safe to run twice (a read, a write whose repeat
-    /// changes nothing, or an idempotent script).
+    /// so every command sent here must be safe to run twice (a read, or a write whose repeat
+    /// changes nothing).
     pub async fn exchange(&self, cmds: &[&Cmd]) -> Result<Vec<Value>, StoreError> {
+        self.exchange_with(cmds, true).await
+    }
+
+    /// [`Self::exchange`] for commands that must not run twice (a counter's increment): when
+    /// the connection fails after they were sent, they may have run, and the failure is their
+    /// answer. Sent again only when they provably were not sent.
+    pub async fn exchange_at_most_once(&self, cmds: &[&Cmd]) -> Result<Vec<Value>, StoreError> {
+        self.exchange_with(cmds, false).await
+    }
+
+    async fn exchange_with(&self, cmds: &[&Cmd], resend: bool) -> Result<Vec<Value>, StoreError> {
         let mut encoded = Vec::with_capacity(cmds.iter().map(|c| c.len() + 16).sum());
         for cmd in cmds {
             cmd.write_to(&mut encoded);
@@ -84,6 +100,7 @@ impl Pipeline {
         self.submit(Job {
             encoded,
             count: cmds.len(),
+            resend,
             reply,
         })?;
         replied.await.unwrap_or_else(|_| {
@@ -129,7 +146,7 @@ async fn drive(link: Arc<Link>, mut queue: mpsc::UnboundedReceiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(16);
     let mut replies: Vec<Value> = Vec::with_capacity(32);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match link.exchange(&mut conn, &batch, &mut replies).await {
+        match link.exchange(&mut conn, &mut batch, &mut replies).await {
             Ok(()) => {
                 let mut replies = replies.drain(..);
                 for job in batch.drain(..) {
@@ -149,23 +166,41 @@ async fn drive(link: Arc<Link>, mut queue: mpsc::UnboundedReceiver<Job>) {
 }
 
 impl Link {
-    /// One write of `batch` and its replies, sent once more on a new connection when the one
-    /// made earlier has failed.
+    /// One write of `batch` and its replies. A connection closed while idle is replaced
+    /// first; when one made earlier fails all the same, the batch is sent once more on a new
+    /// one, less the jobs that may have run and must not run twice (answered with the error).
     async fn exchange(
         &self,
         conn: &mut Option<Connection>,
-        batch: &[Job],
+        batch: &mut Vec<Job>,
         replies: &mut Vec<Value>,
     ) -> Result<(), StoreError> {
-        let reused = conn.is_some();
-        match self.exchange_once(conn, batch, replies).await {
-            Err(StoreError::Unreachable(first)) if reused => {
-                log::debug!("redis connection failed ({first}); retrying on a new one");
-                replies.clear();
-                self.exchange_once(conn, batch, replies).await
-            }
-            other => other,
+        if conn.as_mut().is_some_and(Connection::closed_while_idle) {
+            log::debug!("redis closed the idle connection; opening a new one");
+            *conn = None;
         }
+        let reused = conn.is_some();
+        let first = match self.exchange_once(conn, batch, replies).await {
+            Err(StoreError::Unreachable(first)) if reused => first,
+            other => return other,
+        };
+        log::debug!("redis connection failed ({first}); retrying on a new one");
+        replies.clear();
+        // What was written before the failure may have run: the jobs that must not run twice
+        // keep the failure as their answer.
+        if batch.iter().any(|job| !job.resend) {
+            let (again, lost): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|job| job.resend);
+            for job in lost {
+                let _ = job.reply.send(Err(StoreError::Unreachable(format!(
+                    "{first} (not sent again: it may have run)"
+                ))));
+            }
+            batch.extend(again);
+            if batch.is_empty() {
+                return Ok(());
+            }
+        }
+        self.exchange_once(conn, batch, replies).await
     }
 
     async fn exchange_once(
@@ -180,7 +215,11 @@ impl Link {
         };
         let encoded = batch.iter().map(|job| job.encoded.as_slice());
         let count = batch.iter().map(|job| job.count).sum();
-        match tokio::time::timeout(TIMEOUT, open.exchange_encoded(encoded, count, replies)).await {
+        let exchange = async {
+            open.send(encoded).await?;
+            open.receive(count, replies).await
+        };
+        match tokio::time::timeout(TIMEOUT, exchange).await {
             Ok(Ok(())) => Ok(()),
             // Replies may still be on their way: the connection cannot be used again.
             Err(_) => {
@@ -350,5 +389,93 @@ mod tests {
                 [Value::Status(bytes::Bytes::from_static(b"PONG"))]
             );
         }
+    }
+
+    /// A fake Redis whose every connection answers its first write (`+OK` per command) and
+    /// closes after reading the second, unanswered: a reply lost after the command was sent.
+    /// Returns its port and the commands it read, in order.
+    fn answers_once_then_drops() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    for write in 0..2 {
+                        let Ok(n @ 1..) = stream.read(&mut buf) else { return };
+                        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        // The command's name is the first bulk string of each array.
+                        let names: Vec<String> = text
+                            .split("\r\n")
+                            .collect::<Vec<_>>()
+                            .windows(3)
+                            .filter(|w| w[0].starts_with('*'))
+                            .map(|w| w[2].to_owned())
+                            .collect();
+                        if write == 0 {
+                            let _ = stream.write_all(&b"+OK\r\n".repeat(names.len()));
+                        }
+                        log.lock().unwrap().extend(names);
+                    }
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    #[test]
+    fn a_lost_reply_resends_reads_but_never_runs_a_counter_twice() {
+        let (port, seen) = answers_once_then_drops();
+        let pipeline =
+            Pipeline::new(Endpoint::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap());
+        let ok = || vec![Value::Status(bytes::Bytes::from_static(b"OK"))];
+        runtime().block_on(async {
+            // The first connection answers, then loses the counter's reply.
+            assert_eq!(pipeline.exchange(&[&cmd(&["PING"])]).await.unwrap(), ok());
+            let err = pipeline
+                .exchange_at_most_once(&[&cmd(&["INCR", "n"])])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Unreachable(e) if e.contains("not sent again")),
+                "{err}"
+            );
+            // The second answers, then loses the read's reply: the read goes again on a third.
+            assert_eq!(pipeline.exchange(&[&cmd(&["PING"])]).await.unwrap(), ok());
+            assert_eq!(pipeline.exchange(&[&cmd(&["GET", "n"])]).await.unwrap(), ok());
+        });
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, ["PING", "INCR", "PING", "GET", "GET"]);
+    }
+
+    #[test]
+    fn a_connection_closed_while_idle_is_replaced_before_a_counter_is_sent() {
+        let Some(server) = Server::start() else {
+            eprintln!("SKIPPED: redis-server is not installed");
+            return;
+        };
+        let (pipeline, other) = (
+            Pipeline::new(Endpoint::parse(&server.url()).unwrap()),
+            Pipeline::new(Endpoint::parse(&server.url()).unwrap()),
+        );
+        let incr = cmd(&["INCR", "n"]);
+        runtime().block_on(async {
+            assert_eq!(
+                pipeline.exchange_at_most_once(&[&incr]).await.unwrap(),
+                [Value::Int(1)]
+            );
+            // Every client but `other`'s own connection, i.e. `pipeline`'s, is closed.
+            let kill = cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+            assert_eq!(other.exchange(&[&kill]).await.unwrap(), [Value::Int(1)]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(
+                pipeline.exchange_at_most_once(&[&incr]).await.unwrap(),
+                [Value::Int(2)]
+            );
+        });
     }
 }

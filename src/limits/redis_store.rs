@@ -2,13 +2,19 @@
 //! Lua script each (one round trip, atomic across all the key's counters), sent over one
 //! pipelined connection per Redis ([`super::pipeline`], speaking [`super::resp`]).
 //!
-//! A connection Redis or something in between dropped (`CLIENT KILL`, the server's `timeout`, a
-//! restart or failover, a proxy's idle cut) is only noticed by the next command, which fails.
-//! So commands that fail on a connection made earlier are sent once more, on a new connection,
-//! before Redis counts as unreachable. A failed send may still have run (the reply was lost,
-//! not the request), so both scripts are idempotent: each call carries a random operation id, and its
-//! key `{prefix}op:{id}` (kept 10 s, longer than any retry) records that it ran — a repeated
-//! settlement does nothing, a repeated admission returns the first answer.
+//! A connection Redis or something in between dropped while it was idle (`CLIENT KILL`, the
+//! server's `timeout`, a restart or failover) is replaced before the next command goes out on
+//! it ([`super::pipeline`]). The scripts count, so they are sent at most once: when a
+//! connection fails after a script was sent, the script may have run, and the failure is its
+//! answer (the key's `failure_mode` decides) rather than a second count. Reads and the cache's
+//! writes are sent again on a new connection.
+//!
+//! Redis's own work is part of the price of every request, so the scripts do the least that
+//! keeps the counters exact: a counter is incremented and checked (and the increments undone
+//! when one is over its limit) rather than read first, and an expiry is set when a per-minute
+//! counter is created rather than on every call. Measured in Redis's `commandstats`, the two
+//! scripts of a request cost ~20 µs of Redis's time with per-call operation ids and
+//! read-before-write; see BENCHMARKS.md for what they cost now.
 //!
 //! Keys (under `state.key_prefix`, named after the client key's configured name, never the key):
 //! `{prefix}{name}:s{scope}:req:{minute}`, `…:tok:{minute}` (expire after two minutes),
@@ -42,18 +48,16 @@ impl Script {
         }
     }
 
-    /// `EVALSHA sha numkeys keys…` for a request's counters, the last key `operation`; the
-    /// caller adds the arguments.
-    fn call(&'static self, keys: &ScriptKeys, operation: &str) -> ScriptCall {
+    /// `EVALSHA sha numkeys keys…` for a request's counters; the caller adds the arguments.
+    fn call(&'static self, keys: &ScriptKeys) -> ScriptCall {
         let bytes: usize = keys.keys.iter().map(|k| k.len() + 8).sum();
-        let mut cmd = Cmd::with_capacity("EVALSHA", bytes + 192);
+        let mut cmd = Cmd::with_capacity("EVALSHA", bytes + 128);
         cmd.arg(&self.sha);
         let head = cmd.len();
-        cmd.int(keys.keys.len() + 1);
+        cmd.int(keys.keys.len());
         for key in &keys.keys {
             cmd.arg(key);
         }
-        cmd.arg(operation);
         ScriptCall {
             script: self,
             cmd,
@@ -78,73 +82,74 @@ impl ScriptCall {
     }
 }
 
-/// KEYS: budget, then (requests, tokens, in-flight) per scope, then the operation id's key.
-/// ARGV: budget limit in nano-USD (-1: none), tokens to reserve, then (rpm, tpm, concurrency)
-/// limits per scope (0: none). Returns {0, requests, tokens, in_flight} of scope 0 when
-/// admitted, else {reason, scope, count} with reason 1 rpm, 2 tpm, 3 concurrency, 4 budget.
-/// A refusal counts nothing, so only admissions are recorded under the operation id.
+/// KEYS: budget, then (requests, tokens, in-flight) per scope. ARGV: budget limit in nano-USD
+/// (-1: none), tokens to reserve, then (rpm, tpm, concurrency) limits per scope (0: none).
+/// Returns {0, requests, tokens, in_flight} of scope 0 when admitted, else {reason, scope,
+/// count} with reason 1 rpm, 2 tpm, 3 concurrency, 4 budget, and count what was used before
+/// this request. A refusal counts nothing: the increments made are undone before it returns
+/// (the script is atomic, so no other client sees them).
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local op = KEYS[#KEYS]
-local done = redis.call('GET', op)
-if done then
-  local r, t, c = string.match(done, '^(%d+):(%d+):(%d+)$')
-  return {0, tonumber(r), tonumber(t), tonumber(c)}
-end
 local budget = tonumber(ARGV[1])
 if budget >= 0 then
   local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
   if spent >= budget then return {4, 0, spent} end
 end
 local tokens = tonumber(ARGV[2])
-local scopes = (#KEYS - 2) / 3
+local scopes = (#KEYS - 1) / 3
+local first
 for i = 0, scopes - 1 do
+  local rk, tk, ck = KEYS[2 + 3*i], KEYS[3 + 3*i], KEYS[4 + 3*i]
+  local r = redis.call('INCR', rk)
+  if r == 1 then redis.call('EXPIRE', rk, 120) end
+  local t = redis.call('INCRBY', tk, tokens)
+  if t == tokens then redis.call('EXPIRE', tk, 120) end
+  local c = redis.call('INCR', ck)
+  redis.call('EXPIRE', ck, 600)
   local rpm, tpm, conc = tonumber(ARGV[3 + 3*i]), tonumber(ARGV[4 + 3*i]), tonumber(ARGV[5 + 3*i])
-  local r = tonumber(redis.call('GET', KEYS[2 + 3*i]) or '0')
-  local t = tonumber(redis.call('GET', KEYS[3 + 3*i]) or '0')
-  local c = tonumber(redis.call('GET', KEYS[4 + 3*i]) or '0')
-  if rpm > 0 and r + 1 > rpm then return {1, i, r} end
-  if tpm > 0 and t + tokens > tpm then return {2, i, t} end
-  if conc > 0 and c + 1 > conc then return {3, i, c} end
-end
-local first = {0, 0, 0, 0}
-for i = 0, scopes - 1 do
-  local r = redis.call('INCR', KEYS[2 + 3*i])
-  redis.call('EXPIRE', KEYS[2 + 3*i], 120)
-  local t = redis.call('INCRBY', KEYS[3 + 3*i], tokens)
-  redis.call('EXPIRE', KEYS[3 + 3*i], 120)
-  local c = redis.call('INCR', KEYS[4 + 3*i])
-  redis.call('EXPIRE', KEYS[4 + 3*i], 600)
+  local reason, count
+  if rpm > 0 and r > rpm then reason, count = 1, r - 1
+  elseif tpm > 0 and t > tpm then reason, count = 2, t - tokens
+  elseif conc > 0 and c > conc then reason, count = 3, c - 1 end
+  if reason then
+    for j = 0, i do
+      redis.call('DECR', KEYS[2 + 3*j])
+      redis.call('DECRBY', KEYS[3 + 3*j], tokens)
+      redis.call('DECR', KEYS[4 + 3*j])
+    end
+    return {reason, i, count}
+  end
   if i == 0 then first = {0, r, t, c} end
 end
-redis.call('SET', op, first[2] .. ':' .. first[3] .. ':' .. first[4], 'PX', 10000)
-return first
+return first or {0, 0, 0, 0}
 "#,
     )
 });
 
 /// KEYS as for [`ADMIT`]. ARGV: token correction (signed), cost in nano-USD, budget TTL in
-/// seconds (0: none). Returns 0 when the operation id had already run.
+/// seconds (0: none), set when the period's first cost creates the budget's counter.
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if not redis.call('SET', KEYS[#KEYS], 1, 'NX', 'PX', 10000) then return 0 end
 local delta = tonumber(ARGV[1])
-local scopes = (#KEYS - 2) / 3
+local scopes = (#KEYS - 1) / 3
 for i = 0, scopes - 1 do
-  if delta ~= 0 and redis.call('EXISTS', KEYS[3 + 3*i]) == 1 then
-    local t = redis.call('INCRBY', KEYS[3 + 3*i], delta)
-    if t < 0 then redis.call('SET', KEYS[3 + 3*i], 0, 'KEEPTTL') end
+  local tk, ck = KEYS[3 + 3*i], KEYS[4 + 3*i]
+  if delta ~= 0 then
+    local t = redis.call('INCRBY', tk, delta)
+    -- Created here: the minute's counter had expired under a long request.
+    if t == delta then redis.call('EXPIRE', tk, 120) end
+    if t < 0 then redis.call('SET', tk, 0, 'KEEPTTL') end
   end
-  local c = redis.call('DECR', KEYS[4 + 3*i])
-  if c < 0 then redis.call('SET', KEYS[4 + 3*i], 0, 'KEEPTTL') end
+  local c = redis.call('DECR', ck)
+  if c < 0 then redis.call('SET', ck, 0, 'KEEPTTL') end
 end
 local cost = tonumber(ARGV[2])
 if cost > 0 then
-  redis.call('INCRBY', KEYS[1], cost)
+  local spent = redis.call('INCRBY', KEYS[1], cost)
   local ttl = tonumber(ARGV[3])
-  if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+  if spent == cost and ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 end
 return 1
 "#,
@@ -169,7 +174,7 @@ pub struct RedisStore {
 /// A command sent in the same write as another module's script (the answer cache's lookup
 /// beside admission, its store beside settlement): both are answered in one round trip. When
 /// no script took it along, [`Rider::reply`] sends it alone. It must be safe to send twice
-/// (see [`Pipeline::exchange`]).
+/// (see [`Pipeline::exchange`]); riding with a script, it is sent at most once, as the script.
 pub struct Rider {
     redis: Arc<RedisStore>,
     cmd: Cmd,
@@ -203,7 +208,6 @@ impl Rider {
 #[derive(Debug)]
 pub struct ScriptKeys {
     pub keys: Vec<String>,
-    prefix_len: usize,
 }
 
 impl ScriptKeys {
@@ -230,24 +234,7 @@ impl ScriptKeys {
             keys.push(key(&[":s", &scope, ":tok:", &minute]));
             keys.push(key(&[":s", &scope, ":conc"]));
         }
-        ScriptKeys {
-            keys,
-            prefix_len: prefix.len(),
-        }
-    }
-
-    /// A fresh operation id's key, unique per call (128 random bits), for an idempotent script.
-    fn operation(&self) -> String {
-        let prefix = self.keys[0].get(..self.prefix_len).unwrap_or("");
-        let mut key = String::with_capacity(prefix.len() + 35);
-        key.push_str(prefix);
-        key.push_str("op:");
-        let mut id = [0u8; 32];
-        // Into a buffer: `hex::encode` collects chars one by one, ten times the work.
-        if hex::encode_to_slice(fastrand::u128(..).to_be_bytes(), &mut id).is_ok() {
-            key.push_str(std::str::from_utf8(&id).unwrap_or_default());
-        }
-        key
+        ScriptKeys { keys }
     }
 }
 
@@ -291,12 +278,16 @@ impl RedisStore {
         command_reply(self.pipeline.exchange(&[cmd]).await?.pop())
     }
 
-    /// Runs a script, with `rider` in the same write when it has not had a ride yet, and
-    /// sends the script's text when Redis does not have it yet.
+    /// Runs a script (at most once: see the module's doc), with `rider` in the same write when
+    /// it has not had a ride yet, and sends the script's text when Redis does not have it yet.
     async fn run(&self, call: &ScriptCall, rider: Option<&mut Rider>) -> Result<Value, StoreError> {
+        let pipeline = &self.pipeline;
         let first = match rider.filter(|r| r.boards(self)) {
-            None => self.query(&call.cmd).await,
-            Some(rider) => match self.pipeline.exchange(&[&call.cmd, &rider.cmd]).await {
+            None => command_reply(pipeline.exchange_at_most_once(&[&call.cmd]).await?.pop()),
+            Some(rider) => match pipeline
+                .exchange_at_most_once(&[&call.cmd, &rider.cmd])
+                .await
+            {
                 Ok(mut replies) => {
                     rider.reply = Some(command_reply(replies.pop()));
                     command_reply(replies.pop())
@@ -308,8 +299,9 @@ impl RedisStore {
             },
         };
         match first {
+            // `NOSCRIPT` ran nothing: sending the text is not a second run.
             Err(StoreError::Command(e)) if e.starts_with("NOSCRIPT") => {
-                self.query(&call.eval()).await
+                command_reply(pipeline.exchange_at_most_once(&[&call.eval()]).await?.pop())
             }
             other => other,
         }
@@ -345,7 +337,7 @@ impl RedisStore {
         limits: &[[u64; 3]],
         rider: Option<&mut Rider>,
     ) -> Result<AdmitReply, StoreError> {
-        let mut call = ADMIT.call(keys, &keys.operation());
+        let mut call = ADMIT.call(keys);
         call.cmd
             .int(budget_nano.map_or(-1, |b| b.min(i64::MAX as u64) as i64))
             .int(tokens);
@@ -379,7 +371,7 @@ impl RedisStore {
         budget_ttl: Option<Duration>,
         rider: Option<&mut Rider>,
     ) -> Result<(), StoreError> {
-        let mut call = SETTLE.call(keys, &keys.operation());
+        let mut call = SETTLE.call(keys);
         call.cmd
             .int(token_delta)
             .int(cost_nano)
@@ -532,12 +524,6 @@ mod tests {
                 "p:team:s2:conc",
             ]
         );
-        let (a, b) = (keys.operation(), keys.operation());
-        assert!(
-            a.starts_with("p:op:") && a.len() == "p:op:".len() + 32,
-            "{a}"
-        );
-        assert_ne!(a, b);
     }
 
     /// Runs `test` with a store on a fresh `redis-server` (skipped when there is none).
@@ -554,43 +540,120 @@ mod tests {
             .block_on(test(store));
     }
 
+    async fn ttl(store: &RedisStore, key: &str) -> i64 {
+        let mut cmd = Cmd::new("TTL");
+        cmd.arg(key);
+        match store.query(&cmd).await.unwrap() {
+            Value::Int(seconds) => seconds,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn a_repeated_operation_counts_once() {
+    fn admission_counts_what_it_admits_and_nothing_it_refuses() {
         on_redis(|store| async move {
-            let keys = ScriptKeys::new("t:", "team", &[0], 7, 3);
-            // The same call sent twice, as a retry after a lost reply would. The first finds
-            // Redis without the script (`NOSCRIPT`) and sends its text.
-            let op = keys.operation();
-            let admit = |op: &str| {
-                let mut call = ADMIT.call(&keys, op);
-                call.cmd.int(-1).int(100).int(10).int(0).int(0);
-                call
+            // Scope 0 (the key) and scope 1 (a model's own limits).
+            let keys = ScriptKeys::new("t:", "team", &[0, 1], 7, 3);
+            let admit = |tokens: u64, limits: [[u64; 3]; 2]| {
+                let (store, keys) = (&store, &keys);
+                async move {
+                    store
+                        .admit(keys, None, tokens, &limits, None)
+                        .await
+                        .unwrap()
+                }
             };
-            let ints = |v: Value| match v {
-                Value::Array(items) => items.iter().map(|i| i.as_int().unwrap()).collect(),
-                other => panic!("{other:?}"),
-            };
-            let first: Vec<i64> = ints(store.run(&admit(&op), None).await.unwrap());
-            let again: Vec<i64> = ints(store.run(&admit(&op), None).await.unwrap());
-            assert_eq!(first, vec![0, 1, 100, 1]);
-            assert_eq!(again, first, "the first answer, counted once");
-            // A flushed script cache is reloaded too.
+            let open = [[0, 0, 0], [0, 0, 0]];
+            assert!(matches!(
+                admit(100, open).await,
+                AdmitReply::Admitted {
+                    requests: 1,
+                    tokens: 100
+                }
+            ));
+            let counts = vec![0, 1, 100, 1, 1, 100, 1];
+            assert_eq!(store.read(&keys).await.unwrap(), counts);
+            // Over each limit in turn, in either scope: refused with the count before it, and
+            // every increment undone.
+            for (limits, reason, scope, count) in [
+                ([[1, 0, 0], [0, 0, 0]], 1, 0, 1),
+                ([[0, 150, 0], [0, 0, 0]], 2, 0, 100),
+                ([[0, 0, 1], [0, 0, 0]], 3, 0, 1),
+                ([[0, 0, 0], [1, 0, 0]], 1, 1, 1),
+                ([[0, 0, 0], [0, 0, 1]], 3, 1, 1),
+            ] {
+                let AdmitReply::Refused {
+                    reason: r,
+                    scope: s,
+                    count: c,
+                } = admit(100, limits).await
+                else {
+                    panic!("{limits:?} admitted");
+                };
+                assert_eq!((r, s, c), (reason, scope, count), "{limits:?}");
+                assert_eq!(store.read(&keys).await.unwrap(), counts, "{limits:?}");
+            }
+            // A flushed script cache is reloaded (`NOSCRIPT`, then the text).
             let mut flush = Cmd::new("SCRIPT");
             flush.arg("FLUSH");
             store.query(&flush).await.unwrap();
-            let other: Vec<i64> = ints(store.run(&admit(&keys.operation()), None).await.unwrap());
-            assert_eq!(other, vec![0, 2, 200, 2]);
+            assert!(matches!(
+                admit(100, [[2, 200, 2], [2, 200, 2]]).await,
+                AdmitReply::Admitted {
+                    requests: 2,
+                    tokens: 200
+                }
+            ));
+            // Per-minute counters expire after two minutes, in-flight ones ten minutes after
+            // their last change.
+            for (key, range) in [
+                ("t:team:s0:req:7", 110..=120),
+                ("t:team:s1:tok:7", 110..=120),
+                ("t:team:s1:conc", 590..=600),
+            ] {
+                let left = ttl(&store, key).await;
+                assert!(range.contains(&left), "{key}: {left}");
+            }
+        });
+    }
 
-            let settle = |op: &str| {
-                let mut call = SETTLE.call(&keys, op);
-                call.cmd.int(-50).int(1000).int(0);
-                call
-            };
-            let op = keys.operation();
-            let done = store.run(&settle(&op), None).await.unwrap();
-            let repeated = store.run(&settle(&op), None).await.unwrap();
-            assert_eq!((done, repeated), (Value::Int(1), Value::Int(0)));
-            assert_eq!(store.read(&keys).await.unwrap(), vec![1000, 2, 150, 1]);
+    #[test]
+    fn settlement_corrects_tokens_frees_slots_and_adds_the_cost() {
+        on_redis(|store| async move {
+            let keys = ScriptKeys::new("t:", "team", &[0], 7, 3);
+            let budget = Some(10_000);
+            for _ in 0..2 {
+                store
+                    .admit(&keys, budget, 100, &[[0, 0, 0]], None)
+                    .await
+                    .unwrap();
+            }
+            let hour = Some(Duration::from_secs(3600));
+            store.settle(&keys, -50, 4000, hour, None).await.unwrap();
+            assert_eq!(store.read(&keys).await.unwrap(), vec![4000, 2, 150, 1]);
+            // The period's first cost gave the budget its expiry.
+            assert!((3590..=3600).contains(&ttl(&store, "t:team:budget:3").await));
+            store.settle(&keys, 30, 6000, hour, None).await.unwrap();
+            assert_eq!(store.read(&keys).await.unwrap(), vec![10_000, 2, 180, 0]);
+            // Spent: refused, counting nothing.
+            let refused = store
+                .admit(&keys, budget, 100, &[[0, 0, 0]], None)
+                .await
+                .unwrap();
+            assert!(matches!(
+                refused,
+                AdmitReply::Refused {
+                    reason: 4,
+                    count: 10_000,
+                    ..
+                }
+            ));
+            // A settlement after its minute's counter expired leaves none without an expiry,
+            // and no slot count below zero.
+            let late = ScriptKeys::new("t:", "late", &[0], 8, 3);
+            store.settle(&late, 40, 0, None, None).await.unwrap();
+            assert_eq!(store.read(&late).await.unwrap(), vec![0, 0, 40, 0]);
+            assert!((110..=120).contains(&ttl(&store, "t:late:s0:tok:8").await));
         });
     }
 

@@ -232,17 +232,31 @@ impl Connection {
         for cmd in cmds {
             cmd.write_to(&mut encoded);
         }
-        self.exchange_encoded(std::iter::once(encoded.as_slice()), cmds.len(), replies)
-            .await
+        self.send(std::iter::once(encoded.as_slice())).await?;
+        self.receive(cmds.len(), replies).await
     }
 
-    /// Sends commands already encoded (by [`Cmd::write_to`]) in one write, and reads `count`
-    /// replies into `replies`.
-    pub async fn exchange_encoded<'a>(
+    /// Whether the server has closed the connection (or broken it) while it was idle: what
+    /// it said before closing is already waiting, so one non-blocking read tells (and none
+    /// when the runtime already knows the socket has nothing to read).
+    pub fn closed_while_idle(&mut self) -> bool {
+        // Room for at least a byte: a read into no room would look like the end.
+        self.read.reserve(64);
+        let read = match &mut self.stream {
+            Stream::Tcp(s) => s.try_read_buf(&mut self.read),
+            Stream::Unix(s) => s.try_read_buf(&mut self.read),
+        };
+        match read {
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+            // An end, or bytes no command asked for: either way it cannot carry commands.
+            Ok(_) => true,
+        }
+    }
+
+    /// Sends commands already encoded (by [`Cmd::write_to`]) in one write.
+    pub async fn send<'a>(
         &mut self,
         encoded: impl Iterator<Item = &'a [u8]>,
-        count: usize,
-        replies: &mut Vec<Value>,
     ) -> Result<(), WireError> {
         self.write.clear();
         for part in encoded {
@@ -252,6 +266,15 @@ impl Connection {
             Stream::Tcp(s) => s.write_all(&self.write).await?,
             Stream::Unix(s) => s.write_all(&self.write).await?,
         }
+        Ok(())
+    }
+
+    /// Reads `count` replies into `replies`.
+    pub async fn receive(
+        &mut self,
+        count: usize,
+        replies: &mut Vec<Value>,
+    ) -> Result<(), WireError> {
         let wanted = replies.len() + count;
         while replies.len() < wanted {
             match parse(&self.read, 0)? {
