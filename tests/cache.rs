@@ -323,6 +323,62 @@ async fn hits_misses_and_bypasses_in_both_dialects_json_and_streams() {
     );
 }
 
+/// A miss in the vendor's own dialect: the vendor gets the client's bytes (fields it alone
+/// knows, in the client's order), and the answer is kept all the same, for both dialects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_in_the_vendors_dialect_passes_the_request_through_and_keeps_the_answer() {
+    let upstream = MockUpstream::start(|req, _| anthropic(req)).await;
+    let gw = Gateway::start(&config(&upstream, "")).await;
+    let body = |stream: bool| {
+        format!(
+            r#"{{"max_tokens":50,"model":"cached","stream":{stream},"messages":[{{"role":"user","content":"pass me through"}}],"vendor_only":{{"keep":[1,2]}}}}"#
+        )
+    };
+    for stream in [false, true] {
+        let resp = client()
+            .post(format!("{}/v1/messages", gw.url()))
+            .header("x-api-key", "sk-a")
+            .header("anthropic-version", "2023-06-01")
+            .header("content-type", "application/json")
+            .body(body(stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let cache = resp.headers().get("x-switchyard-cache").cloned();
+        let text = resp.text().await.unwrap();
+        if stream {
+            // The stream asked the same question: the JSON miss's answer serves it.
+            assert_eq!(cache.unwrap(), "hit");
+            assert!(text.contains("event: message_stop"), "{text}");
+        } else {
+            assert_eq!(cache.unwrap(), "miss");
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(answer["type"], "message", "{text}");
+            assert_eq!(answer["content"][0]["text"], "Hello world", "{text}");
+            assert_eq!(answer["usage"]["output_tokens"], 15, "{text}");
+        }
+        assert!(text.contains("Hello world"), "{text}");
+    }
+    let sent = upstream.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].body_text(),
+        body(false).replace("\"cached\"", "\"claude-sonnet-4-5\""),
+        "the vendor gets the client's bytes but for the model"
+    );
+    // And an OpenAI client asking the same hits the Anthropic client's answer.
+    let openai_body = json!({"model": "cached", "stream": false, "max_tokens": 50,
+        "vendor_only": {"keep": [1, 2]},
+        "messages": [{"role": "user", "content": "pass me through"}]});
+    let hit = send(&gw, "sk-a", "/v1/chat/completions", openai_body, None).await;
+    assert_eq!(hit.cache.as_deref(), Some("hit"), "{}", hit.body);
+    assert_eq!(
+        hit.json()["choices"][0]["message"]["content"],
+        "Hello world"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_breaks_is_not_cached() {
     // The first stream is cut after its first text delta; the next ones are whole.

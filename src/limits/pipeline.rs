@@ -406,7 +406,9 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 4096];
                     for write in 0..2 {
-                        let Ok(n @ 1..) = stream.read(&mut buf) else { return };
+                        let Ok(n @ 1..) = stream.read(&mut buf) else {
+                            return;
+                        };
                         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
                         // The command's name is the first bulk string of each array.
                         let names: Vec<String> = text
@@ -446,7 +448,10 @@ mod tests {
             );
             // The second answers, then loses the read's reply: the read goes again on a third.
             assert_eq!(pipeline.exchange(&[&cmd(&["PING"])]).await.unwrap(), ok());
-            assert_eq!(pipeline.exchange(&[&cmd(&["GET", "n"])]).await.unwrap(), ok());
+            assert_eq!(
+                pipeline.exchange(&[&cmd(&["GET", "n"])]).await.unwrap(),
+                ok()
+            );
         });
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen, ["PING", "INCR", "PING", "GET", "GET"]);

@@ -318,25 +318,41 @@ pub struct RenderedAnswer {
 }
 
 /// Decodes a vendor's JSON answer and renders it for `client` (a dialect, or the client's
-/// request when its answer repeats it).
+/// request when its answer repeats it): passed on as it came from a vendor of the client's
+/// own dialect.
 pub fn client_answer(
     adapter: &dyn ProviderAdapter,
     body: Bytes,
     client: impl ClientFormat,
 ) -> Result<RenderedAnswer, StreamFailure> {
-    client_answer_with(adapter, body, client, &mut |_| Ok(()))
+    let native = native_dialect(adapter, &client);
+    render_answer(adapter, body, client, native, &mut |_| Ok(()))
 }
 
 /// [`client_answer`], with `review` seeing (and changing, or refusing) a canonical answer
-/// before it is rendered (the request's filters).
+/// before it is rendered (the request's filters): decoded into the canonical model even from
+/// a vendor of the client's own dialect.
 pub fn client_answer_with(
     adapter: &dyn ProviderAdapter,
     body: Bytes,
     client: impl ClientFormat,
     review: &mut dyn FnMut(&mut chat::Response) -> Result<(), GatewayError>,
 ) -> Result<RenderedAnswer, StreamFailure> {
-    let dialect = client.dialect();
-    let native = Some(dialect).filter(|d| client.passthrough() && adapter.speaks(*d));
+    render_answer(adapter, body, client, None, review)
+}
+
+/// The dialect in which `adapter`'s answers can reach `client` as they came, if any.
+fn native_dialect(adapter: &dyn ProviderAdapter, client: &impl ClientFormat) -> Option<Dialect> {
+    Some(client.dialect()).filter(|d| client.passthrough() && adapter.speaks(*d))
+}
+
+fn render_answer(
+    adapter: &dyn ProviderAdapter,
+    body: Bytes,
+    client: impl ClientFormat,
+    native: Option<Dialect>,
+    review: &mut dyn FnMut(&mut chat::Response) -> Result<(), GatewayError>,
+) -> Result<RenderedAnswer, StreamFailure> {
     let answer = adapter.decode_response(body, native)?;
     let usage = answer.usage();
     let body = match answer {
@@ -359,15 +375,16 @@ pub fn client_stream(
     client_stream_with(adapter, client, settings, Vec::new())
 }
 
-/// [`client_stream`], with the canonical events going through the request's stream filters.
+/// [`client_stream`], with the canonical events going through the request's stream filters
+/// (decoded into the canonical model, even from a vendor of the client's own dialect, when
+/// there are any).
 pub fn client_stream_with(
     adapter: &dyn ProviderAdapter,
     client: impl ClientFormat,
     settings: StreamSettings,
     filters: Vec<Box<dyn crate::filters::StreamFilter>>,
 ) -> Box<dyn StreamDecoder> {
-    let dialect = client.dialect();
-    let native = Some(dialect).filter(|d| client.passthrough() && adapter.speaks(*d));
+    let native = native_dialect(adapter, &client).filter(|_| filters.is_empty());
     match adapter.stream_decoder(native, settings) {
         StreamReader::Native(relay) => relay,
         StreamReader::Events(events) => Box::new(stream::Translated::with_filters(

@@ -115,27 +115,21 @@ pub(super) async fn on_request(
         let directives = caching::directives(&filtered.info.headers);
         if !caching::bypassed(ctx, policy, directives) {
             let key = filtered.info.key.clone();
-            // The cache keys and keeps the request as it will be sent: in canonical form.
-            let request = match filtered.edit() {
-                Ok(request) => request,
+            // Keyed on the request as it will be sent, read in canonical form (not edited:
+            // a vendor of the client's dialect still gets the client's bytes).
+            let fill = match filtered.canonical() {
+                Ok(request) => {
+                    caching::prepare(ctx, policy, directives, key.as_deref(), &model, &request)
+                }
                 Err(err) => {
                     respond::error(session, ctx, &err).await?;
                     return Ok(None);
                 }
             };
-            if let Some(fill) =
-                caching::prepare(ctx, policy, directives, key.as_deref(), &model, request)
-            {
+            if let Some(fill) = fill {
                 // Last: it keeps the answer as the client got it, after the other filters.
                 set = set.with(fill);
             }
-        }
-    }
-    // Answers a filter reads come through the canonical model, whatever the vendor.
-    if set.reads_answers() && !filtered.is_edited() {
-        if let Err(err) = filtered.edit() {
-            respond::error(session, ctx, &err).await?;
-            return Ok(None);
         }
     }
     if !set.is_empty() {
