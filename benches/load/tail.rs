@@ -73,12 +73,57 @@ async fn closed_loop(addr: SocketAddr, request: &[u8], count: usize) -> Vec<u64>
     latencies
 }
 
-/// The gateway's CPU time (user + system) per request while `request` saturates it.
-async fn cpu_per_request(pid: u32, addr: SocketAddr, request: &[u8]) -> f64 {
+/// Client connections of the CPU rows: 16, as the other phases use, and 64, enough to keep the
+/// gateway busy when each request also waits on Redis.
+const CPU_CONNECTIONS: [usize; 2] = [16, 64];
+
+/// The gateway's CPU time (user + system) per request while `connections` clients send
+/// `request` as fast as they can, and the share of the time it was busy. A gateway that is
+/// not busy all the time also pays for going to sleep and waking up, per request.
+async fn cpu_per_request(
+    pid: u32,
+    addr: SocketAddr,
+    request: &[u8],
+    connections: usize,
+) -> (f64, f64) {
     let before = cpu_time(pid);
-    let (rps, _) = saturate(addr, std::sync::Arc::new(request.to_vec()), 16, CPU_SECONDS).await;
+    let started = Instant::now();
+    let (rps, _) = saturate(
+        addr,
+        std::sync::Arc::new(request.to_vec()),
+        connections,
+        CPU_SECONDS,
+    )
+    .await;
     let used = cpu_time(pid).saturating_sub(before);
-    used.as_secs_f64() * 1e6 / (rps * CPU_SECONDS as f64).max(1.0)
+    let busy = used.as_secs_f64() / started.elapsed().as_secs_f64();
+    (
+        used.as_secs_f64() * 1e6 / (rps * CPU_SECONDS as f64).max(1.0),
+        busy,
+    )
+}
+
+/// The CPU columns of a row: per request, busy share and ratio to the passthrough's, at each
+/// of [`CPU_CONNECTIONS`]. The first row measured is the passthrough.
+async fn cpu_columns(
+    pid: u32,
+    addr: SocketAddr,
+    request: &[u8],
+    passthrough: &mut Vec<f64>,
+) -> String {
+    let mut columns = String::new();
+    for (i, connections) in CPU_CONNECTIONS.into_iter().enumerate() {
+        let (cpu, busy) = cpu_per_request(pid, addr, request, connections).await;
+        if passthrough.len() == i {
+            passthrough.push(cpu);
+        }
+        columns.push_str(&format!(
+            " {cpu:.1} µs ({:.0} % busy) | {:.2}× |",
+            busy * 100.0,
+            cpu / passthrough[i]
+        ));
+    }
+    columns
 }
 
 /// Redis's count of reads from its clients (`INFO stats`): one per write that reached it.
@@ -183,21 +228,19 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
         println!("(redis-server is not installed: no Redis rows)");
     }
 
-    println!("\nanswer cache: latency of {LATENCY_REQUESTS} requests one after another on one connection; CPU per request at saturation (16 connections, {CPU_SECONDS} s; real CPU, SHA-NI included); gateway on CPU 0");
-    println!("| path | p50 µs | p99 µs | CPU per request | vs passthrough | Redis commands per request | Redis round trips per request |");
-    println!("|---|---|---|---|---|---|---|");
-    let mut passthrough_cpu: Option<f64> = None;
+    println!("\nanswer cache: latency of {LATENCY_REQUESTS} requests one after another on one connection; CPU per request while 16, then 64 connections send as fast as they can ({CPU_SECONDS} s each; real CPU, SHA-NI included; busy: the gateway's CPU time over the wall time); gateway on CPU 0");
+    println!("| path | p50 µs | p99 µs | CPU per request, 16 connections | vs passthrough | 64 connections | vs passthrough | Redis commands per request | Redis round trips per request |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut passthrough_cpu: Vec<f64> = Vec::new();
     {
         let (gw, addr, _) = start_gateway(gateway_bin, up_port, dir, "cache-memory", MODELS);
         for (label, request) in [("passthrough", &plain), ("cache hit, memory", &cached)] {
             let l = closed_loop(addr, request, LATENCY_REQUESTS).await;
-            let cpu = cpu_per_request(gw.0.id(), addr, request).await;
-            let base = *passthrough_cpu.get_or_insert(cpu);
+            let cpu = cpu_columns(gw.0.id(), addr, request, &mut passthrough_cpu).await;
             println!(
-                "| {label} | {:.0} | {:.0} | {cpu:.1} µs | {:.2}× | — | — |",
+                "| {label} | {:.0} | {:.0} |{cpu} — | — |",
                 percentile(&l, 0.5) * 1000.0,
                 percentile(&l, 0.99) * 1000.0,
-                cpu / base
             );
         }
     }
@@ -215,13 +258,12 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
             ),
         ] {
             let l = closed_loop(addr, &request, LATENCY_REQUESTS).await;
-            let cpu = cpu_per_request(gw.0.id(), addr, &request).await;
+            let cpu = cpu_columns(gw.0.id(), addr, &request, &mut passthrough_cpu).await;
             let (commands, round_trips) = commands_per_request(redis_port, addr, &request).await;
             println!(
-                "| {label} | {:.0} | {:.0} | {cpu:.1} µs | {:.2}× | {commands:.2} | {round_trips:.2} |",
+                "| {label} | {:.0} | {:.0} |{cpu} {commands:.2} | {round_trips:.2} |",
                 percentile(&l, 0.5) * 1000.0,
                 percentile(&l, 0.99) * 1000.0,
-                cpu / passthrough_cpu.unwrap_or(cpu)
             );
         }
     }
