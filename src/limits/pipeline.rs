@@ -146,15 +146,6 @@ async fn drive(link: Arc<Link>, mut queue: mpsc::UnboundedReceiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(16);
     let mut replies: Vec<Value> = Vec::with_capacity(32);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // Requests ready to run in this turn of the scheduler may have commands too: once
-        // they ran, theirs share this write (a system call and a wake-up of Redis fewer).
-        tokio::task::yield_now().await;
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
         match link.exchange(&mut conn, &mut batch, &mut replies).await {
             Ok(()) => {
                 let mut replies = replies.drain(..);
@@ -427,10 +418,12 @@ mod tests {
                             .filter(|w| w[0].starts_with('*'))
                             .map(|w| w[2].to_owned())
                             .collect();
-                        if write == 0 {
-                            let _ = stream.write_all(&b"+OK\r\n".repeat(names.len()));
-                        }
+                        let count = names.len();
+                        // Logged before the reply, which ends the caller's wait.
                         log.lock().unwrap().extend(names);
+                        if write == 0 {
+                            let _ = stream.write_all(&b"+OK\r\n".repeat(count));
+                        }
                     }
                 });
             }
