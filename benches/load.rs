@@ -22,6 +22,8 @@
 //! memory and in Redis (when `redis-server` is installed); `filters` those of each built-in
 //! filter; `cache` a cache hit's latency, instructions and Redis commands (memory and Redis);
 //! `hedge` the latency percentiles of a heavy-tailed target with and without hedging.
+//! `BENCH_KEEP_DIR` set keeps the run's directory (configs, callgrind dumps for
+//! `callgrind_annotate`).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -1217,5 +1219,9 @@ models:
         }
     });
     drop(upstream);
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("BENCH_KEEP_DIR").is_some() {
+        println!("\nkept {} (configs and callgrind dumps)", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

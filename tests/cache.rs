@@ -26,12 +26,15 @@ fn anthropic(req: &RecordedRequest) -> MockResponse {
                 .collect(),
         );
     }
-    MockResponse::json(
-        200,
-        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
-               "content": [{"type": "text", "text": "Hello world"}], "stop_reason": "end_turn",
-               "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 15}}),
-    )
+    MockResponse::json(200, anthropic_answer())
+}
+
+/// [`anthropic`]'s JSON answer, a field only this vendor knows included.
+fn anthropic_answer() -> Value {
+    json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+           "content": [{"type": "text", "text": "Hello world"}], "stop_reason": "end_turn",
+           "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 15},
+           "vendor_extra": {"kept": true}})
 }
 
 fn config(upstream: &MockUpstream, state: &str) -> String {
@@ -324,7 +327,8 @@ async fn hits_misses_and_bypasses_in_both_dialects_json_and_streams() {
 }
 
 /// A miss in the vendor's own dialect: the vendor gets the client's bytes (fields it alone
-/// knows, in the client's order), and the answer is kept all the same, for both dialects.
+/// knows, in the client's order), and its answer is kept as it came: a JSON hit in that dialect
+/// gets the vendor's bytes again, a stream or another dialect a decoded answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_in_the_vendors_dialect_passes_the_request_through_and_keeps_the_answer() {
     let upstream = MockUpstream::start(|req, _| anthropic(req)).await;
@@ -367,6 +371,20 @@ async fn a_miss_in_the_vendors_dialect_passes_the_request_through_and_keeps_the_
         body(false).replace("\"cached\"", "\"claude-sonnet-4-5\""),
         "the vendor gets the client's bytes but for the model"
     );
+    // The same JSON question again: the vendor's answer as it came (a field only the vendor
+    // knows included; the price the miss's answer reported is not part of what was kept).
+    let again = client()
+        .post(format!("{}/v1/messages", gw.url()))
+        .header("x-api-key", "sk-a")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["x-switchyard-cache"], "hit");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, anthropic_answer());
     // And an OpenAI client asking the same hits the Anthropic client's answer.
     let openai_body = json!({"model": "cached", "stream": false, "max_tokens": 50,
         "vendor_only": {"keep": [1, 2]},

@@ -5,8 +5,12 @@
 //! [`fingerprint::key`] (the canonical request, so the dialect a request came in does not
 //! matter), per client key unless the model's `scope` is `shared`. Answers are kept in the
 //! state backend (`store::ANSWERS`: in the process, least recently used first out past
-//! `state.cache_max_mib`, or in Redis shared by every instance) as canonical answers, and are
-//! replayed in whatever dialect, whole or streamed, the next client asks for.
+//! `state.cache_max_mib`, or in Redis shared by every instance) and replayed in whatever
+//! dialect, whole or streamed, the next client asks for. A JSON answer that passed through from
+//! a vendor of the client's own dialect is kept as its bytes ([`Kept::Native`]): storing it
+//! costs no decoding, a hit in that dialect sends the bytes again, and a hit in another dialect
+//! decodes them as a live request to that vendor would. Other answers (translated, streamed,
+//! or read by other filters) are kept in the canonical model.
 //!
 //! Only complete answers are stored: a JSON answer the vendor gave in full, or a stream that
 //! reached its end with every choice finished ([`CacheFill`] collects it as it passes). A
@@ -18,10 +22,14 @@ pub mod fingerprint;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::accounting::Usage;
 use crate::chat::{self, Collector, Event, EventSink};
+use crate::dialect::Dialect;
 use crate::filters::{Filter, FilterError, RequestInfo, StreamFilter};
+use crate::providers;
 
 /// What the client's `Cache-Control` header asks of the cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,38 +74,152 @@ impl Directives {
     }
 }
 
-/// An answer as the cache keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An answer as the cache keeps it: in the canonical model, or, when a vendor of the client's
+/// own dialect answered in JSON and the answer passed through, as those bytes (stored without
+/// decoding, served as they are to a client of that dialect and decoded for any other).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kept {
+    Canonical(chat::Response),
+    Native {
+        dialect: Dialect,
+        body: Bytes,
+        usage: Option<Usage>,
+    },
+}
+
+/// A stored answer.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CachedAnswer {
     /// When it was stored, in milliseconds since the Unix epoch.
     pub stored_at_ms: u64,
     /// What the answer cost when the vendor gave it (each hit saves that much).
     pub cost_usd: Option<f64>,
-    pub response: chat::Response,
+    pub answer: Kept,
+}
+
+/// What a hit sends: bytes in the client's dialect, or a canonical answer to encode for it.
+#[derive(Debug)]
+pub enum Served {
+    Bytes { body: Bytes, usage: Option<Usage> },
+    Canonical(chat::Response),
+}
+
+/// The stored form, after a length-prefixed header: the canonical answer as JSON, or the
+/// vendor's bytes in one dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Form {
+    Canonical,
+    OpenAi,
+    Anthropic,
+}
+
+/// An entry's header (JSON; the answer's bytes follow it as they are, not escaped into it).
+#[derive(Serialize, Deserialize)]
+struct EntryHeader {
+    stored_at_ms: u64,
+    cost_usd: Option<f64>,
+    form: Form,
+    usage: Option<Usage>,
 }
 
 impl CachedAnswer {
-    pub fn new(response: chat::Response, cost_usd: Option<f64>) -> Self {
+    pub fn new(answer: Kept, cost_usd: Option<f64>) -> Self {
         CachedAnswer {
             stored_at_ms: now_ms(),
             cost_usd,
-            response,
+            answer,
         }
     }
 
+    /// `u32` big-endian header length, the header, then the answer: JSON of the canonical
+    /// answer, or the vendor's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        // Plain data: serializing into a Vec cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        let (form, usage, payload) = match &self.answer {
+            // Plain data: serializing into a Vec cannot fail.
+            Kept::Canonical(response) => (
+                Form::Canonical,
+                None,
+                serde_json::to_vec(response).unwrap_or_default().into(),
+            ),
+            Kept::Native {
+                dialect,
+                body,
+                usage,
+            } => {
+                let form = match dialect {
+                    Dialect::Anthropic => Form::Anthropic,
+                    _ => Form::OpenAi,
+                };
+                (form, *usage, body.clone())
+            }
+        };
+        let header = serde_json::to_vec(&EntryHeader {
+            stored_at_ms: self.stored_at_ms,
+            cost_usd: self.cost_usd,
+            form,
+            usage,
+        })
+        .unwrap_or_default();
+        let mut entry = Vec::with_capacity(4 + header.len() + payload.len());
+        entry.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        entry.extend_from_slice(&header);
+        entry.extend_from_slice(&payload);
+        entry
     }
 
-    /// `None` for bytes this version did not write (a stale format after an upgrade).
-    pub fn decode(bytes: &[u8]) -> Option<CachedAnswer> {
-        serde_json::from_slice(bytes).ok()
+    /// `None` for bytes this version did not write (a stale format after an upgrade). A kept
+    /// answer's bytes are a slice of `entry`, not a copy.
+    pub fn decode(entry: &Bytes) -> Option<CachedAnswer> {
+        let length = u32::from_be_bytes(entry.get(..4)?.try_into().ok()?) as usize;
+        let end = length.checked_add(4).filter(|&end| end <= entry.len())?;
+        let header: EntryHeader = serde_json::from_slice(&entry[4..end]).ok()?;
+        let payload = entry.slice(end..);
+        let native = |dialect| Kept::Native {
+            dialect,
+            body: payload.clone(),
+            usage: header.usage,
+        };
+        let answer = match header.form {
+            Form::Canonical => Kept::Canonical(serde_json::from_slice(&payload).ok()?),
+            Form::OpenAi => native(Dialect::OpenAi),
+            Form::Anthropic => native(Dialect::Anthropic),
+        };
+        Some(CachedAnswer {
+            stored_at_ms: header.stored_at_ms,
+            cost_usd: header.cost_usd,
+            answer,
+        })
     }
 
     /// Whole seconds since it was stored.
     pub fn age_s(&self) -> u64 {
         now_ms().saturating_sub(self.stored_at_ms) / 1000
+    }
+
+    /// The answer for a client of `dialect`: its kept bytes when they are in that dialect and
+    /// the client wants JSON, else the canonical answer (decoded from the kept bytes, as their
+    /// vendor's adapter would for a live request). `None` when kept bytes do not decode.
+    pub fn serve(self, dialect: Dialect, stream: bool) -> Option<Served> {
+        match self.answer {
+            Kept::Canonical(response) => Some(Served::Canonical(response)),
+            Kept::Native {
+                dialect: kept,
+                body,
+                usage,
+            } if kept == dialect && !stream => Some(Served::Bytes { body, usage }),
+            Kept::Native {
+                dialect: kept,
+                body,
+                ..
+            } => match providers::decode_native_answer(kept, body)? {
+                Ok(response) => Some(Served::Canonical(response)),
+                Err(e) => {
+                    log::debug!("a cached {kept:?} answer does not decode: {e:?}");
+                    None
+                }
+            },
+        }
     }
 }
 
@@ -110,10 +232,10 @@ fn now_ms() -> u64 {
 
 /// Where [`CacheFill`] leaves the complete answer for the proxy to store (with its cost, known
 /// only once the attempt is accounted).
-pub type Captured = Arc<Mutex<Option<chat::Response>>>;
+pub type Captured = Arc<Mutex<Option<Kept>>>;
 
 /// Takes what was captured.
-pub fn take(captured: &Captured) -> Option<chat::Response> {
+pub fn take(captured: &Captured) -> Option<Kept> {
     captured
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -142,12 +264,26 @@ impl Filter for CacheFill {
         true
     }
 
+    /// Kept as bytes only where a hit in another dialect can decode them.
+    fn takes_answer_bytes(&self, info: &RequestInfo) -> bool {
+        providers::decodes_native_answers(info.dialect)
+    }
+
+    fn on_answer_bytes(&self, info: &RequestInfo, body: &Bytes, usage: Option<Usage>) {
+        *self.captured.lock().unwrap_or_else(PoisonError::into_inner) = Some(Kept::Native {
+            dialect: info.dialect,
+            body: body.clone(),
+            usage,
+        });
+    }
+
     fn on_response(
         &self,
         _info: &RequestInfo,
         response: &mut chat::Response,
     ) -> Result<(), FilterError> {
-        *self.captured.lock().unwrap_or_else(PoisonError::into_inner) = Some(response.clone());
+        *self.captured.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Kept::Canonical(response.clone()));
         Ok(())
     }
 
@@ -169,7 +305,8 @@ impl StreamFilter for StreamFill {
         self.collector.push(&event);
         if matches!(event, Event::End { .. }) {
             let collected = std::mem::take(&mut self.collector).finish();
-            *self.captured.lock().unwrap_or_else(PoisonError::into_inner) = collected;
+            *self.captured.lock().unwrap_or_else(PoisonError::into_inner) =
+                collected.map(Kept::Canonical);
         }
         next.emit(event);
         Ok(())
@@ -221,7 +358,7 @@ mod tests {
     #[test]
     fn an_answer_round_trips_and_junk_is_no_answer() {
         let answer = CachedAnswer::new(
-            chat::Response {
+            Kept::Canonical(chat::Response {
                 id: "x".into(),
                 model: "m".into(),
                 choices: vec![chat::Choice {
@@ -230,12 +367,114 @@ mod tests {
                     ..chat::Choice::default()
                 }],
                 ..chat::Response::default()
-            },
+            }),
             Some(0.25),
         );
-        assert_eq!(CachedAnswer::decode(&answer.encode()), Some(answer.clone()));
-        assert_eq!(CachedAnswer::decode(b"{\"v\":2}"), None);
+        let entry = Bytes::from(answer.encode());
+        assert_eq!(CachedAnswer::decode(&entry), Some(answer.clone()));
         assert!(answer.age_s() < 2);
+        // What an earlier version wrote (a JSON object), and broken entries, are no answer.
+        for junk in [
+            &b"{\"v\":2}"[..],
+            b"",
+            b"\0\0\0",
+            b"\0\0\0\x09{\"a\":1}",
+            &entry[..entry.len() - 1],
+        ] {
+            assert_eq!(CachedAnswer::decode(&Bytes::copy_from_slice(junk)), None);
+        }
+    }
+
+    /// An OpenAI answer as a vendor sent it (`finish_reason` `length`: the canonical model
+    /// says `MaxTokens`, so decoding is visible).
+    const OPENAI_ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":"Hi there"},"finish_reason":"length"}],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9},"vendor_extra":{"kept":true}}"#;
+
+    #[test]
+    fn a_native_answer_is_kept_as_its_bytes_and_decoded_only_for_another_dialect() {
+        let usage = Usage {
+            prompt_tokens: 7,
+            completion_tokens: 2,
+            ..Usage::default()
+        };
+        let answer = CachedAnswer {
+            stored_at_ms: 1_700_000_000_000,
+            cost_usd: Some(0.5),
+            answer: Kept::Native {
+                dialect: Dialect::OpenAi,
+                body: Bytes::from_static(OPENAI_ANSWER.as_bytes()),
+                usage: Some(usage),
+            },
+        };
+        let entry = Bytes::from(answer.encode());
+        // Golden: the header, then the vendor's bytes unescaped.
+        let header = r#"{"stored_at_ms":1700000000000,"cost_usd":0.5,"form":"open_ai","usage":{"prompt_tokens":7,"completion_tokens":2,"cached_tokens":0,"reasoning_tokens":0,"cache_write_tokens":0}}"#;
+        let mut golden = (header.len() as u32).to_be_bytes().to_vec();
+        golden.extend_from_slice(header.as_bytes());
+        golden.extend_from_slice(OPENAI_ANSWER.as_bytes());
+        assert_eq!(entry, golden);
+        let decoded = CachedAnswer::decode(&entry).unwrap();
+        assert_eq!(decoded, answer);
+
+        // A JSON client of the same dialect gets the bytes (unknown fields and all).
+        match decoded.clone().serve(Dialect::OpenAi, false).unwrap() {
+            Served::Bytes { body, usage: u } => {
+                assert_eq!(body, OPENAI_ANSWER.as_bytes());
+                assert_eq!(u, Some(usage));
+            }
+            other => panic!("expected the kept bytes, got {other:?}"),
+        }
+        // A streaming client of that dialect, and any other dialect, get the decoded answer.
+        for (dialect, stream) in [
+            (Dialect::OpenAi, true),
+            (Dialect::Anthropic, false),
+            (Dialect::Responses, false),
+        ] {
+            match decoded.clone().serve(dialect, stream).unwrap() {
+                Served::Canonical(response) => {
+                    assert_eq!(response.choices[0].content.as_deref(), Some("Hi there"));
+                    assert_eq!(response.choices[0].finish_reason, StopReason::MaxTokens);
+                    assert_eq!(response.usage.prompt_tokens, 7);
+                }
+                other => panic!("expected a decoded answer for {dialect:?}, got {other:?}"),
+            }
+        }
+        // Kept bytes that do not decode are no answer for another dialect.
+        let broken = CachedAnswer {
+            answer: Kept::Native {
+                dialect: Dialect::Anthropic,
+                body: Bytes::from_static(b"<html>not a message</html>"),
+                usage: None,
+            },
+            ..answer
+        };
+        assert!(broken.serve(Dialect::OpenAi, false).is_none());
+    }
+
+    #[test]
+    fn the_fill_keeps_bytes_only_in_dialects_it_can_decode() {
+        let captured = Captured::default();
+        let fill = CacheFill::new(captured.clone());
+        let info = |dialect| RequestInfo {
+            request_id: "r".into(),
+            key: None,
+            dialect,
+            headers: http::HeaderMap::new(),
+            metadata: serde_json::Map::new(),
+        };
+        assert!(fill.takes_answer_bytes(&info(Dialect::OpenAi)));
+        assert!(fill.takes_answer_bytes(&info(Dialect::Anthropic)));
+        assert!(!fill.takes_answer_bytes(&info(Dialect::Responses)));
+        assert!(!fill.takes_answer_bytes(&info(Dialect::Completions)));
+        let body = Bytes::from_static(b"{}");
+        fill.on_answer_bytes(&info(Dialect::Anthropic), &body, None);
+        assert_eq!(
+            take(&captured),
+            Some(Kept::Native {
+                dialect: Dialect::Anthropic,
+                body,
+                usage: None
+            })
+        );
     }
 
     #[test]
@@ -284,7 +523,9 @@ mod tests {
             .on_event(Event::End { usage: None }, &mut sink)
             .unwrap();
         assert_eq!(sink.0, 4, "every event passed on");
-        let kept = take(&captured).unwrap();
+        let Some(Kept::Canonical(kept)) = take(&captured) else {
+            panic!("a stream is kept in the canonical model");
+        };
         assert_eq!(kept.choices[0].content.as_deref(), Some("a"));
     }
 }

@@ -21,13 +21,16 @@
 //!
 //! A request no filter rewrites passes through as before (byte for byte to a vendor of its own
 //! dialect); one that a filter rewrites, or whose answers a filter reads
-//! ([`Filter::reads_answers`]), goes through the canonical model to every vendor.
+//! ([`Filter::reads_answers`]), goes through the canonical model to every vendor, unless
+//! every filter that reads answers takes a vendor's JSON answer in the client's own dialect as
+//! bytes ([`Filter::takes_answer_bytes`]).
 
 pub mod builtin;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
@@ -230,6 +233,22 @@ pub trait Filter: Send + Sync {
         false
     }
 
+    /// Whether this filter, reading answers, takes a JSON answer from a vendor of the client's
+    /// own dialect as the bytes the client is sent ([`Self::on_answer_bytes`]) instead of
+    /// [`Self::on_response`]'s canonical model. When every filter that reads answers does, the
+    /// answer passes through undecoded, as it would with no filter. (The answer cache: it keeps
+    /// the bytes and decodes them only when a client of another dialect is served them.)
+    fn takes_answer_bytes(&self, info: &RequestInfo) -> bool {
+        let _ = info;
+        false
+    }
+
+    /// A complete JSON answer in the client's dialect (`info.dialect`), as the vendor sent it,
+    /// with the usage it reported; called only when [`Self::takes_answer_bytes`] said yes.
+    fn on_answer_bytes(&self, info: &RequestInfo, body: &Bytes, usage: Option<Usage>) {
+        let _ = (info, body, usage);
+    }
+
     async fn on_request(&self, request: &mut FilterRequest) -> Result<Verdict, FilterError> {
         let _ = request;
         Ok(Verdict::Continue)
@@ -311,6 +330,22 @@ impl FilterSet {
 
     pub fn reads_answers(&self) -> bool {
         self.filters.iter().any(|f| f.reads_answers())
+    }
+
+    /// Whether every filter that reads answers takes them as the client's bytes
+    /// ([`Filter::takes_answer_bytes`]).
+    pub fn takes_answer_bytes(&self, info: &RequestInfo) -> bool {
+        self.filters
+            .iter()
+            .filter(|f| f.reads_answers())
+            .all(|f| f.takes_answer_bytes(info))
+    }
+
+    /// Hands a JSON answer's bytes to the filters that read answers.
+    pub fn answer_bytes(&self, info: &RequestInfo, body: &Bytes, usage: Option<Usage>) {
+        for filter in self.filters.iter().filter(|f| f.reads_answers()) {
+            filter.on_answer_bytes(info, body, usage);
+        }
     }
 
     /// The stream filters of one streamed answer, in order.

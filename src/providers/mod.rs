@@ -341,6 +341,44 @@ pub fn client_answer_with(
     render_answer(adapter, body, client, None, review)
 }
 
+/// Whether `adapter`'s JSON answers reach `client` as they came, neither decoded nor encoded
+/// (a vendor of the client's own dialect, for a request no filter rewrote).
+pub fn answers_natively(adapter: &dyn ProviderAdapter, client: impl ClientFormat) -> bool {
+    native_dialect(adapter, &client).is_some()
+}
+
+/// Whether [`decode_native_answer`] decodes answers in `dialect`.
+pub fn decodes_native_answers(dialect: Dialect) -> bool {
+    matches!(dialect, Dialect::OpenAi | Dialect::Anthropic)
+}
+
+/// A JSON answer that a vendor of `dialect` sent, decoded into the canonical model as that
+/// vendor's adapter decodes it for a client of another dialect. `None` for a dialect no vendor
+/// here answers in with a canonical decoder (Responses, Completions).
+pub fn decode_native_answer(
+    dialect: Dialect,
+    body: Bytes,
+) -> Option<Result<chat::Response, StreamFailure>> {
+    let canonical = |answer: Answer| match answer {
+        Answer::Chat(response) => Ok(response),
+        Answer::Native { .. } => Err(StreamFailure::Malformed(
+            "the adapter kept a native answer it was asked to decode".into(),
+        )),
+    };
+    if !decodes_native_answers(dialect) {
+        return None;
+    }
+    match dialect {
+        Dialect::OpenAi => Some(openai::decode_chat_response(&body)),
+        Dialect::Anthropic => Some(
+            anthropic::AnthropicAdapter
+                .decode_response(body, None)
+                .and_then(canonical),
+        ),
+        Dialect::Responses | Dialect::Completions => None,
+    }
+}
+
 /// The dialect in which `adapter`'s answers can reach `client` as they came, if any.
 fn native_dialect(adapter: &dyn ProviderAdapter, client: &impl ClientFormat) -> Option<Dialect> {
     Some(client.dialect()).filter(|d| client.passthrough() && adapter.speaks(*d))

@@ -13,7 +13,7 @@ use pingora::protocols::http::ServerSession;
 
 use super::ctx::RequestCtx;
 use super::respond;
-use crate::cache::{self, fingerprint, CacheFill, CachedAnswer, Captured, Directives};
+use crate::cache::{self, fingerprint, CacheFill, CachedAnswer, Captured, Directives, Served};
 use crate::chat;
 use crate::config::{CachePolicy, CacheScope};
 use crate::dialect::ClientRequest;
@@ -139,13 +139,21 @@ pub(super) fn begin_lookup(key: &str) -> Lookup<'static> {
     ANSWERS.lookup(key, None)
 }
 
-/// The answer a lookup of `key` found, if one young enough is there. A cache that cannot be
-/// read is a miss, not a failed request.
+/// A cache hit, ready to serve.
+pub(super) struct Hit {
+    age_s: u64,
+    cost_usd: Option<f64>,
+    served: Served,
+}
+
+/// The answer a lookup of `key` found for `request`, if one young enough is there. A cache that
+/// cannot be read, or an entry that does not decode, is a miss, not a failed request.
 pub(super) fn found(
     key: &str,
     lookup: Result<Option<Bytes>, StoreError>,
     max_age_s: Option<u64>,
-) -> Option<CachedAnswer> {
+    request: &ClientRequest,
+) -> Option<Hit> {
     let stored = match lookup {
         Ok(stored) => stored?,
         Err(e) => {
@@ -157,10 +165,20 @@ pub(super) fn found(
         log::debug!("answer cache entry {key} does not decode; treated as absent");
         return None;
     };
-    match max_age_s {
-        Some(max) if answer.age_s() > max => None,
-        _ => Some(answer),
+    let age_s = answer.age_s();
+    if max_age_s.is_some_and(|max| age_s > max) {
+        return None;
     }
+    let cost_usd = answer.cost_usd;
+    let Some(served) = answer.serve(request.dialect(), request.stream()) else {
+        log::debug!("answer cache entry {key} does not decode for this client; treated as absent");
+        return None;
+    };
+    Some(Hit {
+        age_s,
+        cost_usd,
+        served,
+    })
 }
 
 /// Counts a lookup's result.
@@ -176,22 +194,28 @@ pub(super) async fn serve_hit(
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     request: &ClientRequest,
-    answer: CachedAnswer,
+    hit: Hit,
 ) -> pingora::Result<()> {
     if let Some(state) = ctx.cache.as_mut() {
         state.status = CacheStatus::Hit;
-        state.age_s = Some(answer.age_s());
+        state.age_s = Some(hit.age_s);
         // Served: nothing to store.
         state.captured = None;
     }
-    if let Some(saved) = answer.cost_usd {
+    if let Some(saved) = hit.cost_usd {
         METRICS
             .cache_saved_usd_total
             .with_label_values(&[ctx.model_label.as_str()])
             .inc_by(saved);
     }
     ctx.cost_usd = Some(0.0);
-    respond::answer(session, ctx, request, answer.response).await
+    match hit.served {
+        Served::Bytes { body, usage } => {
+            ctx.usage = usage;
+            respond::json(session, ctx, 200, body, None).await
+        }
+        Served::Canonical(response) => respond::answer(session, ctx, request, response).await,
+    }
 }
 
 /// An answer to store, taken off the request so that storing it can run beside settling.
@@ -206,10 +230,10 @@ pub(super) struct Keep {
 /// when there is nothing to store.
 pub(super) fn to_keep(ctx: &RequestCtx) -> Option<Keep> {
     let state = ctx.cache.as_ref()?;
-    let response = cache::take(state.captured.as_ref()?)?;
+    let answer = cache::take(state.captured.as_ref()?)?;
     Some(Keep {
         key: state.key.clone(),
-        entry: Bytes::from(CachedAnswer::new(response, ctx.cost_usd).encode()),
+        entry: Bytes::from(CachedAnswer::new(answer, ctx.cost_usd).encode()),
         ttl: state.ttl,
         model: ctx.model_label.clone(),
     })

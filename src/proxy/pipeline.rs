@@ -25,7 +25,6 @@ use super::respond;
 use super::responses;
 use super::sticky;
 use super::Gateway;
-use crate::cache::CachedAnswer;
 use crate::dialect::anthropic::MessagesRequest;
 use crate::dialect::openai::completions::CompletionsRequest;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
@@ -145,10 +144,10 @@ async fn admit_and_find(
     estimate: u64,
     key: &str,
     max_age_s: Option<u64>,
-) -> Result<Option<CachedAnswer>, GatewayError> {
+) -> Result<Option<caching::Hit>, GatewayError> {
     let mut lookup = caching::begin_lookup(key);
     admit(ctx, client_key, request.models(), estimate, lookup.rider()).await?;
-    let cached = caching::found(key, lookup.finish().await, max_age_s);
+    let cached = caching::found(key, lookup.finish().await, max_age_s, request);
     caching::record_lookup(ctx, cached.is_some());
     Ok(cached)
 }

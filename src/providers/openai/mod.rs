@@ -32,6 +32,7 @@ use super::{
     push_credentials, Answer, AttemptTarget, KeyScheme, ProbeRequest, ProviderAdapter,
     RenderedAnswer, StreamFailure, StreamReader, StreamSettings, UpstreamRequest,
 };
+use crate::chat;
 use crate::config::ProviderKind;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
 use crate::dialect::responses::ResponsesRequest;
@@ -95,6 +96,12 @@ impl OpenAiAdapter {
             body,
         })
     }
+}
+
+/// An OpenAI Chat Completions answer decoded into the canonical model (as for a client of
+/// another dialect).
+pub fn decode_chat_response(body: &[u8]) -> Result<chat::Response, StreamFailure> {
+    canonical::decode_response(body)
 }
 
 impl ProviderAdapter for OpenAiAdapter {

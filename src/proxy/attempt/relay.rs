@@ -17,8 +17,8 @@ use crate::dialect::ClientRequest;
 use crate::error::GatewayError;
 use crate::providers::convert::upstream_message;
 use crate::providers::{
-    client_answer, client_answer_with, client_stream, client_stream_with, scrub_secret,
-    RenderedAnswer, StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
+    answers_natively, client_answer, client_answer_with, client_stream, client_stream_with,
+    scrub_secret, RenderedAnswer, StreamDecoder, StreamFailure, StreamSettings, UpstreamRequest,
 };
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::{caching, respond, responses, Gateway};
@@ -137,6 +137,20 @@ impl Relay<'_> {
                 adapter.decode_embeddings(embeddings, &self.target.upstream_model, body)
             }
             _ => match &ctx.filters {
+                // Filters that take the answer's bytes (the cache's fill) leave it undecoded.
+                Some(active)
+                    if active.set.reads_answers()
+                        && answers_natively(adapter, request)
+                        && active.set.takes_answer_bytes(&active.info) =>
+                {
+                    let answer = client_answer(adapter, body, request);
+                    if let Ok(answer) = &answer {
+                        active
+                            .set
+                            .answer_bytes(&active.info, &answer.body, answer.usage);
+                    }
+                    answer
+                }
                 Some(active) if active.set.reads_answers() => {
                     client_answer_with(adapter, body, request, &mut |response| {
                         for filter in active.set.iter() {
