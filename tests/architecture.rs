@@ -6,8 +6,8 @@
 //! Layers, bottom up: `error`, `calendar`, `auth`, `observability`, `process` (leaves) → `config` →
 //! `transport` (HTTP/1.1 to upstreams; no vendor knowledge), `accounting` → `chat` (the
 //! canonical model) → `dialect` (client formats) → `providers` (vendor adapters; they read the
-//! client's parsed request for pass-throughs), `cache` (the answer cache's pure parts) and
-//! `limits` → `routing`, `store` (stored Responses answers, cached answers, sticky routing's
+//! client's parsed request for pass-throughs) and `limits` → `cache` (the answer cache's pure
+//! parts; it decodes a kept vendor answer as that vendor's adapter does) → `routing`, `store` (stored Responses answers, cached answers, sticky routing's
 //! table) → `proxy`, `admin`, `reload` → `control`, `server`, `cli`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,7 +50,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("limits", &["calendar", "config", "error", "observability"]),
-    ("cache", &["chat", "filters"]),
+    (
+        "cache",
+        &["accounting", "chat", "dialect", "filters", "providers"],
+    ),
     ("store", &["config", "error", "limits", "observability"]),
     (
         "routing",
