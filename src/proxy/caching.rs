@@ -240,7 +240,7 @@ pub(super) fn to_keep(ctx: &RequestCtx) -> Option<Keep> {
 }
 
 impl Keep {
-    /// Stores the answer beside `settle` (the settlement's script): one round trip for both
+    /// Stores the answer beside the settlement's increments: one round trip for both
     /// when both are in Redis. Awaited before the answer's last byte, so an identical request
     /// sent on receiving it hits.
     pub(super) async fn store_beside(self, ctx: &mut RequestCtx, used: Option<u64>) {

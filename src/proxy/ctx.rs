@@ -99,6 +99,15 @@ impl RequestCtx {
         self.settle_with(used, None).await;
     }
 
+    /// [`Self::settle`] without waiting for Redis's reply ([`crate::limits::Limiter::settle_soon`]):
+    /// for an answer about to go out, whose next request from this client is counted after it
+    /// all the same.
+    pub fn settle_soon(&mut self, used: Option<u64>) {
+        if let Some((policy, admission)) = self.settlement.take() {
+            LIMITS.settle_soon(policy, admission, used, self.cost_usd);
+        }
+    }
+
     /// [`Self::settle`], taking `rider` along in the same write when the counters are in Redis.
     pub async fn settle_with(&mut self, used: Option<u64>, rider: Option<&mut Rider>) {
         if let Some((policy, admission)) = self.settlement.take() {

@@ -117,7 +117,7 @@ pub(super) async fn handle(
     };
     if let Some(answer) = cached {
         // A hit spends no tokens: the admission's reservation is given back whole.
-        Box::pin(ctx.settle(Some(0))).await;
+        ctx.settle_soon(Some(0));
         return Box::pin(caching::serve_hit(session, ctx, &request, answer)).await;
     }
     let outcome = run_attempts(gateway, session, ctx, &request, &targets, &plan.routes[0]).await;

@@ -346,12 +346,14 @@ impl Relay<'_> {
 }
 
 /// Settles the request's admission with the tokens it used, storing its answer for the cache
-/// at the same time when it has one. Each is boxed: held inline, the Redis calls would enlarge
-/// every answer's future (and every open stream's).
+/// at the same time when it has one. A store is awaited, so that an identical request sent on
+/// receiving the answer finds it on any instance; a settlement alone is not
+/// ([`RequestCtx::settle_soon`]). Boxed: held inline, the Redis calls would enlarge every
+/// answer's future (and every open stream's).
 async fn settle(ctx: &mut RequestCtx, used: Option<u64>) {
     match caching::to_keep(ctx) {
         Some(keep) => Box::pin(keep.store_beside(ctx, used)).await,
-        None => Box::pin(ctx.settle(used)).await,
+        None => ctx.settle_soon(used),
     }
 }
 
