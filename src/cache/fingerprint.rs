@@ -98,8 +98,11 @@ pub fn key(request: &chat::Request<'_>, model: &str, scope: Option<&str>) -> Str
     // MessagePack with field names: unambiguous like JSON (a skipped field cannot pass for
     // the next one), but strings go in length-prefixed rather than escaped, which made JSON
     // cost as much as the hashing for a long prompt. Into a buffer, then hashed in one call:
-    // many small writes into the hasher cost more than the hashing. Plain data always encodes.
-    let encoded = rmp_serde::to_vec_named(&fingerprint).unwrap_or_default();
+    // many small writes into the hasher cost more than the hashing.
+    // Sized for the messages up front: grown from empty, its copies cost as much as encoding.
+    let mut encoded = Vec::with_capacity(size_hint(request));
+    // Plain data always encodes.
+    let _ = rmp_serde::encode::write_named(&mut encoded, &fingerprint);
     // Into a buffer: `hex::encode` builds its string a char at a time (1.6k instructions).
     let mut digits = [0u8; 64];
     let digest = Sha256::digest(&encoded);
@@ -107,6 +110,20 @@ pub fn key(request: &chat::Request<'_>, model: &str, scope: Option<&str>) -> Str
         Ok(()) => String::from_utf8_lossy(&digits).into_owned(),
         Err(_) => hex::encode(digest),
     }
+}
+
+/// About the encoded size of `request`'s fingerprint: its messages' text, and some room.
+fn size_hint(request: &chat::Request<'_>) -> usize {
+    let messages: usize = request
+        .messages
+        .iter()
+        .map(|m| match &m.content {
+            Some(chat::Content::Text(text)) => text.len() + 32,
+            Some(chat::Content::Parts(parts)) => parts.len() * 64 + 32,
+            None => 32,
+        })
+        .sum();
+    messages + 256
 }
 
 #[cfg(test)]

@@ -154,7 +154,12 @@ impl FilterRequest {
     /// The request to route: the client's own (under the model filters chose, still passed
     /// through to a vendor of its dialect), or the edited one.
     pub fn into_request(self) -> ClientRequest {
-        match self.edited {
+        self.into_parts().1
+    }
+
+    /// [`Self::into_request`], with the request's context kept for the later phases.
+    pub fn into_parts(self) -> (RequestInfo, ClientRequest) {
+        let request = match self.edited {
             Some(request) => ClientRequest::filtered(self.original, self.model, request),
             None => {
                 let mut request = self.original;
@@ -163,7 +168,8 @@ impl FilterRequest {
                 }
                 request
             }
-        }
+        };
+        (self.info, request)
     }
 }
 

@@ -132,11 +132,11 @@ pub(super) async fn on_request(
             }
         }
     }
+    let (info, request) = filtered.into_parts();
     if !set.is_empty() {
-        let info = filtered.info.clone();
         ctx.filters = Some(Arc::new(ActiveFilters { set, info }));
     }
-    Ok(Some(filtered.into_request()))
+    Ok(Some(request))
 }
 
 /// The log phase of the request's filters.
