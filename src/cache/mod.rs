@@ -133,8 +133,9 @@ impl CachedAnswer {
     }
 
     /// `u32` big-endian header length, the header, then the answer: JSON of the canonical
-    /// answer, or the vendor's bytes.
-    pub fn encode(&self) -> Vec<u8> {
+    /// answer, or the vendor's bytes. `None` for bytes in a dialect the cache cannot decode
+    /// again (a [`CacheFill`] never keeps those).
+    pub fn encode(&self) -> Option<Vec<u8>> {
         let (form, usage, payload) = match &self.answer {
             // Plain data: serializing into a Vec cannot fail.
             Kept::Canonical(response) => (
@@ -148,8 +149,9 @@ impl CachedAnswer {
                 usage,
             } => {
                 let form = match dialect {
+                    Dialect::OpenAi => Form::OpenAi,
                     Dialect::Anthropic => Form::Anthropic,
-                    _ => Form::OpenAi,
+                    Dialect::Responses | Dialect::Completions => return None,
                 };
                 (form, *usage, body.clone())
             }
@@ -165,7 +167,7 @@ impl CachedAnswer {
         entry.extend_from_slice(&(header.len() as u32).to_be_bytes());
         entry.extend_from_slice(&header);
         entry.extend_from_slice(&payload);
-        entry
+        Some(entry)
     }
 
     /// `None` for bytes this version did not write (a stale format after an upgrade). A kept
@@ -370,7 +372,7 @@ mod tests {
             }),
             Some(0.25),
         );
-        let entry = Bytes::from(answer.encode());
+        let entry = Bytes::from(answer.encode().unwrap());
         assert_eq!(CachedAnswer::decode(&entry), Some(answer.clone()));
         assert!(answer.age_s() < 2);
         // What an earlier version wrote (a JSON object), and broken entries, are no answer.
@@ -405,7 +407,7 @@ mod tests {
                 usage: Some(usage),
             },
         };
-        let entry = Bytes::from(answer.encode());
+        let entry = Bytes::from(answer.encode().unwrap());
         // Golden: the header, then the vendor's bytes unescaped.
         let header = r#"{"stored_at_ms":1700000000000,"cost_usd":0.5,"form":"open_ai","usage":{"prompt_tokens":7,"completion_tokens":2,"cached_tokens":0,"reasoning_tokens":0,"cache_write_tokens":0}}"#;
         let mut golden = (header.len() as u32).to_be_bytes().to_vec();
@@ -447,7 +449,17 @@ mod tests {
             },
             ..answer
         };
-        assert!(broken.serve(Dialect::OpenAi, false).is_none());
+        assert!(broken.clone().serve(Dialect::OpenAi, false).is_none());
+        // Bytes in a dialect without a decoder are not kept at all.
+        let responses = CachedAnswer {
+            answer: Kept::Native {
+                dialect: Dialect::Responses,
+                body: Bytes::from_static(b"{}"),
+                usage: None,
+            },
+            ..broken
+        };
+        assert_eq!(responses.encode(), None);
     }
 
     #[test]

@@ -245,6 +245,24 @@ fn globs(path: &str, patterns: &[String]) -> Result<GlobSet, String> {
     set.build().map_err(|e| format!("{path}: {e}"))
 }
 
+/// How many tokens more than it reserved a request used (fewer: negative; unknown: none).
+fn token_delta(admission: &Admission, used_tokens: Option<u64>) -> i64 {
+    used_tokens.map_or(0, |used| used as i64 - admission.reserved_tokens as i64)
+}
+
+/// Settles an admission counted in memory: `delta` tokens more (or fewer) than reserved, its
+/// slots freed, `cost` nano-USD spent.
+fn settle_in_memory(policy: &KeyPolicy, admission: &Admission, delta: i64, cost: u64) {
+    for &s in &admission.scopes {
+        let c = &policy.scopes[s];
+        c.tokens.adjust(admission.minute, delta);
+        c.release();
+    }
+    if cost > 0 {
+        policy.budget_counter.add(admission.period, cost);
+    }
+}
+
 fn nano_usd(usd: f64) -> u64 {
     (usd * NANO).round().max(0.0) as u64
 }
@@ -612,6 +630,11 @@ impl Limiter {
         if !admission.tracked {
             return;
         }
+        if let Backend::Memory = self.store.load().backend {
+            let delta = token_delta(&admission, used_tokens);
+            settle_in_memory(&policy, &admission, delta, cost_usd.map_or(0, nano_usd));
+            return;
+        }
         let mut settling = Box::pin(async move {
             self.settle(&policy, admission, used_tokens, cost_usd).await;
         });
@@ -641,20 +664,11 @@ impl Limiter {
         if !admission.tracked {
             return;
         }
-        let delta = used_tokens.map_or(0, |used| used as i64 - admission.reserved_tokens as i64);
+        let delta = token_delta(&admission, used_tokens);
         let cost = cost_usd.map_or(0, nano_usd);
         let store = self.store.load();
         match &store.backend {
-            Backend::Memory => {
-                for &s in &admission.scopes {
-                    let c = &policy.scopes[s];
-                    c.tokens.adjust(admission.minute, delta);
-                    c.release();
-                }
-                if cost > 0 {
-                    policy.budget_counter.add(admission.period, cost);
-                }
-            }
+            Backend::Memory => settle_in_memory(policy, &admission, delta, cost),
             Backend::Redis(redis) => {
                 let keys = admission.redis_keys.unwrap_or_else(|| {
                     ScriptKeys::new(

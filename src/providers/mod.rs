@@ -347,7 +347,8 @@ pub fn answers_natively(adapter: &dyn ProviderAdapter, client: impl ClientFormat
     native_dialect(adapter, &client).is_some()
 }
 
-/// Whether [`decode_native_answer`] decodes answers in `dialect`.
+/// Whether [`decode_native_answer`] decodes answers in `dialect` (the dialects it has a
+/// decoder for; checked per request, so not by trying one).
 pub fn decodes_native_answers(dialect: Dialect) -> bool {
     matches!(dialect, Dialect::OpenAi | Dialect::Anthropic)
 }
@@ -365,9 +366,6 @@ pub fn decode_native_answer(
             "the adapter kept a native answer it was asked to decode".into(),
         )),
     };
-    if !decodes_native_answers(dialect) {
-        return None;
-    }
     match dialect {
         Dialect::OpenAi => Some(openai::decode_chat_response(&body)),
         Dialect::Anthropic => Some(

@@ -233,7 +233,7 @@ pub(super) fn to_keep(ctx: &RequestCtx) -> Option<Keep> {
     let answer = cache::take(state.captured.as_ref()?)?;
     Some(Keep {
         key: state.key.clone(),
-        entry: Bytes::from(CachedAnswer::new(answer, ctx.cost_usd).encode()),
+        entry: Bytes::from(CachedAnswer::new(answer, ctx.cost_usd).encode()?),
         ttl: state.ttl,
         model: ctx.model_label.clone(),
     })
