@@ -1,7 +1,8 @@
 //! The answer cache through the real binary: misses, hits and bypasses in both dialects, JSON
 //! and streams (a hit filled by one dialect replayed in the other), `Cache-Control`, per-key and
 //! shared scopes, TTLs, budgets not charged for hits, broken streams never cached, and — with a
-//! real `redis-server` — two instances sharing one cache.
+//! real `redis-server` — two instances sharing one cache; answers from a vendor of the client's
+//! dialect kept as they came.
 
 mod support;
 
@@ -474,4 +475,66 @@ async fn two_instances_share_one_cache_through_redis() {
         Some("miss")
     );
     assert_eq!(upstream.request_count(), 4);
+}
+
+/// An OpenAI vendor's JSON answer to an OpenAI client is kept as it came: the same question
+/// again gets those bytes (fields only the vendor sends included), and a stream or an
+/// Anthropic client gets them decoded, as a live answer from that vendor would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_answer_is_kept_as_it_came_and_replayed_in_any_dialect() {
+    let answer = json!({"id": "chatcmpl-9", "object": "chat.completion", "created": 1,
+        "model": "gpt-4o-2024-08-06", "system_fingerprint": "fp_9",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Kept as sent"},
+                     "logprobs": null, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}});
+    let sent = answer.clone();
+    let upstream = MockUpstream::start(move |_, _| MockResponse::json(200, sent.clone())).await;
+    let gw = Gateway::start(&format!(
+        r#"
+server: {{ listen: ["{{{{listen}}}}"], admin_listen: "{{{{admin}}}}" }}
+auth:
+  keys:
+    - {{ name: team-a, key: sk-a }}
+providers:
+  openai: {{ kind: openai, base_url: "{u}/v1", api_key: sk-up, health_check: {{ enabled: false }} }}
+models:
+  cached:
+    targets: [{{ provider: openai, model: gpt-4o, price: {{ input_per_mtok: 2.5, output_per_mtok: 10 }} }}]
+    cache: {{ ttl_s: 60 }}
+"#,
+        u = upstream.url()
+    ))
+    .await;
+
+    let miss = chat(&gw, "sk-a", "cached", false).await;
+    assert_eq!((miss.status, miss.cache.as_deref()), (200, Some("miss")));
+    assert_eq!(miss.json()["system_fingerprint"], "fp_9");
+    let hit = chat(&gw, "sk-a", "cached", false).await;
+    assert_eq!(hit.cache.as_deref(), Some("hit"));
+    assert_eq!(hit.json(), answer, "the vendor's bytes, as they came");
+
+    let streamed = chat(&gw, "sk-a", "cached", true).await;
+    assert_eq!(streamed.cache.as_deref(), Some("hit"));
+    assert_eq!(streamed_text(&streamed.body), "Kept as sent");
+    assert!(
+        streamed.body.contains(r#""finish_reason":"length""#),
+        "{}",
+        streamed.body
+    );
+
+    let anthropic_body = json!({"model": "cached", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let translated = send(&gw, "sk-a", "/v1/messages", anthropic_body, None).await;
+    assert_eq!(
+        translated.cache.as_deref(),
+        Some("hit"),
+        "{}",
+        translated.body
+    );
+    let message = translated.json();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["content"][0]["text"], "Kept as sent");
+    assert_eq!(message["stop_reason"], "max_tokens");
+    assert_eq!(message["usage"]["output_tokens"], 3);
+    assert_eq!(upstream.request_count(), 1);
 }
