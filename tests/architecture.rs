@@ -7,8 +7,9 @@
 //! `transport` (HTTP/1.1 to upstreams; no vendor knowledge), `accounting` → `chat` (the
 //! canonical model) → `dialect` (client formats) → `providers` (vendor adapters; they read the
 //! client's parsed request for pass-throughs) and `limits` → `cache` (the answer cache's pure
-//! parts; it decodes a kept vendor answer as that vendor's adapter does) → `routing`, `store` (stored Responses answers, cached answers, sticky routing's
-//! table) → `proxy`, `admin`, `reload` → `control`, `server`, `cli`.
+//! parts; it decodes a kept vendor answer as that vendor's adapter does) → `routing`, `store`
+//! (stored Responses answers, cached answers, sticky routing's table) → `proxy`, `admin`,
+//! `reload` → `control`, `server`, `cli`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
