@@ -339,16 +339,18 @@ async fn a_miss_in_the_vendors_dialect_passes_the_request_through_and_keeps_the_
             r#"{{"max_tokens":50,"model":"cached","stream":{stream},"messages":[{{"role":"user","content":"pass me through"}}],"vendor_only":{{"keep":[1,2]}}}}"#
         )
     };
-    for stream in [false, true] {
-        let resp = client()
+    // In Anthropic's own way: `x-api-key`, `anthropic-version`, the body's bytes as written.
+    let ask = |stream: bool| {
+        client()
             .post(format!("{}/v1/messages", gw.url()))
             .header("x-api-key", "sk-a")
             .header("anthropic-version", "2023-06-01")
             .header("content-type", "application/json")
             .body(body(stream))
             .send()
-            .await
-            .unwrap();
+    };
+    for stream in [false, true] {
+        let resp = ask(stream).await.unwrap();
         assert_eq!(resp.status(), 200);
         let cache = resp.headers().get("x-switchyard-cache").cloned();
         let text = resp.text().await.unwrap();
@@ -374,15 +376,7 @@ async fn a_miss_in_the_vendors_dialect_passes_the_request_through_and_keeps_the_
     );
     // The same JSON question again: the vendor's answer as it came (a field only the vendor
     // knows included; the price the miss's answer reported is not part of what was kept).
-    let again = client()
-        .post(format!("{}/v1/messages", gw.url()))
-        .header("x-api-key", "sk-a")
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(body(false))
-        .send()
-        .await
-        .unwrap();
+    let again = ask(false).await.unwrap();
     assert_eq!(again.headers()["x-switchyard-cache"], "hit");
     let again: Value = again.json().await.unwrap();
     assert_eq!(again, anthropic_answer());

@@ -136,26 +136,15 @@ impl CachedAnswer {
     /// answer, or the vendor's bytes. `None` for bytes in a dialect the cache cannot decode
     /// again (a [`CacheFill`] never keeps those).
     pub fn encode(&self) -> Option<Vec<u8>> {
-        let (form, usage, payload) = match &self.answer {
-            // Plain data: serializing into a Vec cannot fail.
-            Kept::Canonical(response) => (
-                Form::Canonical,
-                None,
-                serde_json::to_vec(response).unwrap_or_default().into(),
-            ),
-            Kept::Native {
-                dialect,
-                body,
-                usage,
-            } => {
-                let form = match dialect {
-                    Dialect::OpenAi => Form::OpenAi,
-                    Dialect::Anthropic => Form::Anthropic,
-                    Dialect::Responses | Dialect::Completions => return None,
-                };
-                (form, *usage, body.clone())
-            }
+        let (form, usage) = match &self.answer {
+            Kept::Canonical(_) => (Form::Canonical, None),
+            Kept::Native { dialect, usage, .. } => match dialect {
+                Dialect::OpenAi => (Form::OpenAi, *usage),
+                Dialect::Anthropic => (Form::Anthropic, *usage),
+                Dialect::Responses | Dialect::Completions => return None,
+            },
         };
+        // Plain data: serializing into a Vec cannot fail.
         let header = serde_json::to_vec(&EntryHeader {
             stored_at_ms: self.stored_at_ms,
             cost_usd: self.cost_usd,
@@ -163,10 +152,13 @@ impl CachedAnswer {
             usage,
         })
         .unwrap_or_default();
-        let mut entry = Vec::with_capacity(4 + header.len() + payload.len());
+        let mut entry = Vec::with_capacity(4 + header.len() + 1024);
         entry.extend_from_slice(&(header.len() as u32).to_be_bytes());
         entry.extend_from_slice(&header);
-        entry.extend_from_slice(&payload);
+        match &self.answer {
+            Kept::Canonical(response) => serde_json::to_writer(&mut entry, response).ok()?,
+            Kept::Native { body, .. } => entry.extend_from_slice(body),
+        }
         Some(entry)
     }
 
