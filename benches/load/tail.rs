@@ -3,7 +3,7 @@
 //! each request sends, and how much of a heavy-tailed target's p99 hedging takes away.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -110,10 +110,13 @@ async fn cpu_columns(
     addr: SocketAddr,
     request: &[u8],
     passthrough: &mut Vec<f64>,
+    label: &str,
 ) -> String {
     let mut columns = String::new();
     for (i, connections) in CPU_CONNECTIONS.into_iter().enumerate() {
+        let profile = Profile::start(pid, label, connections);
         let (cpu, busy) = cpu_per_request(pid, addr, request, connections).await;
+        drop(profile);
         if passthrough.len() == i {
             passthrough.push(cpu);
         }
@@ -124,6 +127,44 @@ async fn cpu_columns(
         ));
     }
     columns
+}
+
+/// With `BENCH_PERF` set to a directory, `perf record` samples the gateway while a CPU column
+/// is measured, into `{BENCH_PERF}/{row}-{connections}.data` (for `perf report -i`). The
+/// sampling costs the gateway CPU too: compare profiles with each other, not with the columns.
+struct Profile(Option<Child>);
+
+impl Profile {
+    fn start(pid: u32, label: &str, connections: usize) -> Profile {
+        let Some(dir) = std::env::var_os("BENCH_PERF") else {
+            return Profile(None);
+        };
+        let row: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let out = std::path::Path::new(&dir).join(format!("{row}-{connections}.data"));
+        let child = Command::new("perf")
+            .args(["record", "-q", "-F", "2999", "-p", &pid.to_string(), "-o"])
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+        Profile(child)
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        if let Some(mut perf) = self.0.take() {
+            // perf writes its file on SIGINT.
+            let _ = Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status();
+            let _ = perf.wait();
+        }
+    }
 }
 
 /// Redis's count of reads from its clients (`INFO stats`): one per write that reached it.
@@ -236,7 +277,7 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
         let (gw, addr, _) = start_gateway(gateway_bin, up_port, dir, "cache-memory", MODELS);
         for (label, request) in [("passthrough", &plain), ("cache hit, memory", &cached)] {
             let l = closed_loop(addr, request, LATENCY_REQUESTS).await;
-            let cpu = cpu_columns(gw.0.id(), addr, request, &mut passthrough_cpu).await;
+            let cpu = cpu_columns(gw.0.id(), addr, request, &mut passthrough_cpu, label).await;
             println!(
                 "| {label} | {:.0} | {:.0} |{cpu} — | — |",
                 percentile(&l, 0.5) * 1000.0,
@@ -258,7 +299,7 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
             ),
         ] {
             let l = closed_loop(addr, &request, LATENCY_REQUESTS).await;
-            let cpu = cpu_columns(gw.0.id(), addr, &request, &mut passthrough_cpu).await;
+            let cpu = cpu_columns(gw.0.id(), addr, &request, &mut passthrough_cpu, label).await;
             let (commands, round_trips) = commands_per_request(redis_port, addr, &request).await;
             println!(
                 "| {label} | {:.0} | {:.0} |{cpu} {commands:.2} | {round_trips:.2} |",

@@ -31,6 +31,7 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::BytesMut;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use http::{HeaderName, HeaderValue};
 use serde::Serialize;
@@ -42,6 +43,7 @@ use crate::config::{
 use crate::error::GatewayError;
 use crate::observability::metrics::METRICS;
 use memory::{BudgetCounter, PeriodKind, ScopeCounters};
+
 #[cfg(test)]
 pub(crate) use redis_store::test_server;
 pub use redis_store::{bytes_of, get, set_px, RedisStore, Rider, StoreError};
@@ -147,25 +149,42 @@ pub struct RateHeaders {
 }
 
 impl RateHeaders {
-    /// The header names and values.
-    pub fn pairs(&self) -> Vec<(HeaderName, HeaderValue)> {
-        let mut reset = itoa::Buffer::new()
-            .format(self.reset.as_secs().max(1))
-            .to_string();
-        reset.push('s');
-        let reset = HeaderValue::try_from(reset).unwrap_or(HeaderValue::from_static("60s"));
-        let mut out = Vec::with_capacity(6);
-        if let Some((limit, remaining)) = self.requests {
-            out.push((LIMIT_REQUESTS, HeaderValue::from(limit)));
-            out.push((REMAINING_REQUESTS, HeaderValue::from(remaining)));
-            out.push((RESET_REQUESTS, reset.clone()));
-        }
-        if let Some((limit, remaining)) = self.tokens {
-            out.push((LIMIT_TOKENS, HeaderValue::from(limit)));
-            out.push((REMAINING_TOKENS, HeaderValue::from(remaining)));
-            out.push((RESET_TOKENS, reset));
-        }
-        out
+    /// The header names and values. The values are slices of one buffer: built one by one,
+    /// each would be an allocation, and a limited key's every answer carries six.
+    pub fn pairs(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+        let mut text = BytesMut::with_capacity(64);
+        let mut numbers = itoa::Buffer::new();
+        let mut push = |text: &mut BytesMut, n: u64, suffix: &[u8]| {
+            let start = text.len();
+            text.extend_from_slice(numbers.format(n).as_bytes());
+            text.extend_from_slice(suffix);
+            start..text.len()
+        };
+        let reset = push(&mut text, self.reset.as_secs().max(1), b"s");
+        let requests = self
+            .requests
+            .map(|(limit, left)| (push(&mut text, limit, b""), push(&mut text, left, b"")));
+        let tokens = self
+            .tokens
+            .map(|(limit, left)| (push(&mut text, limit, b""), push(&mut text, left, b"")));
+        let text = text.freeze();
+        // Digits and an `s`: always a valid value.
+        let value = |range: std::ops::Range<usize>| {
+            HeaderValue::from_maybe_shared(text.slice(range))
+                .unwrap_or(HeaderValue::from_static("0"))
+        };
+        let three = |names: [HeaderName; 3], (limit, left)| {
+            let [limit_name, left_name, reset_name] = names;
+            [
+                (limit_name, value(limit)),
+                (left_name, value(left)),
+                (reset_name, value(reset.clone())),
+            ]
+        };
+        let requests =
+            requests.map(|r| three([LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS], r));
+        let tokens = tokens.map(|t| three([LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS], t));
+        requests.into_iter().chain(tokens).flatten()
     }
 
     fn from_counts(limits: Limits, requests: u64, tokens: u64, reset: Duration) -> Self {
@@ -635,21 +654,10 @@ impl Limiter {
             settle_in_memory(&policy, &admission, delta, cost_usd.map_or(0, nano_usd));
             return;
         }
-        let mut settling = Box::pin(async move {
+        // Nothing is awaited before the commands are queued ([`RedisStore::settle`]).
+        run_soon(async move {
             self.settle(&policy, admission, used_tokens, cost_usd).await;
         });
-        // The first poll runs up to the wait for Redis's reply: nothing is awaited before the
-        // commands are queued ([`RedisStore::settle`]). The task polls it again with its own
-        // waker.
-        let mut first = Context::from_waker(Waker::noop());
-        if settling.as_mut().poll(&mut first).is_ready() {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(settling)),
-            // Sent all the same; only its reply, and any repair, go unread.
-            Err(_) => log::debug!("no runtime to read a settlement's reply"),
-        }
     }
 
     /// [`Self::settle`], taking `rider` along in the same write when the counters are in Redis.
@@ -722,6 +730,23 @@ impl Limiter {
                 })
             }
         }
+    }
+}
+
+/// Runs `work` up to its first wait here, before returning, and the rest in a task of its own.
+/// For Redis calls whose replies nobody waits for: their commands are queued on the connection
+/// by the first poll, so whatever the caller sends after reaches Redis after them.
+pub fn run_soon(work: impl Future<Output = ()> + Send + 'static) {
+    let mut work = Box::pin(work);
+    // The task polls it again with its own waker.
+    let mut first = Context::from_waker(Waker::noop());
+    if work.as_mut().poll(&mut first).is_ready() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(work)),
+        // Sent all the same; only the replies, and what follows them, go unread.
+        Err(_) => log::debug!("no runtime to read the replies of redis commands"),
     }
 }
 

@@ -43,6 +43,8 @@ struct Job {
     count: usize,
     /// Whether it may be sent again after a failure that left unknown whether it ran.
     resend: bool,
+    /// Told once the commands are written to the connection (dropped unsent when never).
+    written: Option<oneshot::Sender<()>>,
     reply: oneshot::Sender<Result<Vec<Value>, StoreError>>,
 }
 
@@ -81,17 +83,25 @@ impl Pipeline {
     /// so every command sent here must be safe to run twice (a read, or a write whose repeat
     /// changes nothing).
     pub async fn exchange(&self, cmds: &[&Cmd]) -> Result<Vec<Value>, StoreError> {
-        self.exchange_with(cmds, true).await
+        self.exchange_with(cmds, true, None).await
     }
 
     /// [`Self::exchange`] for commands that must not run twice (a counter's increment): when
     /// the connection fails after they were sent, they may have run, and the failure is their
     /// answer. Sent again only when they provably were not sent.
     pub async fn exchange_at_most_once(&self, cmds: &[&Cmd]) -> Result<Vec<Value>, StoreError> {
-        self.exchange_with(cmds, false).await
+        self.exchange_with(cmds, false, None).await
     }
 
-    async fn exchange_with(&self, cmds: &[&Cmd], resend: bool) -> Result<Vec<Value>, StoreError> {
+    /// [`Self::exchange`] (`resend`) or [`Self::exchange_at_most_once`], telling `written` as
+    /// soon as the commands are written to Redis's connection, before their replies are back:
+    /// from then on, a command any instance sends to Redis arrives after them.
+    pub async fn exchange_with(
+        &self,
+        cmds: &[&Cmd],
+        resend: bool,
+        written: Option<oneshot::Sender<()>>,
+    ) -> Result<Vec<Value>, StoreError> {
         let mut encoded = Vec::with_capacity(cmds.iter().map(|c| c.len() + 16).sum());
         for cmd in cmds {
             cmd.write_to(&mut encoded);
@@ -101,6 +111,7 @@ impl Pipeline {
             encoded,
             count: cmds.len(),
             resend,
+            written,
             reply,
         })?;
         replied.await.unwrap_or_else(|_| {
@@ -206,17 +217,22 @@ impl Link {
     async fn exchange_once(
         &self,
         conn: &mut Option<Connection>,
-        batch: &[Job],
+        batch: &mut [Job],
         replies: &mut Vec<Value>,
     ) -> Result<(), StoreError> {
         let open = match conn {
             Some(open) => open,
             None => conn.insert(self.connect().await?),
         };
-        let encoded = batch.iter().map(|job| job.encoded.as_slice());
         let count = batch.iter().map(|job| job.count).sum();
         let exchange = async {
-            open.send(encoded).await?;
+            open.send(batch.iter().map(|job| job.encoded.as_slice()))
+                .await?;
+            for job in batch.iter_mut() {
+                if let Some(written) = job.written.take() {
+                    let _ = written.send(());
+                }
+            }
             open.receive(count, replies).await
         };
         match tokio::time::timeout(TIMEOUT, exchange).await {
@@ -483,6 +499,58 @@ mod tests {
                 pipeline.exchange_at_most_once(&[&incr]).await.unwrap(),
                 [Value::Int(2)]
             );
+        });
+    }
+
+    #[test]
+    fn written_is_told_once_the_commands_are_on_the_connection_before_any_reply() {
+        use std::io::Read;
+        // Reads everything, answers nothing.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (got, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let got = got.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = stream.read(&mut buf) {
+                        let _ = got.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    }
+                });
+            }
+        });
+        let pipeline =
+            Pipeline::new(Endpoint::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap());
+        runtime().block_on(async {
+            let (tell, told) = oneshot::channel();
+            let set = cmd(&["SET", "k", "v"]);
+            let cmds = [&set];
+            let exchange = pipeline.exchange_with(&cmds, false, Some(tell));
+            tokio::pin!(exchange);
+            tokio::select! {
+                written = told => written.expect("told, not dropped"),
+                replied = &mut exchange => panic!("replied before written: {replied:?}"),
+            }
+            // Already written when told: the server has it without any further poll.
+            let seen = received.recv_timeout(Duration::from_secs(2)).unwrap();
+            assert!(seen.contains("SET"), "{seen}");
+            // Its reply never comes.
+            let err = exchange.await.unwrap_err();
+            assert!(matches!(err, StoreError::Timeout), "{err}");
+
+            // Never written (nothing listens): dropped untold.
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let nowhere = closed.local_addr().unwrap().port();
+            drop(closed);
+            let pipeline =
+                Pipeline::new(Endpoint::parse(&format!("redis://127.0.0.1:{nowhere}/0")).unwrap());
+            let (tell, told) = oneshot::channel();
+            assert!(pipeline
+                .exchange_with(&[&set], true, Some(tell))
+                .await
+                .is_err());
+            assert!(told.await.is_err());
         });
     }
 }

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use std::sync::LazyLock;
+use tokio::sync::oneshot;
 
 use super::pipeline::{Pipeline, TIMEOUT};
 use super::resp::{Cmd, Endpoint, Value};
@@ -52,12 +53,12 @@ impl Script {
 
     /// `EVALSHA sha numkeys keys…` for a request's counters; the caller adds the arguments.
     fn call(&'static self, keys: &ScriptKeys) -> ScriptCall {
-        let bytes: usize = keys.keys.iter().map(|k| k.len() + 8).sum();
+        let bytes = keys.text.len() + 8 * keys.len();
         let mut cmd = Cmd::with_capacity("EVALSHA", bytes + 128);
         cmd.arg(&self.sha);
         let head = cmd.len();
-        cmd.int(keys.keys.len());
-        for key in &keys.keys {
+        cmd.int(keys.len());
+        for key in keys.iter() {
             cmd.arg(key);
         }
         ScriptCall {
@@ -157,6 +158,7 @@ pub struct Rider {
     redis: Arc<RedisStore>,
     cmd: Cmd,
     reply: Option<Result<Value, StoreError>>,
+    written: Option<oneshot::Sender<()>>,
 }
 
 impl Rider {
@@ -165,14 +167,29 @@ impl Rider {
             redis,
             cmd,
             reply: None,
+            written: None,
         }
+    }
+
+    /// Told as soon as the command is written to Redis's connection, riding along or alone
+    /// ([`Pipeline::exchange_with`]); closed unsent when it never is.
+    pub fn written(&mut self) -> oneshot::Receiver<()> {
+        let (tell, told) = oneshot::channel();
+        self.written = Some(tell);
+        told
     }
 
     /// Its reply: the one it got riding along, or else from sending it now.
     pub async fn reply(self) -> Result<Value, StoreError> {
         match self.reply {
             Some(reply) => reply,
-            None => self.redis.query(&self.cmd).await,
+            None => command_reply(
+                self.redis
+                    .pipeline
+                    .exchange_with(&[&self.cmd], true, self.written)
+                    .await?
+                    .pop(),
+            ),
         }
     }
 
@@ -182,37 +199,71 @@ impl Rider {
     }
 }
 
-/// The keys of one request's counters, for a script.
+/// The keys of one request's counters, for a script: `budget_period`, then the three
+/// counters (requests, tokens, in flight) of each scope.
 #[derive(Debug)]
 pub struct ScriptKeys {
-    pub keys: Vec<String>,
+    /// All keys, one after another: one allocation, not one a key (this runs on every request
+    /// of a limited key).
+    text: String,
+    /// Where each key ends in `text`.
+    ends: Vec<usize>,
 }
 
 impl ScriptKeys {
     /// `budget_period`, then the three counters of each scope for `minute`.
     pub fn new(prefix: &str, name: &str, scopes: &[usize], minute: u64, period: u64) -> Self {
-        // Pieces pushed, not `format!`ted: this runs on every request of a limited key, and
-        // the formatting machinery cost more than the rest of making the keys.
-        let mut numbers = itoa::Buffer::new();
-        let key = |parts: &[&str]| {
-            let mut key = String::with_capacity(prefix.len() + name.len() + 40);
-            key.push_str(prefix);
-            key.push_str(name);
-            for part in parts {
-                key.push_str(part);
-            }
-            key
+        let count = 1 + 3 * scopes.len();
+        let mut keys = ScriptKeys {
+            text: String::with_capacity(count * (prefix.len() + name.len() + 24)),
+            ends: Vec::with_capacity(count),
         };
-        let mut keys = Vec::with_capacity(1 + 3 * scopes.len());
-        keys.push(key(&[":budget:", numbers.format(period)]));
-        let minute = numbers.format(minute).to_string();
+        // Pieces pushed, not `format!`ted: the formatting machinery cost more than the rest of
+        // making the keys.
+        let mut numbers = itoa::Buffer::new();
+        keys.push(prefix, name, &[":budget:", numbers.format(period)]);
+        let minute = numbers.format(minute);
         for &s in scopes {
-            let scope = itoa::Buffer::new().format(s).to_string();
-            keys.push(key(&[":s", &scope, ":req:", &minute]));
-            keys.push(key(&[":s", &scope, ":tok:", &minute]));
-            keys.push(key(&[":s", &scope, ":conc"]));
+            let mut scope = itoa::Buffer::new();
+            let scope = scope.format(s);
+            keys.push(prefix, name, &[":s", scope, ":req:", minute]);
+            keys.push(prefix, name, &[":s", scope, ":tok:", minute]);
+            keys.push(prefix, name, &[":s", scope, ":conc"]);
         }
-        ScriptKeys { keys }
+        keys
+    }
+
+    fn push(&mut self, prefix: &str, name: &str, parts: &[&str]) {
+        self.text.push_str(prefix);
+        self.text.push_str(name);
+        for part in parts {
+            self.text.push_str(part);
+        }
+        self.ends.push(self.text.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The `i`th key.
+    fn get(&self, i: usize) -> &str {
+        let start = i.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.text[start..self.ends[i]]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// The budget's key.
+    fn budget(&self) -> &str {
+        self.get(0)
+    }
+
+    /// The (tokens, in flight) counters of each scope.
+    fn settled(&self) -> impl Iterator<Item = (&str, &str)> {
+        (0..(self.len() - 1) / 3).map(|s| (self.get(2 + 3 * s), self.get(3 + 3 * s)))
     }
 }
 
@@ -269,7 +320,11 @@ impl RedisStore {
         let mut all = Vec::with_capacity(cmds.len() + 1);
         all.extend_from_slice(cmds);
         all.push(&rider.cmd);
-        match self.pipeline.exchange_at_most_once(&all).await {
+        match self
+            .pipeline
+            .exchange_with(&all, false, rider.written.take())
+            .await
+        {
             Ok(mut replies) => {
                 rider.reply = Some(command_reply(replies.pop()));
                 Ok(replies)
@@ -368,16 +423,16 @@ impl RedisStore {
         rider: Option<&mut Rider>,
     ) -> Result<(), StoreError> {
         // (key, amount added, seconds it lives when this created it; 0: for ever)
-        let mut changes: Vec<(&str, i64, u64)> = Vec::with_capacity(keys.keys.len());
-        for scope in keys.keys[1..].chunks_exact(3) {
+        let mut changes: Vec<(&str, i64, u64)> = Vec::with_capacity(keys.len());
+        for (tokens, in_flight) in keys.settled() {
             if token_delta != 0 {
-                changes.push((&scope[1], token_delta, MINUTE_COUNTER_TTL_S));
+                changes.push((tokens, token_delta, MINUTE_COUNTER_TTL_S));
             }
-            changes.push((&scope[2], -1, IN_FLIGHT_TTL_S));
+            changes.push((in_flight, -1, IN_FLIGHT_TTL_S));
         }
         if cost_nano > 0 {
             let ttl = budget_ttl.map_or(0, |t| t.as_secs().max(1));
-            changes.push((&keys.keys[0], cost_nano.min(i64::MAX as u64) as i64, ttl));
+            changes.push((keys.budget(), cost_nano.min(i64::MAX as u64) as i64, ttl));
         }
         let cmds: Vec<Cmd> = changes
             .iter()
@@ -411,7 +466,7 @@ impl RedisStore {
     /// scope, in the order of `keys`.
     pub async fn read(&self, keys: &ScriptKeys) -> Result<Vec<u64>, StoreError> {
         let mut cmd = Cmd::new("MGET");
-        for k in &keys.keys {
+        for k in keys.iter() {
             cmd.arg(k);
         }
         match self.query(&cmd).await? {
@@ -548,7 +603,7 @@ mod tests {
     fn keys_are_named_as_the_module_says() {
         let keys = ScriptKeys::new("p:", "team", &[0, 2], 29_000_000, 202_612);
         assert_eq!(
-            keys.keys,
+            keys.iter().collect::<Vec<_>>(),
             [
                 "p:team:budget:202612",
                 "p:team:s0:req:29000000",

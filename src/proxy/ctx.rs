@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::accounting::Usage;
 use crate::dialect::Dialect;
-use crate::limits::{Admission, KeyPolicy, Rider, LIMITS};
+use crate::limits::{Admission, KeyPolicy, LIMITS};
 use crate::observability::metrics::UNKNOWN_LABEL;
 
 pub struct RequestCtx {
@@ -96,7 +96,9 @@ impl RequestCtx {
     /// Settles the client key's admission with the request's usage and cost, once. `used` is
     /// the tokens the request used, when known.
     pub async fn settle(&mut self, used: Option<u64>) {
-        self.settle_with(used, None).await;
+        if let Some((policy, admission)) = self.settlement.take() {
+            LIMITS.settle(&policy, admission, used, self.cost_usd).await;
+        }
     }
 
     /// [`Self::settle`] without waiting for Redis's reply ([`crate::limits::Limiter::settle_soon`]):
@@ -105,15 +107,6 @@ impl RequestCtx {
     pub fn settle_soon(&mut self, used: Option<u64>) {
         if let Some((policy, admission)) = self.settlement.take() {
             LIMITS.settle_soon(policy, admission, used, self.cost_usd);
-        }
-    }
-
-    /// [`Self::settle`], taking `rider` along in the same write when the counters are in Redis.
-    pub async fn settle_with(&mut self, used: Option<u64>, rider: Option<&mut Rider>) {
-        if let Some((policy, admission)) = self.settlement.take() {
-            LIMITS
-                .settle_with(&policy, admission, used, self.cost_usd, rider)
-                .await;
         }
     }
 }

@@ -346,13 +346,17 @@ impl Relay<'_> {
 }
 
 /// Settles the request's admission with the tokens it used, storing its answer for the cache
-/// at the same time when it has one. A store is awaited, so that an identical request sent on
-/// receiving the answer finds it on any instance; a settlement alone is not
-/// ([`RequestCtx::settle_soon`]). Boxed: held inline, the Redis calls would enlarge every
-/// answer's future (and every open stream's).
+/// at the same time when it has one. Neither waits for Redis's reply; a store waits until it
+/// is written to Redis, so that an identical request sent on receiving the answer finds it on
+/// any instance ([`caching::Keep::store_beside`]).
 async fn settle(ctx: &mut RequestCtx, used: Option<u64>) {
     match caching::to_keep(ctx) {
-        Some(keep) => Box::pin(keep.store_beside(ctx, used)).await,
+        Some(keep) => {
+            if let Some(written) = keep.store_beside(ctx, used) {
+                // Closed unsent: the write failed, and the answer goes out uncached.
+                let _ = written.await;
+            }
+        }
         None => ctx.settle_soon(used),
     }
 }
