@@ -85,7 +85,12 @@ async fn cpu_per_request(
     addr: SocketAddr,
     request: &[u8],
     connections: usize,
-) -> (f64, f64) {
+    redis_port: Option<u16>,
+) -> (f64, f64, f64) {
+    let reads_before = match redis_port {
+        Some(port) => reads_processed(port).await,
+        None => None,
+    };
     let before = cpu_time(pid);
     let started = Instant::now();
     let (rps, _) = saturate(
@@ -97,36 +102,36 @@ async fn cpu_per_request(
     .await;
     let used = cpu_time(pid).saturating_sub(before);
     let busy = used.as_secs_f64() / started.elapsed().as_secs_f64();
-    (
-        used.as_secs_f64() * 1e6 / (rps * CPU_SECONDS as f64).max(1.0),
-        busy,
-    )
+    let requests = (rps * CPU_SECONDS as f64).max(1.0);
+    // Writes that reached Redis per request under load: how well requests share them.
+    let writes = match (redis_port, reads_before) {
+        (Some(port), Some(before)) => reads_processed(port).await.map_or(f64::NAN, |after| {
+            after.saturating_sub(before + 1) as f64 / requests
+        }),
+        _ => f64::NAN,
+    };
+    (used.as_secs_f64() * 1e6 / requests, busy, writes)
 }
 
-/// The CPU columns of a row: per request, busy share and ratio to the passthrough's, at each
-/// of [`CPU_CONNECTIONS`]. The first row measured is the passthrough.
-async fn cpu_columns(
-    pid: u32,
-    addr: SocketAddr,
-    request: &[u8],
-    passthrough: &mut Vec<f64>,
-    label: &str,
-) -> String {
-    let mut columns = String::new();
-    for (i, connections) in CPU_CONNECTIONS.into_iter().enumerate() {
-        let profile = Profile::start(pid, label, connections);
-        let (cpu, busy) = cpu_per_request(pid, addr, request, connections).await;
-        drop(profile);
-        if passthrough.len() == i {
-            passthrough.push(cpu);
-        }
-        columns.push_str(&format!(
-            " {cpu:.1} µs ({:.0} % busy) | {:.2}× |",
-            busy * 100.0,
-            cpu / passthrough[i]
-        ));
+/// Rounds of CPU measurement: every row once a round, rows interleaved, so that the machine
+/// drifting over the minutes a phase takes (a shared VM's neighbours) moves every row alike.
+/// `BENCH_CACHE_ROUNDS` overrides.
+fn cpu_rounds() -> usize {
+    std::env::var("BENCH_CACHE_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3)
+}
+
+/// The median of `values`.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
-    columns
 }
 
 /// With `BENCH_PERF` set to a directory, `perf record` samples the gateway while a CPU column
@@ -269,45 +274,112 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
         println!("(redis-server is not installed: no Redis rows)");
     }
 
-    println!("\nanswer cache: latency of {LATENCY_REQUESTS} requests one after another on one connection; CPU per request while 16, then 64 connections send as fast as they can ({CPU_SECONDS} s each; real CPU, SHA-NI included; busy: the gateway's CPU time over the wall time); gateway on CPU 0");
-    println!("| path | p50 µs | p99 µs | CPU per request, 16 connections | vs passthrough | 64 connections | vs passthrough | Redis commands per request | Redis round trips per request |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    let mut passthrough_cpu: Vec<f64> = Vec::new();
-    {
-        let (gw, addr, _) = start_gateway(gateway_bin, up_port, dir, "cache-memory", MODELS);
-        for (label, request) in [("passthrough", &plain), ("cache hit, memory", &cached)] {
-            let l = closed_loop(addr, request, LATENCY_REQUESTS).await;
-            let cpu = cpu_columns(gw.0.id(), addr, request, &mut passthrough_cpu, label).await;
-            println!(
-                "| {label} | {:.0} | {:.0} |{cpu} — | — |",
-                percentile(&l, 0.5) * 1000.0,
-                percentile(&l, 0.99) * 1000.0,
-            );
-        }
-    }
-    if redis.is_some() {
-        let (gw, addr, _) = start_gateway(gateway_bin, up_port, dir, "cache-redis", &redis_extra);
-        for (label, request) in [
-            ("passthrough, key + limits + budget on Redis", keyed(&plain)),
+    // Both gateways run through the whole phase (the idle one costs nothing), so that the
+    // rounds can interleave their rows.
+    let memory_gw = start_gateway(gateway_bin, up_port, dir, "cache-memory", MODELS);
+    let redis_gw = redis
+        .as_ref()
+        .map(|_| start_gateway(gateway_bin, up_port, dir, "cache-redis", &redis_extra));
+    let mut rows: Vec<(&str, u32, SocketAddr, Vec<u8>)> = vec![
+        (
+            "passthrough",
+            memory_gw.0 .0.id(),
+            memory_gw.1,
+            plain.clone(),
+        ),
+        (
+            "cache hit, memory",
+            memory_gw.0 .0.id(),
+            memory_gw.1,
+            cached.clone(),
+        ),
+    ];
+    if let Some((gw, addr, _)) = &redis_gw {
+        rows.extend([
+            (
+                "passthrough, key + limits + budget on Redis",
+                gw.0.id(),
+                *addr,
+                keyed(&plain),
+            ),
             (
                 "cache hit, key + limits + budget + cache on Redis",
+                gw.0.id(),
+                *addr,
                 keyed(&cached),
             ),
             (
                 "cache refresh (no-cache: asks and stores), all on Redis",
+                gw.0.id(),
+                *addr,
                 refresh.clone(),
             ),
-        ] {
-            let l = closed_loop(addr, &request, LATENCY_REQUESTS).await;
-            let cpu = cpu_columns(gw.0.id(), addr, &request, &mut passthrough_cpu, label).await;
-            let (commands, round_trips) = commands_per_request(redis_port, addr, &request).await;
-            println!(
-                "| {label} | {:.0} | {:.0} |{cpu} {commands:.2} | {round_trips:.2} |",
-                percentile(&l, 0.5) * 1000.0,
-                percentile(&l, 0.99) * 1000.0,
-            );
+        ]);
+    }
+    let latencies = {
+        let mut all = Vec::new();
+        for (_, _, addr, request) in &rows {
+            all.push(closed_loop(*addr, request, LATENCY_REQUESTS).await);
+        }
+        all
+    };
+    // [row][connections] → (CPU per request, busy share) of each round.
+    let rounds = cpu_rounds();
+    let mut cpu = vec![vec![Vec::new(); CPU_CONNECTIONS.len()]; rows.len()];
+    for round in 0..rounds {
+        for (r, (label, pid, addr, request)) in rows.iter().enumerate() {
+            for (c, connections) in CPU_CONNECTIONS.into_iter().enumerate() {
+                let profile = (round == 0).then(|| Profile::start(*pid, label, connections));
+                let redis = (r >= 2).then_some(redis_port);
+                cpu[r][c].push(cpu_per_request(*pid, *addr, request, connections, redis).await);
+                drop(profile);
+            }
         }
     }
+    println!("\nanswer cache: latency of {LATENCY_REQUESTS} requests one after another on one connection; CPU per request while 16, then 64 connections send as fast as they can ({CPU_SECONDS} s each; real CPU, SHA-NI included; busy: the gateway's CPU time over the wall time); {rounds} rounds, every row once a round, rows interleaved: the median, and for the ratio to the passthrough (taken within each round) the median and the range; gateway on CPU 0");
+    println!("| path | p50 µs | p99 µs | CPU per request, 16 connections | vs passthrough (range) | 64 connections | vs passthrough (range) | Redis commands per request | Redis round trips per request | Redis writes per request under load, 16 / 64 connections |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (r, (label, _, addr, request)) in rows.iter().enumerate() {
+        let mut columns = String::new();
+        for c in 0..CPU_CONNECTIONS.len() {
+            let mut per_request: Vec<f64> = cpu[r][c].iter().map(|m| m.0).collect();
+            let mut busy: Vec<f64> = cpu[r][c].iter().map(|m| m.1).collect();
+            let mut ratios: Vec<f64> = cpu[r][c]
+                .iter()
+                .zip(&cpu[0][c])
+                .map(|(row, passthrough)| row.0 / passthrough.0)
+                .collect();
+            let (low, high) = ratios
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
+            columns.push_str(&format!(
+                " {:.1} µs ({:.0} % busy) | {:.2}× ({low:.2}–{high:.2}) |",
+                median(&mut per_request),
+                median(&mut busy) * 100.0,
+                median(&mut ratios),
+            ));
+        }
+        let redis_columns = if r < 2 {
+            " — | — | — |".to_string()
+        } else {
+            let (commands, round_trips) = commands_per_request(redis_port, *addr, request).await;
+            let mut loaded: Vec<String> = Vec::new();
+            for c in 0..CPU_CONNECTIONS.len() {
+                let mut writes: Vec<f64> = cpu[r][c].iter().map(|m| m.2).collect();
+                loaded.push(format!("{:.2}", median(&mut writes)));
+            }
+            format!(
+                " {commands:.2} | {round_trips:.2} | {} |",
+                loaded.join(" / ")
+            )
+        };
+        println!(
+            "| {label} | {:.0} | {:.0} |{columns}{redis_columns}",
+            percentile(&latencies[r], 0.5) * 1000.0,
+            percentile(&latencies[r], 0.99) * 1000.0,
+        );
+    }
+    drop((memory_gw, redis_gw));
 
     println!("\ninstructions per request (callgrind, 1000 requests on one connection; Redis's own work not counted):");
     let mut rows: Vec<(String, u64)> = Vec::new();

@@ -104,6 +104,26 @@ pub enum Served {
     Canonical(chat::Response),
 }
 
+/// An encoded entry, in two parts: the stored value is `head` then `body`.
+#[derive(Debug)]
+pub struct Entry {
+    pub head: Vec<u8>,
+    pub body: Bytes,
+}
+
+impl Entry {
+    /// Bytes stored.
+    pub fn size(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// The stored value, joined.
+    #[cfg(test)]
+    fn joined(&self) -> Bytes {
+        Bytes::from([&self.head[..], &self.body].concat())
+    }
+}
+
 /// The stored form, after a length-prefixed header: the canonical answer as JSON, or the
 /// vendor's bytes in one dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +155,7 @@ impl CachedAnswer {
     /// `u32` big-endian header length, the header, then the answer: JSON of the canonical
     /// answer, or the vendor's bytes. `None` for bytes in a dialect the cache cannot decode
     /// again (a [`CacheFill`] never keeps those).
-    pub fn encode(&self) -> Option<Vec<u8>> {
+    pub fn encode(&self) -> Option<Entry> {
         let (form, usage) = match &self.answer {
             Kept::Canonical(_) => (Form::Canonical, None),
             Kept::Native { dialect, usage, .. } => match dialect {
@@ -144,22 +164,30 @@ impl CachedAnswer {
                 Dialect::Responses | Dialect::Completions => return None,
             },
         };
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(&[0; 4]);
         // Plain data: serializing into a Vec cannot fail.
-        let header = serde_json::to_vec(&EntryHeader {
-            stored_at_ms: self.stored_at_ms,
-            cost_usd: self.cost_usd,
-            form,
-            usage,
-        })
-        .unwrap_or_default();
-        let mut entry = Vec::with_capacity(4 + header.len() + 1024);
-        entry.extend_from_slice(&(header.len() as u32).to_be_bytes());
-        entry.extend_from_slice(&header);
-        match &self.answer {
-            Kept::Canonical(response) => serde_json::to_writer(&mut entry, response).ok()?,
-            Kept::Native { body, .. } => entry.extend_from_slice(body),
-        }
-        Some(entry)
+        serde_json::to_writer(
+            &mut head,
+            &EntryHeader {
+                stored_at_ms: self.stored_at_ms,
+                cost_usd: self.cost_usd,
+                form,
+                usage,
+            },
+        )
+        .ok()?;
+        let length = u32::try_from(head.len() - 4).ok()?;
+        head[..4].copy_from_slice(&length.to_be_bytes());
+        let body = match &self.answer {
+            Kept::Canonical(response) => {
+                serde_json::to_writer(&mut head, response).ok()?;
+                Bytes::new()
+            }
+            // Not copied: the store writes it into its command straight from here.
+            Kept::Native { body, .. } => body.clone(),
+        };
+        Some(Entry { head, body })
     }
 
     /// `None` for bytes this version did not write (a stale format after an upgrade). A kept
@@ -364,7 +392,7 @@ mod tests {
             }),
             Some(0.25),
         );
-        let entry = Bytes::from(answer.encode().unwrap());
+        let entry = answer.encode().unwrap().joined();
         assert_eq!(CachedAnswer::decode(&entry), Some(answer.clone()));
         assert!(answer.age_s() < 2);
         // What an earlier version wrote (a JSON object), and broken entries, are no answer.
@@ -399,7 +427,7 @@ mod tests {
                 usage: Some(usage),
             },
         };
-        let entry = Bytes::from(answer.encode().unwrap());
+        let entry = answer.encode().unwrap().joined();
         // Golden: the header, then the vendor's bytes unescaped.
         let header = r#"{"stored_at_ms":1700000000000,"cost_usd":0.5,"form":"open_ai","usage":{"prompt_tokens":7,"completion_tokens":2,"cached_tokens":0,"reasoning_tokens":0,"cache_write_tokens":0}}"#;
         let mut golden = (header.len() as u32).to_be_bytes().to_vec();
@@ -451,7 +479,7 @@ mod tests {
             },
             ..broken
         };
-        assert_eq!(responses.encode(), None);
+        assert!(responses.encode().is_none());
     }
 
     #[test]

@@ -359,7 +359,7 @@ impl RedisStore {
 
     /// `SET key value PX ttl` (at least 1 ms).
     pub async fn set_px(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        self.query(&set_px(key, value, ttl)).await.map(drop)
+        self.query(&set_px(key, &[value], ttl)).await.map(drop)
     }
 
     /// `DEL key`: whether it was there. When the first send ran but its reply was lost, the
@@ -495,13 +495,14 @@ pub fn bytes_of(reply: Result<Value, StoreError>) -> Result<Option<Bytes>, Store
     }
 }
 
-/// `SET key value PX ttl` (at least 1 ms).
-pub fn set_px(key: &str, value: &[u8], ttl: Duration) -> Cmd {
+/// `SET key value PX ttl` (at least 1 ms), the value given in parts.
+pub fn set_px(key: &str, value: &[&[u8]], ttl: Duration) -> Cmd {
     let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     // Redis refuses an expiry beyond what its clock can add; a century is far enough.
     let ms = ms.clamp(1, 100 * 365 * 24 * 3600 * 1000);
-    let mut cmd = Cmd::with_capacity("SET", key.len() + value.len() + 48);
-    cmd.arg(key).arg(value).arg("PX").int(ms);
+    let size: usize = value.iter().map(|part| part.len()).sum();
+    let mut cmd = Cmd::with_capacity("SET", key.len() + size + 64);
+    cmd.arg(key).arg_parts(value).arg("PX").int(ms);
     cmd
 }
 
@@ -769,7 +770,10 @@ mod tests {
             assert_eq!(value.as_deref(), Some(&b"value"[..]));
 
             // A write riding with settlement; one that no script takes goes alone.
-            let mut write = Rider::new(store.clone(), set_px("t:y", b"1", Duration::from_secs(9)));
+            let mut write = Rider::new(
+                store.clone(),
+                set_px("t:y", &[b"1"], Duration::from_secs(9)),
+            );
             store
                 .settle(&keys, 0, 0, None, Some(&mut write))
                 .await

@@ -74,6 +74,23 @@ impl Cmd {
         self
     }
 
+    /// One argument made of `parts`, one after another: written straight into the command,
+    /// not first joined into a buffer of their own.
+    pub fn arg_parts(&mut self, parts: &[&[u8]]) -> &mut Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.body.reserve(len + 24);
+        self.body.push(b'$');
+        self.body
+            .extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+        self.body.extend_from_slice(b"\r\n");
+        for part in parts {
+            self.body.extend_from_slice(part);
+        }
+        self.body.extend_from_slice(b"\r\n");
+        self.argc += 1;
+        self
+    }
+
     pub fn int(&mut self, n: impl itoa::Integer) -> &mut Self {
         self.arg(itoa::Buffer::new().format(n))
     }

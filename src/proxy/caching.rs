@@ -14,7 +14,9 @@ use tokio::sync::oneshot;
 
 use super::ctx::RequestCtx;
 use super::respond;
-use crate::cache::{self, fingerprint, CacheFill, CachedAnswer, Captured, Directives, Served};
+use crate::cache::{
+    self, fingerprint, CacheFill, CachedAnswer, Captured, Directives, Entry, Served,
+};
 use crate::chat;
 use crate::config::{CachePolicy, CacheScope};
 use crate::dialect::ClientRequest;
@@ -223,7 +225,7 @@ pub(super) async fn serve_hit(
 /// An answer to store, taken off the request so that storing it can run beside settling.
 pub(super) struct Keep {
     key: String,
-    entry: Bytes,
+    entry: Entry,
     ttl: Duration,
     model: String,
 }
@@ -235,7 +237,7 @@ pub(super) fn to_keep(ctx: &RequestCtx) -> Option<Keep> {
     let answer = cache::take(state.captured.as_ref()?)?;
     Some(Keep {
         key: state.key.clone(),
-        entry: Bytes::from(CachedAnswer::new(answer, ctx.cost_usd).encode()?),
+        entry: CachedAnswer::new(answer, ctx.cost_usd).encode()?,
         ttl: state.ttl,
         model: ctx.model_label.clone(),
     })
@@ -254,8 +256,9 @@ impl Keep {
         ctx: &mut RequestCtx,
         used: Option<u64>,
     ) -> Option<oneshot::Receiver<()>> {
-        let size = self.entry.len() as u64;
-        let mut write = ANSWERS.write(&self.key, None, self.entry, self.ttl);
+        let size = self.entry.size() as u64;
+        let Entry { head, body } = self.entry;
+        let mut write = ANSWERS.write(&self.key, None, &head, body, self.ttl);
         let written = write.rider().map(Rider::written);
         let settlement = ctx.settlement.take();
         let cost_usd = ctx.cost_usd;

@@ -42,22 +42,14 @@ pub struct StoredResponse {
 
 impl StoredResponse {
     /// The Redis value: the owner, length-prefixed, then the body.
+    #[cfg(test)]
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 16);
-        match &self.owner {
-            None => out.push(b'-'),
-            Some(owner) => {
-                out.push(b'+');
-                out.extend_from_slice(owner.len().to_string().as_bytes());
-                out.push(b':');
-                out.extend_from_slice(owner.as_bytes());
-            }
-        }
+        let mut out = owner_tag(self.owner.as_deref());
         out.extend_from_slice(&self.body);
         out
     }
 
-    /// The inverse of [`Self::encode`]; `None` for anything it did not write.
+    /// The inverse of [`owner_tag`] and the body after it; `None` for anything not so written.
     fn decode(value: Bytes) -> Option<StoredResponse> {
         match value.first()? {
             b'-' => Some(StoredResponse {
@@ -75,6 +67,21 @@ impl StoredResponse {
                 })
             }
             _ => None,
+        }
+    }
+}
+
+/// What a Redis value starts with: `-` without an owner, `+{len}:{owner}` with one.
+fn owner_tag(owner: Option<&str>) -> Vec<u8> {
+    match owner {
+        None => vec![b'-'],
+        Some(owner) => {
+            let mut tag = Vec::with_capacity(owner.len() + 8);
+            tag.push(b'+');
+            tag.extend_from_slice(itoa::Buffer::new().format(owner.len()).as_bytes());
+            tag.push(b':');
+            tag.extend_from_slice(owner.as_bytes());
+            tag
         }
     }
 }
@@ -197,19 +204,33 @@ impl Store {
         body: Bytes,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.write(id, owner, body, ttl).finish().await
+        self.write(id, owner, &[], body, ttl).finish().await
     }
 
-    /// Begins [`Self::put_for`]: done at once in memory; in Redis, a [`Rider`] that another
-    /// call (settlement) may take along, finished by [`Write::finish`].
-    pub fn write(&self, id: &str, owner: Option<&str>, body: Bytes, ttl: Duration) -> Write {
+    /// Begins [`Self::put_for`] of the body `head` then `body`: done at once in memory; in
+    /// Redis, a [`Rider`] that another call (settlement) may take along, finished by
+    /// [`Write::finish`]. In two parts so that an entry made of a header and bytes it holds
+    /// already (a cached answer) goes into the command without being joined first.
+    pub fn write(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        head: &[u8],
+        body: Bytes,
+        ttl: Duration,
+    ) -> Write {
         let current = self.current.load();
-        let response = StoredResponse {
-            owner: owner.map(str::to_string),
-            body,
-        };
         match &current.redis {
             None => {
+                let body = if head.is_empty() {
+                    body
+                } else {
+                    Bytes::from([head, &body].concat())
+                };
+                let response = StoredResponse {
+                    owner: owner.map(str::to_string),
+                    body,
+                };
                 self.memory.put(
                     id,
                     response,
@@ -223,7 +244,9 @@ impl Store {
                 Write::Done
             }
             Some((_, redis)) => {
-                let cmd = limits::set_px(&self.key(&current.prefix, id), &response.encode(), ttl);
+                let tag = owner_tag(owner);
+                let key = self.key(&current.prefix, id);
+                let cmd = limits::set_px(&key, &[&tag, head, &body], ttl);
                 Write::Riding(Rider::new(redis.clone(), cmd))
             }
         }
@@ -267,7 +290,11 @@ impl Store {
 
 impl Store {
     fn key(&self, prefix: &str, id: &str) -> String {
-        format!("{prefix}{}{id}", self.namespace)
+        let mut key = String::with_capacity(prefix.len() + self.namespace.len() + id.len());
+        key.push_str(prefix);
+        key.push_str(self.namespace);
+        key.push_str(id);
+        key
     }
 }
 
