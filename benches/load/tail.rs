@@ -341,12 +341,12 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (r, (label, _, addr, request)) in rows.iter().enumerate() {
         let mut columns = String::new();
-        for c in 0..CPU_CONNECTIONS.len() {
-            let mut per_request: Vec<f64> = cpu[r][c].iter().map(|m| m.0).collect();
-            let mut busy: Vec<f64> = cpu[r][c].iter().map(|m| m.1).collect();
-            let mut ratios: Vec<f64> = cpu[r][c]
+        for (row, passthrough) in cpu[r].iter().zip(&cpu[0]) {
+            let mut per_request: Vec<f64> = row.iter().map(|m| m.0).collect();
+            let mut busy: Vec<f64> = row.iter().map(|m| m.1).collect();
+            let mut ratios: Vec<f64> = row
                 .iter()
-                .zip(&cpu[0][c])
+                .zip(passthrough)
                 .map(|(row, passthrough)| row.0 / passthrough.0)
                 .collect();
             let (low, high) = ratios
@@ -363,11 +363,13 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
             " — | — | — |".to_string()
         } else {
             let (commands, round_trips) = commands_per_request(redis_port, *addr, request).await;
-            let mut loaded: Vec<String> = Vec::new();
-            for c in 0..CPU_CONNECTIONS.len() {
-                let mut writes: Vec<f64> = cpu[r][c].iter().map(|m| m.2).collect();
-                loaded.push(format!("{:.2}", median(&mut writes)));
-            }
+            let loaded: Vec<String> = cpu[r]
+                .iter()
+                .map(|rounds| {
+                    let mut writes: Vec<f64> = rounds.iter().map(|m| m.2).collect();
+                    format!("{:.2}", median(&mut writes))
+                })
+                .collect();
             format!(
                 " {commands:.2} | {round_trips:.2} | {} |",
                 loaded.join(" / ")

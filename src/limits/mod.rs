@@ -24,10 +24,8 @@ mod resp;
 pub mod snapshot;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -46,8 +44,8 @@ use memory::{BudgetCounter, PeriodKind, ScopeCounters};
 
 #[cfg(test)]
 pub(crate) use redis_store::test_server;
-pub use redis_store::{bytes_of, get, set_px, RedisStore, Rider, StoreError};
-use redis_store::{AdmitReply, ScriptKeys};
+pub use redis_store::{bytes_of, get, set_px, RedisStore, Rider, RiderThen, StoreError};
+use redis_store::{AdmitReply, ScriptKeys, Settlement};
 use snapshot::Snapshots;
 
 /// The process's limiter; counters and the backend survive reloads.
@@ -271,7 +269,14 @@ fn token_delta(admission: &Admission, used_tokens: Option<u64>) -> i64 {
 
 /// Settles an admission counted in memory: `delta` tokens more (or fewer) than reserved, its
 /// slots freed, `cost` nano-USD spent.
-fn settle_in_memory(policy: &KeyPolicy, admission: &Admission, delta: i64, cost: u64) {
+fn settle_in_memory(
+    policy: &KeyPolicy,
+    admission: &Admission,
+    used_tokens: Option<u64>,
+    cost_usd: Option<f64>,
+) {
+    let delta = token_delta(admission, used_tokens);
+    let cost = cost_usd.map_or(0, nano_usd);
     for &s in &admission.scopes {
         let c = &policy.scopes[s];
         c.tokens.adjust(admission.minute, delta);
@@ -279,6 +284,38 @@ fn settle_in_memory(policy: &KeyPolicy, admission: &Admission, delta: i64, cost:
     }
     if cost > 0 {
         policy.budget_counter.add(admission.period, cost);
+    }
+}
+
+/// What settling `admission` changes in Redis: its counters' keys (made again when admission
+/// did not keep them), the tokens to correct, the cost and the budget counter's lifetime.
+fn redis_settlement(
+    store: &Store,
+    policy: &KeyPolicy,
+    admission: Admission,
+    used_tokens: Option<u64>,
+    cost_usd: Option<f64>,
+) -> Settlement {
+    let token_delta = token_delta(&admission, used_tokens);
+    let keys = admission.redis_keys.unwrap_or_else(|| {
+        ScriptKeys::new(
+            &store.prefix,
+            &policy.name,
+            &admission.scopes,
+            admission.minute,
+            admission.period,
+        )
+    });
+    let budget_ttl = policy.budget.and_then(|b| {
+        period::budget_period(b.period, period::now_secs())
+            .1
+            .map(|left| left + Duration::from_secs(3600))
+    });
+    Settlement {
+        keys,
+        token_delta,
+        cost_nano: cost_usd.map_or(0, nano_usd),
+        budget_ttl,
     }
 }
 
@@ -628,74 +665,70 @@ impl Limiter {
         used_tokens: Option<u64>,
         cost_usd: Option<f64>,
     ) {
-        self.settle_with(policy, admission, used_tokens, cost_usd, None)
-            .await;
+        if !admission.tracked {
+            return;
+        }
+        let store = self.store.load();
+        match &store.backend {
+            Backend::Memory => settle_in_memory(policy, &admission, used_tokens, cost_usd),
+            Backend::Redis(redis) => {
+                let settlement = redis_settlement(&store, policy, admission, used_tokens, cost_usd);
+                if let Err(err) = redis.settle(&settlement).await {
+                    self.backend_failed(&store, &policy.name, &err);
+                }
+            }
+        }
     }
 
     /// [`Self::settle`] without holding the caller up for Redis's reply. The settlement's
     /// commands are handed to the connection before this returns, so whatever this instance
     /// sends to Redis after (the same client's next admission, an admin read) is counted after
-    /// them; a task of its own reads the reply and sends the rare repairs. The answer then goes
-    /// out a round trip sooner and the request's task is not woken again: measured in the load
-    /// bench, ~3 µs less CPU per request with the counters in Redis. In memory, it is done
+    /// them; the connection's task reads the reply and sends the rare repairs. The answer then
+    /// goes out a round trip sooner and the request's task is not woken again: measured in the
+    /// load bench, ~3 µs less CPU per request with the counters in Redis. In memory, it is done
     /// before this returns.
+    ///
+    /// `rider` (a command, and what to do with its reply on the connection's task) is sent in
+    /// the same write when the counters are in the same Redis, else on its own; also without
+    /// a `settlement` (a request no key's limits count).
     pub fn settle_soon(
         &'static self,
-        policy: Arc<KeyPolicy>,
-        admission: Admission,
+        settlement: Option<(Arc<KeyPolicy>, Admission)>,
         used_tokens: Option<u64>,
         cost_usd: Option<f64>,
+        rider: Option<(Rider, RiderThen)>,
     ) {
-        if !admission.tracked {
-            return;
-        }
-        if let Backend::Memory = self.store.load().backend {
-            let delta = token_delta(&admission, used_tokens);
-            settle_in_memory(&policy, &admission, delta, cost_usd.map_or(0, nano_usd));
-            return;
-        }
-        // Nothing is awaited before the commands are queued ([`RedisStore::settle`]).
-        run_soon(async move {
-            self.settle(&policy, admission, used_tokens, cost_usd).await;
-        });
-    }
-
-    /// [`Self::settle`], taking `rider` along in the same write when the counters are in Redis.
-    pub async fn settle_with(
-        &self,
-        policy: &KeyPolicy,
-        admission: Admission,
-        used_tokens: Option<u64>,
-        cost_usd: Option<f64>,
-        rider: Option<&mut Rider>,
-    ) {
-        if !admission.tracked {
-            return;
-        }
-        let delta = token_delta(&admission, used_tokens);
-        let cost = cost_usd.map_or(0, nano_usd);
-        let store = self.store.load();
-        match &store.backend {
-            Backend::Memory => settle_in_memory(policy, &admission, delta, cost),
-            Backend::Redis(redis) => {
-                let keys = admission.redis_keys.unwrap_or_else(|| {
-                    ScriptKeys::new(
-                        &store.prefix,
-                        &policy.name,
-                        &admission.scopes,
-                        admission.minute,
-                        admission.period,
-                    )
-                });
-                let ttl = policy.budget.and_then(|b| {
-                    period::budget_period(b.period, period::now_secs())
-                        .1
-                        .map(|left| left + Duration::from_secs(3600))
-                });
-                if let Err(err) = redis.settle(&keys, delta, cost, ttl, rider).await {
-                    self.backend_failed(&store, &policy.name, &err);
+        let store = self.store.load_full();
+        let tracked = settlement.filter(|(_, admission)| admission.tracked);
+        let (policy, admission, redis) = match (tracked, &store.backend) {
+            (Some((policy, admission)), Backend::Redis(redis)) => (policy, admission, redis),
+            (tracked, _) => {
+                if let Some((policy, admission)) = tracked {
+                    settle_in_memory(&policy, &admission, used_tokens, cost_usd);
                 }
+                if let Some((rider, then)) = rider {
+                    rider.send_detached(then);
+                }
+                return;
             }
+        };
+        let (riding, alone) = match rider {
+            Some((rider, then)) if rider.rides_with(redis) => (Some((rider, then)), None),
+            other => (None, other),
+        };
+        let (ride, then) = riding.unzip();
+        let settlement = redis_settlement(&store, &policy, admission, used_tokens, cost_usd);
+        let redis = redis.clone();
+        redis.settle_detached(settlement, ride, move |settled, reply| {
+            if let Err(err) = settled {
+                self.backend_failed(&store, &policy.name, &err);
+            }
+            if let (Some(then), Some(reply)) = (then, reply) {
+                then(reply);
+            }
+        });
+        if let Some((rider, then)) = alone {
+            rider.send_detached(then);
         }
     }
 
@@ -730,23 +763,6 @@ impl Limiter {
                 })
             }
         }
-    }
-}
-
-/// Runs `work` up to its first wait here, before returning, and the rest in a task of its own.
-/// For Redis calls whose replies nobody waits for: their commands are queued on the connection
-/// by the first poll, so whatever the caller sends after reaches Redis after them.
-pub fn run_soon(work: impl Future<Output = ()> + Send + 'static) {
-    let mut work = Box::pin(work);
-    // The task polls it again with its own waker.
-    let mut first = Context::from_waker(Waker::noop());
-    if work.as_mut().poll(&mut first).is_ready() {
-        return;
-    }
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => drop(runtime.spawn(work)),
-        // Sent all the same; only the replies, and what follows them, go unread.
-        Err(_) => log::debug!("no runtime to read the replies of redis commands"),
     }
 }
 
@@ -856,7 +872,7 @@ mod tests {
         runtime.block_on(async {
             for round in 1..=20u32 {
                 let a = limiter.admit(&p, "small", 10).await.unwrap();
-                limiter.settle_soon(p.clone(), a, Some(5), Some(0.25));
+                limiter.settle_soon(Some((p.clone(), a)), Some(5), Some(0.25), None);
                 // Sent right after, with no wait: the slot is free and the cost counted.
                 let usage = limiter.usage(&p).await.unwrap();
                 assert_eq!(usage.in_flight, 0, "round {round}");

@@ -45,7 +45,40 @@ struct Job {
     resend: bool,
     /// Told once the commands are written to the connection (dropped unsent when never).
     written: Option<oneshot::Sender<()>>,
-    reply: oneshot::Sender<Result<Vec<Value>, StoreError>>,
+    reply: Reply,
+}
+
+/// What is done with a reply of Redis that nobody waits for ([`Pipeline::send_detached`]): run
+/// on the connection's task, given the job's replies in order, or the failure. It must be
+/// quick and must not wait; it may send more commands, detached as well.
+pub type Then = Box<dyn FnOnce(Result<&mut dyn Iterator<Item = Value>, StoreError>) + Send + Sync>;
+
+/// Where a job's replies go.
+enum Reply {
+    /// To a caller waiting for them.
+    Wait(oneshot::Sender<Result<Vec<Value>, StoreError>>),
+    /// To a function run on the connection's task.
+    Then(Then),
+}
+
+impl Reply {
+    /// Answers with the next `count` of `replies`, taken whatever is done with them.
+    fn answer(self, replies: &mut impl Iterator<Item = Value>, count: usize) {
+        let mut mine = replies.take(count);
+        match self {
+            // A caller that went away (its request cancelled) needs no answer.
+            Reply::Wait(caller) => drop(caller.send(Ok(mine.by_ref().collect()))),
+            Reply::Then(then) => then(Ok(&mut mine)),
+        }
+        mine.for_each(drop);
+    }
+
+    fn fail(self, error: StoreError) {
+        match self {
+            Reply::Wait(caller) => drop(caller.send(Err(error))),
+            Reply::Then(then) => then(Err(error)),
+        }
+    }
 }
 
 /// The way to one Redis: hands commands to its connection's task, started on first use (and
@@ -102,18 +135,14 @@ impl Pipeline {
         resend: bool,
         written: Option<oneshot::Sender<()>>,
     ) -> Result<Vec<Value>, StoreError> {
-        let mut encoded = Vec::with_capacity(cmds.iter().map(|c| c.len() + 16).sum());
-        for cmd in cmds {
-            cmd.write_to(&mut encoded);
-        }
         let (reply, replied) = oneshot::channel();
         self.submit(Job {
-            encoded,
+            encoded: encode(cmds),
             count: cmds.len(),
             resend,
             written,
-            reply,
-        })?;
+            reply: Reply::Wait(reply),
+        });
         replied.await.unwrap_or_else(|_| {
             Err(StoreError::Unreachable(
                 "the redis connection's task ended".into(),
@@ -121,24 +150,51 @@ impl Pipeline {
         })
     }
 
-    fn submit(&self, job: Job) -> Result<(), StoreError> {
+    /// Sends `count` commands already `encoded` (with other requests', as
+    /// [`Self::exchange_with`]), and returns at once: nobody waits for the replies, `then` gets
+    /// them on the connection's task. Queued before this returns, so whatever this instance
+    /// sends Redis after reaches it after them. Without a task to hand them to (no runtime),
+    /// `then` gets the failure here.
+    pub fn send_detached(
+        &self,
+        encoded: Vec<u8>,
+        count: usize,
+        resend: bool,
+        written: Option<oneshot::Sender<()>>,
+        then: Then,
+    ) {
+        self.submit(Job {
+            encoded,
+            count,
+            resend,
+            written,
+            reply: Reply::Then(then),
+        });
+    }
+
+    /// Hands `job` to the connection's task, started when there is none; without a runtime to
+    /// start it on, answers the job with the failure.
+    fn submit(&self, job: Job) {
         let Some(job) = self.try_send(job) else {
-            return Ok(());
+            return;
         };
         // No task yet, or its runtime has ended: start one on this runtime (once, when
         // several callers find it so at the same time).
         let _starting = self.starting.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(job) = self.try_send(job) else {
-            return Ok(());
+            return;
         };
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| StoreError::Unreachable("no async runtime to talk to redis".into()))?;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            job.reply.fail(StoreError::Unreachable(
+                "no async runtime to talk to redis".into(),
+            ));
+            return;
+        };
         let (jobs, queue) = mpsc::unbounded_channel();
         runtime.spawn(drive(self.link.clone(), queue));
         // The task lives as long as the sender: this send cannot fail.
         let _ = jobs.send(job);
         self.jobs.store(Some(Arc::new(jobs)));
-        Ok(())
     }
 
     /// Hands `job` to the running task; gives it back when there is none.
@@ -148,6 +204,15 @@ impl Pipeline {
             None => Some(job),
         }
     }
+}
+
+/// `cmds` one after another, as they go on the wire.
+pub fn encode(cmds: &[&Cmd]) -> Vec<u8> {
+    let mut encoded = Vec::with_capacity(cmds.iter().map(|c| c.len() + 16).sum());
+    for cmd in cmds {
+        cmd.write_to(&mut encoded);
+    }
+    encoded
 }
 
 /// The connection's task: takes every job waiting, sends them in one write, answers each
@@ -161,15 +226,13 @@ async fn drive(link: Arc<Link>, mut queue: mpsc::UnboundedReceiver<Job>) {
             Ok(()) => {
                 let mut replies = replies.drain(..);
                 for job in batch.drain(..) {
-                    let mine = replies.by_ref().take(job.count).collect();
-                    // A caller that went away (its request cancelled) needs no answer.
-                    let _ = job.reply.send(Ok(mine));
+                    job.reply.answer(&mut replies, job.count);
                 }
             }
             Err(e) => {
                 replies.clear();
                 for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(e.clone()));
+                    job.reply.fail(e.clone());
                 }
             }
         }
@@ -202,9 +265,9 @@ impl Link {
         if batch.iter().any(|job| !job.resend) {
             let (again, lost): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|job| job.resend);
             for job in lost {
-                let _ = job.reply.send(Err(StoreError::Unreachable(format!(
+                job.reply.fail(StoreError::Unreachable(format!(
                     "{first} (not sent again: it may have run)"
-                ))));
+                )));
             }
             batch.extend(again);
             if batch.is_empty() {

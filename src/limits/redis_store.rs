@@ -32,8 +32,8 @@ use bytes::Bytes;
 use std::sync::LazyLock;
 use tokio::sync::oneshot;
 
-use super::pipeline::{Pipeline, TIMEOUT};
-use super::resp::{Cmd, Endpoint, Value};
+use super::pipeline::{encode, Pipeline, Then, TIMEOUT};
+use super::resp::{self, Cmd, Endpoint, Value};
 use crate::config::Secret;
 
 /// A Lua script, sent by its SHA-1 (`EVALSHA`) and by its text only when Redis does not know
@@ -197,11 +197,33 @@ impl Rider {
     fn boards(&self, redis: &RedisStore) -> bool {
         self.reply.is_none() && std::ptr::eq(&*self.redis, redis)
     }
+
+    /// Whether it can ride with commands sent to `redis` (the same server).
+    pub fn rides_with(&self, redis: &Arc<RedisStore>) -> bool {
+        self.boards(redis)
+    }
+
+    /// Sends it alone with nobody waiting ([`Pipeline::send_detached`]); `then` gets its
+    /// reply on the connection's task.
+    pub fn send_detached(
+        self,
+        then: impl FnOnce(Result<Value, StoreError>) + Send + Sync + 'static,
+    ) {
+        let then: Then =
+            Box::new(move |replies| then(replies.and_then(|r| command_reply(r.next()))));
+        self.redis
+            .pipeline
+            .send_detached(encode(&[&self.cmd]), 1, true, self.written, then);
+    }
 }
+
+/// What is done with a [`Rider`]'s reply when nobody waits for it: run on the connection's
+/// task (see [`Then`]).
+pub type RiderThen = Box<dyn FnOnce(Result<Value, StoreError>) + Send + Sync>;
 
 /// The keys of one request's counters, for a script: `budget_period`, then the three
 /// counters (requests, tokens, in flight) of each scope.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ScriptKeys {
     /// All keys, one after another: one allocation, not one a key (this runs on every request
     /// of a limited key).
@@ -264,6 +286,57 @@ impl ScriptKeys {
     /// The (tokens, in flight) counters of each scope.
     fn settled(&self) -> impl Iterator<Item = (&str, &str)> {
         (0..(self.len() - 1) / 3).map(|s| (self.get(2 + 3 * s), self.get(3 + 3 * s)))
+    }
+}
+
+/// What settling a request changes in Redis.
+pub struct Settlement {
+    pub keys: ScriptKeys,
+    /// Tokens used less tokens reserved.
+    pub token_delta: i64,
+    pub cost_nano: u64,
+    /// How long the budget's counter lives when the settlement creates it.
+    pub budget_ttl: Option<Duration>,
+}
+
+impl Settlement {
+    /// (key, amount added, seconds it lives when this created it; 0: for ever), in the order
+    /// the increments are sent.
+    fn changes(&self) -> impl Iterator<Item = (&str, i64, u64)> {
+        let token_delta = self.token_delta;
+        let scopes = self.keys.settled().flat_map(move |(tokens, in_flight)| {
+            let tokens = (token_delta != 0).then_some((tokens, token_delta, MINUTE_COUNTER_TTL_S));
+            tokens
+                .into_iter()
+                .chain(std::iter::once((in_flight, -1, IN_FLIGHT_TTL_S)))
+        });
+        let budget = (self.cost_nano > 0).then(|| {
+            let ttl = self.budget_ttl.map_or(0, |t| t.as_secs().max(1));
+            let cost = self.cost_nano.min(i64::MAX as u64) as i64;
+            (self.keys.budget(), cost, ttl)
+        });
+        scopes.chain(budget)
+    }
+
+    /// The repairs the increments' `replies` call for: an expiry for a counter the settlement
+    /// created, a count below zero brought back.
+    fn repairs(&self, replies: impl Iterator<Item = Value>) -> Result<Vec<Cmd>, StoreError> {
+        let mut repairs = Vec::new();
+        for ((key, by, ttl), reply) in self.changes().zip(replies) {
+            let now = match command_reply(Some(reply))? {
+                Value::Int(now) => now,
+                other => return Err(unexpected("INCRBY", &other)),
+            };
+            if now == by && ttl > 0 {
+                let mut expire = Cmd::new("EXPIRE");
+                expire.arg(key).int(ttl);
+                repairs.push(expire);
+            }
+            if now < 0 {
+                repairs.push(incr_by(key, -now));
+            }
+        }
+        Ok(repairs)
     }
 }
 
@@ -414,52 +487,77 @@ impl RedisStore {
     /// expiry for a counter this created, because its own had expired under a long request; a
     /// count that went below zero brought back) are increments and expiries too, so they are
     /// right whatever other requests did in between.
-    pub async fn settle(
-        &self,
-        keys: &ScriptKeys,
-        token_delta: i64,
-        cost_nano: u64,
-        budget_ttl: Option<Duration>,
-        rider: Option<&mut Rider>,
-    ) -> Result<(), StoreError> {
-        // (key, amount added, seconds it lives when this created it; 0: for ever)
-        let mut changes: Vec<(&str, i64, u64)> = Vec::with_capacity(keys.len());
-        for (tokens, in_flight) in keys.settled() {
-            if token_delta != 0 {
-                changes.push((tokens, token_delta, MINUTE_COUNTER_TTL_S));
-            }
-            changes.push((in_flight, -1, IN_FLIGHT_TTL_S));
-        }
-        if cost_nano > 0 {
-            let ttl = budget_ttl.map_or(0, |t| t.as_secs().max(1));
-            changes.push((keys.budget(), cost_nano.min(i64::MAX as u64) as i64, ttl));
-        }
-        let cmds: Vec<Cmd> = changes
-            .iter()
-            .map(|&(key, by, _)| incr_by(key, by))
+    pub async fn settle(&self, settlement: &Settlement) -> Result<(), StoreError> {
+        let cmds: Vec<Cmd> = settlement
+            .changes()
+            .map(|(key, by, _)| incr_by(key, by))
             .collect();
         let refs: Vec<&Cmd> = cmds.iter().collect();
-        let replies = self.count(&refs, rider).await?;
-        let mut repairs = Vec::new();
-        for (&(key, by, ttl), reply) in changes.iter().zip(replies) {
-            let now = match command_reply(Some(reply))? {
-                Value::Int(now) => now,
-                other => return Err(unexpected("INCRBY", &other)),
-            };
-            if now == by && ttl > 0 {
-                let mut expire = Cmd::new("EXPIRE");
-                expire.arg(key).int(ttl);
-                repairs.push(expire);
-            }
-            if now < 0 {
-                repairs.push(incr_by(key, -now));
-            }
-        }
+        let replies = self.count(&refs, None).await?;
+        let repairs = settlement.repairs(replies.into_iter())?;
         if !repairs.is_empty() {
             let refs: Vec<&Cmd> = repairs.iter().collect();
             self.pipeline.exchange_at_most_once(&refs).await?;
         }
         Ok(())
+    }
+
+    /// [`Self::settle`] with nobody waiting: queued on the connection before this returns, so
+    /// that whatever this instance sends Redis after reaches it after the settlement; the
+    /// replies are read on the connection's task, which sends any repairs itself. `rider`
+    /// (for this store: [`Rider::rides_with`]) goes in the same write. `done` gets, on the
+    /// connection's task, the settlement's outcome and the rider's reply.
+    ///
+    /// No task and no waiting caller: per request, this spares a task's allocation, its
+    /// wake-ups and the reply's channel (measured in the load bench).
+    pub fn settle_detached(
+        self: &Arc<Self>,
+        settlement: Settlement,
+        rider: Option<Rider>,
+        done: impl FnOnce(Result<(), StoreError>, Option<Result<Value, StoreError>>)
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        let (written, ride) = match rider {
+            Some(rider) => (rider.written, Some(rider.cmd)),
+            None => (None, None),
+        };
+        let mut encoded = Vec::with_capacity(256 + ride.as_ref().map_or(0, |cmd| cmd.len() + 16));
+        let mut count = 0;
+        let mut numbers = itoa::Buffer::new();
+        for (key, by, _) in settlement.changes() {
+            resp::write_command(
+                &mut encoded,
+                &[b"INCRBY", key.as_bytes(), numbers.format(by).as_bytes()],
+            );
+            count += 1;
+        }
+        let rides = ride.is_some();
+        if let Some(cmd) = &ride {
+            cmd.write_to(&mut encoded);
+        }
+        let store = self.clone();
+        let then: Then = Box::new(move |replies| {
+            let replies = match replies {
+                Ok(replies) => replies,
+                Err(e) => return done(Err(e.clone()), rides.then_some(Err(e))),
+            };
+            let repairs = settlement.repairs((&mut *replies).take(count));
+            let ride = rides.then(|| command_reply(replies.next()));
+            match repairs {
+                Ok(repairs) if !repairs.is_empty() => {
+                    let refs: Vec<&Cmd> = repairs.iter().collect();
+                    let then: Then = Box::new(move |sent| done(sent.map(drop), ride));
+                    store
+                        .pipeline
+                        .send_detached(encode(&refs), refs.len(), false, None, then);
+                }
+                settled => done(settled.map(drop), ride),
+            }
+        });
+        self.pipeline
+            .send_detached(encoded, count + rides as usize, false, written, then);
     }
 
     /// Current counts for the admin API: the budget, then (requests, tokens, in flight) per
@@ -720,11 +818,23 @@ mod tests {
                     .unwrap();
             }
             let hour = Some(Duration::from_secs(3600));
-            store.settle(&keys, -50, 4000, hour, None).await.unwrap();
+            let settlement = |keys: &ScriptKeys, token_delta, cost_nano, budget_ttl| Settlement {
+                keys: keys.clone(),
+                token_delta,
+                cost_nano,
+                budget_ttl,
+            };
+            store
+                .settle(&settlement(&keys, -50, 4000, hour))
+                .await
+                .unwrap();
             assert_eq!(store.read(&keys).await.unwrap(), vec![4000, 2, 150, 1]);
             // The period's first cost gave the budget its expiry.
             assert!((3590..=3600).contains(&ttl(&store, "t:team:budget:3").await));
-            store.settle(&keys, 30, 6000, hour, None).await.unwrap();
+            store
+                .settle(&settlement(&keys, 30, 6000, hour))
+                .await
+                .unwrap();
             assert_eq!(store.read(&keys).await.unwrap(), vec![10_000, 2, 180, 0]);
             // Spent: refused, counting nothing.
             let refused = store
@@ -740,11 +850,24 @@ mod tests {
                 }
             ));
             // A settlement after its minute's counter expired leaves none without an expiry,
-            // and no slot count below zero.
-            let late = ScriptKeys::new("t:", "late", &[0], 8, 3);
-            store.settle(&late, 40, 0, None, None).await.unwrap();
-            assert_eq!(store.read(&late).await.unwrap(), vec![0, 0, 40, 0]);
-            assert!((110..=120).contains(&ttl(&store, "t:late:s0:tok:8").await));
+            // and no slot count below zero; nobody waiting, the connection's task repairs.
+            for (name, minute) in [("late", 8), ("later", 9)] {
+                let late = ScriptKeys::new("t:", name, &[0], minute, 3);
+                let counter = format!("t:{name}:s0:tok:{minute}");
+                if name == "late" {
+                    store.settle(&settlement(&late, 40, 0, None)).await.unwrap();
+                } else {
+                    let (tell, told) = tokio::sync::oneshot::channel();
+                    store.settle_detached(settlement(&late, 40, 0, None), None, |settled, ride| {
+                        let _ = tell.send((settled, ride.is_none()));
+                    });
+                    let (settled, no_ride) = told.await.unwrap();
+                    settled.unwrap();
+                    assert!(no_ride);
+                }
+                assert_eq!(store.read(&late).await.unwrap(), vec![0, 0, 40, 0]);
+                assert!((110..=120).contains(&ttl(&store, &counter).await));
+            }
         });
     }
 
@@ -769,17 +892,29 @@ mod tests {
             let value = bytes_of(rider.reply().await).unwrap();
             assert_eq!(value.as_deref(), Some(&b"value"[..]));
 
-            // A write riding with settlement; one that no script takes goes alone.
-            let mut write = Rider::new(
+            // A write riding with a settlement nobody waits for: its reply goes to `done`.
+            let write = Rider::new(
                 store.clone(),
                 set_px("t:y", &[b"1"], Duration::from_secs(9)),
             );
-            store
-                .settle(&keys, 0, 0, None, Some(&mut write))
-                .await
-                .unwrap();
-            assert!(write.reply.is_some());
-            write.reply().await.unwrap();
+            assert!(write.rides_with(&store));
+            let settlement = Settlement {
+                keys: keys.clone(),
+                token_delta: 0,
+                cost_nano: 0,
+                budget_ttl: None,
+            };
+            let (tell, told) = tokio::sync::oneshot::channel();
+            store.settle_detached(settlement, Some(write), |settled, ride| {
+                let _ = tell.send((settled, ride));
+            });
+            let (settled, ride) = told.await.unwrap();
+            settled.unwrap();
+            assert_eq!(
+                ride.unwrap().unwrap(),
+                Value::Status(Bytes::from_static(b"OK"))
+            );
+            // One that nothing takes along goes alone.
             let alone = Rider::new(store.clone(), get("t:y"));
             assert_eq!(
                 bytes_of(alone.reply().await).unwrap().as_deref(),

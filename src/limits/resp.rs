@@ -103,6 +103,22 @@ impl Cmd {
     }
 }
 
+/// A command of `args` (its name first), as it goes on the wire, appended to `out`: for one
+/// sent without a [`Cmd`] of its own.
+pub fn write_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    let mut numbers = itoa::Buffer::new();
+    out.push(b'*');
+    out.extend_from_slice(numbers.format(args.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for arg in args {
+        out.push(b'$');
+        out.extend_from_slice(numbers.format(arg.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// A reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {

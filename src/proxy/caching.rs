@@ -21,9 +21,9 @@ use crate::chat;
 use crate::config::{CachePolicy, CacheScope};
 use crate::dialect::ClientRequest;
 use crate::filters::Filter;
-use crate::limits::{self, Rider, LIMITS};
+use crate::limits::{RiderThen, LIMITS};
 use crate::observability::metrics::METRICS;
-use crate::store::{Lookup, StoreError, ANSWERS};
+use crate::store::{Lookup, StoreError, Write, ANSWERS};
 
 /// What the cache does for one request (`x-switchyard-cache` on the answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,10 +247,10 @@ impl Keep {
     /// Stores the answer beside the settlement's increments: one write for both when both are
     /// in Redis. In Redis, returns what is told once that write is on Redis's connection: the
     /// caller awaits it before the answer's last byte goes out, so that an identical request
-    /// sent on receiving the answer finds it on any instance. A task of its own reads the
-    /// reply, as for a settlement alone ([`RequestCtx::settle_soon`]): waiting for the reply
-    /// as well cost ~3 µs of CPU per request in the load bench, the request's task sleeping
-    /// through a round trip.
+    /// sent on receiving the answer finds it on any instance. Nobody waits for the reply: the
+    /// connection's task reads it, as for a settlement alone ([`RequestCtx::settle_soon`]).
+    /// Waiting for it as well cost ~3 µs of CPU per request in the load bench, the request's
+    /// task sleeping through a round trip.
     pub(super) fn store_beside(
         self,
         ctx: &mut RequestCtx,
@@ -258,25 +258,29 @@ impl Keep {
     ) -> Option<oneshot::Receiver<()>> {
         let size = self.entry.size() as u64;
         let Entry { head, body } = self.entry;
-        let mut write = ANSWERS.write(&self.key, None, &head, body, self.ttl);
-        let written = write.rider().map(Rider::written);
         let settlement = ctx.settlement.take();
-        let cost_usd = ctx.cost_usd;
+        let mut rider = match ANSWERS.write(&self.key, None, &head, body, self.ttl) {
+            Write::Done => {
+                stored(&self.model, size);
+                LIMITS.settle_soon(settlement, used, ctx.cost_usd, None);
+                return None;
+            }
+            Write::Riding(rider) => rider,
+        };
+        let written = rider.written();
         let model = self.model;
-        limits::run_soon(async move {
-            if let Some((policy, admission)) = settlement {
-                LIMITS
-                    .settle_with(&policy, admission, used, cost_usd, write.rider())
-                    .await;
-            }
-            match write.finish().await {
-                Ok(()) => METRICS
-                    .cache_stored_bytes_total
-                    .with_label_values(&[model.as_str()])
-                    .inc_by(size),
-                Err(e) => log::warn!("answer not cached: {e}"),
-            }
+        let then: RiderThen = Box::new(move |reply| match reply {
+            Ok(_) => stored(&model, size),
+            Err(e) => log::warn!("answer not cached: {e}"),
         });
-        written
+        LIMITS.settle_soon(settlement, used, ctx.cost_usd, Some((rider, then)));
+        Some(written)
     }
+}
+
+fn stored(model: &str, size: u64) {
+    METRICS
+        .cache_stored_bytes_total
+        .with_label_values(&[model])
+        .inc_by(size);
 }

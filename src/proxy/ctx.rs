@@ -105,8 +105,8 @@ impl RequestCtx {
     /// for an answer about to go out, whose next request from this client is counted after it
     /// all the same.
     pub fn settle_soon(&mut self, used: Option<u64>) {
-        if let Some((policy, admission)) = self.settlement.take() {
-            LIMITS.settle_soon(policy, admission, used, self.cost_usd);
+        if let Some(settlement) = self.settlement.take() {
+            LIMITS.settle_soon(Some(settlement), used, self.cost_usd, None);
         }
     }
 }
