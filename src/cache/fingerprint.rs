@@ -63,8 +63,42 @@ struct Fingerprint<'r> {
     rest: BTreeMap<&'r str, &'r Value>,
 }
 
-/// The hex SHA-256 key of `request` for public model `model`, within `scope`.
-pub fn key(request: &chat::Request<'_>, model: &str, scope: Option<&str>) -> String {
+/// A cache key: the hex SHA-256 of a request's fingerprint. Held inline, not in a `String`:
+/// every cached request makes one, looks it up and stores under it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key([u8; 64]);
+
+impl Key {
+    pub fn as_str(&self) -> &str {
+        // Hex digits: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+thread_local! {
+    /// Where fingerprints are encoded before hashing, kept between requests: an encoding is
+    /// about the size of the prompt, and an allocation that large each time is one of glibc's
+    /// slow ones.
+    static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Scratch kept above this size is given back after use.
+const KEPT_SCRATCH: usize = 256 * 1024;
+
+/// The key of `request` for public model `model`, within `scope`.
+pub fn key(request: &chat::Request<'_>, model: &str, scope: Option<&str>) -> Key {
     let fingerprint = Fingerprint {
         version: VERSION,
         model,
@@ -99,17 +133,24 @@ pub fn key(request: &chat::Request<'_>, model: &str, scope: Option<&str>) -> Str
     // the next one), but strings go in length-prefixed rather than escaped, which made JSON
     // cost as much as the hashing for a long prompt. Into a buffer, then hashed in one call:
     // many small writes into the hasher cost more than the hashing.
-    // Sized for the messages up front: grown from empty, its copies cost as much as encoding.
-    let mut encoded = Vec::with_capacity(size_hint(request));
-    // Plain data always encodes.
-    let _ = rmp_serde::encode::write_named(&mut encoded, &fingerprint);
-    // Into a buffer: `hex::encode` builds its string a char at a time (1.6k instructions).
+    let digest = ENCODED.with_borrow_mut(|encoded| {
+        encoded.clear();
+        // Sized for the messages up front: grown from empty, its copies cost as much as
+        // encoding.
+        encoded.reserve(size_hint(request));
+        // Plain data always encodes.
+        let _ = rmp_serde::encode::write_named(encoded, &fingerprint);
+        let digest = Sha256::digest(&encoded[..]);
+        if encoded.capacity() > KEPT_SCRATCH {
+            *encoded = Vec::new();
+        }
+        digest
+    });
+    // `hex::encode` builds a string a char at a time (1.6k instructions).
     let mut digits = [0u8; 64];
-    let digest = Sha256::digest(&encoded);
-    match hex::encode_to_slice(digest, &mut digits) {
-        Ok(()) => String::from_utf8_lossy(&digits).into_owned(),
-        Err(_) => hex::encode(digest),
-    }
+    // 32 bytes always fit 64 digits.
+    let _ = hex::encode_to_slice(digest, &mut digits);
+    Key(digits)
 }
 
 /// About the encoded size of `request`'s fingerprint: its messages' text, and some room.
@@ -143,7 +184,7 @@ mod tests {
     fn labels_and_field_order_do_not_change_the_key() {
         let base = key(&canonical(BASE), "m", None);
         // Instances of one version share entries: the hashed form changes only with VERSION.
-        assert_eq!(base, GOLDEN_BASE_KEY);
+        assert_eq!(base.as_str(), GOLDEN_BASE_KEY);
         for same in [
             r#"{"max_tokens":10,"messages":[{"role":"user","content":"Hi"}]}"#,
             r#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":10,"user":"u1","metadata":{"a":"b"},"stream_options":{"include_usage":true}}"#,

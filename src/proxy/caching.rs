@@ -48,8 +48,8 @@ pub struct CacheState {
     pub status: CacheStatus,
     /// Seconds since a hit's answer was stored (`age` on the answer).
     pub age_s: Option<u64>,
-    /// Empty when bypassed.
-    key: String,
+    /// `None` when bypassed.
+    key: Option<fingerprint::Key>,
     /// Whether a stored answer may serve this request (not with `no-cache`).
     read: bool,
     /// The oldest a stored answer may be to serve it (`max-age`).
@@ -88,7 +88,7 @@ fn bypass(ctx: &mut RequestCtx, ttl: Duration) {
     ctx.cache = Some(Box::new(CacheState {
         status: CacheStatus::Bypass,
         age_s: None,
-        key: String::new(),
+        key: None,
         read: false,
         max_age_s: None,
         ttl,
@@ -121,7 +121,7 @@ pub(super) fn prepare(
     ctx.cache = Some(Box::new(CacheState {
         status: CacheStatus::Miss,
         age_s: None,
-        key: fingerprint::key(request, model, scope),
+        key: Some(fingerprint::key(request, model, scope)),
         read: !directives.no_cache,
         max_age_s: directives.max_age,
         ttl,
@@ -131,16 +131,16 @@ pub(super) fn prepare(
 }
 
 /// The key to look up and the oldest answer that will do, when the request reads the cache.
-pub(super) fn lookup_of(ctx: &RequestCtx) -> Option<(String, Option<u64>)> {
+pub(super) fn lookup_of(ctx: &RequestCtx) -> Option<(fingerprint::Key, Option<u64>)> {
     ctx.cache
         .as_ref()
         .filter(|c| c.read && c.status == CacheStatus::Miss)
-        .map(|c| (c.key.clone(), c.max_age_s))
+        .and_then(|c| Some((c.key?, c.max_age_s)))
 }
 
 /// Begins looking `key` up: on Redis, a read that admission takes along in its write.
-pub(super) fn begin_lookup(key: &str) -> Lookup<'static> {
-    ANSWERS.lookup(key, None)
+pub(super) fn begin_lookup(key: fingerprint::Key) -> Lookup<'static> {
+    ANSWERS.lookup(key.as_str(), None)
 }
 
 /// A cache hit, ready to serve.
@@ -153,7 +153,7 @@ pub(super) struct Hit {
 /// The answer a lookup of `key` found for `request`, if one young enough is there. A cache that
 /// cannot be read, or an entry that does not decode, is a miss, not a failed request.
 pub(super) fn found(
-    key: &str,
+    key: fingerprint::Key,
     lookup: Result<Option<Bytes>, StoreError>,
     max_age_s: Option<u64>,
     request: &ClientRequest,
@@ -224,7 +224,7 @@ pub(super) async fn serve_hit(
 
 /// An answer to store, taken off the request so that storing it can run beside settling.
 pub(super) struct Keep {
-    key: String,
+    key: fingerprint::Key,
     entry: Entry,
     ttl: Duration,
     model: String,
@@ -236,7 +236,7 @@ pub(super) fn to_keep(ctx: &RequestCtx) -> Option<Keep> {
     let state = ctx.cache.as_ref()?;
     let answer = cache::take(state.captured.as_ref()?)?;
     Some(Keep {
-        key: state.key.clone(),
+        key: state.key?,
         entry: CachedAnswer::new(answer, ctx.cost_usd).encode()?,
         ttl: state.ttl,
         model: ctx.model_label.clone(),
@@ -259,7 +259,7 @@ impl Keep {
         let size = self.entry.size() as u64;
         let Entry { head, body } = self.entry;
         let settlement = ctx.settlement.take();
-        let mut rider = match ANSWERS.write(&self.key, None, &head, body, self.ttl) {
+        let mut rider = match ANSWERS.write(self.key.as_str(), None, &head, body, self.ttl) {
             Write::Done => {
                 stored(&self.model, size);
                 LIMITS.settle_soon(settlement, used, ctx.cost_usd, None);

@@ -25,6 +25,7 @@ use super::respond;
 use super::responses;
 use super::sticky;
 use super::Gateway;
+use crate::cache::fingerprint::Key;
 use crate::dialect::anthropic::MessagesRequest;
 use crate::dialect::openai::completions::CompletionsRequest;
 use crate::dialect::openai::embeddings::EmbeddingsRequest;
@@ -108,7 +109,7 @@ pub(super) async fn handle(
         // Boxed: held inline, the lookup's future would enlarge every request's, which is
         // moved whole when it starts.
         Some((key, max_age)) => {
-            let found = admit_and_find(ctx, client_key, &request, estimate, &key, max_age);
+            let found = admit_and_find(ctx, client_key, &request, estimate, key, max_age);
             match Box::pin(found).await {
                 Ok(cached) => cached,
                 Err(err) => return respond::error(session, ctx, &err).await,
@@ -142,7 +143,7 @@ async fn admit_and_find(
     client_key: Option<&ClientKey>,
     request: &ClientRequest,
     estimate: u64,
-    key: &str,
+    key: Key,
     max_age_s: Option<u64>,
 ) -> Result<Option<caching::Hit>, GatewayError> {
     let mut lookup = caching::begin_lookup(key);

@@ -20,6 +20,7 @@
 
 mod memory;
 
+use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -44,7 +45,7 @@ impl StoredResponse {
     /// The Redis value: the owner, length-prefixed, then the body.
     #[cfg(test)]
     fn encode(&self) -> Vec<u8> {
-        let mut out = owner_tag(self.owner.as_deref());
+        let mut out = owner_tag(self.owner.as_deref()).into_owned();
         out.extend_from_slice(&self.body);
         out
     }
@@ -72,16 +73,16 @@ impl StoredResponse {
 }
 
 /// What a Redis value starts with: `-` without an owner, `+{len}:{owner}` with one.
-fn owner_tag(owner: Option<&str>) -> Vec<u8> {
+fn owner_tag(owner: Option<&str>) -> Cow<'static, [u8]> {
     match owner {
-        None => vec![b'-'],
+        None => Cow::Borrowed(b"-"),
         Some(owner) => {
             let mut tag = Vec::with_capacity(owner.len() + 8);
             tag.push(b'+');
             tag.extend_from_slice(itoa::Buffer::new().format(owner.len()).as_bytes());
             tag.push(b':');
             tag.extend_from_slice(owner.as_bytes());
-            tag
+            Cow::Owned(tag)
         }
     }
 }
