@@ -30,8 +30,9 @@ const IGNORED: &[&str] = &[
 
 /// Bumped when the hashed form or the stored entry's form changes, so that instances of two
 /// versions on one Redis (a rolling upgrade) keep apart instead of reading each other's entries
-/// as misses and overwriting them. 3: entries keep a passed-through answer as its bytes.
-const VERSION: u8 = 3;
+/// as misses and overwriting them. 3: entries keep a passed-through answer as its bytes. 4: the
+/// entry's header is MessagePack.
+const VERSION: u8 = 4;
 
 /// What is hashed: the request's answer-deciding fields, in a fixed order.
 #[derive(Serialize)]
@@ -178,7 +179,7 @@ mod tests {
 
     const BASE: &str = r#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":10}"#;
     const GOLDEN_BASE_KEY: &str =
-        "9cb0185d33d60f3c132033ad2415a85a577cc0481c53a5160bdb295dd322fcfb";
+        "edf84b56412b5209878a959749871b0c8e0dd2396cf4ac647a5c8300fad0e2ef";
 
     #[test]
     fn labels_and_field_order_do_not_change_the_key() {

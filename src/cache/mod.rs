@@ -134,7 +134,7 @@ enum Form {
     Anthropic,
 }
 
-/// An entry's header (JSON; the answer's bytes follow it as they are, not escaped into it).
+/// An entry's header (MessagePack; the answer's bytes follow it as they are).
 #[derive(Serialize, Deserialize)]
 struct EntryHeader {
     stored_at_ms: u64,
@@ -166,8 +166,9 @@ impl CachedAnswer {
         };
         let mut head = Vec::with_capacity(256);
         head.extend_from_slice(&[0; 4]);
-        // Plain data: serializing into a Vec cannot fail.
-        serde_json::to_writer(
+        // MessagePack with field names, not JSON: no escaping and no decimal floats to write
+        // on every store or read on every hit. Plain data: encoding into a Vec cannot fail.
+        rmp_serde::encode::write_named(
             &mut head,
             &EntryHeader {
                 stored_at_ms: self.stored_at_ms,
@@ -195,7 +196,7 @@ impl CachedAnswer {
     pub fn decode(entry: &Bytes) -> Option<CachedAnswer> {
         let length = u32::from_be_bytes(entry.get(..4)?.try_into().ok()?) as usize;
         let end = length.checked_add(4).filter(|&end| end <= entry.len())?;
-        let header: EntryHeader = serde_json::from_slice(&entry[4..end]).ok()?;
+        let header: EntryHeader = rmp_serde::from_slice(&entry[4..end]).ok()?;
         let payload = entry.slice(end..);
         let native = |dialect| Kept::Native {
             dialect,
@@ -428,10 +429,14 @@ mod tests {
             },
         };
         let entry = answer.encode().unwrap().joined();
-        // Golden: the header, then the vendor's bytes unescaped.
-        let header = r#"{"stored_at_ms":1700000000000,"cost_usd":0.5,"form":"open_ai","usage":{"prompt_tokens":7,"completion_tokens":2,"cached_tokens":0,"reasoning_tokens":0,"cache_write_tokens":0}}"#;
+        // Golden: the header (a MessagePack map of four: stored_at_ms as a u64, cost_usd as an
+        // f64, form, usage), then the vendor's bytes unescaped.
+        let header: &[u8] = b"\x84\xacstored_at_ms\xcf\0\0\x01\x8b\xcf\xe5h\0\
+            \xa8cost_usd\xcb?\xe0\0\0\0\0\0\0\xa4form\xa7open_ai\
+            \xa5usage\x85\xadprompt_tokens\x07\xb1completion_tokens\x02\xadcached_tokens\0\
+            \xb0reasoning_tokens\0\xb2cache_write_tokens\0";
         let mut golden = (header.len() as u32).to_be_bytes().to_vec();
-        golden.extend_from_slice(header.as_bytes());
+        golden.extend_from_slice(header);
         golden.extend_from_slice(OPENAI_ANSWER.as_bytes());
         assert_eq!(entry, golden);
         let decoded = CachedAnswer::decode(&entry).unwrap();
