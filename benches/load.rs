@@ -23,7 +23,9 @@
 //! filter; `cache` a cache hit's latency, instructions and Redis commands (memory and Redis);
 //! `hedge` the latency percentiles of a heavy-tailed target with and without hedging.
 //! `BENCH_KEEP_DIR` set keeps the run's directory (configs, callgrind dumps for
-//! `callgrind_annotate`).
+//! `callgrind_annotate`). In the `cache` phase, the CPU rows run in `BENCH_CACHE_ROUNDS` rounds
+//! (default 3, rows interleaved; the median is reported), and `BENCH_PERF` set to a directory
+//! records a `perf` profile of the gateway for each row's first round.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

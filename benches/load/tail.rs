@@ -85,12 +85,13 @@ async fn cpu_per_request(
     addr: SocketAddr,
     request: &[u8],
     connections: usize,
-    redis_port: Option<u16>,
-) -> (f64, f64, f64) {
-    let reads_before = match redis_port {
-        Some(port) => reads_processed(port).await,
+    redis: Option<(u16, u32)>,
+) -> (f64, f64, f64, f64) {
+    let reads_before = match redis {
+        Some((port, _)) => reads_processed(port).await,
         None => None,
     };
+    let redis_before = redis.map(|(_, redis_pid)| cpu_time(redis_pid));
     let before = cpu_time(pid);
     let started = Instant::now();
     let (rps, _) = saturate(
@@ -103,14 +104,22 @@ async fn cpu_per_request(
     let used = cpu_time(pid).saturating_sub(before);
     let busy = used.as_secs_f64() / started.elapsed().as_secs_f64();
     let requests = (rps * CPU_SECONDS as f64).max(1.0);
+    // Redis's own CPU per request: it shares the other CPU with the upstream and the load
+    // generator, so what it spends slows them, and the gateway waits (and wakes) more.
+    let redis_cpu = match (redis, redis_before) {
+        (Some((_, redis_pid)), Some(before)) => {
+            cpu_time(redis_pid).saturating_sub(before).as_secs_f64() * 1e6 / requests
+        }
+        _ => f64::NAN,
+    };
     // Writes that reached Redis per request under load: how well requests share them.
-    let writes = match (redis_port, reads_before) {
-        (Some(port), Some(before)) => reads_processed(port).await.map_or(f64::NAN, |after| {
+    let writes = match (redis, reads_before) {
+        (Some((port, _)), Some(before)) => reads_processed(port).await.map_or(f64::NAN, |after| {
             after.saturating_sub(before + 1) as f64 / requests
         }),
         _ => f64::NAN,
     };
-    (used.as_secs_f64() * 1e6 / requests, busy, writes)
+    (used.as_secs_f64() * 1e6 / requests, busy, writes, redis_cpu)
 }
 
 /// Rounds of CPU measurement: every row once a round, rows interleaved, so that the machine
@@ -265,6 +274,7 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
         .spawn()
         .ok()
         .map(Kill);
+    let redis_pid = redis.as_ref().map(|r| r.0.id());
     let redis_state =
         format!("state: {{ backend: redis, url: \"redis://127.0.0.1:{redis_port}/0\" }}");
     let redis_extra = format!("{KEY}\n{redis_state}\n{MODELS}");
@@ -330,15 +340,15 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
         for (r, (label, pid, addr, request)) in rows.iter().enumerate() {
             for (c, connections) in CPU_CONNECTIONS.into_iter().enumerate() {
                 let profile = (round == 0).then(|| Profile::start(*pid, label, connections));
-                let redis = (r >= 2).then_some(redis_port);
+                let redis = redis_pid.filter(|_| r >= 2).map(|pid| (redis_port, pid));
                 cpu[r][c].push(cpu_per_request(*pid, *addr, request, connections, redis).await);
                 drop(profile);
             }
         }
     }
     println!("\nanswer cache: latency of {LATENCY_REQUESTS} requests one after another on one connection; CPU per request while 16, then 64 connections send as fast as they can ({CPU_SECONDS} s each; real CPU, SHA-NI included; busy: the gateway's CPU time over the wall time); {rounds} rounds, every row once a round, rows interleaved: the median, and for the ratio to the passthrough (taken within each round) the median and the range; gateway on CPU 0");
-    println!("| path | p50 µs | p99 µs | CPU per request, 16 connections | vs passthrough (range) | 64 connections | vs passthrough (range) | Redis commands per request | Redis round trips per request | Redis writes per request under load, 16 / 64 connections |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| path | p50 µs | p99 µs | CPU per request, 16 connections | vs passthrough (range) | 64 connections | vs passthrough (range) | Redis commands per request | Redis round trips per request | Redis writes per request under load, 16 / 64 connections | Redis's CPU per request, 16 / 64 connections |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (r, (label, _, addr, request)) in rows.iter().enumerate() {
         let mut columns = String::new();
         for (row, passthrough) in cpu[r].iter().zip(&cpu[0]) {
@@ -360,19 +370,23 @@ pub async fn cache_phase(gateway_bin: &std::path::Path, up_port: u16, dir: &std:
             ));
         }
         let redis_columns = if r < 2 {
-            " — | — | — |".to_string()
+            " — | — | — | — |".to_string()
         } else {
             let (commands, round_trips) = commands_per_request(redis_port, *addr, request).await;
-            let loaded: Vec<String> = cpu[r]
-                .iter()
-                .map(|rounds| {
-                    let mut writes: Vec<f64> = rounds.iter().map(|m| m.2).collect();
-                    format!("{:.2}", median(&mut writes))
-                })
-                .collect();
+            let column = |of: fn(&(f64, f64, f64, f64)) -> f64, precision: usize| {
+                cpu[r]
+                    .iter()
+                    .map(|rounds| {
+                        let mut values: Vec<f64> = rounds.iter().map(of).collect();
+                        format!("{:.precision$}", median(&mut values))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
             format!(
-                " {commands:.2} | {round_trips:.2} | {} |",
-                loaded.join(" / ")
+                " {commands:.2} | {round_trips:.2} | {} | {} µs |",
+                column(|m| m.2, 2),
+                column(|m| m.3, 1)
             )
         };
         println!(
