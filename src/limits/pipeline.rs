@@ -9,6 +9,10 @@
 //! user-space part ~5 µs. Sharing them across requests is what brings Redis on the hot path
 //! close to a plain passthrough.
 //!
+//! Commands nobody waits for (a settlement, a cache store riding with it) hand the task a
+//! function for their replies instead of a channel: it runs on the task, so such a request
+//! costs no task of its own and no wake-up ([`Pipeline::send_detached`]).
+//!
 //! Failure handling is the task's. A connection Redis or something in between closed while it
 //! was idle (`CLIENT KILL`, the server's `timeout`, a restart) is noticed before anything is
 //! sent on it, and replaced. When a connection made earlier fails all the same, what was not

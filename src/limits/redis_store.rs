@@ -172,7 +172,7 @@ impl Rider {
     }
 
     /// Told as soon as the command is written to Redis's connection, riding along or alone
-    /// ([`Pipeline::exchange_with`]); closed unsent when it never is.
+    /// (the pipeline's `exchange_with`); closed unsent when it never is.
     pub fn written(&mut self) -> oneshot::Receiver<()> {
         let (tell, told) = oneshot::channel();
         self.written = Some(tell);
@@ -203,7 +203,7 @@ impl Rider {
         self.boards(redis)
     }
 
-    /// Sends it alone with nobody waiting ([`Pipeline::send_detached`]); `then` gets its
+    /// Sends it alone with nobody waiting (the pipeline's `send_detached`); `then` gets its
     /// reply on the connection's task.
     pub fn send_detached(
         self,
@@ -218,7 +218,7 @@ impl Rider {
 }
 
 /// What is done with a [`Rider`]'s reply when nobody waits for it: run on the connection's
-/// task (see [`Then`]).
+/// task (see the pipeline's `Then`).
 pub type RiderThen = Box<dyn FnOnce(Result<Value, StoreError>) + Send + Sync>;
 
 /// The keys of one request's counters, for a script: `budget_period`, then the three
