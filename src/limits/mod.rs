@@ -673,7 +673,7 @@ impl Limiter {
             Backend::Memory => settle_in_memory(policy, &admission, used_tokens, cost_usd),
             Backend::Redis(redis) => {
                 let settlement = redis_settlement(&store, policy, admission, used_tokens, cost_usd);
-                if let Err(err) = redis.settle(&settlement).await {
+                if let Err(err) = redis.settle(settlement).await {
                     self.backend_failed(&store, &policy.name, &err);
                 }
             }

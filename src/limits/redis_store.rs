@@ -193,14 +193,9 @@ impl Rider {
         }
     }
 
-    /// Whether it still waits for a ride on `redis` (the same server).
-    fn boards(&self, redis: &RedisStore) -> bool {
+    /// Whether it can still ride with commands sent to `redis` (the same server).
+    pub fn rides_with(&self, redis: &RedisStore) -> bool {
         self.reply.is_none() && std::ptr::eq(&*self.redis, redis)
-    }
-
-    /// Whether it can ride with commands sent to `redis` (the same server).
-    pub fn rides_with(&self, redis: &Arc<RedisStore>) -> bool {
-        self.boards(redis)
     }
 
     /// Sends it alone with nobody waiting (the pipeline's `send_detached`); `then` gets its
@@ -387,7 +382,7 @@ impl RedisStore {
         cmds: &[&Cmd],
         rider: Option<&mut Rider>,
     ) -> Result<Vec<Value>, StoreError> {
-        let Some(rider) = rider.filter(|r| r.boards(self)) else {
+        let Some(rider) = rider.filter(|r| r.rides_with(self)) else {
             return self.pipeline.exchange_at_most_once(cmds).await;
         };
         let mut all = Vec::with_capacity(cmds.len() + 1);
@@ -487,19 +482,19 @@ impl RedisStore {
     /// expiry for a counter this created, because its own had expired under a long request; a
     /// count that went below zero brought back) are increments and expiries too, so they are
     /// right whatever other requests did in between.
-    pub async fn settle(&self, settlement: &Settlement) -> Result<(), StoreError> {
-        let cmds: Vec<Cmd> = settlement
-            .changes()
-            .map(|(key, by, _)| incr_by(key, by))
-            .collect();
-        let refs: Vec<&Cmd> = cmds.iter().collect();
-        let replies = self.count(&refs, None).await?;
-        let repairs = settlement.repairs(replies.into_iter())?;
-        if !repairs.is_empty() {
-            let refs: Vec<&Cmd> = repairs.iter().collect();
-            self.pipeline.exchange_at_most_once(&refs).await?;
-        }
-        Ok(())
+    ///
+    /// Waits for what [`Self::settle_detached`] does, so both run the same increments and
+    /// repairs.
+    pub async fn settle(self: &Arc<Self>, settlement: Settlement) -> Result<(), StoreError> {
+        let (tell, told) = oneshot::channel();
+        self.settle_detached(settlement, None, move |settled, _| {
+            let _ = tell.send(settled);
+        });
+        told.await.unwrap_or_else(|_| {
+            Err(StoreError::Unreachable(
+                "the redis connection's task ended".into(),
+            ))
+        })
     }
 
     /// [`Self::settle`] with nobody waiting: queued on the connection before this returns, so
@@ -825,14 +820,14 @@ mod tests {
                 budget_ttl,
             };
             store
-                .settle(&settlement(&keys, -50, 4000, hour))
+                .settle(settlement(&keys, -50, 4000, hour))
                 .await
                 .unwrap();
             assert_eq!(store.read(&keys).await.unwrap(), vec![4000, 2, 150, 1]);
             // The period's first cost gave the budget its expiry.
             assert!((3590..=3600).contains(&ttl(&store, "t:team:budget:3").await));
             store
-                .settle(&settlement(&keys, 30, 6000, hour))
+                .settle(settlement(&keys, 30, 6000, hour))
                 .await
                 .unwrap();
             assert_eq!(store.read(&keys).await.unwrap(), vec![10_000, 2, 180, 0]);
@@ -855,7 +850,7 @@ mod tests {
                 let late = ScriptKeys::new("t:", name, &[0], minute, 3);
                 let counter = format!("t:{name}:s0:tok:{minute}");
                 if name == "late" {
-                    store.settle(&settlement(&late, 40, 0, None)).await.unwrap();
+                    store.settle(settlement(&late, 40, 0, None)).await.unwrap();
                 } else {
                     let (tell, told) = tokio::sync::oneshot::channel();
                     store.settle_detached(settlement(&late, 40, 0, None), None, |settled, ride| {
