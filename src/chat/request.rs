@@ -119,13 +119,52 @@ impl Message<'_> {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A message's content: a string, or a list of parts.
+///
+/// Serialized untagged; deserialized by hand, not as a derived `untagged` enum: that one
+/// buffers the content into serde's intermediate form before trying each variant on it, and
+/// refuses a content of the wrong type without saying what was expected.
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Content<'a> {
-    #[serde(borrow)]
     Text(std::borrow::Cow<'a, str>),
-    #[serde(borrow)]
     Parts(Vec<ContentPart<'a>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ContentVisitor(std::marker::PhantomData))
+    }
+}
+
+struct ContentVisitor<'a>(std::marker::PhantomData<Content<'a>>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for ContentVisitor<'a> {
+    type Value = Content<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string or an array of content parts")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Content::Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Content::Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Content::Text(Cow::Owned(text)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+        while let Some(part) = seq.next_element()? {
+            parts.push(part);
+        }
+        Ok(Content::Parts(parts))
+    }
 }
 
 impl Content<'_> {
@@ -374,5 +413,60 @@ impl Tool<'_> {
                 strict: f.strict,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_is_a_string_borrowed_when_it_can_be_or_a_list_of_parts() {
+        let body = r#"[
+            {"role": "user", "content": "plain"},
+            {"role": "user", "content": "line\nbreak"},
+            {"role": "user", "content": [{"type": "text", "text": "part"}]},
+            {"role": "assistant", "content": null}
+        ]"#;
+        let messages: Vec<Message> = serde_json::from_str(body).unwrap();
+        match &messages[0].content {
+            Some(Content::Text(Cow::Borrowed(text))) => assert_eq!(*text, "plain"),
+            other => panic!("expected borrowed text, got {other:?}"),
+        }
+        match &messages[1].content {
+            Some(Content::Text(Cow::Owned(text))) => assert_eq!(text, "line\nbreak"),
+            other => panic!("expected unescaped text, got {other:?}"),
+        }
+        match &messages[2].content {
+            Some(Content::Parts(parts)) => {
+                assert!(matches!(&parts[..], [ContentPart::Text { text, .. }] if text == "part"))
+            }
+            other => panic!("expected parts, got {other:?}"),
+        }
+        assert!(messages[3].content.is_none());
+        // Serialized back as the client wrote it: untagged.
+        assert_eq!(
+            serde_json::to_value(&messages[..3]).unwrap(),
+            serde_json::json!([
+                {"role": "user", "content": "plain", "tool_calls": null, "tool_call_id": null, "name": null},
+                {"role": "user", "content": "line\nbreak", "tool_calls": null, "tool_call_id": null, "name": null},
+                {"role": "user", "content": [{"type": "text", "text": "part", "cache_control": null}],
+                 "tool_calls": null, "tool_call_id": null, "name": null},
+            ])
+        );
+    }
+
+    #[test]
+    fn content_of_another_type_is_refused_saying_what_was_expected() {
+        let err = serde_json::from_str::<Message>(r#"{"role": "user", "content": 5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected a string or an array of content parts"),
+            "{err}"
+        );
+        assert!(
+            serde_json::from_str::<Message>(r#"{"role": "user", "content": {"a": 1}}"#).is_err()
+        );
     }
 }
