@@ -142,6 +142,36 @@ async fn hostile_direct_models_are_400s_that_never_reach_a_provider_or_its_break
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_is_not_an_object_is_the_same_400_passed_through_or_translated() {
+    let upstream = MockUpstream::start(every_vendor).await;
+    let gw = Gateway::start(&vendors_config(&upstream)).await;
+    // An array of the message's fields in order: a derived struct would read it as a message.
+    for messages in [json!([["user", "hi"]]), json!(["hi"]), json!([7])] {
+        for model in ["local/m", "anthropic/claude-x", "gemini/gemini-2.5-flash"] {
+            let resp = client()
+                .post(format!("{}/v1/chat/completions", gw.url()))
+                .json(&json!({"model": model, "messages": messages}))
+                .send()
+                .await
+                .expect("request to the gateway");
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.expect("a JSON answer");
+            assert_eq!(status, 400, "{model} {messages}: {body}");
+            assert_eq!(
+                body["error"]["message"], "each message must be an object",
+                "{model} {messages}: {body}"
+            );
+            assert_eq!(body["error"]["param"], "messages", "{body}");
+        }
+    }
+    assert_eq!(
+        upstream.request_count(),
+        0,
+        "a malformed message reached a vendor"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_ids_reach_the_vendor_as_one_encoded_path_segment() {
     let upstream = MockUpstream::start(every_vendor).await;
     let gw = Gateway::start(&vendors_config(&upstream)).await;

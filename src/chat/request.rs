@@ -20,7 +20,7 @@ pub struct Request<'a> {
     /// prefer it to `reasoning_effort`.
     #[serde(skip)]
     pub thinking_budget: Option<u64>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object_list")]
     pub messages: Vec<Message<'a>>,
     #[serde(default, borrow)]
     pub tools: Option<Vec<Tool<'a>>>,
@@ -94,6 +94,50 @@ impl Request<'_> {
                 Some("stop"),
             )),
         }
+    }
+}
+
+/// For `deserialize_with` on a list of messages: every item must be a JSON object. A derived
+/// struct also takes an array of its fields in order (`["user", "hi"]` as a message), which
+/// the vendors refuse, and so does the pass-through path.
+pub(crate) fn object_list<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<T>, D::Error> {
+    struct List<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for List<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of messages")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(Object(item)) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    deserializer.deserialize_seq(List(std::marker::PhantomData))
+}
+
+/// A `T` that was a JSON object.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Map<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Map<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a message object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Map(std::marker::PhantomData))
+            .map(Object)
     }
 }
 
@@ -454,6 +498,17 @@ mod tests {
                  "tool_calls": null, "tool_call_id": null, "name": null},
             ])
         );
+    }
+
+    #[test]
+    fn a_message_written_as_an_array_of_its_fields_is_refused() {
+        let object: Request =
+            serde_json::from_str(r#"{"messages": [{"role": "user", "content": "hi"}]}"#).unwrap();
+        assert_eq!(object.messages[0].role, "user");
+        let err = serde_json::from_str::<Request>(r#"{"messages": [["user", "hi"]]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected a message object"), "{err}");
     }
 
     #[test]

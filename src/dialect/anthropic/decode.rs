@@ -36,7 +36,7 @@ fn invalid(message: impl Into<String>) -> GatewayError {
 
 #[derive(Deserialize)]
 struct MessagesWire<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "chat::object_list")]
     messages: Vec<MessageWire<'a>>,
     #[serde(default, borrow)]
     system: Option<ContentWire<'a>>,
@@ -643,6 +643,8 @@ mod tests {
                 json!([{"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "f", "input": {}}]}]),
             ),
             base(json!([{"role": "user", "content": [{"type": "mystery"}]}])),
+            // A message as an array of its fields: a derived struct would take it.
+            base(json!([["user", "hi"]])),
             base(
                 json!([{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]),
             ),
