@@ -483,7 +483,7 @@ mod tests {
         }
         match &messages[2].content {
             Some(Content::Parts(parts)) => {
-                assert!(matches!(&parts[..], [ContentPart::Text { text, .. }] if text == "part"))
+                assert!(matches!(&parts[..], [ContentPart::Text { text, .. }] if text == "part"));
             }
             other => panic!("expected parts, got {other:?}"),
         }
