@@ -8,6 +8,10 @@
 //! [`accounting`] sit around them; [`server`] assembles it all, and [`app`] is the program
 //! ([`Gateway::builder`] adds [`filters`] written in Rust).
 
+// These docs are for the people who work on the gateway (`cargo doc --document-private-items`):
+// a module's doc links to its private parts to say what each holds.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod accounting;
 pub mod admin;
 pub mod app;

@@ -1,6 +1,6 @@
 //! Google Cloud Vertex AI (`kind: vertex`): Gemini and Anthropic models of one project and
 //! region, authorized with OAuth tokens from a service account
-//! ([`TokenSource`](auth::TokenSource)).
+//! ([`auth::TokenSource`]).
 //!
 //! A target's model picks the publisher: `claude-*` models are Anthropic's
 //! (`…/publishers/anthropic/models/{m}:rawPredict`, `:streamRawPredict`; the Messages body

@@ -2,7 +2,7 @@
 //!
 //! An attempt builds the vendor request ([`ProviderAdapter::build_request`]), sends it through
 //! the transport, and then either classifies the failure ([`classify`]) or relays the answer
-//! ([`relay`]: a JSON body, or a stream chunk by chunk). Until the first byte reaches the client
+//! ([`relay`](mod@relay): a JSON body, or a stream chunk by chunk). Until the first byte reaches the client
 //! an attempt can fail without the client noticing, and the caller may try another target.
 //! After that, a failure ends the client's stream with an error event, and the attempt counts as
 //! answered (but unhealthy).
