@@ -120,7 +120,8 @@ pub(crate) fn object_list<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>
     deserializer.deserialize_seq(List(std::marker::PhantomData))
 }
 
-/// A `T` that was a JSON object.
+/// A `T` that was a JSON object (derived structs and internally tagged enums also take
+/// arrays).
 struct Object<T>(T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
@@ -129,7 +130,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
         impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Map<T> {
             type Value = T;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a message object")
+                f.write_str("an object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
                 T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
@@ -204,7 +205,7 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for ContentVisitor<'a> {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
-        while let Some(part) = seq.next_element()? {
+        while let Some(Object(part)) = seq.next_element()? {
             parts.push(part);
         }
         Ok(Content::Parts(parts))
@@ -501,14 +502,21 @@ mod tests {
     }
 
     #[test]
-    fn a_message_written_as_an_array_of_its_fields_is_refused() {
+    fn a_message_or_a_part_written_as_an_array_is_refused() {
         let object: Request =
             serde_json::from_str(r#"{"messages": [{"role": "user", "content": "hi"}]}"#).unwrap();
         assert_eq!(object.messages[0].role, "user");
         let err = serde_json::from_str::<Request>(r#"{"messages": [["user", "hi"]]}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("expected a message object"), "{err}");
+        assert!(err.contains("expected an object"), "{err}");
+        // A part as an array too: an internally tagged enum would take `["text", "hi"]`.
+        let err = serde_json::from_str::<Request>(
+            r#"{"messages": [{"role": "user", "content": [["text", "hi"]]}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("expected an object"), "{err}");
     }
 
     #[test]
