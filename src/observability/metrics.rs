@@ -2,7 +2,7 @@
 //!
 //! All metrics live in one process-wide [`Metrics`] registry created on first use. Label values
 //! are bounded: configured model and provider names, status codes, outcome words. A model name the
-//! client invented never becomes a label (see [`RoutingTable::model_label`](crate::routing::RoutingTable::model_label)).
+//! client invented never becomes a label (see the routing table's `model_label`).
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
