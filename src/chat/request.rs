@@ -97,9 +97,10 @@ impl Request<'_> {
     }
 }
 
-/// For `deserialize_with` on a list of messages: every item must be a JSON object. A derived
-/// struct also takes an array of its fields in order (`["user", "hi"]` as a message), which
-/// the vendors refuse, and so does the pass-through path.
+/// For `deserialize_with` on a list of messages (or of content blocks): every item must be a
+/// JSON object. A derived struct also takes an array of its fields in order (`["user", "hi"]`
+/// as a message), and an internally tagged enum an array led by its tag; the vendors refuse
+/// both, and so does the pass-through path.
 pub(crate) fn object_list<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<T>, D::Error> {
@@ -107,7 +108,7 @@ pub(crate) fn object_list<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>
     impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for List<T> {
         type Value = Vec<T>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an array of messages")
+            f.write_str("an array of objects")
         }
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
             let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));

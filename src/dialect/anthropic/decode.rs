@@ -83,8 +83,7 @@ struct MessageWire<'a> {
 enum ContentWire<'a> {
     #[serde(borrow)]
     Text(Cow<'a, str>),
-    #[serde(borrow)]
-    Blocks(Vec<BlockWire<'a>>),
+    Blocks(#[serde(borrow, deserialize_with = "chat::object_list")] Vec<BlockWire<'a>>),
 }
 
 #[derive(Deserialize)]
@@ -643,8 +642,9 @@ mod tests {
                 json!([{"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "f", "input": {}}]}]),
             ),
             base(json!([{"role": "user", "content": [{"type": "mystery"}]}])),
-            // A message as an array of its fields: a derived struct would take it.
+            // A message, or a block, as an array: derived types would take them.
             base(json!([["user", "hi"]])),
+            base(json!([{"role": "user", "content": [["text", "hi"]]}])),
             base(
                 json!([{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]),
             ),
