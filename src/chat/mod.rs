@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::config::Price;
 
 pub use event::{Event, EventSink};
-pub(crate) use request::object_list;
+pub(crate) use request::{object_list, ObjectOnly};
 pub use request::{
     parse_data_url, Content, ContentPart, FilePart, FunctionCall, FunctionDef, ImageUrl, Message,
     Request, Tool, ToolCall,

@@ -112,7 +112,7 @@ pub(crate) fn object_list<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>
         }
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
             let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-            while let Some(Object(item)) = seq.next_element()? {
+            while let Some(ObjectOnly(item)) = seq.next_element()? {
                 items.push(item);
             }
             Ok(items)
@@ -123,9 +123,9 @@ pub(crate) fn object_list<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>
 
 /// A `T` that was a JSON object (derived structs and internally tagged enums also take
 /// arrays).
-struct Object<T>(T);
+pub(crate) struct ObjectOnly<T>(pub T);
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Map<T>(std::marker::PhantomData<T>);
         impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Map<T> {
@@ -139,7 +139,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
         }
         deserializer
             .deserialize_map(Map(std::marker::PhantomData))
-            .map(Object)
+            .map(ObjectOnly)
     }
 }
 
@@ -206,7 +206,7 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for ContentVisitor<'a> {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
-        while let Some(Object(part)) = seq.next_element()? {
+        while let Some(ObjectOnly(part)) = seq.next_element()? {
             parts.push(part);
         }
         Ok(Content::Parts(parts))

@@ -131,7 +131,8 @@ impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for TextOr<'a, T> {
                 mut seq: A,
             ) -> Result<Self::Value, A::Error> {
                 let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-                while let Some(item) = seq.next_element::<T>()? {
+                // Items and parts are objects: their derived types would also take arrays.
+                while let Some(chat::ObjectOnly(item)) = seq.next_element()? {
                     items.push(item);
                 }
                 Ok(TextOr::List(items))
@@ -716,6 +717,12 @@ mod tests {
                 "schema",
             ),
             (json!({"input": []}), "at least one message"),
+            // An item, or a part, as an array: derived types would take them.
+            (json!({"input": [["user", "x"]]}), "expected an object"),
+            (
+                json!({"input": [{"role": "user", "content": [["input_text", "x"]]}]}),
+                "expected an object",
+            ),
         ];
         for (body, named) in cases {
             let err = decode(body.clone()).expect_err(&body.to_string());
