@@ -1,8 +1,8 @@
 //! Loading and validating the config file.
 //!
-//! The path is: file text → `${VAR}` expansion ([`env`](mod@env)) → YAML into the raw serde types ([`raw`]) →
-//! [`validate`](mod@validate) into the typed [`Config`] below. Only a fully valid [`Config`] ever reaches the
-//! routing table, so the proxy never sees half-checked input.
+//! The path is: file text → `${VAR}` expansion ([`env`](mod@env)) → YAML into the raw serde
+//! types ([`raw`]) → [`validate`](mod@validate) into the typed [`Config`] below. Only a fully
+//! valid [`Config`] ever reaches the routing table, so the proxy never sees half-checked input.
 
 pub mod env;
 pub mod raw;

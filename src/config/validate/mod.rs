@@ -1,7 +1,8 @@
 //! Turns [`RawConfig`] into a [`Config`], collecting every problem with its key path. One
-//! module per config section: [`server`](mod@server), [`state`](mod@state), [`auth`](mod@auth) (keys, limits, budgets),
-//! [`providers`] (with Bedrock's and Vertex's settings) and [`models`] (with prices and
-//! retries); the checks of single values they share are here.
+//! module per config section: [`server`](mod@server), [`state`](mod@state),
+//! [`auth`](mod@auth) (keys, limits, budgets), [`providers`] (with Bedrock's and Vertex's
+//! settings) and [`models`] (with prices and retries); the checks of single values they share
+//! are here.
 
 mod auth;
 mod models;
