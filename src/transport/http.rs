@@ -149,7 +149,17 @@ pub struct HttpExchange {
 
 /// Remaining time until `deadline`, capped at `limit`; which of the two applies names the phase.
 fn budget(deadline: Instant, limit: Duration, phase: &'static str) -> (Duration, &'static str) {
-    let left = deadline.saturating_duration_since(Instant::now());
+    budget_at(Instant::now(), deadline, limit, phase)
+}
+
+/// [`budget`] as of `now`, for a caller that reads the clock anyway.
+fn budget_at(
+    now: Instant,
+    deadline: Instant,
+    limit: Duration,
+    phase: &'static str,
+) -> (Duration, &'static str) {
+    let left = deadline.saturating_duration_since(now);
     if left < limit {
         (left, "the total time limit")
     } else {
@@ -341,8 +351,9 @@ pub(super) async fn send(
 impl HttpExchange {
     /// The next piece of the response body; `None` at its end.
     pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
-        let (limit, phase) = budget(self.deadline, self.idle, "the next chunk");
+        // One clock read for both: this runs for every chunk of every answer.
         let start = Instant::now();
+        let (limit, phase) = budget_at(start, self.deadline, self.idle, "the next chunk");
         let result = fast_timeout(limit, self.answer.read_chunk()).await;
         self.waited += start.elapsed();
         match result {
