@@ -7,6 +7,7 @@ use std::fmt;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::chat;
 use crate::dialect::raw_object::CowStr;
 use crate::error::GatewayError;
 
@@ -44,6 +45,20 @@ impl MessagesSummary {
         serde_json::from_str::<Summary>(text.unwrap_or_default())
             .map(|Summary(summary)| summary)
             .map_err(|_| invalid("each message must be an object"))
+    }
+}
+
+impl MessagesSummary {
+    /// The summary of messages already read into the canonical form: the same facts
+    /// [`Self::read`] finds, without a second pass over the text. (The canonical form took every
+    /// message as an object, with a string role.)
+    pub fn of(messages: &[chat::Message<'_>]) -> MessagesSummary {
+        messages
+            .iter()
+            .fold(MessagesSummary::default(), |summary, m| MessagesSummary {
+                developer_role: summary.developer_role || m.role == "developer",
+                tool_ids: summary.tool_ids || m.tool_calls.is_some() || m.tool_call_id.is_some(),
+            })
     }
 }
 

@@ -43,6 +43,10 @@ pub struct ChatRequest {
     /// Everything else, `messages` included, in the client's order and bytes.
     fields: RawObject,
     rest: OnceLock<Map<String, Value>>,
+    /// Known once the messages were read, by [`Self::messages_summary`] or
+    /// [`Self::canonical`]: a cached request that goes upstream passed through needs both, and
+    /// the second need not read a long conversation again.
+    summary: OnceLock<MessagesSummary>,
 }
 
 /// An OpenAI-format request body as its object, with `model` taken out of it.
@@ -166,6 +170,7 @@ impl ChatRequest {
             provider_preferences,
             fields,
             rest: OnceLock::new(),
+            summary: OnceLock::new(),
         })
     }
 
@@ -177,7 +182,12 @@ impl ChatRequest {
     /// Checks that every message is an object, and what the messages hold that host quirks act
     /// on (one scan of the messages).
     pub fn messages_summary(&self) -> Result<MessagesSummary, GatewayError> {
-        MessagesSummary::read(self.fields.get("messages"))
+        if let Some(summary) = self.summary.get() {
+            return Ok(*summary);
+        }
+        let summary = MessagesSummary::read(self.fields.get("messages"))?;
+        let _ = self.summary.set(summary);
+        Ok(summary)
     }
 
     /// The client's other fields as their JSON text.
@@ -203,6 +213,7 @@ impl ChatRequest {
             }
         })?;
         request.stream = self.stream;
+        let _ = self.summary.set(MessagesSummary::of(&request.messages));
         Ok(request)
     }
 }
@@ -253,6 +264,30 @@ mod tests {
 
     fn parse(v: Value) -> Result<ChatRequest, GatewayError> {
         ChatRequest::parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn the_summary_from_the_canonical_form_is_the_one_read_from_the_text() {
+        let cases = [
+            r#"[{"role": "user", "content": "hi"}]"#,
+            r#"[{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}]"#,
+            r#"[{"role": "devel\u006fper", "content": "escaped"}]"#,
+            r#"[{"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
+                "function": {"name": "f", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": "c", "content": "1"}]"#,
+            r#"[{"role": "assistant", "content": "x", "tool_calls": null, "tool_call_id": null}]"#,
+            r#"[{"role": "assistant", "content": "x", "tool_calls": []}]"#,
+        ];
+        for messages in cases {
+            let body = format!(r#"{{"model": "m", "messages": {messages}}}"#);
+            let read = ChatRequest::parse(body.as_bytes())
+                .unwrap()
+                .messages_summary()
+                .unwrap();
+            let req = ChatRequest::parse(body.as_bytes()).unwrap();
+            let canonical = req.canonical().unwrap();
+            assert_eq!(MessagesSummary::of(&canonical.messages), read, "{messages}");
+            assert_eq!(req.messages_summary().unwrap(), read, "{messages}");
+        }
     }
 
     #[test]
