@@ -46,9 +46,7 @@ impl MessagesSummary {
             .map(|Summary(summary)| summary)
             .map_err(|_| invalid("each message must be an object"))
     }
-}
 
-impl MessagesSummary {
     /// The summary of messages already read into the canonical form: the same facts
     /// [`Self::read`] finds, without a second pass over the text. (The canonical form took every
     /// message as an object, with a string role.)

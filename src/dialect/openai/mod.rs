@@ -180,7 +180,7 @@ impl ChatRequest {
     }
 
     /// Checks that every message is an object, and what the messages hold that host quirks act
-    /// on (one scan of the messages).
+    /// on: one scan of the messages, or none after [`Self::canonical`] read them.
     pub fn messages_summary(&self) -> Result<MessagesSummary, GatewayError> {
         if let Some(summary) = self.summary.get() {
             return Ok(*summary);
