@@ -63,30 +63,13 @@ impl Cmd {
     }
 
     pub fn arg(&mut self, arg: impl AsRef<[u8]>) -> &mut Self {
-        let arg = arg.as_ref();
-        self.body.push(b'$');
-        self.body
-            .extend_from_slice(itoa::Buffer::new().format(arg.len()).as_bytes());
-        self.body.extend_from_slice(b"\r\n");
-        self.body.extend_from_slice(arg);
-        self.body.extend_from_slice(b"\r\n");
-        self.argc += 1;
-        self
+        self.arg_parts(&[arg.as_ref()])
     }
 
     /// One argument made of `parts`, one after another: written straight into the command,
     /// not first joined into a buffer of their own.
     pub fn arg_parts(&mut self, parts: &[&[u8]]) -> &mut Self {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        self.body.reserve(len + 24);
-        self.body.push(b'$');
-        self.body
-            .extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
-        self.body.extend_from_slice(b"\r\n");
-        for part in parts {
-            self.body.extend_from_slice(part);
-        }
-        self.body.extend_from_slice(b"\r\n");
+        write_bulk(&mut self.body, parts);
         self.argc += 1;
         self
     }
@@ -96,9 +79,7 @@ impl Cmd {
     }
 
     pub(super) fn write_to(&self, out: &mut Vec<u8>) {
-        out.push(b'*');
-        out.extend_from_slice(itoa::Buffer::new().format(self.argc).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_array_header(out, self.argc);
         out.extend_from_slice(&self.body);
     }
 }
@@ -106,17 +87,30 @@ impl Cmd {
 /// A command of `args` (its name first), as it goes on the wire, appended to `out`: for one
 /// sent without a [`Cmd`] of its own.
 pub fn write_command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    let mut numbers = itoa::Buffer::new();
-    out.push(b'*');
-    out.extend_from_slice(numbers.format(args.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    write_array_header(out, args.len());
     for arg in args {
-        out.push(b'$');
-        out.extend_from_slice(numbers.format(arg.len()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
+        write_bulk(out, &[arg]);
     }
+}
+
+/// `*{count}\r\n`: the head of an array of `count` bulk strings.
+fn write_array_header(out: &mut Vec<u8>, count: usize) {
+    out.push(b'*');
+    out.extend_from_slice(itoa::Buffer::new().format(count).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// One bulk string made of `parts`, one after another: `${len}\r\n{parts}\r\n`.
+fn write_bulk(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    out.reserve(len + 24);
+    out.push(b'$');
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A reply.
@@ -440,6 +434,17 @@ mod tests {
             encoded(&call.replace_head(head, &eval, 2)),
             "*4\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\nk\r\n$1\r\n7\r\n"
         );
+        // An argument in parts, and a command written without a `Cmd`: the same bytes.
+        let mut parts = Cmd::new("SET");
+        parts
+            .arg("k")
+            .arg_parts(&[b"\r\n", b"", b"\x00"])
+            .arg("PX")
+            .int(-15i64);
+        assert_eq!(encoded(&parts), encoded(&cmd));
+        let mut direct = Vec::new();
+        write_command(&mut direct, &[b"SET", b"k", b"\r\n\x00", b"PX", b"-15"]);
+        assert_eq!(String::from_utf8_lossy(&direct), encoded(&cmd));
     }
 
     #[test]
