@@ -63,13 +63,21 @@ impl Cmd {
     }
 
     pub fn arg(&mut self, arg: impl AsRef<[u8]>) -> &mut Self {
-        self.arg_parts(&[arg.as_ref()])
+        write_bulk(&mut self.body, arg.as_ref());
+        self.argc += 1;
+        self
     }
 
     /// One argument made of `parts`, one after another: written straight into the command,
     /// not first joined into a buffer of their own.
     pub fn arg_parts(&mut self, parts: &[&[u8]]) -> &mut Self {
-        write_bulk(&mut self.body, parts);
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.body.reserve(len + 24);
+        write_bulk_head(&mut self.body, len);
+        for part in parts {
+            self.body.extend_from_slice(part);
+        }
+        self.body.extend_from_slice(b"\r\n");
         self.argc += 1;
         self
     }
@@ -89,7 +97,7 @@ impl Cmd {
 pub fn write_command(out: &mut Vec<u8>, args: &[&[u8]]) {
     write_array_header(out, args.len());
     for arg in args {
-        write_bulk(out, &[arg]);
+        write_bulk(out, arg);
     }
 }
 
@@ -100,16 +108,17 @@ fn write_array_header(out: &mut Vec<u8>, count: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// One bulk string made of `parts`, one after another: `${len}\r\n{parts}\r\n`.
-fn write_bulk(out: &mut Vec<u8>, parts: &[&[u8]]) {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    out.reserve(len + 24);
+/// `${len}\r\n`: the head of a bulk string of `len` bytes (which follow, then `\r\n`).
+fn write_bulk_head(out: &mut Vec<u8>, len: usize) {
     out.push(b'$');
     out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
     out.extend_from_slice(b"\r\n");
-    for part in parts {
-        out.extend_from_slice(part);
-    }
+}
+
+/// One bulk string: `${len}\r\n{bytes}\r\n`.
+fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_bulk_head(out, bytes.len());
+    out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
 }
 
